@@ -1,0 +1,125 @@
+"""The fast (Numba) kernels against the reference (NumPy) ones, and both against a direct,
+loop-by-loop convolution that shares no code with either."""
+import numpy as np
+import pytest
+
+from tinycnn.kernels import conv_output_size, fast, reference
+
+
+def random_case(rng):
+    """A random convolution/pooling configuration from the ranges the library promises."""
+    N, C, F = rng.integers(1, 6), rng.integers(1, 8), rng.integers(1, 8)
+    kh, kw = rng.integers(1, 6, size=2)
+    sh, sw = rng.integers(1, 4, size=2)
+    ph, pw = rng.integers(0, 3, size=2)
+    H = rng.integers(max(kh - 2 * ph, 1), 12) | 1      # odd sizes
+    W = rng.integers(max(kw - 2 * pw, 1), 12) | 1
+    H, W = max(H, kh - 2 * ph), max(W, kw - 2 * pw)
+    return tuple(int(v) for v in (N, C, F, H, W, kh, kw, sh, sw, ph, pw))
+
+
+CASES = [random_case(np.random.default_rng(seed)) for seed in range(60)]
+
+
+def direct_conv(x, W, b, stride, padding):
+    """Convolution straight from its definition, one output element at a time."""
+    N, C, H, Wd = x.shape
+    F, _, kh, kw = W.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH, OW = conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
+    y = np.zeros((N, F, OH, OW), dtype=np.float64)
+    for n in range(N):
+        for f in range(F):
+            for a in range(OH):
+                for c in range(OW):
+                    y[n, f, a, c] = np.sum(xp[n, :, a * sh:a * sh + kh, c * sw:c * sw + kw] * W[f]) + b[f]
+    return y
+
+
+def test_cases_cover_the_promised_ranges():
+    arr = np.array(CASES)
+    assert arr[:, 0].min() == 1 and arr[:, 0].max() == 5       # batch 1-5
+    assert arr[:, 1].max() == 7 and arr[:, 5].max() == 5       # channels up to 7, kernel up to 5
+    assert arr[:, 7].max() == 3 and arr[:, 9].max() == 2       # stride up to 3, padding up to 2
+    assert any(kh != kw for kh, kw in arr[:, 5:7])             # non-square kernels
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_fast_equals_reference(case):
+    N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    args = ((sh, sw), (ph, pw))
+    y_ref, cols_ref = reference.conv2d_forward(x, w, b, *args)
+    y_fast, cols_fast = fast.conv2d_forward(x, w, b, *args)
+    assert y_fast.dtype == np.float32 and cols_fast.dtype == np.float32
+    np.testing.assert_array_equal(cols_fast, cols_ref)          # im2col is pure copying
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_ref, direct_conv(x, w, b, *args), rtol=1e-4, atol=1e-4)
+
+    dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    grads_ref = reference.conv2d_backward(dy, cols_ref, x.shape, w, *args)
+    grads_fast = fast.conv2d_backward(dy, cols_fast, x.shape, w, *args)
+    for name, g_ref, g_fast in zip(("dx", "dW", "db"), grads_ref, grads_fast):
+        assert g_fast.dtype == np.float32, name
+        np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CASES[:30])
+def test_col2im_is_the_adjoint_of_im2col(case):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c: the defining property of the adjoint.
+    N, C, _, H, W, kh, kw, sh, sw, ph, pw = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((N, C, H, W))
+    for impl in (reference, fast):
+        cols = impl.im2col(x, kh, kw, sh, sw, ph, pw)
+        c = rng.standard_normal(cols.shape)
+        lhs = np.sum(cols * c)
+        rhs = np.sum(x * impl.col2im(c, x.shape, kh, kw, sh, sw, ph, pw))
+        assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooling_fast_equals_reference(case):
+    N, C, _, H, W, kh, kw, sh, sw, _, _ = case
+    H, W = max(H, kh), max(W, kw)
+    rng = np.random.default_rng(sum(case))
+    # Small integers make ties common: both versions must send the gradient to the same one.
+    x = rng.integers(-3, 4, size=(N, C, H, W)).astype(np.float32)
+    y_ref, arg_ref = reference.maxpool2d_forward(x, kh, kw, sh, sw)
+    y_fast, arg_fast = fast.maxpool2d_forward(x, kh, kw, sh, sw)
+    np.testing.assert_array_equal(y_fast, y_ref)
+    np.testing.assert_array_equal(arg_fast, arg_ref)
+    dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    dx_ref = reference.maxpool2d_backward(dy, arg_ref, x.shape, kh, kw, sh, sw)
+    dx_fast = fast.maxpool2d_backward(dy, arg_fast, x.shape, kh, kw, sh, sw)
+    np.testing.assert_allclose(dx_fast, dx_ref, rtol=1e-6, atol=1e-6)
+    # The gradient mass is conserved: every window passes all of dy to exactly one pixel.
+    assert dx_ref.sum() == pytest.approx(dy.sum(), rel=1e-4, abs=1e-4)
+
+    a_ref = reference.avgpool2d_forward(x, kh, kw, sh, sw)
+    a_fast = fast.avgpool2d_forward(x, kh, kw, sh, sw)
+    assert a_fast.dtype == np.float32 and a_ref.dtype == np.float32
+    np.testing.assert_allclose(a_fast, a_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.avgpool2d_backward(dy, x.shape, kh, kw, sh, sw),
+                               reference.avgpool2d_backward(dy, x.shape, kh, kw, sh, sw),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_maxpool_matches_window_definition():
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 9)).astype(np.float32)
+    y, _ = fast.maxpool2d_forward(x, 3, 2, 2, 3)
+    for a in range(y.shape[2]):
+        for b in range(y.shape[3]):
+            np.testing.assert_array_equal(y[:, :, a, b], x[:, :, 2 * a:2 * a + 3, 3 * b:3 * b + 2].max(axis=(2, 3)))
+
+
+def test_kernels_keep_float32():
+    x = np.ones((2, 3, 8, 8), np.float32)
+    for impl in (reference, fast):
+        cols = impl.im2col(x, 3, 3, 1, 1, 1, 1)
+        assert cols.dtype == np.float32
+        assert impl.col2im(cols, x.shape, 3, 3, 1, 1, 1, 1).dtype == np.float32

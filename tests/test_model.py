@@ -1,0 +1,99 @@
+"""The Sequential container and the ready-made architectures."""
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from tinycnn.models import convnet, lenet5
+
+
+def test_shape_mismatch_at_build_time_names_layer_and_shapes():
+    layers = [Conv2D(1, 4, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(100, 10)]
+    with pytest.raises(ValueError, match=r"dense_4 does not fit the output of flatten_3 of shape "
+                                         r"\(144,\).*expected input \(N, 100\)"):
+        tinycnn.Sequential(layers, input_shape=(1, 14, 14))
+
+
+def test_shape_mismatch_at_first_forward():
+    model = tinycnn.Sequential([Conv2D(1, 4, 3), Conv2D(3, 2, 3)])
+    with pytest.raises(ValueError, match=r"conv2d_1 does not fit the output of conv2d_0 of shape \(4, 6, 6\)"):
+        model.forward(np.zeros((2, 1, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("builder, size, flat", [(convnet, 28, 1600), (lenet5, 28, 400),
+                                                 (convnet, 32, 2304), (lenet5, (32, 36), 16 * 6 * 7)])
+def test_architectures_fit_other_sizes(builder, size, flat):
+    model = builder(in_channels=3, num_classes=7, input_size=size)
+    dense = next(l for l in model.layers if isinstance(l, Dense))
+    assert dense.in_features == flat
+    h, w = (size, size) if isinstance(size, int) else size
+    assert model.predict_proba(np.random.rand(3, 3, h, w).astype(np.float32)).shape == (3, 7)
+
+
+def test_convnet_and_lenet5_layer_plans():
+    assert [type(l).__name__ for l in convnet().layers] == [
+        "Conv2D", "ReLU", "MaxPool2D", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dropout", "Dense"]
+    assert convnet().num_parameters() == 34826
+    assert lenet5().num_parameters() == 61706
+
+
+def test_seed_makes_initialisation_and_dropout_reproducible():
+    x = np.random.rand(4, 1, 28, 28).astype(np.float32)
+    a, b, c = convnet(seed=3), convnet(seed=3), convnet(seed=4)
+    np.testing.assert_array_equal(a.forward(x, training=True), b.forward(x, training=True))
+    assert not np.array_equal(a.layers[0].params["W"], c.layers[0].params["W"])
+
+
+def test_predict_in_batches_equals_one_pass():
+    model = lenet5(seed=1)
+    x = np.random.rand(37, 1, 28, 28).astype(np.float32)
+    whole = tinycnn.functional.softmax(model.forward(x))
+    np.testing.assert_allclose(model.predict_proba(x, batch_size=8), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(x, batch_size=5), whole.argmax(1))
+
+
+def test_parameters_yields_names_and_grads():
+    items = list(convnet().parameters())
+    assert [(l, p) for l, p, _, _ in items] == [("conv2d_0", "W"), ("conv2d_0", "b"), ("conv2d_3", "W"),
+                                              ("conv2d_3", "b"), ("dense_8", "W"), ("dense_8", "b")]
+    assert all(p.shape == g.shape for _, _, p, g in items)
+
+
+def test_summary_table():
+    text = convnet().summary(print_fn=None)
+    assert "conv2d_3 (Conv2D)" in text and "(None, 64, 11, 11)" in text and "18,496" in text
+    assert "Total params: 34,826" in text
+
+
+def test_train_eval_flags_control_dropout():
+    model = tinycnn.Sequential([Flatten(), Dropout(0.5)], seed=0)
+    x = np.ones((2, 3, 4), np.float32)
+    assert np.array_equal(model.eval().forward(x), x.reshape(2, -1))
+    assert (model.train().forward(x) == 0).any()
+
+
+def test_first_conv_can_skip_input_gradient():
+    model = convnet(seed=0)
+    x = np.random.rand(2, 1, 28, 28).astype(np.float32)
+    y = model.forward(x, training=False)
+    assert model.backward(np.ones_like(y), need_dx=False) is None
+    assert model.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_integer_input_is_refused_with_advice():
+    with pytest.raises(TypeError, match="scale images first"):
+        convnet().forward(np.zeros((1, 1, 28, 28), np.uint8))
+
+
+def test_backend_switch_runs_whole_model_on_reference_kernels():
+    model = convnet(seed=0)
+    x = np.random.rand(3, 1, 28, 28).astype(np.float32)
+    fast = model.forward(x)
+    tinycnn.set_backend("numpy")
+    try:
+        ref = model.forward(x)
+    finally:
+        tinycnn.set_backend("numba")
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        tinycnn.set_backend("cuda")

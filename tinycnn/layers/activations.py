@@ -1,0 +1,73 @@
+"""Element-wise activations. Each keeps what its derivative needs, nothing more."""
+import numpy as np
+
+from .base import Layer
+
+
+class _Activation(Layer):
+    def _check(self, x):
+        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+            raise TypeError(f"{self.name}: input must be a float ndarray, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+
+
+class ReLU(_Activation):
+    """y = max(x, 0);  dx = dy where x > 0, else 0.   caches: the mask x > 0"""
+
+    def forward(self, x, training=False):
+        self._check(x)
+        self.cache = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dy):
+        return dy * self._cached()
+
+
+class LeakyReLU(_Activation):
+    """y = x if x > 0 else alpha*x;  dx = dy * (1 if x > 0 else alpha).   caches: x > 0"""
+
+    def __init__(self, alpha=0.01):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x, training=False):
+        self._check(x)
+        self.cache = x > 0
+        return np.where(self.cache, x, x * x.dtype.type(self.alpha))
+
+    def backward(self, dy):
+        return np.where(self._cached(), dy, dy * dy.dtype.type(self.alpha))
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+
+class Sigmoid(_Activation):
+    """y = 1 / (1 + exp(-x));  dx = dy * y * (1 - y).   caches: y
+
+    exp is only ever taken of -|x|, so it cannot overflow for large negative x.
+    """
+
+    def forward(self, x, training=False):
+        self._check(x)
+        e = np.exp(-np.abs(x))                       # in (0, 1]
+        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        self.cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._cached()
+        return dy * y * (1 - y)
+
+
+class Tanh(_Activation):
+    """y = tanh(x);  dx = dy * (1 - y^2).   caches: y"""
+
+    def forward(self, x, training=False):
+        self._check(x)
+        self.cache = np.tanh(x)
+        return self.cache
+
+    def backward(self, dy):
+        y = self._cached()
+        return dy * (1 - y * y)

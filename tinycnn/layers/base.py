@@ -1,0 +1,92 @@
+"""What every layer shares: parameters, gradients, the forward cache and shape checks."""
+import numpy as np
+
+
+def pair(value, name):
+    """Accept an int or an (h, w) pair; return the pair, checked."""
+    if isinstance(value, (int, np.integer)):
+        value = (int(value), int(value))
+    try:
+        h, w = value
+        if not all(isinstance(v, (int, np.integer)) for v in (h, w)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    return int(h), int(w)
+
+
+class Layer:
+    """Base class. A layer maps x -> y in `forward` and dy -> dx in `backward`.
+
+    params: dict name -> ndarray, the trainable arrays (empty if none)
+    grads:  dict with the same keys and shapes, filled by `backward`
+    state:  dict name -> ndarray of arrays that are saved but not trained (batchnorm's
+            running statistics)
+    """
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.state = {}
+        self.cache = None
+
+    # -- to be provided by each layer -------------------------------------------------
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Per-example output shape for a per-example input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def config(self):
+        """Constructor arguments, as JSON-friendly values (used to save the model)."""
+        return {}
+
+    # -- shared helpers ----------------------------------------------------------------
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def reset_parameters(self, rng):
+        """Draw fresh initial parameters from `rng` (layers without parameters: no-op)."""
+
+    def to(self, dtype):
+        """Cast parameters, gradients and state to `dtype` in place; returns self."""
+        for store in (self.params, self.grads, self.state):
+            for key in store:
+                store[key] = store[key].astype(dtype)
+        return self
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def _check_input(self, x, ndim, what):
+        """Common input checks: an ndarray of floats with the expected number of axes."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self.name}: input must be a numpy array, got {type(x).__name__}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"{self.name}: input must be float32 or float64, got {x.dtype} "
+                            "(scale integer images to floats first, e.g. x / 255)")
+        if x.ndim != ndim:
+            raise ValueError(f"{self.name}: expected a {ndim}-D input {what}, "
+                             f"got shape {x.shape}")
+        for key, p in self.params.items():
+            if p.dtype != x.dtype:
+                raise TypeError(f"{self.name}: input dtype {x.dtype} differs from parameter "
+                                f"{key!r} dtype {p.dtype}; cast one to match (x.astype or "
+                                "model.to)")
+        self.output_shape(x.shape[1:])   # raises a clear error on a shape mismatch
+
+    def _cached(self):
+        if self.cache is None:
+            raise RuntimeError(f"{self.name}.backward called before forward: the backward "
+                               "pass needs what the forward pass cached")
+        return self.cache
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{self.name}({args})"

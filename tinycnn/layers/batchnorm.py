@@ -1,0 +1,116 @@
+"""Batch normalisation for dense (N, D) and convolutional (N, C, H, W) activations."""
+import numpy as np
+
+from .base import Layer
+
+
+class _BatchNorm(Layer):
+    """Shared maths; subclasses say which axes are averaged over.
+
+    forward (training): mu, var = mean and (biased) variance of x over `axes`
+                        xhat = (x - mu) / sqrt(var + eps);  y = gamma * xhat + beta
+                        running_mean += momentum * (mu - running_mean)  (likewise var,
+                        with the unbiased variance, as PyTorch does)
+    forward (eval):     the same with running_mean / running_var in place of mu / var
+    backward (training), with m the number of values averaged per channel:
+        dbeta  = sum(dy);  dgamma = sum(dy * xhat)
+        dxhat  = dy * gamma
+        dx     = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
+        (the two mean terms are the paths through mu and var)
+    backward (eval):    dx = dy * gamma / sqrt(running_var + eps)
+    caches:   xhat, 1/sqrt(var + eps), and whether it ran in training mode
+    params:   gamma (ones), beta (zeros);  state: running_mean (zeros), running_var (ones)
+    """
+
+    axes = ()          # axes averaged over
+    input_ndim = 0
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+        super().__init__()
+        self.num_features = int(num_features)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"{self.name}: momentum must be in [0, 1], got {momentum}")
+        if eps <= 0:
+            raise ValueError(f"{self.name}: eps must be > 0, got {eps}")
+        self.momentum, self.eps = float(momentum), float(eps)
+        F = self.num_features
+        self.params = {"gamma": np.ones(F, np.float32), "beta": np.zeros(F, np.float32)}
+        self.grads = {k: np.zeros(F, np.float32) for k in self.params}
+        self.state = {"running_mean": np.zeros(F, np.float32),
+                      "running_var": np.ones(F, np.float32)}
+
+    def reset_parameters(self, rng):
+        for store in (self.params, self.state):
+            for key, value in store.items():
+                value[...] = 1 if key in ("gamma", "running_var") else 0
+
+    def _per_channel(self, v):
+        """Reshape a (C,) vector so that it broadcasts against the input."""
+        shape = [1] * self.input_ndim
+        shape[1] = -1
+        return v.reshape(shape)
+
+    def forward(self, x, training=False):
+        self._check_input(x, self.input_ndim, self.layout)
+        gamma, beta = self._per_channel(self.params["gamma"]), self._per_channel(self.params["beta"])
+        if training:
+            m = x.size // x.shape[1]
+            if m < 2:
+                raise ValueError(f"{self.name}: training needs more than one value per channel "
+                                 f"to estimate a variance, got input shape {x.shape}")
+            mu = x.mean(axis=self.axes)
+            var = x.var(axis=self.axes)
+            mom = self.momentum
+            self.state["running_mean"] += (mom * (mu - self.state["running_mean"])).astype(x.dtype)
+            unbiased = var * (m / (m - 1))
+            self.state["running_var"] += (mom * (unbiased - self.state["running_var"])).astype(x.dtype)
+        else:
+            mu, var = self.state["running_mean"], self.state["running_var"]
+        inv_std = 1 / np.sqrt(var + x.dtype.type(self.eps))
+        xhat = (x - self._per_channel(mu)) * self._per_channel(inv_std)
+        self.cache = (xhat, inv_std, training)
+        return gamma * xhat + beta
+
+    def backward(self, dy):
+        xhat, inv_std, training = self._cached()
+        gamma = self._per_channel(self.params["gamma"])
+        self.grads["beta"][...] = dy.sum(axis=self.axes)
+        self.grads["gamma"][...] = (dy * xhat).sum(axis=self.axes)
+        dxhat = dy * gamma
+        if not training:
+            return dxhat * self._per_channel(inv_std)
+        mean_dxhat = dxhat.mean(axis=self.axes, keepdims=True)
+        mean_dxhat_xhat = (dxhat * xhat).mean(axis=self.axes, keepdims=True)
+        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * self._per_channel(inv_std)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != self.input_ndim - 1 or input_shape[0] != self.num_features:
+            raise ValueError(f"{self.name}: expected input {self.layout} with "
+                             f"{self.num_features} channels, got per-example shape "
+                             f"{tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def config(self):
+        return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
+
+
+class BatchNorm1D(_BatchNorm):
+    __doc__ = ("Batch normalisation of (N, D) features, per feature over the batch.\n\n"
+               + _BatchNorm.__doc__.split("\n", 2)[2])
+    axes = (0,)
+    input_ndim = 2
+    layout = "(N, D)"
+
+
+class BatchNorm2D(_BatchNorm):
+    __doc__ = ("Batch normalisation of (N, C, H, W) maps, per channel over N, H and W.\n\n"
+               + _BatchNorm.__doc__.split("\n", 2)[2])
+    axes = (0, 2, 3)
+    input_ndim = 4
+    layout = "(N, C, H, W)"
+
+    def __init__(self, num_channels, momentum=0.1, eps=1e-5):
+        super().__init__(num_channels, momentum, eps)
+
+    def config(self):
+        return dict(num_channels=self.num_features, momentum=self.momentum, eps=self.eps)

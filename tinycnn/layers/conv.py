@@ -1,0 +1,78 @@
+"""Convolution layer."""
+import numpy as np
+
+from .. import kernels
+from .base import Layer, pair
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in every framework) over NCHW batches.
+
+    forward:  x (N, C, H, W) -> y (N, F, OH, OW), OH = (H + 2*ph - kh) // sh + 1
+              y[n, f, a, b] = b[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*sh + i, b*sw + j]
+    backward: dW[f, c, i, j] = sum_{n,a,b} dy[n, f, a, b] * xpad[n, c, a*sh + i, b*sw + j]
+              db[f]          = sum_{n,a,b} dy[n, f, a, b]
+              dx: every input pixel collects dy[n, f, a, b] * W[f, c, i, j] from each window
+                  (a, b) that saw it through tap (i, j) - the col2im of W^T dY
+    caches:   cols (C*kh*kw, N*OH*OW), the im2col of x, and x's shape
+    params:   W (F, C, kh, kw), He-initialised N(0, 2 / (C*kh*kw)); b (F,), zeros
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError(f"Conv2D: channels must be >= 1, got in_channels={in_channels}, "
+                             f"out_channels={out_channels}")
+        self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
+        self.stride = pair(stride, "Conv2D stride")
+        self.padding = pair(padding, "Conv2D padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"Conv2D: kernel_size and stride must be >= 1 and padding >= 0, got "
+                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        self.bias = bool(bias)
+        self.reset_parameters(np.random.default_rng())
+
+    def reset_parameters(self, rng):
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self.params["W"] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        self.grads["W"] = np.zeros(shape, dtype=np.float32)
+        if self.bias:
+            self.params["b"] = np.zeros(self.out_channels, dtype=np.float32)
+            self.grads["b"] = np.zeros(self.out_channels, dtype=np.float32)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"Conv2D: expected input (N, {self.in_channels}, H, W), got per-example "
+                             f"shape {tuple(input_shape)}")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        _, H, W = input_shape
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ValueError(f"Conv2D: kernel {kh}x{kw} is larger than the padded input "
+                             f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W}, padding {ph},{pw})")
+        return (self.out_channels, kernels.conv_output_size(H, kh, sh, ph),
+                kernels.conv_output_size(W, kw, sw, pw))
+
+    def forward(self, x, training=False):
+        self._check_input(x, 4, "(N, C, H, W)")
+        y, cols = kernels.conv2d_forward(x, self.params["W"], self.params.get("b"),
+                                         self.stride, self.padding)
+        self.cache = (cols, x.shape)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        """need_dx=False skips the input gradient (the first layer of a model needs none)."""
+        cols, x_shape = self._cached()
+        dx, dW, db = kernels.conv2d_backward(dy, cols, x_shape, self.params["W"], self.stride,
+                                             self.padding, need_dx)
+        self.grads["W"][...] = dW
+        if self.bias:
+            self.grads["b"][...] = db
+        return dx
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding), bias=self.bias)

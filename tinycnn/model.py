@@ -1,0 +1,187 @@
+"""The model container: a stack of layers run in order."""
+import numpy as np
+
+from .functional import softmax
+from .layers import Conv2D, Layer
+
+
+class Sequential:
+    """Layers applied one after another.
+
+    forward(x) runs each layer's forward; backward(dy) runs their backward passes in
+    reverse, each layer turning the gradient of its output into the gradient of its input
+    and filling its own `grads` on the way.
+
+    seed: when given, every layer's parameters are re-drawn from
+    np.random.default_rng(seed), and dropout draws its masks from the same generator, so a
+    run is reproducible. When None, layers keep their own initialisation.
+    input_shape: per-example input shape, e.g. (1, 28, 28); when given, shapes are
+    checked now (else at the first forward) and `summary()` can print output shapes.
+    """
+
+    def __init__(self, layers, input_shape=None, seed=None):
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is {type(layer).__name__}, not a Layer")
+        self.names = [f"{type(layer).__name__.lower()}_{i}" for i, layer in enumerate(self.layers)]
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        if seed is not None:
+            for layer in self.layers:
+                layer.reset_parameters(self.rng)
+        for layer in self.layers:
+            if hasattr(layer, "rng"):
+                layer.rng = self.rng          # dropout masks come from the model's generator
+        self.training = False
+        self.input_shape = None
+        self.preprocessing = {}               # saved with the model; see `preprocess`
+        self.class_names = None
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # -- shapes ------------------------------------------------------------------------
+    def output_shapes(self, input_shape):
+        """Per-example output shape of every layer, checking that consecutive layers fit."""
+        shapes, shape = [], tuple(int(s) for s in input_shape)
+        for i, (name, layer) in enumerate(zip(self.names, self.layers)):
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ValueError as err:
+                source = f"the output of {self.names[i - 1]}" if i else "the model input"
+                raise ValueError(f"layer {name} does not fit {source} of shape {shape}: "
+                                 f"{err}") from None
+            shapes.append(shape)
+        return shapes
+
+    def build(self, input_shape):
+        """Fix the per-example input shape and check every layer against it."""
+        self.output_shapes(input_shape)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        return self
+
+    # -- passes ------------------------------------------------------------------------
+    def forward(self, x, training=None):
+        """x (N, *input_shape) -> the last layer's output. training=None uses self.training."""
+        training = self.training if training is None else training
+        x = self._as_input(x)
+        if self.input_shape != x.shape[1:]:
+            self.build(x.shape[1:])
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy, need_dx=True):
+        """Back-propagate dy (gradient of the loss w.r.t. the output); returns dx.
+
+        need_dx=False skips the input gradient of the first layer when it is a convolution
+        (training never needs it, and it is the most expensive part of that layer's pass).
+        """
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not need_dx and isinstance(layer, Conv2D):
+                layer.backward(dy, need_dx=False)
+                return None
+            dy = layer.backward(dy)
+        return dy
+
+    def _as_input(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"model input must be floating point, got {x.dtype}; scale images "
+                            "first (model.preprocess(images) applies the model's own recipe)")
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    # -- parameters --------------------------------------------------------------------
+    def parameters(self):
+        """Yield (layer_name, param_name, param, grad) for every trainable array."""
+        for name, layer in zip(self.names, self.layers):
+            for key, param in layer.params.items():
+                yield name, key, param, layer.grads[key]
+
+    def num_parameters(self):
+        return sum(p.size for _, _, p, _ in self.parameters())
+
+    def zero_grad(self):
+        for layer in self.layers:
+            layer.zero_grad()
+
+    @property
+    def dtype(self):
+        for _, _, p, _ in self.parameters():
+            return p.dtype
+        return np.dtype(np.float32)
+
+    def to(self, dtype):
+        """Cast every parameter, gradient and state array to dtype (in place)."""
+        for layer in self.layers:
+            layer.to(dtype)
+        return self
+
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    # -- inference ---------------------------------------------------------------------
+    def preprocess(self, images):
+        """Turn raw images into model input with the recipe stored in `preprocessing`:
+        uint8 -> [0, 1] float32, then (x - mean) / std, and a channel axis when the model
+        expects one. Floats are taken to be on the 0-1 scale already."""
+        x = np.asarray(images)
+        x = x.astype(np.float32) / 255 if x.dtype.kind in "iub" else x.astype(np.float32)
+        if "mean" in self.preprocessing:
+            x = (x - np.float32(self.preprocessing["mean"])) / np.float32(self.preprocessing["std"])
+        if self.input_shape is not None and x.ndim == len(self.input_shape):
+            x = x[:, None]                    # (N, H, W) -> (N, 1, H, W)
+        return x
+
+    def predict_proba(self, x, batch_size=256):
+        """Class probabilities (N, K), computed batch by batch in eval mode."""
+        x = self._as_input(x)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = None
+        for start in range(0, len(x), batch_size):
+            p = softmax(self.forward(x[start:start + batch_size], training=False))
+            if out is None:
+                out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+            out[start:start + len(p)] = p
+        return out if out is not None else np.empty((0, 0), dtype=x.dtype)
+
+    def predict(self, x, batch_size=256):
+        """Predicted class indices (N,)."""
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    # -- description -------------------------------------------------------------------
+    def summary(self, input_shape=None, print_fn=print):
+        """Print (and return) a table: layer, output shape, parameter count, total."""
+        input_shape = input_shape or self.input_shape
+        shapes = self.output_shapes(input_shape) if input_shape else [None] * len(self.layers)
+        rows = [("Layer (type)", "Output shape", "Params")]
+        for name, layer, shape in zip(self.names, self.layers, shapes):
+            shown = "(None, " + ", ".join(map(str, shape)) + ")" if shape else "?"
+            rows.append((f"{name} ({layer.name})", shown,
+                         f"{sum(p.size for p in layer.params.values()):,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        line = "-" * (sum(widths) + 4)
+        fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
+        text = "\n".join([line, fmt(rows[0]), "=" * len(line)] + [fmt(r) for r in rows[1:]]
+                         + [line, f"Total params: {self.num_parameters():,}", line])
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def save(self, path):
+        """Save to a .npz file (see tinycnn.io.save_model)."""
+        from .io import save_model
+        return save_model(self, path)
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}\n])"

@@ -1,0 +1,36 @@
+"""Ready-made architectures. Each takes in_channels, num_classes and the input size, so it
+fits images other than 28x28 MNIST digits."""
+import numpy as np
+
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers.base import pair
+from .model import Sequential
+
+
+def _flat_size(layers, input_shape):
+    """Number of features after running `layers` on one example of `input_shape`."""
+    return int(np.prod(Sequential(layers).output_shapes(input_shape)[-1]))
+
+
+def convnet(in_channels=1, num_classes=10, input_size=28, dropout=0.5, seed=0):
+    """The classic Keras MNIST example: two 3x3 convolutions (32, 64 filters), each with
+    ReLU and 2x2 max pooling, then dropout and one dense layer (1600 -> 10 for MNIST)."""
+    shape = (in_channels, *pair(input_size, "input_size"))
+    features = [Conv2D(in_channels, 32, 3), ReLU(), MaxPool2D(2),
+                Conv2D(32, 64, 3), ReLU(), MaxPool2D(2), Flatten()]
+    head = [Dropout(dropout), Dense(_flat_size(features, shape), num_classes)]
+    return Sequential(features + head, input_shape=shape, seed=seed)
+
+
+def lenet5(in_channels=1, num_classes=10, input_size=28, seed=0):
+    """LeNet-5 with ReLU and max pooling: conv 6@5x5 (padding 2), pool, conv 16@5x5, pool,
+    then dense 400 -> 120 -> 84 -> classes for MNIST."""
+    shape = (in_channels, *pair(input_size, "input_size"))
+    features = [Conv2D(in_channels, 6, 5, padding=2), ReLU(), MaxPool2D(2),
+                Conv2D(6, 16, 5), ReLU(), MaxPool2D(2), Flatten()]
+    head = [Dense(_flat_size(features, shape), 120), ReLU(), Dense(120, 84), ReLU(),
+            Dense(84, num_classes)]
+    return Sequential(features + head, input_shape=shape, seed=seed)
+
+
+ARCHITECTURES = {"convnet": convnet, "lenet5": lenet5}
