@@ -1,0 +1,75 @@
+"""A small HTTP server on 127.0.0.1 for download tests. Each URL is /<mode>/<file name>:
+
+    ok       the file
+    missing  404
+    flaky    500 for the first `flaky_failures` requests of each file, then the file
+    down     500 always
+    corrupt  the file with one byte changed
+    short    Content-Length says more than is sent, then the connection closes
+    stall    headers, then silence for `stall_seconds` (longer than the client's read timeout)
+    slow     the file in small pieces with pauses (for concurrent downloads)
+"""
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FileServer:
+    def __init__(self, files, flaky_failures=2, stall_seconds=3.0):
+        self.files = dict(files)
+        self.flaky_failures = flaky_failures
+        self.stall_seconds = stall_seconds
+        self.requests = []
+        self.counts = Counter()
+        self.stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                server.counts[self.path] += 1
+                _, mode, name = self.path.split("/", 2)
+                body = server.files.get(name)
+                if body is None or mode == "missing":
+                    return self.send_error(404, "Not Found")
+                if mode == "down" or (mode == "flaky" and server.counts[self.path] <= server.flaky_failures):
+                    return self.send_error(500, "Internal Server Error")
+                if mode == "corrupt":
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body) + (100 if mode == "short" else 0)))
+                self.end_headers()
+                if mode == "stall":
+                    server.stop.wait(server.stall_seconds)
+                    return
+                if mode == "slow":
+                    for i in range(0, len(body), 512):
+                        self.wfile.write(body[i:i + 512])
+                        self.wfile.flush()
+                        time.sleep(0.002)
+                    return
+                self.wfile.write(body)
+                if mode == "short":
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def mirror(self, mode):
+        return f"{self.url}/{mode}/"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

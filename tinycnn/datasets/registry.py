@@ -1,0 +1,267 @@
+"""MNIST and its relatives: where their files are, how to check them, how to load them.
+
+Each dataset is four IDX files. A file is found in the first of these folders that has it,
+plain or gzipped under its usual name:
+    1. the data_dir argument
+    2. $TINYCNN_DATA_DIR
+    3. the cache, $XDG_CACHE_HOME/tinycnn/<dataset> (default ~/.cache/tinycnn/<dataset>)
+Missing files are downloaded (download=True) into the first of those that is set. Every
+file is verified before use: its bytes must match the official .gz SHA-256, or its
+decompressed content the official raw SHA-256 (recompressed copies pass the second test).
+"""
+import gzip
+import io
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .download import DownloadError, download_file, sha256_of
+from .idx import GZIP_MAGIC, IDXFormatError, read_idx
+
+
+class ChecksumError(ValueError):
+    """A dataset file whose content is not the official one."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    filename: str                 # the official name, e.g. "train-images-idx3-ubyte.gz"
+    gz_sha256: str                # SHA-256 of the official .gz download
+    raw_sha256: str | None = None  # SHA-256 of the decompressed content, when known
+
+    @property
+    def stem(self):               # the name without .gz
+        return self.filename[:-3] if self.filename.endswith(".gz") else self.filename
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    files: dict                   # "train_images", "train_labels", "test_images", "test_labels"
+    mirrors: tuple                # base URLs, tried in order
+    class_names: tuple = field(default_factory=lambda: tuple(str(d) for d in range(10)))
+
+    @property
+    def env_mirrors(self):
+        """The environment variable that overrides this dataset's mirrors."""
+        return "TINYCNN_" + self.name.upper().replace("-", "_") + "_MIRRORS"
+
+
+def _mnist_like(prefix=""):
+    return [f"{prefix}{part}-ubyte.gz" for part in
+            ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")]
+
+
+def _files(names, gz, raw):
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    return {k: FileInfo(n, g, r) for k, n, g, r in zip(keys, names, gz, raw)}
+
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", _files(_mnist_like(), [
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"], [
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"]), mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/")),
+    "fashion-mnist": DatasetInfo("fashion-mnist", _files(_mnist_like(), [
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"], [
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"]), mirrors=(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                     "Sneaker", "Bag", "Ankle boot")),
+    # KMNIST publishes only the .gz digests, so its files are verified in that form only.
+    "kmnist": DatasetInfo("kmnist", _files(_mnist_like(), [
+        "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+        "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+        "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+        "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c"], [None] * 4),
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+}
+
+
+def cache_dir(name):
+    """The download cache of one dataset: $XDG_CACHE_HOME/tinycnn/<name>."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tinycnn", name)
+
+
+def search_dirs(name, data_dir=None):
+    """The folders searched, in order (see the module docstring)."""
+    dirs = [data_dir, os.environ.get("TINYCNN_DATA_DIR"), cache_dir(name)]
+    return [os.fspath(d) for d in dirs if d]
+
+
+def check_file(path, info):
+    """Read and verify one file; return its raw (decompressed) bytes.
+
+    Raises ChecksumError naming the file, the expected and the actual digests."""
+    with open(path, "rb") as f:
+        data = f.read()
+    file_digest = sha256_of(data)
+    if file_digest == info.gz_sha256:
+        return gzip.decompress(data)
+    raw, content = data, ""
+    if data[:2] == GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(data)
+            content = f" (content {sha256_of(raw)})"
+        except (OSError, EOFError, zlib.error) as err:
+            raw, content = None, f" (and it is not a readable gzip: {err})"
+    if raw is not None and info.raw_sha256 is not None and sha256_of(raw) == info.raw_sha256:
+        return raw
+    expected = f".gz SHA-256 {info.gz_sha256}"
+    if info.raw_sha256:
+        expected += f" or content SHA-256 {info.raw_sha256}"
+    raise ChecksumError(f"{path}: checksum mismatch: expected {expected}; got file SHA-256 "
+                        f"{file_digest}{content}. The file is damaged or not the official one: "
+                        "delete it, then load again with download=True or copy a good file there.")
+
+
+def _find(info, dirs):
+    for folder in dirs:
+        for candidate in (info.filename, info.stem):
+            path = os.path.join(folder, candidate)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _mirrors(dataset, mirrors):
+    if mirrors is None:
+        env = os.environ.get(dataset.env_mirrors, "")
+        mirrors = env.replace(",", " ").split() or dataset.mirrors
+    return [m if m.endswith("/") else m + "/" for m in mirrors]
+
+
+def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **download_options):
+    """Make sure every file of dataset `name` is present and verified; return
+    {key: raw IDX bytes}. `download_options` go to download_file (timeout, retries, ...)."""
+    dataset = get_info(name)
+    dirs = search_dirs(dataset.name, data_dir)
+    target = dirs[0]
+    out = {}
+    for key, info in dataset.files.items():
+        path = _find(info, dirs)
+        if path is not None:
+            try:
+                out[key] = check_file(path, info)
+                continue
+            except ChecksumError as err:
+                # A damaged file in the download folder is replaced; anywhere else it is
+                # the user's, and we say so rather than touch it.
+                if not download or os.path.dirname(os.path.abspath(path)) != os.path.abspath(target):
+                    raise
+                print(f"tinycnn: {err}\ntinycnn: downloading a fresh copy.", file=sys.stderr)
+                os.remove(path)
+        if not download:
+            raise FileNotFoundError(
+                f"{dataset.name}: {info.filename} not found in " + ", ".join(dirs)
+                + " and download=False. Put the files in one of those folders (data_dir=... or "
+                  "TINYCNN_DATA_DIR), or allow the download.")
+        dest = os.path.join(target, info.filename)
+
+        def verify(tmp, info=info):
+            try:
+                check_file(tmp, info)
+            except ChecksumError as err:
+                return str(err).replace(tmp + ": ", "").split(". The file")[0]
+            return None
+        urls = [base + info.filename for base in _mirrors(dataset, mirrors)]
+        try:
+            download_file(urls, dest, verify=verify, progress=progress, **download_options)
+        except DownloadError as err:
+            raise DownloadError(
+                f"{dataset.name}: {err}\nTo use files you already have, put the four files "
+                f"({', '.join(i.filename for i in dataset.files.values())}, gzipped or not) in "
+                f"a folder and pass data_dir=FOLDER or set TINYCNN_DATA_DIR=FOLDER; or give "
+                f"other mirrors with mirrors=[...] or {dataset.env_mirrors}.") from None
+        out[key] = check_file(dest, info)
+    return out
+
+
+def get_info(name):
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
+                         "digits") from None
+
+
+def load_dataset(name, data_dir=None, download=True, mirrors=None, progress=None,
+                 **download_options):
+    """Load a registered dataset as ((x_train, y_train), (x_test, y_test)), uint8 arrays:
+    images (N, H, W), labels (N,). "digits" loads scikit-learn's bundled 8x8 digits."""
+    if name == "digits":
+        return load_digits()
+    raw = fetch(name, data_dir, download, mirrors, progress, **download_options)
+    arrays = {}
+    for key, data in raw.items():
+        try:
+            arrays[key] = read_idx(io.BytesIO(data))
+        except IDXFormatError as err:
+            raise IDXFormatError(f"{name} {key}: {err}") from None
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise IDXFormatError(f"{name} {split}: images {images.shape} and labels "
+                                 f"{labels.shape} do not belong together")
+    return ((arrays["train_images"], arrays["train_labels"]),
+            (arrays["test_images"], arrays["test_labels"]))
+
+
+def load_mnist(data_dir=None, download=True, mirrors=None, progress=None, **download_options):
+    """MNIST: 60,000 training and 10,000 test digits, 28x28 uint8, labels 0-9."""
+    return load_dataset("mnist", data_dir, download, mirrors, progress, **download_options)
+
+
+def load_fashion_mnist(data_dir=None, download=True, mirrors=None, progress=None,
+                       **download_options):
+    """Fashion-MNIST: 28x28 pictures of 10 kinds of clothing, same sizes as MNIST."""
+    return load_dataset("fashion-mnist", data_dir, download, mirrors, progress, **download_options)
+
+
+def load_kmnist(data_dir=None, download=True, mirrors=None, progress=None, **download_options):
+    """Kuzushiji-MNIST: 28x28 cursive Japanese characters, 10 classes, same sizes as MNIST."""
+    return load_dataset("kmnist", data_dir, download, mirrors, progress, **download_options)
+
+
+def load_digits(image_size=8, test_fraction=0.2, seed=0):
+    """scikit-learn's bundled 8x8 digits (1,797 images) as MNIST-like uint8 arrays, split
+    into train and test (stratified, seeded). Needs no network and no files.
+
+    image_size=28 enlarges each image (bilinear) and centres it in a 28x28 frame with the
+    same 4-pixel margin MNIST has, so models built for MNIST take it as it is.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)      # 0-16 -> 0-255
+    if image_size != 8:
+        from scipy.ndimage import zoom
+        inner = image_size - 8 if image_size >= 16 else image_size     # MNIST: 20 in 28
+        big = zoom(images.astype(np.float32), (1, inner / 8, inner / 8), order=1)
+        images = np.zeros((len(images), image_size, image_size), np.uint8)
+        off = (image_size - big.shape[1]) // 2
+        images[:, off:off + big.shape[1], off:off + big.shape[2]] = np.clip(np.round(big), 0, 255)
+    labels = bunch.target.astype(np.uint8)
+    x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=test_fraction,
+                                              random_state=seed, stratify=labels)
+    return (x_tr, y_tr), (x_te, y_te)
