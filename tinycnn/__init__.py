@@ -5,13 +5,27 @@ Numba-jitted CPU kernels beside readable reference ones.
     model = tinycnn.models.convnet()
     model.summary()
 """
-from . import backend, datasets, functional, kernels, layers, losses, models
+from . import (backend, datasets, functional, kernels, layers, losses, models, optim, schedules,
+               train)
 from .backend import get_backend, set_backend
 from .gradcheck import GradcheckResult, gradcheck
+from .io import ModelFormatError, load_model, save_model
 from .model import Sequential
+from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # metrics (scikit-learn) and plotting (matplotlib) are imported on first use: they
+    # take about a second to import and most runs need them only at the very end.
+    if name in ("metrics", "plotting"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tinycnn' has no attribute {name!r}")
+
 __all__ = ["Sequential", "gradcheck", "GradcheckResult", "set_backend", "get_backend",
+           "load_model", "save_model", "ModelFormatError", "fit", "evaluate", "TrainingDiverged",
+           "TrainingInterrupted", "metrics", "optim", "plotting", "schedules", "train",
            "layers", "losses", "functional", "models", "kernels", "backend", "datasets",
            "__version__"]

@@ -1,0 +1,173 @@
+"""Optimisers and learning-rate schedules.
+
+Every update is done in place on the parameter arrays, in their own dtype (float32), with
+scratch buffers allocated once: a step allocates nothing the size of a parameter.
+"""
+import math
+
+import numpy as np
+
+
+def _collect(params):
+    """Accept a model (anything with .parameters()) or an iterable of
+    (layer_name, param_name, param, grad) / (param, grad) tuples."""
+    if hasattr(params, "parameters"):
+        params = params.parameters()
+    out = []
+    for i, item in enumerate(params):
+        if len(item) == 4:
+            key, param, grad = f"{item[0]}.{item[1]}", item[2], item[3]
+        elif len(item) == 2:
+            key, (param, grad) = f"param_{i}", item
+        else:
+            raise TypeError("optimiser params must be a model or (layer, name, param, grad) tuples")
+        if param.shape != grad.shape:
+            raise ValueError(f"{key}: parameter shape {param.shape} != gradient shape {grad.shape}")
+        out.append((key, param, grad))
+    if not out:
+        raise ValueError("optimiser got no parameters")
+    return out
+
+
+class Optimizer:
+    """Common parts: the parameter list, lr, zero_grad and state save/restore."""
+
+    hyper = ()       # names of the hyper-parameters saved in state_dict
+    buffers = ()     # names of per-parameter state arrays
+
+    def __init__(self, params, lr):
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
+        self.params = _collect(params)
+        self.lr = float(lr)
+        self.steps = 0
+        self.state = {key: {b: np.zeros_like(p) for b in self.buffers} for key, p, _ in self.params}
+        # two scratch arrays per parameter, reused every step
+        self._scratch = {key: (np.empty_like(p), np.empty_like(p)) for key, p, _ in self.params}
+
+    def zero_grad(self):
+        for _, _, g in self.params:
+            g.fill(0)
+
+    def step(self):
+        self.steps += 1
+        for key, p, g in self.params:
+            self._update(p, g, self.state[key], *self._scratch[key])
+
+    def state_dict(self):
+        """{"type", "lr", "steps", hyper-parameters..., "buffers": {"key/name": array}}"""
+        out = {"type": type(self).__name__, "lr": self.lr, "steps": self.steps}
+        out.update({h: getattr(self, h) for h in self.hyper})
+        out["buffers"] = {f"{k}/{b}": arr.copy() for k, st in self.state.items() for b, arr in st.items()}
+        return out
+
+    def load_state_dict(self, state):
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"state is for {state.get('type')}, not {type(self).__name__}")
+        expected = {f"{k}/{b}": arr for k, st in self.state.items() for b, arr in st.items()}
+        if set(state["buffers"]) != set(expected):
+            raise ValueError("optimiser state does not match the parameters: "
+                             f"{sorted(set(state['buffers']) ^ set(expected))[:4]}")
+        for name, arr in state["buffers"].items():
+            if arr.shape != expected[name].shape:
+                raise ValueError(f"optimiser state {name}: shape {arr.shape}, expected "
+                                 f"{expected[name].shape}")
+            expected[name][...] = arr
+        self.lr, self.steps = float(state["lr"]), int(state["steps"])
+        for h in self.hyper:
+            value = state[h]
+            setattr(self, h, tuple(value) if isinstance(value, list) else value)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum and L2 weight decay.
+
+        g = grad + weight_decay * p
+        v = momentum * v + g                      (when momentum > 0)
+        p -= lr * (g + momentum * v)   Nesterov
+        p -= lr * v                    classic momentum
+        p -= lr * g                    plain
+    """
+    hyper = ("momentum", "nesterov", "weight_decay")
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError("SGD: momentum and weight_decay must be >= 0")
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: nesterov needs momentum > 0")
+        self.buffers = ("velocity",) if momentum else ()
+        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        super().__init__(params, lr)
+
+    def _update(self, p, grad, state, tmp, tmp2):
+        g = grad
+        if self.weight_decay:                 # g = grad + wd * p
+            np.multiply(p, self.weight_decay, out=tmp)
+            tmp += grad
+            g = tmp
+        if self.momentum:
+            v = state["velocity"]
+            v *= self.momentum                # v = momentum * v + g
+            v += g
+            if self.nesterov:                 # step = g + momentum * v
+                np.multiply(v, self.momentum, out=tmp2)
+                tmp2 += g
+                g = tmp2
+            else:
+                g = v
+        np.multiply(g, -self.lr, out=tmp)     # p -= lr * step
+        p += tmp
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with bias correction; weight_decay adds L2 to the gradient.
+
+        g = grad + weight_decay * p
+        m = b1 * m + (1 - b1) * g              first moment (mean)
+        v = b2 * v + (1 - b2) * g^2            second moment (uncentred variance)
+        p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
+    """
+    hyper = ("betas", "eps", "weight_decay")
+    buffers = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0 or weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}: need 0 <= betas < 1, eps > 0, weight_decay >= 0")
+        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        super().__init__(params, lr)
+
+    def _update(self, p, grad, state, tmp, tmp2):
+        b1, b2 = self.betas
+        m, v = state["m"], state["v"]
+        g = grad
+        if self.weight_decay and self.decoupled:      # AdamW: shrink p directly
+            p *= 1 - self.lr * self.weight_decay
+        elif self.weight_decay:                       # Adam: L2 term in the gradient
+            np.multiply(p, self.weight_decay, out=tmp)
+            tmp += grad
+            g = tmp
+        m *= b1                                       # m = b1 m + (1 - b1) g
+        np.multiply(g, 1 - b1, out=tmp2)
+        m += tmp2
+        np.multiply(g, g, out=tmp2)                   # v = b2 v + (1 - b2) g^2
+        tmp2 *= 1 - b2
+        v *= b2
+        v += tmp2
+        bc1, bc2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
+        np.sqrt(v, out=tmp)                           # tmp = sqrt(v / bc2) + eps
+        tmp *= 1 / math.sqrt(bc2)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)                    # p -= lr / bc1 * m / tmp
+        tmp *= -self.lr / bc1
+        p += tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr * weight_decay
+    before the Adam step, instead of adding weight_decay * p to the gradient."""
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)

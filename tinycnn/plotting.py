@@ -1,0 +1,184 @@
+"""Pictures of training and of what the network sees. Every function returns a matplotlib
+Figure and, given `path`, saves it as a PNG. Figures are built without pyplot, so this
+works on machines with no display and never opens a window."""
+import numpy as np
+from matplotlib.figure import Figure
+
+from .layers import Conv2D
+
+
+def _save(fig, path):
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def _images(x):
+    """(N, 1, H, W) or (N, H, W) -> (N, H, W) for display."""
+    x = np.asarray(x)
+    return x[:, 0] if x.ndim == 4 else x
+
+
+def _grid(n, cols):
+    cols = min(cols, n)
+    return int(np.ceil(n / cols)), cols
+
+
+def plot_history(history, path=None):
+    """Loss and accuracy per epoch, training against validation."""
+    fig = Figure(figsize=(10, 4))
+    epochs = history["epoch"]
+    for ax, key, title in ((fig.add_subplot(1, 2, 1), "loss", "Loss"),
+                           (fig.add_subplot(1, 2, 2), "acc", "Accuracy")):
+        ax.plot(epochs, history[f"train_{key}"], "o-", label="train")
+        if history.get(f"val_{key}"):
+            ax.plot(epochs, history[f"val_{key}"], "s-", label="validation")
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) < 15:
+            ax.set_xticks(epochs)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(cm, class_names=None, path=None, title="Confusion matrix (test set)"):
+    """Heatmap of counts, true class down, predicted class across, with every count written."""
+    cm = np.asarray(cm)
+    k = len(cm)
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
+    fig = Figure(figsize=(1.0 + 0.6 * k, 0.6 + 0.6 * k))
+    ax = fig.add_subplot()
+    # log scale of colour so the few mistakes are visible next to the large diagonal
+    im = ax.imshow(np.log1p(cm), cmap="Blues")
+    threshold = np.log1p(cm).max() / 2
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if np.log1p(cm[i, j]) > threshold else "black")
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if max(map(len, names)) > 2 else "center")
+    ax.set_yticks(range(k), names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="log(1 + count)")
+    return _save(fig, path)
+
+
+def _image_grid(images, titles, colours, path, cols, suptitle):
+    n = len(images)
+    rows, cols = _grid(n, cols)
+    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(images[i], cmap="gray")
+        ax.set_title(titles[i], fontsize=8, color=colours[i])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colours[i])
+            spine.set_linewidth(3)
+    fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def plot_predictions(images, y_true, proba, class_names=None, n=25, cols=5, path=None, seed=0):
+    """A grid of test images titled "pred 7 / true 7" with the confidence; correct ones
+    framed green, wrong ones red. Shows `n` randomly chosen images."""
+    images, proba, y_true = _images(images), np.asarray(proba), np.asarray(y_true)
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
+    pred = proba.argmax(axis=1)
+    titles = [f"pred {name(pred[i])} / true {name(y_true[i])}\n{proba[i, pred[i]]:.1%}" for i in pick]
+    colours = ["green" if pred[i] == y_true[i] else "red" for i in pick]
+    right = sum(c == "green" for c in colours)
+    return _image_grid(images[pick], titles, colours, path, cols,
+                       f"Predictions on random test images: {right}/{len(pick)} right")
+
+
+def plot_mistakes(images, y_true, proba, class_names=None, n=16, cols=8, path=None):
+    """The most confident mistakes: wrong predictions sorted by the probability given to
+    the wrong answer."""
+    from .metrics import misclassified
+    images = _images(images)
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    worst = misclassified(y_true, proba)[:n]
+    if not worst:
+        fig = Figure(figsize=(4, 1))
+        fig.text(0.5, 0.5, "no mistakes", ha="center")
+        return _save(fig, path)
+    titles = [f"pred {name(m['predicted'])} / true {name(m['true'])}\n{m['confidence']:.1%}" for m in worst]
+    return _image_grid(images[[m["index"] for m in worst]], titles, ["red"] * len(worst), path,
+                       cols, "Most confident mistakes")
+
+
+def _conv_layers(model):
+    return [(name, layer) for name, layer in zip(model.names, model.layers) if isinstance(layer, Conv2D)]
+
+
+def plot_filters(model, path=None):
+    """The first convolution layer's filters (input channel 0), each on its own colour scale
+    (blue negative, red positive)."""
+    convs = _conv_layers(model)
+    if not convs:
+        raise ValueError("plot_filters: the model has no Conv2D layer")
+    name, conv = convs[0]
+    w = conv.params["W"][:, 0]
+    rows, cols = _grid(len(w), 8)
+    fig = Figure(figsize=(1.3 * cols, 1.4 * rows))
+    for i, f in enumerate(w):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        lim = np.abs(f).max() or 1
+        ax.imshow(f, cmap="bwr", vmin=-lim, vmax=lim)
+        ax.set_title(f"#{i}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{name}: {len(w)} filters, {w.shape[1]}x{w.shape[2]}")
+    return _save(fig, path)
+
+
+def plot_feature_maps(model, image, max_maps=16, path=None):
+    """One input and the (post-activation where there is one) feature maps it produces at
+    every convolution layer, up to `max_maps` channels each."""
+    x = np.asarray(image, dtype=model.dtype)
+    x = x.reshape((1,) * (4 - x.ndim) + x.shape)
+    convs = {id(layer) for _, layer in _conv_layers(model)}
+    maps, h = [], x
+    for i, (name, layer) in enumerate(zip(model.names, model.layers)):
+        h = layer.forward(h, training=False)
+        if id(layer) in convs:
+            after = i + 1 < len(model.layers) and type(model.layers[i + 1]).__name__ in ("ReLU", "LeakyReLU")
+            maps.append((name + (" + ReLU" if after else ""), h if not after else model.layers[i + 1].forward(h)))
+    rows = 1 + len(maps)
+    cols = max_maps
+    fig = Figure(figsize=(1.1 * cols, 1.3 * rows))
+    ax = fig.add_subplot(rows, cols, 1)
+    ax.imshow(x[0, 0], cmap="gray")
+    ax.set_title("input", fontsize=8)
+    ax.axis("off")
+    for r, (name, fmap) in enumerate(maps, start=1):
+        for c in range(min(max_maps, fmap.shape[1])):
+            ax = fig.add_subplot(rows, cols, r * cols + c + 1)
+            ax.imshow(fmap[0, c], cmap="viridis")
+            ax.axis("off")
+            if c == 0:
+                ax.set_title(name, fontsize=8, loc="left")
+    fig.suptitle("Feature maps of one test image")
+    return _save(fig, path)
+
+
+def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=0):
+    """A few random images of every class, one row per class."""
+    images, labels = _images(images), np.asarray(labels)
+    classes = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(1.1 * per_class + 1, 1.1 * len(classes)))
+    for r, c in enumerate(classes):
+        idx = rng.choice(np.flatnonzero(labels == c), min(per_class, int((labels == c).sum())), replace=False)
+        for j, i in enumerate(idx):
+            ax = fig.add_subplot(len(classes), per_class, r * per_class + j + 1)
+            ax.imshow(images[i], cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(str(class_names[c]) if class_names is not None else str(c),
+                              rotation=0, ha="right", va="center")
+    fig.suptitle("Sample images per class")
+    return _save(fig, path)

@@ -1,0 +1,251 @@
+"""The main job: train a digit recogniser, evaluate it, save it, reload it, draw it.
+
+`python examples/train_mnist.py` and `tinycnn train` both run `main()`. Each step is one
+function below, in the order they run:
+    load_data -> build_model -> train -> evaluate -> save -> check_reload -> draw
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import datasets, models, optim, schedules
+from .io import load_model
+from .losses import SoftmaxCrossEntropy
+from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
+
+DATASET_CHOICES = ("auto", "mnist", "fashion-mnist", "kmnist", "digits")
+DEFAULTS = dict(arch="convnet", epochs=4, batch_size=128, optimizer="adam", lr=None, schedule="onecycle",
+                seed=0, val_fraction=0.1)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):          # one line and exit status 2, no usage block
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_train_arguments(parser):
+    d = DEFAULTS
+    parser.add_argument("--arch", choices=sorted(models.ARCHITECTURES), default=d["arch"],
+                        help="network architecture (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=d["epochs"],
+                        help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+                        help="examples per optimisation step (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate (default: 3e-3 for adam, 0.05 for sgd)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=d["optimizer"],
+                        help="adam, or sgd with Nesterov momentum 0.9 (default: %(default)s)")
+    parser.add_argument("--schedule", choices=("onecycle", "cosine", "step", "constant"),
+                        default=d["schedule"], help="learning-rate schedule (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d["seed"],
+                        help="seed for initialisation, shuffling, dropout (default: %(default)s)")
+    parser.add_argument("--dataset", choices=DATASET_CHOICES, default="auto",
+                        help="auto: MNIST if it is found or can be downloaded, else scikit-learn's "
+                             "bundled 8x8 digits (default: %(default)s)")
+    parser.add_argument("--data-dir", help="folder holding the dataset's IDX files (gzipped or not); "
+                                           "default: $TINYCNN_DATA_DIR, then the download cache")
+    parser.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                        help="share of the training set held out for validation (default: %(default)s)")
+    parser.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quiet", action="store_true", help="print only the final report")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue an interrupted run from its checkpoint.npz (same options)")
+    return parser
+
+
+def build_parser(prog=None):
+    parser = _Parser(prog=prog, description="Train a CNN on MNIST (or a relative), evaluate it on "
+                     "the test set, save model.npz, metrics.json, history.json and figures, "
+                     "then reload the saved model and check it predicts the same.")
+    return add_train_arguments(parser)
+
+
+def check_args(args, parser):
+    """Everything that can be wrong with the arguments, found before any training."""
+    if args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+    if not 0 < args.val_fraction < 1:
+        parser.error(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        parser.error(f"--data-dir {args.data_dir}: no such folder")
+    if args.resume is not None and not os.path.isfile(args.resume):
+        parser.error(f"--resume {args.resume}: no such file")
+    args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
+    if args.lr is None:
+        args.lr = 3e-3 if args.optimizer == "adam" else 0.05
+
+
+def load_data(args, say):
+    """((x_train, y_train), (x_test, y_test)) as uint8 images, and the dataset's name and classes."""
+    name = args.dataset
+    if name == "digits":
+        return datasets.load_digits(image_size=28), "digits", [str(i) for i in range(10)]
+    wanted = "mnist" if name == "auto" else name
+    options = dict(data_dir=args.data_dir, download=args.data_dir is None, progress=not args.quiet)
+    if name == "auto":
+        options.update(retries=1, timeout=(5, 30))       # fall back quickly when offline
+    try:
+        data = datasets.load_dataset(wanted, **options)
+        return data, wanted, list(datasets.DATASETS[wanted].class_names)
+    except (datasets.DownloadError, FileNotFoundError, ValueError) as err:
+        if name != "auto":
+            raise
+        say(f"MNIST could not be had, so this run uses scikit-learn's bundled 8x8 digits "
+            f"(enlarged to 28x28) instead. Why:\n{err}\n")
+        return datasets.load_digits(image_size=28), "digits", [str(i) for i in range(10)]
+
+
+def build_model(args, input_shape, num_classes):
+    builder = models.ARCHITECTURES[args.arch]
+    return builder(in_channels=input_shape[0], num_classes=num_classes,
+                   input_size=input_shape[1:], seed=args.seed)
+
+
+def make_optimizer(args, model, total_steps):
+    if args.optimizer == "adam":
+        opt = optim.Adam(model, lr=args.lr)
+    else:
+        opt = optim.SGD(model, lr=args.lr, momentum=0.9, nesterov=True)
+    schedule = {"onecycle": lambda: schedules.OneCycle(args.lr),
+                "cosine": lambda: schedules.Cosine(args.lr),
+                "step": lambda: schedules.StepDecay(args.lr, every=max(1, total_steps // 3), gamma=0.2),
+                "constant": lambda: schedules.Constant(args.lr)}[args.schedule]()
+    return opt, schedule
+
+
+def draw(out, model, history, x_test_images, x_test, y_test, proba, cm, class_names, x_train_images, y_train):
+    from . import plotting
+    figures = {
+        "curves.png": lambda p: plotting.plot_history(history, path=p),
+        "confusion_matrix.png": lambda p: plotting.plot_confusion_matrix(cm, class_names, path=p),
+        "predictions.png": lambda p: plotting.plot_predictions(x_test_images, y_test, proba, class_names, path=p),
+        "mistakes.png": lambda p: plotting.plot_mistakes(x_test_images, y_test, proba, class_names, path=p),
+        "filters.png": lambda p: plotting.plot_filters(model, path=p),
+        "feature_maps.png": lambda p: plotting.plot_feature_maps(model, x_test[0], path=p),
+        "samples.png": lambda p: plotting.plot_samples(x_train_images, y_train, class_names, path=p),
+    }
+    for name, make in figures.items():
+        make(os.path.join(out, name))
+    return list(figures)
+
+
+def run(args):
+    """The whole job for parsed arguments; returns the metrics dict."""
+    say = (lambda *a, **k: None) if args.quiet else print
+    started = time.perf_counter()
+
+    ((x_train_u8, y_train_all), (x_test_u8, y_test)), dataset, class_names = load_data(args, say)
+    say(f"dataset: {dataset} ({len(x_train_u8):,} training and {len(x_test_u8):,} test images, "
+        f"{x_train_u8.shape[1]}x{x_train_u8.shape[2]})")
+
+    # Validation split (stratified, seeded) and preprocessing: scale to [0, 1], then
+    # standardise with the training split's mean and std, which are saved with the model.
+    (x_tr_u8, y_tr), (x_val_u8, y_val) = datasets.train_val_split(x_train_u8, y_train_all,
+                                                                 args.val_fraction, seed=args.seed)
+    x_tr, mean, std = datasets.standardize(datasets.to_float(x_tr_u8))
+    prep = lambda images: datasets.add_channel_axis(datasets.standardize(datasets.to_float(images), mean, std)[0])
+    x_tr, x_val, x_test = datasets.add_channel_axis(x_tr), prep(x_val_u8), prep(x_test_u8)
+
+    model = build_model(args, x_tr.shape[1:], len(class_names))
+    model.preprocessing = {"scale": 1 / 255, "mean": mean, "std": std}
+    model.class_names = class_names
+    if not args.quiet:
+        model.summary()
+    steps = args.epochs * -(-len(x_tr) // args.batch_size)
+    optimizer, schedule = make_optimizer(args, model, steps)
+    loss = SoftmaxCrossEntropy()
+    say(f"training {args.arch} for {args.epochs} epochs: {args.optimizer} lr {args.lr:g} "
+        f"({args.schedule}), batch {args.batch_size}, seed {args.seed}")
+    history = fit(model, loss, optimizer, x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size,
+                  validation=(x_val, y_val), schedule=schedule, seed=args.seed,
+                  checkpoint=os.path.join(args.out, "checkpoint.npz"), resume=args.resume,
+                  progress=None if not args.quiet else False, log=say)
+
+    # Evaluation on the test set, which training never saw.
+    from . import metrics
+    test_loss, test_acc = evaluate(model, loss, x_test, y_test)
+    proba = model.predict_proba(x_test, batch_size=1000)
+    pred = proba.argmax(axis=1)
+    cm = metrics.confusion_matrix(y_test, pred, len(class_names))
+    train_seconds = float(sum(history["seconds"]))
+    result = {
+        "dataset": dataset, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
+        "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "seed": args.seed,
+        "test_accuracy": test_acc, "test_loss": test_loss,
+        "top3_accuracy": metrics.top_k_accuracy(y_test, proba, 3),
+        "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / len(history["seconds"]),
+        "images_per_second": len(x_tr) * len(history["seconds"]) / train_seconds,
+        "per_class": metrics.classification_report(y_test, pred, class_names, as_dict=True),
+        "confusion_matrix": cm.tolist(),
+        "misclassified": metrics.misclassified(y_test, proba)[:100],
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+    # Save, then prove the saved file is the model: reload it and compare predictions.
+    model_path = model.save(os.path.join(args.out, "model.npz"))
+    reloaded = load_model(model_path)
+    same = np.array_equal(reloaded.predict_proba(x_test, batch_size=1000), proba)
+    result["reload_identical"] = bool(same)
+    if not same:
+        raise RuntimeError(f"{model_path}: the reloaded model predicts differently")
+    figures = [] if args.no_plots else draw(args.out, model, history, x_test_u8, x_test, y_test, proba,
+                                            cm, class_names, x_train_u8, y_train_all)
+    result["total_seconds"] = time.perf_counter() - started
+    with open(os.path.join(args.out, "history.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+    print(f"\nTest set ({dataset}, {len(y_test):,} images): accuracy {test_acc:.4f}, loss {test_loss:.4f}, "
+          f"top-3 {result['top3_accuracy']:.4f}")
+    if not args.quiet:
+        print(metrics.classification_report(y_test, pred, class_names))
+    print(f"training: {train_seconds:.1f}s ({result['seconds_per_epoch']:.1f}s per epoch, "
+          f"{result['images_per_second']:,.0f} images/s); total {result['total_seconds']:.1f}s")
+    print(f"reloaded {model_path}: test accuracy {reloaded_accuracy(reloaded, x_test, y_test):.4f}, "
+          "predictions identical to the trained model")
+    print(f"saved to {args.out}/: model.npz, metrics.json, history.json, checkpoint.npz"
+          + (", " + ", ".join(figures) if figures else ""))
+    return result
+
+
+def reloaded_accuracy(model, x, y):
+    return float((model.predict(x, batch_size=1000) == y).mean())
+
+
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    check_args(args, parser)
+    try:
+        run(args)
+    except TrainingInterrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
+            datasets.IDXFormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

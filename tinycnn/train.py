@@ -1,0 +1,243 @@
+"""The training loop: mini-batches, validation, history, checkpoints, resume.
+
+    history = fit(model, SoftmaxCrossEntropy(), Adam(model), x, y, epochs=3,
+                  validation=(x_val, y_val), schedule=OneCycle(3e-3), checkpoint="ckpt.npz")
+
+One step: forward in training mode, the loss, backward (gradients land in each layer's
+`grads`), then optimizer.step(). The order of examples is a seeded permutation per epoch,
+so a fixed seed on the same machine gives the same loss curve and the same weights, and a
+run resumed from a checkpoint reaches exactly the weights of an uninterrupted one.
+"""
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .io import load_checkpoint, save_checkpoint
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:
+    tqdm = None
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during fit(); `checkpoint` is where the state was saved."""
+
+    def __init__(self, message, checkpoint):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                "images_per_second")
+
+
+def evaluate(model, loss, x, y, batch_size=1000):
+    """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model.forward(xb, training=False)
+        total_loss += loss.forward(logits, yb) * len(xb)
+        correct += int((logits.argmax(axis=1) == yb).sum())
+    return total_loss / len(x), correct / len(x)
+
+
+class _InterruptFlag:
+    """Turn the first Ctrl-C into a flag checked between steps, so the checkpoint is taken
+    at a clean step boundary; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _snapshot(model):
+    return [({k: v.copy() for k, v in l.params.items()}, {k: v.copy() for k, v in l.state.items()})
+            for l in model.layers]
+
+
+def _restore(model, snapshot):
+    for layer, (params, state) in zip(model.layers, snapshot):
+        for k, v in params.items():
+            layer.params[k][...] = v
+        for k, v in state.items():
+            layer.state[k][...] = v
+
+
+def _check_data(x, y, what):
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"fit: {what} has {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError(f"fit: {what} is empty")
+    return x, y
+
+
+def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None, schedule=None,
+        seed=0, augment=None, early_stopping=None, keep_best=False, checkpoint=None, resume=None,
+        progress=None, log=print):
+    """Train `model` and return its history (a dict of per-epoch lists, see HISTORY_KEYS).
+
+    validation:     (x_val, y_val), evaluated after every epoch
+    schedule:       callable (step, total_steps) -> lr (see tinycnn.schedules); None keeps
+                    the optimiser's lr
+    augment:        callable (x_batch, rng) -> x_batch applied to each training batch
+    early_stopping: stop when the validation loss has not improved for this many epochs
+    keep_best:      at the end, restore the weights of the epoch with the lowest val loss
+    checkpoint:     path of a checkpoint written after every epoch (and on Ctrl-C)
+    resume:         path of a checkpoint to continue from (same model and optimiser types)
+    progress:       show a progress bar (default: when stderr is a terminal)
+    log:            where one line per epoch goes (None: silent)
+    """
+    x, y = _check_data(x, y, "training data")
+    if validation is not None:
+        validation = _check_data(*validation, "validation data")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"fit: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if (early_stopping or keep_best) and validation is None:
+        raise ValueError("fit: early_stopping and keep_best need validation data")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    log = log or (lambda *a, **k: None)
+    n = len(x)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    shuffle_rng = np.random.default_rng(seed)
+    augment_rng = np.random.default_rng([seed, 1])
+    history = {k: [] for k in HISTORY_KEYS}
+    start_epoch, start_step = 0, 0
+    sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    best = {"val_loss": math.inf, "epoch": -1, "weights": None, "bad_epochs": 0}
+
+    if resume is not None:
+        saved, opt_state, state = load_checkpoint(resume)
+        if [l.name for l in saved.layers] != [l.name for l in model.layers]:
+            raise ValueError(f"fit: checkpoint {resume} holds a different architecture")
+        _restore(model, _snapshot(saved))
+        optimizer.load_state_dict(opt_state)
+        history, sums = state["history"], state["sums"]
+        start_epoch, start_step = state["epoch"], state["step"]
+        shuffle_rng.bit_generator.state = state["epoch_rng"]
+        model.rng.bit_generator.state = state["model_rng"]
+        augment_rng.bit_generator.state = state["augment_rng"]
+        best.update(val_loss=state["best_val_loss"], epoch=state["best_epoch"],
+                    bad_epochs=state["bad_epochs"])
+        if steps_per_epoch != state["steps_per_epoch"] or epochs != state["epochs"]:
+            raise ValueError(f"fit: checkpoint {resume} was made with {state['epochs']} epochs "
+                             f"of {state['steps_per_epoch']} steps; resume with the same data, "
+                             "epochs and batch size")
+        log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")
+
+    def train_state(epoch, step, epoch_rng):
+        return {"epoch": epoch, "step": step, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+                "history": history, "sums": sums, "epoch_rng": epoch_rng,
+                "model_rng": model.rng.bit_generator.state,
+                "augment_rng": augment_rng.bit_generator.state, "seed": seed,
+                "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
+                "bad_epochs": best["bad_epochs"]}
+
+    with _InterruptFlag() as interrupt:
+        for epoch in range(start_epoch, epochs):
+            epoch_rng = shuffle_rng.bit_generator.state      # to redo this epoch's order
+            order = shuffle_rng.permutation(n)
+            first = start_step if epoch == start_epoch else 0
+            if first == 0:
+                sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            bar = None
+            if progress and tqdm is not None:
+                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{epochs}",
+                           unit="batch", leave=True, dynamic_ncols=True)
+            for step in range(first, steps_per_epoch):
+                t0 = time.perf_counter()
+                global_step = epoch * steps_per_epoch + step
+                if schedule is not None:
+                    optimizer.lr = float(schedule(global_step, total_steps))
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = augment(xb, augment_rng)
+                logits = model.forward(xb, training=True)
+                value = loss.forward(logits, yb)
+                if not math.isfinite(value):
+                    kept = f" The last good checkpoint is {checkpoint}." if checkpoint and os.path.exists(checkpoint) else ""
+                    raise TrainingDiverged(
+                        f"loss became {value} at epoch {epoch + 1}, step {step + 1} (lr "
+                        f"{optimizer.lr:g}); try a lower learning rate.{kept}")
+                model.backward(loss.backward(), need_dx=False)
+                optimizer.step()
+                sums["loss"] += value * len(idx)
+                sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
+                sums["seen"] += len(idx)
+                sums["seconds"] += time.perf_counter() - t0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.4f}",
+                                    acc=f"{sums['correct'] / sums['seen']:.4f}", refresh=False)
+                if interrupt.raised:
+                    if bar is not None:
+                        bar.close()
+                    path = checkpoint or "interrupted-checkpoint.npz"
+                    save_checkpoint(path, model, optimizer, train_state(epoch, step + 1, epoch_rng))
+                    raise TrainingInterrupted(
+                        f"interrupted at epoch {epoch + 1}, step {step + 1}; checkpoint saved to "
+                        f"{path}. Resume with fit(..., resume={path!r}) or --resume {path}", path)
+            if bar is not None:
+                bar.close()
+            seconds = sums["seconds"]
+            history["epoch"].append(epoch + 1)
+            history["train_loss"].append(sums["loss"] / sums["seen"])
+            history["train_acc"].append(sums["correct"] / sums["seen"])
+            history["lr"].append(optimizer.lr)
+            history["seconds"].append(seconds)
+            history["images_per_second"].append(sums["seen"] / seconds)
+            line = (f"epoch {epoch + 1}/{epochs}: loss {history['train_loss'][-1]:.4f} "
+                    f"acc {history['train_acc'][-1]:.4f}")
+            stop = False
+            if validation is not None:
+                val_loss, val_acc = evaluate(model, loss, *validation)
+                history["val_loss"].append(val_loss)
+                history["val_acc"].append(val_acc)
+                line += f" | val loss {val_loss:.4f} acc {val_acc:.4f}"
+                if val_loss < best["val_loss"]:
+                    best.update(val_loss=val_loss, epoch=epoch + 1, bad_epochs=0)
+                    if keep_best:
+                        best["weights"] = _snapshot(model)
+                else:
+                    best["bad_epochs"] += 1
+                    stop = bool(early_stopping) and best["bad_epochs"] >= early_stopping
+            log(line + f" | {seconds:.1f}s, {sums['seen'] / seconds:,.0f} img/s")
+            if checkpoint:
+                save_checkpoint(checkpoint, model, optimizer,
+                                train_state(epoch + 1, 0, shuffle_rng.bit_generator.state))
+            if stop:
+                log(f"early stopping: val loss has not improved for {early_stopping} epochs "
+                    f"(best {best['val_loss']:.4f} at epoch {best['epoch']})")
+                break
+    if keep_best and best["weights"] is not None:
+        _restore(model, best["weights"])
+        log(f"restored the weights of epoch {best['epoch']} (val loss {best['val_loss']:.4f})")
+    return history
