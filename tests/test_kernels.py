@@ -53,19 +53,38 @@ def test_conv_fast_equals_reference(case):
     w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
     args = ((sh, sw), (ph, pw))
-    y_ref, cols_ref = reference.conv2d_forward(x, w, b, *args)
-    y_fast, cols_fast = fast.conv2d_forward(x, w, b, *args)
-    assert y_fast.dtype == np.float32 and cols_fast.dtype == np.float32
-    np.testing.assert_array_equal(cols_fast, cols_ref)          # im2col is pure copying
+    y_ref, cache_ref = reference.conv2d_forward(x, w, b, *args)
+    y_fast, cache_fast = fast.conv2d_forward(x, w, b, *args)
+    assert y_fast.dtype == np.float32
+    np.testing.assert_array_equal(fast.im2col(x, kh, kw, sh, sw, ph, pw), cache_ref)  # pure copying
     np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y_ref, direct_conv(x, w, b, *args), rtol=1e-4, atol=1e-4)
 
     dy = rng.standard_normal(y_ref.shape).astype(np.float32)
-    grads_ref = reference.conv2d_backward(dy, cols_ref, x.shape, w, *args)
-    grads_fast = fast.conv2d_backward(dy, cols_fast, x.shape, w, *args)
+    grads_ref = reference.conv2d_backward(dy, cache_ref, x.shape, w, *args)
+    grads_fast = fast.conv2d_backward(dy, cache_fast, x.shape, w, *args)
     for name, g_ref, g_fast in zip(("dx", "dW", "db"), grads_ref, grads_fast):
         assert g_fast.dtype == np.float32, name
         np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-4, err_msg=name)
+    dx_none, dW_only, _ = fast.conv2d_backward(dy, cache_fast, x.shape, w, *args, need_dx=False)
+    assert dx_none is None
+    np.testing.assert_array_equal(dW_only, grads_fast[1])
+
+
+def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch):
+    # Blocks of one image and blocks of many must give the same outputs and gradients.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 3, 10, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    dy = rng.standard_normal((9, 4, 8, 9)).astype(np.float32)
+    results = []
+    for block_bytes in (1, 1 << 30):
+        monkeypatch.setattr(fast, "_BLOCK_BYTES", block_bytes)
+        y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
+        results.append((y, *fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (0, 0))))
+    for a, c in zip(*results):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", CASES[:30])
@@ -123,3 +142,16 @@ def test_kernels_keep_float32():
         cols = impl.im2col(x, 3, 3, 1, 1, 1, 1)
         assert cols.dtype == np.float32
         assert impl.col2im(cols, x.shape, 3, 3, 1, 1, 1, 1).dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 3), (2, 3, 5, 4), (0, 3)])
+def test_relu_fast_equals_reference(shape):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::3] = 0                                     # exact zeros: not positive
+    y_ref, m_ref = reference.relu_forward(x)
+    y_fast, m_fast = fast.relu_forward(x)
+    np.testing.assert_array_equal(y_fast, y_ref)
+    np.testing.assert_array_equal(m_fast, m_ref)
+    assert y_fast.dtype == np.float32 and y_fast.shape == shape
+    dy = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(fast.relu_backward(dy, m_fast), reference.relu_backward(dy, m_ref))

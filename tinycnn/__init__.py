@@ -5,6 +5,7 @@ Numba-jitted CPU kernels beside readable reference ones.
     model = tinycnn.models.convnet()
     model.summary()
 """
+from . import runtime  # noqa: F401  (process set-up for speed: see runtime.py)
 from . import (backend, datasets, functional, kernels, layers, losses, models, optim, schedules,
                train)
 from .backend import get_backend, set_backend

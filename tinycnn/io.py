@@ -77,6 +77,9 @@ def _read_npz(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFormatError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):      # np.load would otherwise try to unpickle it
+        raise ModelFormatError(f"{path}: not a readable .npz model file (not a zip archive; "
+                               "truncated or another format)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}

@@ -3,6 +3,7 @@ import numpy as np
 
 from .functional import softmax
 from .layers import Conv2D, Layer
+from .runtime import one_thread_pool
 
 
 class Sequential:
@@ -67,8 +68,9 @@ class Sequential:
         x = self._as_input(x)
         if self.input_shape != x.shape[1:]:
             self.build(x.shape[1:])
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        with one_thread_pool():
+            for layer in self.layers:
+                x = layer.forward(x, training=training)
         return x
 
     def backward(self, dy, need_dx=True):
@@ -77,12 +79,13 @@ class Sequential:
         need_dx=False skips the input gradient of the first layer when it is a convolution
         (training never needs it, and it is the most expensive part of that layer's pass).
         """
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            if i == 0 and not need_dx and isinstance(layer, Conv2D):
-                layer.backward(dy, need_dx=False)
-                return None
-            dy = layer.backward(dy)
+        with one_thread_pool():
+            for i in range(len(self.layers) - 1, -1, -1):
+                layer = self.layers[i]
+                if i == 0 and not need_dx and isinstance(layer, Conv2D):
+                    layer.backward(dy, need_dx=False)
+                    return None
+                dy = layer.backward(dy)
         return dy
 
     def _as_input(self, x):
@@ -147,11 +150,12 @@ class Sequential:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = None
-        for start in range(0, len(x), batch_size):
-            p = softmax(self.forward(x[start:start + batch_size], training=False))
-            if out is None:
-                out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
-            out[start:start + len(p)] = p
+        with one_thread_pool():
+            for start in range(0, len(x), batch_size):
+                p = softmax(self.forward(x[start:start + batch_size], training=False))
+                if out is None:
+                    out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+                out[start:start + len(p)] = p
         return out if out is not None else np.empty((0, 0), dtype=x.dtype)
 
     def predict(self, x, batch_size=256):

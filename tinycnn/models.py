@@ -33,4 +33,17 @@ def lenet5(in_channels=1, num_classes=10, input_size=28, seed=0):
     return Sequential(features + head, input_shape=shape, seed=seed)
 
 
-ARCHITECTURES = {"convnet": convnet, "lenet5": lenet5}
+def fastnet(in_channels=1, num_classes=10, input_size=28, seed=0):
+    """A small, quick MNIST net (after a published one-epoch speed-run recipe): conv 24@5x5,
+    max pool, ReLU, conv 32@5x5, max pool, ReLU, dense 512 -> 256 -> classes.
+
+    Pooling comes before the ReLU: max(relu(a), relu(b)) = relu(max(a, b)), so the result is
+    the same, but the ReLU then touches 4x fewer values."""
+    shape = (in_channels, *pair(input_size, "input_size"))
+    features = [Conv2D(in_channels, 24, 5), MaxPool2D(2), ReLU(),
+                Conv2D(24, 32, 5), MaxPool2D(2), ReLU(), Flatten()]
+    head = [Dense(_flat_size(features, shape), 256), ReLU(), Dense(256, num_classes)]
+    return Sequential(features + head, input_shape=shape, seed=seed)
+
+
+ARCHITECTURES = {"convnet": convnet, "lenet5": lenet5, "fastnet": fastnet}

@@ -76,8 +76,15 @@ def check_args(args, parser):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        parser.error(f"--data-dir {args.data_dir}: no such folder")
+    if args.data_dir is not None:
+        if not os.path.isdir(args.data_dir):
+            parser.error(f"--data-dir {args.data_dir}: no such folder")
+        if args.dataset != "digits":
+            info = datasets.DATASETS["mnist" if args.dataset == "auto" else args.dataset]
+            missing = [f.filename for f in info.files.values()
+                       if not any(os.path.isfile(os.path.join(args.data_dir, n)) for n in (f.filename, f.stem))]
+            if missing:
+                parser.error(f"--data-dir {args.data_dir}: {info.name} files missing: {', '.join(missing)}")
     if args.resume is not None and not os.path.isfile(args.resume):
         parser.error(f"--resume {args.resume}: no such file")
     args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .io import load_checkpoint, save_checkpoint
+from .runtime import one_thread_pool
 
 try:
     from tqdm.auto import tqdm
@@ -44,11 +45,12 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
 def evaluate(model, loss, x, y, batch_size=1000):
     """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
     total_loss, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        logits = model.forward(xb, training=False)
-        total_loss += loss.forward(logits, yb) * len(xb)
-        correct += int((logits.argmax(axis=1) == yb).sum())
+    with one_thread_pool():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            logits = model.forward(xb, training=False)
+            total_loss += loss.forward(logits, yb) * len(xb)
+            correct += int((logits.argmax(axis=1) == yb).sum())
     return total_loss / len(x), correct / len(x)
 
 
@@ -160,7 +162,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                 "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
                 "bad_epochs": best["bad_epochs"]}
 
-    with _InterruptFlag() as interrupt:
+    with _InterruptFlag() as interrupt, one_thread_pool():
         for epoch in range(start_epoch, epochs):
             epoch_rng = shuffle_rng.bit_generator.state      # to redo this epoch's order
             order = shuffle_rng.permutation(n)

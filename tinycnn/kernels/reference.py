@@ -59,7 +59,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 def conv2d_forward(x, W, b, stride, padding):
     """y = W * x + b (cross-correlation, as every framework does).
 
-    Returns y (N, F, OH, OW) and the cache (cols) that the backward pass needs.
+    Returns y (N, F, OH, OW) and the cache the backward pass needs: here the columns.
     """
     N, C, H, Wd = x.shape
     F, _, kh, kw = W.shape
@@ -74,15 +74,16 @@ def conv2d_forward(x, W, b, stride, padding):
     return np.ascontiguousarray(y), cols
 
 
-def conv2d_backward(dy, cols, x_shape, W, stride, padding, need_dx=True):
+def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     """Gradients of y = W_mat @ cols + b.
 
         dW_mat = dY_mat @ cols.T      (F, C*kh*kw)
         dcols  = W_mat.T @ dY_mat     (C*kh*kw, N*P), folded back to dx by col2im
         db     = dy summed over batch and pixels
     where dY_mat is dy laid out like the forward's output, (F, N*P).
-    Returns (dx or None, dW, db).
+    cache is what conv2d_forward returned (cols). Returns (dx or None, dW, db).
     """
+    cols = cache
     F, C, kh, kw = W.shape
     (sh, sw), (ph, pw) = stride, padding
     db = dy.sum(axis=(0, 2, 3))
@@ -142,3 +143,13 @@ def avgpool2d_backward(dy, x_shape, kh, kw, sh, sw):
     for _, _, _, view in _pool_windows(dx, kh, kw, sh, sw):
         view += share
     return dx
+
+
+def relu_forward(x):
+    """y = max(x, 0); returns y and the mask x > 0 that the backward pass needs."""
+    return np.maximum(x, 0), x > 0
+
+
+def relu_backward(dy, mask):
+    """dx = dy where x > 0, else 0."""
+    return dy * mask

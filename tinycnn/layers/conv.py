@@ -14,7 +14,8 @@ class Conv2D(Layer):
               db[f]          = sum_{n,a,b} dy[n, f, a, b]
               dx: every input pixel collects dy[n, f, a, b] * W[f, c, i, j] from each window
                   (a, b) that saw it through tap (i, j) - the col2im of W^T dY
-    caches:   cols (C*kh*kw, N*OH*OW), the im2col of x, and x's shape
+    caches:   the kernel's cache (the reference kernel keeps cols (C*kh*kw, N*OH*OW), the
+              im2col of x; the fast one keeps x and rebuilds columns block by block), x's shape
     params:   W (F, C, kh, kw), He-initialised N(0, 2 / (C*kh*kw)); b (F,), zeros
     """
 
@@ -57,16 +58,17 @@ class Conv2D(Layer):
 
     def forward(self, x, training=False):
         self._check_input(x, 4, "(N, C, H, W)")
-        y, cols = kernels.conv2d_forward(x, self.params["W"], self.params.get("b"),
-                                         self.stride, self.padding)
-        self.cache = (cols, x.shape)
+        impl = kernels.current()
+        y, cache = impl.conv2d_forward(x, self.params["W"], self.params.get("b"), self.stride,
+                                       self.padding)
+        self.cache = (impl, cache, x.shape)
         return y
 
     def backward(self, dy, need_dx=True):
         """need_dx=False skips the input gradient (the first layer of a model needs none)."""
-        cols, x_shape = self._cached()
-        dx, dW, db = kernels.conv2d_backward(dy, cols, x_shape, self.params["W"], self.stride,
-                                             self.padding, need_dx)
+        impl, cache, x_shape = self._cached()
+        dx, dW, db = impl.conv2d_backward(dy, cache, x_shape, self.params["W"], self.stride,
+                                          self.padding, need_dx)
         self.grads["W"][...] = dW
         if self.bias:
             self.grads["b"][...] = db

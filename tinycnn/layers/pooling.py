@@ -39,13 +39,14 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x, training=False):
         self._check_input(x, 4, "(N, C, H, W)")
-        y, argmax = kernels.maxpool2d_forward(x, *self.kernel_size, *self.stride)
-        self.cache = (argmax, x.shape)
+        impl = kernels.current()
+        y, argmax = impl.maxpool2d_forward(x, *self.kernel_size, *self.stride)
+        self.cache = (impl, argmax, x.shape)
         return y
 
     def backward(self, dy):
-        argmax, x_shape = self._cached()
-        return kernels.maxpool2d_backward(dy, argmax, x_shape, *self.kernel_size, *self.stride)
+        impl, argmax, x_shape = self._cached()
+        return impl.maxpool2d_backward(dy, argmax, x_shape, *self.kernel_size, *self.stride)
 
 
 class AvgPool2D(_Pool2D):
@@ -59,9 +60,10 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, x, training=False):
         self._check_input(x, 4, "(N, C, H, W)")
-        self.cache = x.shape
-        return kernels.avgpool2d_forward(x, *self.kernel_size, *self.stride)
+        impl = kernels.current()
+        self.cache = (impl, x.shape)
+        return impl.avgpool2d_forward(x, *self.kernel_size, *self.stride)
 
     def backward(self, dy):
-        x_shape = self._cached()
-        return kernels.avgpool2d_backward(dy, x_shape, *self.kernel_size, *self.stride)
+        impl, x_shape = self._cached()
+        return impl.avgpool2d_backward(dy, x_shape, *self.kernel_size, *self.stride)

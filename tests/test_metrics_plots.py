@@ -1,0 +1,46 @@
+"""Metrics against hand-counted values; every plot renders headless to a non-empty PNG."""
+import numpy as np
+import pytest
+
+from tinycnn import metrics, plotting
+from tinycnn.models import convnet
+
+
+def test_metrics_by_hand():
+    y = np.array([0, 1, 2, 2, 1])
+    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4], [0.7, 0.1, 0.2]])
+    pred = proba.argmax(1)
+    assert metrics.accuracy(y, pred) == pytest.approx(3 / 5)
+    assert metrics.top_k_accuracy(y, proba, 2) == pytest.approx(4 / 5)
+    assert metrics.confusion_matrix(y, pred, 3).tolist() == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
+    wrong = metrics.misclassified(y, proba)
+    assert [(m["index"], m["predicted"], m["true"]) for m in wrong] == [(4, 0, 1), (2, 1, 2)]
+    assert wrong[0]["confidence"] == pytest.approx(0.7)
+    report = metrics.classification_report(y, pred, ["zero", "one", "two"], as_dict=True)
+    assert report["one"]["recall"] == pytest.approx(0.5) and report["zero"]["precision"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="differ"):
+        metrics.accuracy(y, pred[:3])
+
+
+def test_every_plot_writes_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    y = np.arange(40) % 10
+    proba = rng.dirichlet(np.ones(10), 40)
+    model = convnet()
+    history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [0.9, 0.6], "train_acc": [0.6, 0.8],
+               "val_acc": [0.65, 0.78]}
+    calls = {
+        "curves": lambda p: plotting.plot_history(history, path=p),
+        "cm": lambda p: plotting.plot_confusion_matrix(metrics.confusion_matrix(y, proba.argmax(1), 10), path=p),
+        "pred": lambda p: plotting.plot_predictions(images, y, proba, path=p),
+        "mistakes": lambda p: plotting.plot_mistakes(images, y, proba, path=p),
+        "filters": lambda p: plotting.plot_filters(model, path=p),
+        "maps": lambda p: plotting.plot_feature_maps(model, images[0].astype(np.float32) / 255, path=p),
+        "samples": lambda p: plotting.plot_samples(images, y, path=p),
+    }
+    for name, make in calls.items():
+        path = tmp_path / f"{name}.png"
+        fig = make(path)
+        assert fig is not None and path.stat().st_size > 5000, name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,125 @@
+"""The trainer on small slices of real-shaped data: learning, determinism, resume after
+Ctrl-C, NaN detection, early stopping."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn import datasets, fit, optim, schedules
+from tinycnn.losses import SoftmaxCrossEntropy
+from tinycnn.models import convnet, lenet5
+
+
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), (xt, yt) = datasets.load_digits(image_size=28)
+    prep = lambda a: datasets.add_channel_axis(datasets.standardize(datasets.to_float(a), 0.1, 0.3)[0])
+    return prep(x[:384]), y[:384], prep(xt[:200]), yt[:200]
+
+
+def weights(model):
+    return [p.copy() for _, _, p, _ in model.parameters()]
+
+
+def train(data, epochs=2, seed=0, **kw):
+    x, y, xv, yv = data
+    model = lenet5(seed=seed)
+    opt = optim.Adam(model, lr=2e-3)
+    hist = fit(model, SoftmaxCrossEntropy(), opt, x, y, epochs=epochs, batch_size=32,
+               validation=(xv, yv), seed=seed, progress=False, log=None, **kw)
+    return model, hist
+
+
+def test_loss_falls_and_accuracy_rises(digits):
+    model, hist = train(digits, epochs=3)
+    assert hist["train_loss"][-1] < hist["train_loss"][0] * 0.5
+    assert hist["val_acc"][-1] > 0.6                     # chance is 0.1
+    assert set(hist) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second"}
+    assert len(hist["epoch"]) == 3 and all(s > 0 for s in hist["seconds"])
+
+
+def test_same_seed_same_curve_and_weights(digits):
+    a, ha = train(digits, epochs=1, seed=3)
+    b, hb = train(digits, epochs=1, seed=3)
+    assert ha["train_loss"] == hb["train_loss"]
+    for wa, wb in zip(weights(a), weights(b)):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_ctrl_c_saves_and_resume_equals_uninterrupted(digits, tmp_path):
+    x, y, xv, yv = digits
+    sched = schedules.OneCycle(3e-3)
+    common = dict(epochs=2, batch_size=32, validation=(xv, yv), seed=5, progress=False, log=None,
+                  schedule=sched)
+
+    def dropout_model():
+        return convnet(seed=5)
+
+    ref = dropout_model()
+    fit(ref, SoftmaxCrossEntropy(), optim.Adam(ref), x, y, **common)
+
+    calls = {"n": 0}
+
+    def press_ctrl_c_at_step_17(xb, rng):
+        calls["n"] += 1
+        if calls["n"] == 17:                     # mid-way through epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return xb
+
+    model = dropout_model()
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(tinycnn.TrainingInterrupted, match="interrupted at epoch 2, step 5") as err:
+        fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, checkpoint=str(ckpt),
+            augment=press_ctrl_c_at_step_17, **common)
+    assert err.value.checkpoint == str(ckpt) and ckpt.exists()
+    assert "resume=" in str(err.value)
+
+    resumed = dropout_model()
+    hist = fit(resumed, SoftmaxCrossEntropy(), optim.Adam(resumed), x, y, resume=str(ckpt), **common)
+    for wa, wb in zip(weights(ref), weights(resumed)):
+        np.testing.assert_array_equal(wa, wb)
+    assert len(hist["epoch"]) == 2
+
+
+def test_nan_stops_at_once_and_keeps_last_good_checkpoint(digits, tmp_path):
+    steps_per_epoch = len(digits[0]) // 32
+    calls = {"n": 0}
+
+    def poison_in_epoch_2(xb, rng):
+        calls["n"] += 1
+        return xb * np.float32(np.inf) if calls["n"] == steps_per_epoch + 3 else xb
+
+    ckpt = tmp_path / "last.npz"
+    with pytest.raises(tinycnn.TrainingDiverged, match=r"loss became nan at epoch 2, step 3 .*lower "
+                                                       r"learning rate.*last good checkpoint is .*last.npz"):
+        train(digits, epochs=3, augment=poison_in_epoch_2, checkpoint=str(ckpt))
+    model, _, state = tinycnn.io.load_checkpoint(ckpt)
+    assert state["epoch"] == 1
+    assert all(np.isfinite(p).all() for _, _, p, _ in model.parameters())
+
+
+def test_early_stopping_and_keep_best(digits):
+    x, y, xv, yv = digits
+    model = lenet5(seed=0)
+    lines = []
+    # A validation set whose labels are shuffled: its loss cannot keep improving.
+    wrong = np.random.default_rng(0).permutation(yv)
+    hist = fit(model, SoftmaxCrossEntropy(), optim.Adam(model, 3e-3), x, y, epochs=30, batch_size=32,
+               validation=(xv, wrong), early_stopping=2, keep_best=True, progress=False, log=lines.append)
+    assert len(hist["epoch"]) < 30
+    assert any("early stopping" in line for line in lines)
+    best = int(np.argmin(hist["val_loss"]))
+    assert hist["val_loss"][best] == min(hist["val_loss"])
+    loss, _ = tinycnn.evaluate(model, SoftmaxCrossEntropy(), xv, wrong)
+    assert loss == pytest.approx(hist["val_loss"][best], rel=1e-5)
+
+
+def test_bad_fit_arguments(digits):
+    x, y, _, _ = digits
+    model = lenet5()
+    with pytest.raises(ValueError, match="384 inputs but 10 labels"):
+        fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y[:10])
+    with pytest.raises(ValueError, match="early_stopping and keep_best need validation"):
+        fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, keep_best=True)

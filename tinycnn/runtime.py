@@ -1,0 +1,84 @@
+"""How tinycnn sets up the process for speed on a CPU, in one place.
+
+Two pools of threads, one job at a time. Numba's parallel kernels run on OpenMP threads;
+NumPy's matrix products run on OpenBLAS threads. Each pool keeps its threads spinning for
+a while after a job, so when the two alternate (kernel, GEMM, kernel, ...) each steals the
+cores the other needs: measured on a 2-core machine, a convnet training step took 2-7x
+longer than with one pool. tinycnn therefore does every heavy step of a convolution inside
+its Numba kernels (including the matrix products, called per block of images from the
+Numba threads), and:
+  - keeps the BLAS behind Numba's np.dot (SciPy's OpenBLAS) single-threaded, since it is
+    called from several Numba threads at once (set once, when the fast kernels load);
+  - runs every model forward and backward pass (and so training and prediction) inside
+    `one_thread_pool()`, which limits NumPy's BLAS to one thread for the duration,
+    leaving the cores to Numba's pool.
+Large arrays. glibc returns big freed blocks to the OS and maps fresh ones on the next
+allocation; touching a fresh page costs ~3 us on these virtual machines, so a training step
+that allocates 50 MB of temporaries pays ~40 ms in page faults alone. `keep_freed_memory()`
+asks glibc to keep freed memory for reuse instead (memory then stays at its high-water
+mark). It runs at import unless TINYCNN_KEEP_MEMORY=0.
+"""
+import contextlib
+import ctypes
+import os
+import sys
+
+import threadpoolctl
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory():
+    """Serve arrays up to 32 MB from the heap and never trim it (glibc only; else no-op)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):       # not glibc (e.g. musl)
+        return False
+
+
+def single_threaded_scipy_blas():
+    """Make the BLAS that Numba's np.dot calls (SciPy's) use one thread per call."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library Numba will call)
+    controller = threadpoolctl.ThreadpoolController()
+    for lib in controller.lib_controllers:
+        if lib.user_api == "blas" and "scipy" in os.path.dirname(lib.filepath).lower() \
+                and "numpy" not in lib.filepath.lower():
+            lib.set_num_threads(1)
+
+
+_blas_libs = None
+
+
+def _numpy_blas():
+    """The BLAS libraries' controllers, found once (threadpoolctl's own context manager
+    searches them on every entry, ~2 ms; setting a count directly costs microseconds)."""
+    global _blas_libs
+    if _blas_libs is None:
+        controller = threadpoolctl.ThreadpoolController()
+        _blas_libs = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+    return _blas_libs
+
+
+@contextlib.contextmanager
+def one_thread_pool():
+    """Within this block every BLAS runs single-threaded, so Numba's threads have the cores.
+    Re-entrant; the previous thread counts are restored on exit."""
+    libs = _numpy_blas()
+    before = [lib.num_threads for lib in libs]
+    for lib, n in zip(libs, before):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n != 1:
+                lib.set_num_threads(n)
+
+
+if os.environ.get("TINYCNN_KEEP_MEMORY", "1") != "0":
+    keep_freed_memory()
