@@ -7,6 +7,15 @@ from .layers.base import pair
 from .model import Sequential
 
 
+def _classifier(model, scale=0.1):
+    """Shrink the last layer's initial weights so the untrained model predicts nearly
+    uniform probabilities (loss ~ ln K) instead of confident noise: He initialisation is
+    right for layers feeding a ReLU, but makes initial logits of std ~3-4 here (loss ~6),
+    and the first epoch is then spent undoing that."""
+    model.layers[-1].params["W"] *= np.float32(scale)
+    return model
+
+
 def _flat_size(layers, input_shape):
     """Number of features after running `layers` on one example of `input_shape`."""
     return int(np.prod(Sequential(layers).output_shapes(input_shape)[-1]))
@@ -19,7 +28,7 @@ def convnet(in_channels=1, num_classes=10, input_size=28, dropout=0.5, seed=0):
     features = [Conv2D(in_channels, 32, 3), ReLU(), MaxPool2D(2),
                 Conv2D(32, 64, 3), ReLU(), MaxPool2D(2), Flatten()]
     head = [Dropout(dropout), Dense(_flat_size(features, shape), num_classes)]
-    return Sequential(features + head, input_shape=shape, seed=seed)
+    return _classifier(Sequential(features + head, input_shape=shape, seed=seed))
 
 
 def lenet5(in_channels=1, num_classes=10, input_size=28, seed=0):
@@ -30,7 +39,7 @@ def lenet5(in_channels=1, num_classes=10, input_size=28, seed=0):
                 Conv2D(6, 16, 5), ReLU(), MaxPool2D(2), Flatten()]
     head = [Dense(_flat_size(features, shape), 120), ReLU(), Dense(120, 84), ReLU(),
             Dense(84, num_classes)]
-    return Sequential(features + head, input_shape=shape, seed=seed)
+    return _classifier(Sequential(features + head, input_shape=shape, seed=seed))
 
 
 def fastnet(in_channels=1, num_classes=10, input_size=28, seed=0):
@@ -43,7 +52,7 @@ def fastnet(in_channels=1, num_classes=10, input_size=28, seed=0):
     features = [Conv2D(in_channels, 24, 5), MaxPool2D(2), ReLU(),
                 Conv2D(24, 32, 5), MaxPool2D(2), ReLU(), Flatten()]
     head = [Dense(_flat_size(features, shape), 256), ReLU(), Dense(256, num_classes)]
-    return Sequential(features + head, input_shape=shape, seed=seed)
+    return _classifier(Sequential(features + head, input_shape=shape, seed=seed))
 
 
 ARCHITECTURES = {"convnet": convnet, "lenet5": lenet5, "fastnet": fastnet}

@@ -42,7 +42,7 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                 "images_per_second")
 
 
-def evaluate(model, loss, x, y, batch_size=1000):
+def evaluate(model, loss, x, y, batch_size=256):
     """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
     total_loss, correct = 0.0, 0
     with one_thread_pool():

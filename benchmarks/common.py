@@ -1,0 +1,69 @@
+"""Shared by the benchmark scripts: timing, tables, JSON, machine facts, optional PyTorch."""
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def median_ms(fn, repeats, warmup=3):
+    """Median wall time of fn() in milliseconds over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def torch_or_none():
+    """PyTorch if installed (optional: `pip install torch==2.13.0`), set to 2 threads."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def matmul_peak_gflops(repeats=20):
+    """float32 GEMM throughput of NumPy's BLAS on this machine (all threads), 1024^3."""
+    a = np.random.rand(1024, 1024).astype(np.float32)
+    b = np.random.rand(1024, 1024).astype(np.float32)
+    ms = median_ms(lambda: a @ b, repeats)
+    return 2 * 1024 ** 3 / (ms * 1e-3) / 1e9
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine():
+    import numba
+    torch = torch_or_none()
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__,
+            "torch": torch.__version__ if torch else None}
+
+
+def table(rows, columns):
+    """A Markdown table of dict rows."""
+    fmt = lambda v: f"{v:,.2f}" if isinstance(v, float) else ("-" if v is None else str(v))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_json(path, payload):
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=1)
+        print(f"\nwrote {path}")
