@@ -6,11 +6,10 @@ FLOPs grow about 4x for the second conv. Each figure: images/s over --steps Adam
     python benchmarks/bench_scaling.py [--quick] [--json out.json]
 """
 import argparse
-import time
 
 import numpy as np
 
-from common import machine, table, torch_or_none, write_json
+from common import images_per_second, machine, table, torch_or_none, write_json
 
 import tinycnn
 from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
@@ -29,22 +28,13 @@ def torch_convnet(torch, width):
                          nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(b * 25, 10))
 
 
-def images_per_second(step, batch, steps):
-    for _ in range(5):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return batch * steps / (time.perf_counter() - t)
-
-
 def tinycnn_speed(width, batch, steps):
     model, loss = tinycnn_convnet(width), SoftmaxCrossEntropy()
     opt = tinycnn.optim.Adam(model)
     x = np.random.rand(batch, 1, 28, 28).astype(np.float32)
     y = np.random.randint(0, 10, batch)
 
-    def step():
+    def step(_):
         loss.forward(model.forward(x, training=True), y)
         model.backward(loss.backward(), need_dx=False)
         opt.step()
@@ -56,7 +46,7 @@ def torch_speed(torch, width, batch, steps):
     opt, lossf = torch.optim.Adam(model.parameters()), torch.nn.CrossEntropyLoss()
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
 
-    def step():
+    def step(_):
         opt.zero_grad()
         lossf(model(x), y).backward()
         opt.step()

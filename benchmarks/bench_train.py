@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from common import ROOT, machine, matmul_peak_gflops, peak_rss_mb, table, torch_or_none, write_json
+from common import (ROOT, images_per_second, machine, matmul_peak_gflops, peak_rss_mb, table,
+                    torch_or_none, write_json)
 
 HERE = os.path.abspath(__file__)
 EPOCH = 60_000
@@ -68,12 +69,7 @@ def worker_tinycnn(arch, batch, steps, data_dir, layout):
         loss.forward(model.forward(xb, training=True), yb)
         model.backward(loss.backward(), need_dx=False)
         opt.step()
-    for i in range(5):
-        step(i)
-    t = time.perf_counter()
-    for i in range(5, steps + 5):
-        step(i)
-    train = batch * steps / (time.perf_counter() - t)
+    train = images_per_second(step, batch, steps)
     xi = np.ascontiguousarray(x[:1000]) if len(x) >= 1000 else np.repeat(x, -(-1000 // len(x)), 0)[:1000]
     model.predict_proba(xi, batch_size=1000)
     t = time.perf_counter()
@@ -112,12 +108,7 @@ def worker_torch(arch, batch, steps, data_dir, layout):
         lossf(model(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch]).backward()
         opt.step()
     model.train()
-    for i in range(5):
-        step(i)
-    t = time.perf_counter()
-    for i in range(5, steps + 5):
-        step(i)
-    train = batch * steps / (time.perf_counter() - t)
+    train = images_per_second(step, batch, steps)
     model.eval()
     xi = x[:1000] if len(x) >= 1000 else x.repeat(-(-1000 // len(x)), 1, 1, 1)[:1000]
     with torch.no_grad():

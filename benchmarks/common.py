@@ -24,6 +24,17 @@ def median_ms(fn, repeats, warmup=3):
     return float(np.median(times) * 1e3)
 
 
+def images_per_second(step, batch, steps, warmup=5):
+    """Throughput of `step(i)` (one training step on batch i) over `steps` timed calls that
+    follow `warmup` untimed ones."""
+    for i in range(warmup):
+        step(i)
+    t = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return batch * steps / (time.perf_counter() - t)
+
+
 def torch_or_none():
     """PyTorch if installed (optional: `pip install torch==2.13.0`), set to 2 threads."""
     try:

@@ -12,12 +12,12 @@ Files are written to a temporary name and renamed, so a crash never leaves a bro
 """
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
+from .fileutil import atomic_write
 from .layers import LAYER_TYPES
 from .model import Sequential
 
@@ -52,18 +52,8 @@ def _model_arrays(model):
 
 def atomic_savez(path, arrays):
     """np.savez to a temporary file in the same folder, then rename over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     return path
 
 

@@ -13,10 +13,11 @@ import gzip
 import io
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from ..fileutil import atomic_write
 
 TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
          0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -127,18 +128,10 @@ def write_idx(path, array):
     path = os.fspath(path)
     header = bytes([0, 0, CODES[native], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = np.ascontiguousarray(array, dtype=TYPES[CODES[native]]).tobytes()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".idx")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
-            out.write(header)
-            out.write(payload)
-            if out is not raw:
-                out.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as raw:
+        out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
+        out.write(header)
+        out.write(payload)
+        if out is not raw:
+            out.close()
     return path
