@@ -182,3 +182,27 @@ def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=
                               rotation=0, ha="right", va="center")
     fig.suptitle("Sample images per class")
     return _save(fig, path)
+
+
+def plot_prediction(original, seen, proba, class_names=None, path=None):
+    """One prediction explained: the original picture, the 28x28 the model saw, and the
+    probability of every class."""
+    from PIL import Image
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
+    fig = Figure(figsize=(10, 3.2))
+    ax = fig.add_subplot(1, 3, 1)
+    shown = Image.open(original) if isinstance(original, (str, bytes)) or hasattr(original, "__fspath__") else original
+    ax.imshow(np.asarray(shown), cmap="gray")
+    ax.set_title("original")
+    ax.axis("off")
+    ax = fig.add_subplot(1, 3, 2)
+    ax.imshow(seen, cmap="gray")
+    ax.set_title("what the model saw (28x28)")
+    ax.axis("off")
+    ax = fig.add_subplot(1, 3, 3)
+    best = int(np.argmax(proba))
+    ax.bar(range(len(proba)), proba, color=["tab:green" if i == best else "tab:gray" for i in range(len(proba))])
+    ax.set_xticks(range(len(proba)), names)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"prediction: {names[best]} ({proba[best]:.1%})")
+    return _save(fig, path)

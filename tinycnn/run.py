@@ -258,6 +258,11 @@ def main(argv=None, prog=None):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     check_args(args, parser)
+    return main_with_args(args)
+
+
+def main_with_args(args):
+    """Run the job for checked arguments; the exit status (errors printed as one line)."""
     try:
         run(args)
     except TrainingInterrupted as err:

@@ -13,6 +13,7 @@ next mirror at once (retrying would get the same answer).
 """
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -69,10 +70,17 @@ def _fetch_once(url, tmp_path, timeout, progress, chunk_size=1 << 16):
     except requests.exceptions.Timeout as err:
         raise _Retry(f"timed out ({type(err).__name__}, timeout={timeout})") from None
     except requests.exceptions.RequestException as err:   # refused, reset, DNS, ...
-        raise _Retry(f"{type(err).__name__}: {err}") from None
+        raise _Retry(f"{type(err).__name__}: {_root_cause(err)}") from None
     if expected is not None and received != expected:
         raise _Retry(f"body cut short: {received} of {expected} bytes")
     return received
+
+
+def _root_cause(err):
+    """The innermost message of a requests/urllib3 exception chain ("[Errno 111] Connection
+    refused", "Name or service not known"), not the whole nested repr."""
+    match = re.search(r"\[Errno -?\d+\] [^'\")]+", str(err))
+    return match.group(0) if match else str(err)
 
 
 def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=1.0,

@@ -1,0 +1,213 @@
+"""The `tinycnn` command line (also `python -m tinycnn`).
+
+    tinycnn train [options]           the main job (same options as examples/train_mnist.py)
+    tinycnn evaluate MODEL            test-set report (and figures with --out)
+    tinycnn predict MODEL IMAGE...    the digit in each image file (folders: every image inside)
+    tinycnn summary MODEL             the layer table
+    tinycnn download [DATASET]        fetch and verify a dataset into the cache
+    tinycnn bench                     a quick training-speed measurement
+Bad input gets a one-line error and a non-zero exit status, never a traceback.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class CommandError(Exception):
+    """A problem with the user's input: printed as one line, exit status 1."""
+
+
+def _load(path):
+    from .io import load_model
+    return load_model(path)
+
+
+def expand_images(paths):
+    """Files as given; folders replaced by the image files inside them (sorted)."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def predict_images(model, paths, show_dir=None):
+    """Predict each image file; returns (results, failures). results: list of dicts with
+    path, digit, probability, top3; failures: list of (path, reason)."""
+    from .preprocess import to_mnist
+    results, failures = [], []
+    names = model.class_names or [str(i) for i in range(10)]
+    for path in paths:
+        try:
+            small = to_mnist(path)
+        except (ValueError, OSError) as err:
+            failures.append((path, str(err).split(": ", 1)[-1] if str(path) in str(err) else str(err)))
+            continue
+        proba = model.predict_proba(model.preprocess(small[None]))[0]
+        top = np.argsort(-proba)[:3]
+        result = {"path": path, "digit": names[top[0]], "probability": float(proba[top[0]]),
+                  "top3": [(names[k], float(proba[k])) for k in top], "input": small, "proba": proba}
+        results.append(result)
+        if show_dir is not None:
+            from .plotting import plot_prediction
+            os.makedirs(show_dir, exist_ok=True)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            plot_prediction(path, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"))
+    return results, failures
+
+
+def cmd_predict(args):
+    model = _load(args.model)
+    paths = expand_images(args.images)
+    if not paths:
+        raise CommandError("no image files found in " + ", ".join(args.images))
+    results, failures = predict_images(model, paths, args.show)
+    for r in results:
+        others = ", ".join(f"{d} {p:.1%}" for d, p in r["top3"])
+        print(f"{r['path']}: {r['digit']} ({r['probability']:.1%})   top 3: {others}")
+    for path, why in failures:
+        print(f"{path}: skipped: {why}", file=sys.stderr)
+    if args.show and results:
+        print(f"figures written to {args.show}/")
+    return 1 if failures else 0
+
+
+def cmd_summary(args):
+    model = _load(args.model)
+    model.summary()
+    if model.preprocessing:
+        print(f"preprocessing: {model.preprocessing}")
+    if model.class_names:
+        print(f"classes: {', '.join(map(str, model.class_names))}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from . import datasets, metrics
+    from .losses import SoftmaxCrossEntropy
+    from .train import evaluate
+    model = _load(args.model)
+    if args.dataset == "digits":
+        _, (x_u8, y) = datasets.load_digits(image_size=28)
+    else:
+        _, (x_u8, y) = datasets.load_dataset(args.dataset, data_dir=args.data_dir,
+                                             download=args.data_dir is None, progress=None)
+    x = model.preprocess(x_u8)
+    loss, acc = evaluate(model, SoftmaxCrossEntropy(), x, y)
+    proba = model.predict_proba(x)
+    names = model.class_names or [str(i) for i in range(proba.shape[1])]
+    print(f"{args.dataset} test set, {len(y):,} images: accuracy {acc:.4f}, loss {loss:.4f}, "
+          f"top-3 {metrics.top_k_accuracy(y, proba, 3):.4f}")
+    print(metrics.classification_report(y, proba.argmax(1), names))
+    if args.out:
+        from . import plotting
+        os.makedirs(args.out, exist_ok=True)
+        cm = metrics.confusion_matrix(y, proba.argmax(1), len(names))
+        plotting.plot_confusion_matrix(cm, names, path=os.path.join(args.out, "confusion_matrix.png"))
+        plotting.plot_predictions(x_u8, y, proba, names, path=os.path.join(args.out, "predictions.png"))
+        plotting.plot_mistakes(x_u8, y, proba, names, path=os.path.join(args.out, "mistakes.png"))
+        print(f"figures written to {args.out}/")
+    return 0
+
+
+def cmd_download(args):
+    from . import datasets
+    datasets.fetch(args.dataset, data_dir=args.data_dir, download=True, progress=None)
+    where = args.data_dir or os.environ.get("TINYCNN_DATA_DIR") or datasets.cache_dir(args.dataset)
+    print(f"{args.dataset}: all files present and verified in {where}")
+    return 0
+
+
+def cmd_bench(args):
+    from . import models, optim
+    from .losses import SoftmaxCrossEntropy
+    rng = np.random.default_rng(0)
+    print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps "
+          "(random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
+    for arch in args.arch:
+        model, loss = models.ARCHITECTURES[arch](), SoftmaxCrossEntropy()
+        opt = optim.Adam(model)
+        x = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)
+        y = rng.integers(0, 10, args.batch_size)
+
+        def step():
+            loss.forward(model.forward(x, training=True), y)
+            model.backward(loss.backward(), need_dx=False)
+            opt.step()
+        for _ in range(3):
+            step()
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        rate = args.batch_size * args.steps / (time.perf_counter() - t)
+        print(f"  {arch:8s} {rate:9,.0f} images/s   {60000 / rate:6.1f} s per MNIST epoch")
+    return 0
+
+
+def build_parser():
+    from . import run
+    from .datasets import DATASETS
+    from .models import ARCHITECTURES
+    parser = _Parser(prog="tinycnn", description="tinycnn: a CNN library from scratch. "
+                     "Train, evaluate and use digit recognisers.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    run.add_train_arguments(sub.add_parser("train", help="train, evaluate, save and draw (the main job)",
+                                           description=run.build_parser().description))
+    p = sub.add_parser("evaluate", help="report a saved model's accuracy on a test set")
+    p.add_argument("model", help="a model.npz saved by tinycnn")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS) + ["digits"],
+                   help="test set to use (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the dataset's files (default: cache, download)")
+    p.add_argument("--out", help="also write confusion matrix, predictions and mistakes PNGs here")
+    p = sub.add_parser("predict", help="recognise the digit in image files")
+    p.add_argument("model", help="a model.npz saved by tinycnn")
+    p.add_argument("images", nargs="+", help="image files, or folders of them")
+    p.add_argument("--show", metavar="DIR", help="save a figure per image (original, what the model saw, "
+                                                  "probabilities) into DIR")
+    p = sub.add_parser("summary", help="print a saved model's layers")
+    p.add_argument("model", help="a model.npz saved by tinycnn")
+    p = sub.add_parser("download", help="fetch and verify a dataset into the cache")
+    p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
+                   help="(default: %(default)s)")
+    p.add_argument("--data-dir", help="download here instead of the cache")
+    p = sub.add_parser("bench", help="a quick training-speed measurement")
+    p.add_argument("--arch", nargs="+", default=["convnet", "lenet5", "fastnet"], choices=sorted(ARCHITECTURES))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    return parser
+
+
+def main(argv=None):
+    from . import run
+    from .datasets import ChecksumError, DownloadError, IDXFormatError
+    from .io import ModelFormatError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        run.check_args(args, parser)
+        return run.main_with_args(args)
+    commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
+                "download": cmd_download, "bench": cmd_bench}
+    try:
+        return commands[args.command](args)
+    except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
+            FileNotFoundError, ValueError) as err:
+        print(f"tinycnn {args.command}: error: {str(err).splitlines()[0] if isinstance(err, ModelFormatError) else err}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,103 @@
+"""Turning a picture of a digit into what an MNIST model expects.
+
+MNIST digits are white ink on black, scaled so the digit fits a 20x20 box (aspect ratio
+kept), then placed in a 28x28 frame so that their centre of mass is at the frame's centre.
+A photo or a drawing is usually the opposite: dark ink on light paper, large, off-centre,
+with a border and noise. `to_mnist` undoes each difference, in this order:
+
+    grayscale (alpha composited on white) -> invert if the background is light
+    -> remove background noise (Otsu threshold) -> crop to the ink
+    -> resize the longer side to 20 px (antialiased) -> centre of mass to the centre
+"""
+import os
+
+import numpy as np
+from PIL import Image
+
+FRAME, BOX = 28, 20
+
+
+def _grayscale(image):
+    """Any image -> float32 (H, W) in [0, 1]."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            image = Image.open(image)
+            image.load()
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{os.fspath(image) if not hasattr(image, 'size') else image}: "
+                             f"cannot read this image ({err})") from None
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
+        a = a.astype(np.float32) / scale
+        rgb = a[..., :3]
+        if a.shape[2] == 4:                      # composite on white
+            alpha = a[..., 3:4]
+            rgb = rgb * alpha + (1 - alpha)
+        a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    elif a.ndim == 2:
+        scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
+        a = a.astype(np.float32) / scale
+    else:
+        raise ValueError(f"to_mnist: expected a (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
+    return np.clip(a, 0, 1)
+
+
+def otsu_threshold(values, bins=256):
+    """The threshold that best separates values into two groups (maximal between-class
+    variance), for values in [0, 1]."""
+    hist, edges = np.histogram(values, bins=bins, range=(0, 1))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def to_mnist(image):
+    """A digit image (PIL image, path or array; grayscale, RGB or RGBA; any size; uint8 or
+    float) -> (28, 28) float32 in [0, 1], bright ink on black, MNIST-style. Raises ValueError
+    for an image with no visible ink."""
+    g = _grayscale(image)
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    if np.median(border) > 0.5:                 # light paper, dark ink: make the ink bright
+        g = 1 - g
+    if g.max() - g.min() < 0.1:
+        raise ValueError("to_mnist: the image looks blank (no contrast between ink and background)")
+    t = otsu_threshold(g)
+    ink = np.where(g > t, g, 0)                 # background noise below the threshold -> 0
+    if (ink > 0).mean() < 1e-4 or (ink > 0).sum() < 4:
+        raise ValueError("to_mnist: the image looks blank (almost no ink found)")
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    ink = ink / ink.max()                       # strongest ink -> 1, as in MNIST
+    h, w = ink.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, Image.LANCZOS))
+    small = np.clip(small, 0, None)
+    small /= small.max()
+    # Place it so the centre of mass lands on the frame's centre (pixel coordinate 13.5),
+    # first to the nearest pixel, then the rest by sub-pixel (bilinear) shift.
+    ys, xs = np.indices(small.shape)
+    total = small.sum()
+    cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
+    frame = np.zeros((FRAME, FRAME), np.float32)
+    top = int(np.clip(round((FRAME - 1) / 2 - cy), 0, FRAME - small.shape[0]))
+    left = int(np.clip(round((FRAME - 1) / 2 - cx), 0, FRAME - small.shape[1]))
+    frame[top:top + small.shape[0], left:left + small.shape[1]] = small
+    from scipy.ndimage import shift
+    dy, dx = (FRAME - 1) / 2 - (top + cy), (FRAME - 1) / 2 - (left + cx)
+    frame = shift(frame, (dy, dx), order=1, mode="constant")
+    frame = np.clip(frame, 0, None)
+    return (frame / frame.max()).astype(np.float32)
