@@ -6,6 +6,7 @@ A photo or a drawing is usually the opposite: dark ink on light paper, large, of
 with a border and noise. `to_mnist` undoes each difference, in this order:
 
     grayscale (alpha composited on white) -> invert if the background is light
+    -> (a 28x28 picture already in MNIST form is returned as it is)
     -> remove background noise (Otsu threshold) -> crop to the ink
     -> resize the longer side to 20 px (antialiased) -> centre of mass to the centre
 """
@@ -64,6 +65,20 @@ def otsu_threshold(values, bins=256):
     return float(edges[int(np.argmax(between)) + 1])
 
 
+def _already_mnist(g):
+    """A 28x28 picture whose ink fits the 20x20 box and whose centre of mass is within a
+    pixel of MNIST's (row 14, column 14): it is in MNIST form already (an MNIST digit saved
+    as a file, say), and re-normalising it would only blur it."""
+    if g.shape != (FRAME, FRAME):
+        return False
+    inked_rows, inked_cols = np.flatnonzero((g > 0.05).any(axis=1)), np.flatnonzero((g > 0.05).any(axis=0))
+    if len(inked_rows) == 0 or max(inked_rows[-1] - inked_rows[0], inked_cols[-1] - inked_cols[0]) + 1 > BOX:
+        return False
+    ys, xs = np.indices(g.shape)
+    total = g.sum()
+    return abs((ys * g).sum() / total - 14) <= 1 and abs((xs * g).sum() / total - 14) <= 1
+
+
 def to_mnist(image):
     """A digit image (PIL image, path or array; grayscale, RGB or RGBA; any size; uint8 or
     float) -> (28, 28) float32 in [0, 1], bright ink on black, MNIST-style. Raises ValueError
@@ -74,6 +89,8 @@ def to_mnist(image):
         g = 1 - g
     if g.max() - g.min() < 0.1:
         raise ValueError("to_mnist: the image looks blank (no contrast between ink and background)")
+    if _already_mnist(g):
+        return g.astype(np.float32)
     t = otsu_threshold(g)
     ink = np.where(g > t, g, 0)                 # background noise below the threshold -> 0
     if (ink > 0).mean() < 1e-4 or (ink > 0).sum() < 4:
