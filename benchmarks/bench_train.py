@@ -44,14 +44,13 @@ def train_flops_per_image(arch):
     """Multiply-adds x 2 of one forward pass, x 3 for training (forward, dW, dx)."""
     import tinycnn
     model = tinycnn.models.ARCHITECTURES[arch]()
-    flops, shape = 0, model.input_shape
+    flops = 0
     for layer, out in zip(model.layers, model.output_shapes(model.input_shape)):
         if layer.name == "Conv2D":
             kh, kw = layer.kernel_size
             flops += 2 * layer.in_channels * kh * kw * int(np.prod(out))
         elif layer.name == "Dense":
             flops += 2 * layer.in_features * layer.out_features
-        shape = out
     return 3 * flops
 
 

@@ -106,7 +106,7 @@ def write_pngs(folder, images, transform=lambda a: a):
 
 def test_png_files_get_the_labels_the_arrays_get(trained, tmp_path):
     model, path, xt, yt = trained
-    paths = write_pngs(tmp_path / "png", xt[:100], lambda a, i: a)
+    write_pngs(tmp_path / "png", xt[:100], lambda a, i: a)
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "predict_digit.py"), "--model", path,
                           str(tmp_path / "png")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
