@@ -25,8 +25,15 @@ def main():
     parser.add_argument("--data-dir", help="folder with the MNIST files (default: cache, download)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--validate", action="store_true",
+                        help="tuning mode: train on 90%% of the training set and report accuracy on the "
+                             "held-out 10%% instead of the test set (choose settings with this, never the test set)")
     args = parser.parse_args()
     (x, y), (xt, yt) = datasets.load_mnist(data_dir=args.data_dir, download=args.data_dir is None)
+    if args.validate:
+        (x, y), (xt, yt) = datasets.train_val_split(x, y, 0.1, seed=123)
     prep = lambda a: datasets.add_channel_axis(datasets.standardize(datasets.to_float(a), 0.1307, 0.3081)[0])
     x, xt = prep(x), prep(xt)
     loaded = time.perf_counter() - START
@@ -34,13 +41,13 @@ def main():
     for seed in args.seeds:
         t0 = time.perf_counter()
         model = tinycnn.models.fastnet(seed=seed)
-        opt = tinycnn.optim.Adam(model, lr=0.01, betas=(0.7, 0.9))
-        tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), opt, x, y, epochs=args.epochs, batch_size=256,
-                    schedule=tinycnn.schedules.OneCycle(0.01), seed=seed, log=None)
+        opt = tinycnn.optim.Adam(model, lr=args.lr, betas=(0.7, 0.9))
+        tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), opt, x, y, epochs=args.epochs,
+                    batch_size=args.batch_size, schedule=tinycnn.schedules.OneCycle(args.lr), seed=seed, log=None)
         acc = float((model.predict(xt) == yt).mean())
         train = time.perf_counter() - t0
         results.append((acc, train))
-        print(f"seed {seed}: test accuracy {acc:.4f}; training + evaluation {train:.1f} s"
+        print(f"seed {seed}: {'validation' if args.validate else 'test'} accuracy {acc:.4f}; training + evaluation {train:.1f} s"
               + (f"; from process start {time.perf_counter() - START:.1f} s" if seed == args.seeds[0] else ""))
     accs = np.array([a for a, _ in results])
     print(f"startup + data loading {loaded:.1f} s; mean accuracy {accs.mean():.4f} over {len(accs)} seed(s); "
