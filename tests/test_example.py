@@ -20,7 +20,8 @@ def run(*args, cwd=None):
 
 def test_end_to_end_on_digits(tmp_path):
     out = tmp_path / "run"
-    proc = run("--dataset", "digits", "--epochs", "2", "--arch", "lenet5", "--out", str(out), "--quiet")
+    proc = run("--dataset", "digits", "--epochs", "2", "--arch", "lenet5", "--out", str(out), "--quiet",
+               "--augment")
     assert proc.returncode == 0, proc.stderr
     assert "predictions identical to the trained model" in proc.stdout
     for name in ("model.npz", "metrics.json", "history.json", "checkpoint.npz", "curves.png",
@@ -32,6 +33,7 @@ def test_end_to_end_on_digits(tmp_path):
                 "seconds_per_epoch", "images_per_second"):
         assert key in m
     assert m["dataset"] == "digits" and m["arch"] == "lenet5" and m["test_accuracy"] > 0.5
+    assert m["augment"] is True
     assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 2
 
 

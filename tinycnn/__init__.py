@@ -6,8 +6,8 @@ Numba-jitted CPU kernels beside readable reference ones.
     model.summary()
 """
 from . import runtime  # noqa: F401  (process set-up for speed: see runtime.py)
-from . import (backend, datasets, functional, kernels, layers, losses, models, optim, schedules,
-               train)
+from . import (augment, backend, datasets, functional, kernels, layers, losses, models, optim,
+               schedules, train)
 from .backend import get_backend, set_backend
 from .gradcheck import GradcheckResult, gradcheck
 from .io import ModelFormatError, load_model, save_model
@@ -27,6 +27,6 @@ def __getattr__(name):
 
 __all__ = ["Sequential", "gradcheck", "GradcheckResult", "set_backend", "get_backend",
            "load_model", "save_model", "ModelFormatError", "fit", "evaluate", "TrainingDiverged",
-           "TrainingInterrupted", "metrics", "optim", "plotting", "schedules", "train",
+           "TrainingInterrupted", "augment", "metrics", "optim", "plotting", "schedules", "train",
            "layers", "losses", "functional", "models", "kernels", "backend", "datasets",
            "__version__"]

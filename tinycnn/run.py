@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from . import datasets, models, optim, schedules
+from .augment import RandomAffine
 from .io import load_model
 from .losses import SoftmaxCrossEntropy
 from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
@@ -53,6 +54,9 @@ def add_train_arguments(parser):
                         help="adam, or sgd with Nesterov momentum 0.9 (default: %(default)s)")
     parser.add_argument("--schedule", choices=("onecycle", "cosine", "step", "constant"),
                         default=d["schedule"], help="learning-rate schedule (default: %(default)s)")
+    parser.add_argument("--augment", action="store_true",
+                        help="random shifts (2 px), rotations (10 deg) and scaling (0.9-1.1) of each "
+                             "training image, fresh every epoch")
     parser.add_argument("--seed", type=int, default=d["seed"],
                         help="seed for initialisation, shuffling, dropout (default: %(default)s)")
     parser.add_argument("--dataset", choices=DATASET_CHOICES, default="auto",
@@ -198,6 +202,7 @@ def run(args):
         f"({args.schedule}), batch {args.batch_size}, seed {args.seed}")
     history = fit(model, loss, optimizer, x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size,
                   validation=(x_val, y_val), schedule=schedule, seed=args.seed,
+                  augment=RandomAffine() if args.augment else None,
                   checkpoint=os.path.join(args.out, "checkpoint.npz"), resume=args.resume,
                   progress=None if not args.quiet else False, log=say)
 
@@ -211,6 +216,7 @@ def run(args):
     result = {
         "dataset": dataset, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
         "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "seed": args.seed,
+        "augment": bool(args.augment),
         "test_accuracy": test_acc, "test_loss": test_loss,
         "top3_accuracy": metrics.top_k_accuracy(y_test, proba, 3),
         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / len(history["seconds"]),

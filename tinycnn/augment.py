@@ -1,0 +1,80 @@
+"""Data augmentation: small random affine jitter of each training image, per batch.
+
+Each image gets its own random rotation, scale and shift (and optional shear), applied by
+inverse mapping: every output pixel asks "where in the input did I come from?" and reads
+that point by bilinear interpolation; points outside the image read the image's corner
+value (its background). Written in Numba, one image per thread, so it costs little next to
+a training step.
+
+    fit(..., augment=RandomAffine(max_shift=2, max_rotation=10, scale=(0.9, 1.1)))
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _affine_batch(x, mats, offsets):
+    # out[n, c, r, q] = bilinear(x[n, c], mats[n] @ (r, q) + offsets[n])
+    N, C, H, W = x.shape
+    out = np.empty_like(x)
+    for n in prange(N):
+        a, b, c_, d = mats[n, 0, 0], mats[n, 0, 1], mats[n, 1, 0], mats[n, 1, 1]
+        oy, ox = offsets[n, 0], offsets[n, 1]
+        for ch in range(C):
+            plane = x[n, ch]
+            fill = plane[0, 0]
+            for r in range(H):
+                for q in range(W):
+                    sy = a * r + b * q + oy
+                    sx = c_ * r + d * q + ox
+                    y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+                    fy, fx = sy - y0, sx - x0
+                    acc = 0.0
+                    for dy, wy in ((0, 1 - fy), (1, fy)):
+                        for dx, wx in ((0, 1 - fx), (1, fx)):
+                            yy, xx = y0 + dy, x0 + dx
+                            v = plane[yy, xx] if 0 <= yy < H and 0 <= xx < W else fill
+                            acc += wy * wx * v
+                    out[n, ch, r, q] = acc
+    return out
+
+
+def affine_batch(x, mats, offsets):
+    """Apply one inverse affine map per image: x (N, C, H, W), mats (N, 2, 2), offsets (N, 2)
+    in (row, column) order. Returns a new array of x's dtype."""
+    return _affine_batch(np.ascontiguousarray(x), np.asarray(mats, np.float64), np.asarray(offsets, np.float64))
+
+
+class RandomAffine:
+    """Random rotation (degrees, uniform in +-max_rotation), isotropic scale (uniform in
+    `scale`), shear (degrees) and shift (pixels, uniform in +-max_shift) per image, about
+    the image centre. Call as augment(x_batch, rng) -> augmented copy."""
+
+    def __init__(self, max_shift=2.0, max_rotation=10.0, scale=(0.9, 1.1), max_shear=0.0):
+        self.max_shift, self.max_rotation = float(max_shift), float(max_rotation)
+        self.scale, self.max_shear = (float(scale[0]), float(scale[1])), float(max_shear)
+
+    def __call__(self, x, rng):
+        if x.ndim != 4:
+            raise ValueError(f"RandomAffine: expected a batch (N, C, H, W), got shape {x.shape}")
+        N, _, H, W = x.shape
+        angle = np.deg2rad(rng.uniform(-self.max_rotation, self.max_rotation, N))
+        shear = np.deg2rad(rng.uniform(-self.max_shear, self.max_shear, N))
+        zoom = rng.uniform(*self.scale, N)
+        shift = rng.uniform(-self.max_shift, self.max_shift, (N, 2))
+        # Forward map: p_out = zoom * R(angle) S(shear) (p_in - centre) + centre + shift.
+        # We need its inverse, p_in = M (p_out - centre - shift) + centre, with M = (zoom R S)^-1.
+        cos, sin = np.cos(angle), np.sin(angle)
+        rot = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
+        shr = np.zeros((N, 2, 2))
+        shr[:, 0, 0] = shr[:, 1, 1] = 1
+        shr[:, 0, 1] = np.tan(shear)
+        forward = zoom[:, None, None] * rot @ shr
+        inverse = np.linalg.inv(forward)
+        centre = np.array([(H - 1) / 2, (W - 1) / 2])
+        offsets = centre - np.einsum("nij,nj->ni", inverse, centre + shift)
+        return affine_batch(x, inverse, offsets)
+
+    def __repr__(self):
+        return (f"RandomAffine(max_shift={self.max_shift}, max_rotation={self.max_rotation}, "
+                f"scale={self.scale}, max_shear={self.max_shear})")
