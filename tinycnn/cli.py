@@ -205,8 +205,7 @@ def main(argv=None):
         return commands[args.command](args)
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
             FileNotFoundError, ValueError) as err:
-        print(f"tinycnn {args.command}: error: {str(err).splitlines()[0] if isinstance(err, ModelFormatError) else err}",
-              file=sys.stderr)
+        print(f"tinycnn {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -158,12 +158,11 @@ class Sequential:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         step = min(batch_size, self.MAX_INFERENCE_SLICE)
         out = None
-        with one_thread_pool():
-            for start in range(0, len(x), step):
-                p = softmax(self.forward(x[start:start + step], training=False))
-                if out is None:
-                    out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
-                out[start:start + len(p)] = p
+        for start in range(0, len(x), step):
+            p = softmax(self.forward(x[start:start + step], training=False))
+            if out is None:
+                out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+            out[start:start + len(p)] = p
         return out if out is not None else np.empty((0, 0), dtype=x.dtype)
 
     def predict(self, x, batch_size=256):
