@@ -2,10 +2,13 @@
 
     python examples/speedrun.py --data-dir ../shared/data/mnist [--seeds 0 1 2]
 
-Recipe (taken as published for a one-epoch GPU speed run, not tuned on the test set):
-fastnet (conv 24@5x5, pool, ReLU, conv 32@5x5, pool, ReLU, dense 256, dense 10), batch 256,
-Adam lr 0.01 with betas (0.7, 0.9), a one-cycle schedule, all 60,000 training images, one
-epoch. The clock starts when the process starts, so imports and data loading count.
+Recipe: a published one-epoch GPU speed run (fastnet: conv 24@5x5, pool, ReLU, conv 32@5x5,
+pool, ReLU, dense 256, dense 10; batch 256, Adam lr 0.01 with betas (0.7, 0.9), one-cycle
+schedule, one epoch on all 60,000 training images), plus one change chosen on the
+validation split (`--validate`, never the test set): BatchNorm2D after each pooling layer
+raised validation accuracy from 98.68% to 98.97% (mean of seeds 0-2) for ~1.5 s more.
+`--no-batchnorm` runs the recipe as published. The clock starts when the process starts,
+so imports and data loading count.
 """
 import time
 
@@ -27,6 +30,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=True,
+                        help="BatchNorm2D after each pooling layer (default: on)")
     parser.add_argument("--validate", action="store_true",
                         help="tuning mode: train on 90%% of the training set and report accuracy on the "
                              "held-out 10%% instead of the test set (choose settings with this, never the test set)")
@@ -40,7 +45,7 @@ def main():
     results = []
     for seed in args.seeds:
         t0 = time.perf_counter()
-        model = tinycnn.models.fastnet(seed=seed)
+        model = tinycnn.models.fastnet(batchnorm=args.batchnorm, seed=seed)
         opt = tinycnn.optim.Adam(model, lr=args.lr, betas=(0.7, 0.9))
         tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), opt, x, y, epochs=args.epochs,
                     batch_size=args.batch_size, schedule=tinycnn.schedules.OneCycle(args.lr), seed=seed, log=None)

@@ -155,3 +155,31 @@ def test_relu_fast_equals_reference(shape):
     assert y_fast.dtype == np.float32 and y_fast.shape == shape
     dy = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     np.testing.assert_array_equal(fast.relu_backward(dy, m_fast), reference.relu_backward(dy, m_ref))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1), (5, 4, 7), (64, 6, 1), (3, 2, 100)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_fast_equals_reference(shape, dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)     # offset mean: tests the centring
+    gamma = rng.standard_normal(shape[1]).astype(dtype)
+    beta = rng.standard_normal(shape[1]).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    mean, var = reference.batchnorm_stats(x)
+    for got, want in zip(fast.batchnorm_stats(x), (mean, var)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), **tol)
+    inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    y_ref, xhat_ref = reference.batchnorm_forward(x, gamma, beta, mean, inv_std)
+    y_fast, xhat_fast = fast.batchnorm_forward(x, gamma, beta, mean, inv_std)
+    np.testing.assert_allclose(y_fast, y_ref, **tol)
+    np.testing.assert_allclose(xhat_fast, xhat_ref, **tol)
+    assert y_fast.dtype == dtype
+    dy = rng.standard_normal(shape).astype(dtype)
+    for training in (True, False):
+        want = reference.batchnorm_backward(dy, xhat_ref, gamma, inv_std, training)
+        got = fast.batchnorm_backward(dy, xhat_ref, gamma, inv_std, training)
+        for g, w in zip(got, want):
+            assert g.dtype == dtype
+            np.testing.assert_allclose(g, w, **tol)

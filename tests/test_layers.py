@@ -61,7 +61,7 @@ def test_dense_activation_gradients(layer):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batchnorm_gradients(training):
+def test_batchnorm_gradients(backend, training):
     rng = np.random.default_rng(4)
     bn2 = BatchNorm2D(3)
     bn1 = BatchNorm1D(5)

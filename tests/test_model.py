@@ -4,7 +4,7 @@ import pytest
 
 import tinycnn
 from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-from tinycnn.models import convnet, lenet5
+from tinycnn.models import bnnet, convnet, convnet_bn, fastnet, lenet5
 
 
 def test_shape_mismatch_at_build_time_names_layer_and_shapes():
@@ -28,6 +28,28 @@ def test_architectures_fit_other_sizes(builder, size, flat):
     assert dense.in_features == flat
     h, w = (size, size) if isinstance(size, int) else size
     assert model.predict_proba(np.random.rand(3, 3, h, w).astype(np.float32)).shape == (3, 7)
+
+
+@pytest.mark.parametrize("builder, size", [(bnnet, 28), (bnnet, (20, 24)), (convnet_bn, 28),
+                                           (lambda **k: fastnet(batchnorm=True, **k), 28)])
+def test_batchnorm_architectures(builder, size):
+    model = builder(in_channels=2, num_classes=5, input_size=size, seed=1)
+    assert any(isinstance(l, tinycnn.layers.BatchNorm2D) for l in model.layers)
+    h, w = (size, size) if isinstance(size, int) else size
+    x = np.random.default_rng(0).standard_normal((8, 2, h, w)).astype(np.float32)
+    model.forward(x, training=True)           # batch statistics, and the running ones move
+    proba = model.predict_proba(x)
+    assert proba.shape == (8, 5) and np.allclose(proba.sum(1), 1, atol=1e-5)
+
+
+def test_bnnet_plan_has_no_bias_before_batchnorm():
+    model = bnnet()
+    names = [type(l).__name__ for l in model.layers]
+    assert names.count("Conv2D") == 3 and names.count("BatchNorm2D") == 3 and names.count("BatchNorm1D") == 1
+    for layer, after in zip(model.layers, model.layers[1:]):
+        if type(after).__name__.startswith("BatchNorm"):
+            assert "b" not in layer.params, layer.name
+    assert model.num_parameters() == 189034
 
 
 def test_convnet_and_lenet5_layer_plans():

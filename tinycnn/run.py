@@ -20,14 +20,23 @@ from .losses import SoftmaxCrossEntropy
 from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
 
 DATASET_CHOICES = ("auto", "mnist", "fashion-mnist", "kmnist", "digits")
-DEFAULTS = dict(arch="fastnet", optimizer="adam", schedule="onecycle", seed=0, val_fraction=0.1)
+DEFAULTS = dict(optimizer="adam", seed=0, val_fraction=0.1)
 # Per-architecture defaults for what the user does not set. fastnet's follows a published
 # one-epoch speed-run recipe (batch 256, Adam lr 0.01 with betas (0.7, 0.9), one cycle);
-# the others use the usual Adam settings. Chosen on the validation split, never the test set.
+# the others use the usual Adam settings. Chosen on the validation split, never the test set:
+# bnnet with --recipe best reached 99.58% validation accuracy after 15 epochs and 99.70%
+# after 20 (seed 0), hence 20.
 RECIPES = {
     "fastnet": dict(epochs=3, batch_size=256, lr=0.01, betas=(0.7, 0.9)),
     "convnet": dict(epochs=6, batch_size=128, lr=3e-3, betas=(0.9, 0.999)),
+    "convnet-bn": dict(epochs=6, batch_size=128, lr=3e-3, betas=(0.9, 0.999)),
     "lenet5": dict(epochs=6, batch_size=128, lr=3e-3, betas=(0.9, 0.999)),
+    "bnnet": dict(epochs=20, batch_size=128, lr=3e-3, betas=(0.9, 0.999)),
+}
+# --recipe NAME: whole training set-ups. Any option given on the command line wins.
+PRESETS = {
+    "fast": dict(arch="fastnet", schedule="onecycle", augment=False),      # the default
+    "best": dict(arch="bnnet", schedule="onecycle", augment=True),         # the accuracy recipe
 }
 SGD_LR = 0.05
 
@@ -39,8 +48,13 @@ class _Parser(argparse.ArgumentParser):
 
 def add_train_arguments(parser):
     d = DEFAULTS
-    parser.add_argument("--arch", choices=sorted(models.ARCHITECTURES), default=d["arch"],
-                        help="network architecture (default: %(default)s)")
+    parser.add_argument("--recipe", choices=sorted(PRESETS),
+                        help="a whole set-up: fast = fastnet, one cycle, no augmentation (the default, "
+                             "~99.2%% in under a minute); best = bnnet (batch normalisation), "
+                             "augmentation, one cycle, 20 epochs (~10 minutes on 2 cores). "
+                             "Options given explicitly override the recipe's")
+    parser.add_argument("--arch", choices=sorted(models.ARCHITECTURES), default=None,
+                        help="network architecture (default: the recipe's, fastnet)")
     recipes = "; ".join(f"{a}: {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']:g}"
                         for a, r in RECIPES.items())
     parser.add_argument("--epochs", type=int, default=None,
@@ -53,8 +67,8 @@ def add_train_arguments(parser):
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=d["optimizer"],
                         help="adam, or sgd with Nesterov momentum 0.9 (default: %(default)s)")
     parser.add_argument("--schedule", choices=("onecycle", "cosine", "step", "constant"),
-                        default=d["schedule"], help="learning-rate schedule (default: %(default)s)")
-    parser.add_argument("--augment", action="store_true",
+                        default=None, help="learning-rate schedule (default: the recipe's, onecycle)")
+    parser.add_argument("--augment", action="store_true", default=None,
                         help="random shifts (2 px), rotations (10 deg) and scaling (0.9-1.1) of each "
                              "training image, fresh every epoch")
     parser.add_argument("--seed", type=int, default=d["seed"],
@@ -83,6 +97,10 @@ def build_parser(prog=None):
 
 def check_args(args, parser):
     """Everything that can be wrong with the arguments, found before any training."""
+    preset = PRESETS[args.recipe or "fast"]
+    args.arch = args.arch or preset["arch"]
+    args.schedule = args.schedule or preset["schedule"]
+    args.augment = preset["augment"] if args.augment is None else args.augment
     recipe = RECIPES[args.arch]
     args.epochs = recipe["epochs"] if args.epochs is None else args.epochs
     args.batch_size = recipe["batch_size"] if args.batch_size is None else args.batch_size
@@ -214,7 +232,7 @@ def run(args):
     cm = metrics.confusion_matrix(y_test, pred, len(class_names))
     train_seconds = float(sum(history["seconds"]))
     result = {
-        "dataset": dataset, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
+        "dataset": dataset, "recipe": args.recipe, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
         "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "seed": args.seed,
         "augment": bool(args.augment),
         "test_accuracy": test_acc, "test_loss": test_loss,

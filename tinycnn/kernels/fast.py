@@ -354,3 +354,103 @@ def relu_forward(x):
 def relu_backward(dy, mask):
     flat = np.ascontiguousarray(dy).reshape(-1)
     return _relu_backward(flat, mask.reshape(-1), numba.get_num_threads()).reshape(dy.shape)
+
+
+# -- Batch normalisation ------------------------------------------------------------------
+# prange over channels: each thread owns whole channels, so the per-channel sums need no
+# merging, and each channel's values are N contiguous runs of M. Each run is summed in the
+# input's dtype (vectorised), the run sums are added in float64 (m is 10^5-10^6 values per
+# channel; one float32 running sum would lose digits). Statistics take one pass, forward
+# one (writing y and xhat together), backward two: the sums, then dx.
+
+@njit(fastmath={"reassoc"}, inline="always", **_jit)
+def _row_sums(a, b, shift):
+    """sum(a - shift) and sum((a - shift) * (b - shift)) over one contiguous row, in a's dtype.
+    'reassoc' lets LLVM reorder the additions so the loop vectorises (4-8 partial sums);
+    rows are short (M values), the float64 totals are kept by the caller."""
+    s1 = a[0] * 0
+    s2 = a[0] * 0
+    for k in range(uintp(a.shape[0])):
+        d = a[k] - shift
+        s1 += d
+        s2 += d * (b[k] - shift)
+    return s1, s2
+
+
+@njit(parallel=True, **_jit)
+def _batchnorm_stats(x):
+    # One pass over values shifted by the channel's first value p: with d = x - p,
+    # mean = p + E[d] and var = E[d^2] - E[d]^2. Because p is a sample of the channel,
+    # E[d]^2 is of the order of var and the subtraction loses little (the textbook
+    # E[x^2] - E[x]^2 loses everything when |mean| >> std).
+    N, C, M = x.shape
+    mean = np.empty(C, dtype=x.dtype)
+    var = np.empty(C, dtype=x.dtype)
+    m = N * M
+    for c in prange(C):
+        p = x[0, c, 0]
+        s1, s2 = 0.0, 0.0
+        for n in range(N):
+            row = x[n, c]
+            r1, r2 = _row_sums(row, row, p)
+            s1 += r1
+            s2 += r2
+        e1 = s1 / m
+        mean[c], var[c] = p + e1, max(s2 / m - e1 * e1, 0.0)
+    return mean, var
+
+
+@njit(parallel=True, **_jit)
+def _batchnorm_forward(x, gamma, beta, mean, inv_std):
+    N, C, M = x.shape
+    y = np.empty_like(x)
+    xhat = np.empty_like(x)
+    for c in prange(C):
+        mu, s, g, b = mean[c], inv_std[c], gamma[c], beta[c]
+        for n in range(N):
+            for k in range(uintp(M)):
+                h = (x[n, c, k] - mu) * s
+                xhat[n, c, k] = h
+                y[n, c, k] = g * h + b
+    return y, xhat
+
+
+@njit(parallel=True, **_jit)
+def _batchnorm_backward(dy, xhat, gamma, inv_std, training):
+    N, C, M = dy.shape
+    dx = np.empty_like(dy)
+    dgamma = np.empty(C, dtype=dy.dtype)
+    dbeta = np.empty(C, dtype=dy.dtype)
+    mean_b = np.zeros(C, dtype=dy.dtype)     # dbeta / m and dgamma / m, held in dy's dtype
+    mean_g = np.zeros(C, dtype=dy.dtype)     # so the inner loop stays float32
+    m = N * M
+    for c in prange(C):
+        sb, sg = 0.0, 0.0
+        for n in range(N):
+            r1, r2 = _row_sums(dy[n, c], xhat[n, c], 0)
+            sb += r1
+            sg += r2
+        dbeta[c], dgamma[c] = sb, sg
+        if training:
+            mean_b[c], mean_g[c] = sb / m, sg / m
+        scale, mb, mg = gamma[c] * inv_std[c], mean_b[c], mean_g[c]
+        for n in range(N):
+            for k in range(uintp(M)):
+                dx[n, c, k] = scale * (dy[n, c, k] - mb - xhat[n, c, k] * mg)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_stats(x):
+    return _batchnorm_stats(np.ascontiguousarray(x))
+
+
+def batchnorm_forward(x, gamma, beta, mean, inv_std):
+    dt = x.dtype
+    return _batchnorm_forward(np.ascontiguousarray(x), gamma.astype(dt, copy=False), beta.astype(dt, copy=False),
+                              mean.astype(dt, copy=False), inv_std.astype(dt, copy=False))
+
+
+def batchnorm_backward(dy, xhat, gamma, inv_std, training):
+    dt = dy.dtype
+    return _batchnorm_backward(np.ascontiguousarray(dy), xhat, gamma.astype(dt, copy=False),
+                               inv_std.astype(dt, copy=False), bool(training))

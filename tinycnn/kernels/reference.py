@@ -153,3 +153,38 @@ def relu_forward(x):
 def relu_backward(dy, mask):
     """dx = dy where x > 0, else 0."""
     return dy * mask
+
+
+# -- Batch normalisation ------------------------------------------------------------------
+# The layer views its input as x (N, C, M): C channels, each normalised over its N*M values
+# (M = H*W for convolution maps, M = 1 for dense features). Vectors are per channel, (C,).
+
+def batchnorm_stats(x):
+    """Per-channel mean and biased variance of x (N, C, M)."""
+    return x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+
+
+def batchnorm_forward(x, gamma, beta, mean, inv_std):
+    """xhat = (x - mean) * inv_std;  y = gamma * xhat + beta.  Returns y and xhat."""
+    xhat = (x - mean[:, None]) * inv_std[:, None]
+    return gamma[:, None] * xhat + beta[:, None], xhat
+
+
+def batchnorm_backward(dy, xhat, gamma, inv_std, training):
+    """Returns dx, dgamma, dbeta for dy (N, C, M).
+
+    dbeta = sum(dy), dgamma = sum(dy * xhat), dxhat = dy * gamma. In eval mode mean and
+    inv_std are constants: dx = dxhat * inv_std. In training they depend on x too, and the
+    paths through them add two terms (m = N*M values per channel):
+        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std
+    Since mean(dxhat) = gamma * dbeta / m and mean(dxhat * xhat) = gamma * dgamma / m,
+    that is  dx = gamma * inv_std * (dy - dbeta / m - xhat * dgamma / m).
+    """
+    dbeta = dy.sum(axis=(0, 2))
+    dgamma = (dy * xhat).sum(axis=(0, 2))
+    scale = (gamma * inv_std)[:, None]
+    if not training:
+        return dy * scale, dgamma, dbeta
+    m = dy.shape[0] * dy.shape[2]
+    dx = scale * (dy - (dbeta / m)[:, None] - xhat * (dgamma / m)[:, None])
+    return dx, dgamma, dbeta

@@ -1,6 +1,7 @@
 """Batch normalisation for dense (N, D) and convolutional (N, C, H, W) activations."""
 import numpy as np
 
+from .. import kernels
 from .base import Layer
 
 
@@ -18,6 +19,7 @@ class _BatchNorm(Layer):
         dx     = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
         (the two mean terms are the paths through mu and var)
     backward (eval):    dx = dy * gamma / sqrt(running_var + eps)
+    The arithmetic is in tinycnn.kernels (batchnorm_*), on the input viewed as (N, C, M).
     caches:   xhat, 1/sqrt(var + eps), and whether it ran in training mode
     params:   gamma (ones), beta (zeros);  state: running_mean (zeros), running_var (ones)
     """
@@ -44,44 +46,34 @@ class _BatchNorm(Layer):
             for key, value in store.items():
                 value[...] = 1 if key in ("gamma", "running_var") else 0
 
-    def _per_channel(self, v):
-        """Reshape a (C,) vector so that it broadcasts against the input."""
-        shape = [1] * self.input_ndim
-        shape[1] = -1
-        return v.reshape(shape)
-
     def forward(self, x, training=False):
         self._check_input(x, self.input_ndim, self.layout)
-        gamma, beta = self._per_channel(self.params["gamma"]), self._per_channel(self.params["beta"])
+        impl = kernels.current()
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)        # (N, C, M), see kernels
         if training:
-            m = x.size // x.shape[1]
+            m = x3.shape[0] * x3.shape[2]
             if m < 2:
                 raise ValueError(f"{self.name}: training needs more than one value per channel "
                                  f"to estimate a variance, got input shape {x.shape}")
-            mu = x.mean(axis=self.axes)
-            var = x.var(axis=self.axes)
+            mu, var = impl.batchnorm_stats(x3)
             mom = self.momentum
             self.state["running_mean"] += (mom * (mu - self.state["running_mean"])).astype(x.dtype)
             unbiased = var * (m / (m - 1))
             self.state["running_var"] += (mom * (unbiased - self.state["running_var"])).astype(x.dtype)
         else:
             mu, var = self.state["running_mean"], self.state["running_var"]
-        inv_std = 1 / np.sqrt(var + x.dtype.type(self.eps))
-        xhat = (x - self._per_channel(mu)) * self._per_channel(inv_std)
-        self.cache = (xhat, inv_std, training)
-        return gamma * xhat + beta
+        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
+        y, xhat = impl.batchnorm_forward(x3, self.params["gamma"], self.params["beta"], mu, inv_std)
+        self.cache = (impl, xhat, inv_std, training)
+        return y.reshape(x.shape)
 
     def backward(self, dy):
-        xhat, inv_std, training = self._cached()
-        gamma = self._per_channel(self.params["gamma"])
-        self.grads["beta"][...] = dy.sum(axis=self.axes)
-        self.grads["gamma"][...] = (dy * xhat).sum(axis=self.axes)
-        dxhat = dy * gamma
-        if not training:
-            return dxhat * self._per_channel(inv_std)
-        mean_dxhat = dxhat.mean(axis=self.axes, keepdims=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(axis=self.axes, keepdims=True)
-        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * self._per_channel(inv_std)
+        impl, xhat, inv_std, training = self._cached()
+        dx, dgamma, dbeta = impl.batchnorm_backward(dy.reshape(xhat.shape), xhat, self.params["gamma"],
+                                                    inv_std, training)
+        self.grads["gamma"][...] = dgamma
+        self.grads["beta"][...] = dbeta
+        return dx.reshape(dy.shape)
 
     def output_shape(self, input_shape):
         if len(input_shape) != self.input_ndim - 1 or input_shape[0] != self.num_features:
