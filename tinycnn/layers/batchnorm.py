@@ -24,8 +24,7 @@ class _BatchNorm(Layer):
     params:   gamma (ones), beta (zeros);  state: running_mean (zeros), running_var (ones)
     """
 
-    axes = ()          # axes averaged over
-    input_ndim = 0
+    input_ndim = 0     # 2 for (N, D), 4 for (N, C, H, W); averaged over every axis but 1
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
@@ -89,7 +88,6 @@ class _BatchNorm(Layer):
 class BatchNorm1D(_BatchNorm):
     __doc__ = ("Batch normalisation of (N, D) features, per feature over the batch.\n\n"
                + _BatchNorm.__doc__.split("\n", 2)[2])
-    axes = (0,)
     input_ndim = 2
     layout = "(N, D)"
 
@@ -97,7 +95,6 @@ class BatchNorm1D(_BatchNorm):
 class BatchNorm2D(_BatchNorm):
     __doc__ = ("Batch normalisation of (N, C, H, W) maps, per channel over N, H and W.\n\n"
                + _BatchNorm.__doc__.split("\n", 2)[2])
-    axes = (0, 2, 3)
     input_ndim = 4
     layout = "(N, C, H, W)"
 
