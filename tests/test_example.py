@@ -44,6 +44,8 @@ def test_end_to_end_on_digits(tmp_path):
     (["--data-dir", "/no/such/dir"], "--data-dir /no/such/dir: no such folder"),
     (["--out", "/proc/forbidden"], "--out /proc/forbidden: cannot write there"),
     (["--lr", "0"], "--lr must be > 0"),
+    (["--val-fraction", "1"], "--val-fraction must be at least 0 and below 1, got 1.0"),
+    (["--val-fraction", "-0.1"], "--val-fraction must be at least 0 and below 1, got -0.1"),
 ])
 def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
     proc = run(*args, cwd=tmp_path)
@@ -58,7 +60,7 @@ def test_help_explains_every_flag():
     assert proc.returncode == 0
     for flag in ("--arch", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--dataset",
                  "--data-dir", "--out", "--no-plots", "--quiet", "--resume", "--recipe", "--augment",
-                 "--schedule"):
+                 "--schedule", "--val-fraction"):
         assert flag in proc.stdout
 
 
@@ -76,13 +78,30 @@ def test_recipe_best_sets_up_and_explicit_options_win(tmp_path):
     parser = main_job.build_parser()
     args = parser.parse_args(["--recipe", "best", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
-    assert (args.arch, args.augment, args.schedule, args.epochs, args.batch_size) == ("bnnet", True, "onecycle", 20, 128)
+    assert (args.arch, args.augment, args.schedule, args.epochs, args.batch_size, args.val_fraction) == \
+        ("bnnet", True, "onecycle", 20, 128, 0.0)
     args = parser.parse_args(["--recipe", "best", "--arch", "convnet", "--epochs", "2", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
     assert (args.arch, args.augment, args.epochs) == ("convnet", True, 2)
     args = parser.parse_args(["--out", str(tmp_path)])              # no recipe: the fast one
     main_job.check_args(args, parser)
-    assert (args.arch, args.augment, args.schedule, args.epochs) == ("fastnet", False, "onecycle", 3)
+    assert (args.arch, args.augment, args.schedule, args.epochs, args.val_fraction) == ("fastnet", False, "onecycle", 3, 0.1)
+    args = parser.parse_args(["--recipe", "best", "--val-fraction", "0.2", "--out", str(tmp_path)])
+    main_job.check_args(args, parser)
+    assert args.val_fraction == 0.2
+
+
+def test_val_fraction_0_trains_on_the_whole_training_set(tmp_path):
+    from tinycnn import datasets
+    out = tmp_path / "run"
+    proc = run("--dataset", "digits", "--epochs", "1", "--arch", "lenet5", "--val-fraction", "0",
+               "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["val_fraction"] == 0 and m["train_images"] == len(datasets.load_digits()[0][0])
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["train_loss"]) == 1 and history["val_acc"] == []
+    assert (out / "curves.png").stat().st_size > 0
 
 
 def test_ablation_script_quick_and_resumable(tmp_path):
@@ -102,6 +121,12 @@ def test_ablation_script_quick_and_resumable(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert done.stat().st_mtime_ns == stamp                      # finished runs are not retrained
+    assert rows[-1]["val % (mean)"] == "-"                       # best trains without a validation split
+    moved = tmp_path / "moved"
+    (tmp_path / "abl-quick").rename(tmp_path / "moved-quick")    # a moved folder is still reused
+    again = subprocess.run(cmd[:4] + [str(moved)] + cmd[5:], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "moved-quick" / "baseline" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
     assert "| baseline |" in again.stdout
 
 

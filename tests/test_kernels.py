@@ -56,7 +56,7 @@ def test_conv_fast_equals_reference(case):
     y_ref, cache_ref = reference.conv2d_forward(x, w, b, *args)
     y_fast, cache_fast = fast.conv2d_forward(x, w, b, *args)
     assert y_fast.dtype == np.float32
-    np.testing.assert_array_equal(fast.im2col(x, kh, kw, sh, sw, ph, pw), cache_ref)  # pure copying
+    np.testing.assert_array_equal(fast.im2col(x, kh, kw, sh, sw, ph, pw), cache_ref[0])  # pure copying
     np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y_ref, direct_conv(x, w, b, *args), rtol=1e-4, atol=1e-4)
 
@@ -69,6 +69,28 @@ def test_conv_fast_equals_reference(case):
     dx_none, dW_only, _ = fast.conv2d_backward(dy, cache_fast, x.shape, w, *args, need_dx=False)
     assert dx_none is None
     np.testing.assert_array_equal(dW_only, grads_fast[1])
+
+
+@pytest.mark.parametrize("case", CASES[::5])           # (these all keep 20-80% of the outputs)
+def test_conv_with_built_in_relu_is_conv_then_relu(case):
+    # relu=True must be exactly max(conv, 0) forward, and backward the plain convolution's
+    # gradients for dy masked where the output is zero - on both kernel sets.
+    N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    args = ((sh, sw), (ph, pw))
+    for impl in (reference, fast):
+        plain, plain_cache = impl.conv2d_forward(x, w, b, *args)
+        y, cache = impl.conv2d_forward(x, w, b, *args, relu=True)
+        np.testing.assert_array_equal(y, np.maximum(plain, 0), err_msg=impl.__name__)
+        assert 0.2 < (y > 0).mean() < 0.8
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        expected = impl.conv2d_backward(dy * (plain > 0), plain_cache, x.shape, w, *args)
+        got = impl.conv2d_backward(dy, cache, x.shape, w, *args)
+        for name, e, g in zip(("dx", "dW", "db"), expected, got):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"{impl.__name__} {name}")
 
 
 def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch):

@@ -44,6 +44,15 @@ def test_conv2d_gradients(backend, kernel, stride, padding, bias):
     assert set(result.errors) == {"x", "W"} | ({"b"} if bias else set())
 
 
+def test_conv2d_with_relu_gradients(backend):
+    layer = seeded(Conv2D(3, 4, 3, padding=1, activation="relu"))
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 5))
+    y = layer.forward(x.astype(np.float32))
+    assert y.min() == 0 and (y > 0).mean() > 0.2
+    result = gradcheck(layer, x)
+    assert result.max_rel_error < TOL, str(result)
+
+
 @pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
 @pytest.mark.parametrize("kernel, stride", [(2, None), (3, 2), ((2, 3), (1, 2)), (3, 1)])
 def test_pooling_gradients(backend, cls, kernel, stride):
@@ -197,6 +206,8 @@ def test_bad_inputs_are_named():
         MaxPool2D(3).forward(np.zeros((1, 1, 2, 2), np.float32))
     with pytest.raises(TypeError, match="kernel_size must be an int or a pair"):
         Conv2D(1, 1, "3")
+    with pytest.raises(ValueError, match="Conv2D: activation must be None or 'relu', got 'tanh'"):
+        Conv2D(1, 1, 3, activation="tanh")
     with pytest.raises(ValueError, match="p must be in"):
         Dropout(1.0)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):

@@ -54,9 +54,29 @@ def test_bnnet_plan_has_no_bias_before_batchnorm():
 
 def test_convnet_and_lenet5_layer_plans():
     assert [type(l).__name__ for l in convnet().layers] == [
-        "Conv2D", "ReLU", "MaxPool2D", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dropout", "Dense"]
+        "Conv2D", "MaxPool2D", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Dense"]
+    assert [l.activation for l in convnet().layers if isinstance(l, Conv2D)] == ["relu", "relu"]
     assert convnet().num_parameters() == 34826
     assert lenet5().num_parameters() == 61706
+
+
+def test_convnet_with_built_in_relu_is_the_keras_plan(backend):
+    # The same network written with separate ReLU layers: same weights from the same seed,
+    # same outputs, same gradients, in training mode (dropout draws the same masks).
+    fused = convnet(seed=5)
+    plain = tinycnn.Sequential([Conv2D(1, 32, 3), ReLU(), MaxPool2D(2), Conv2D(32, 64, 3), ReLU(), MaxPool2D(2),
+                        Flatten(), Dropout(0.5), Dense(1600, 10)], input_shape=(1, 28, 28), seed=5)
+    plain.layers[-1].params["W"] *= np.float32(0.1)           # as models._classifier does
+    for a, b in zip(fused.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(a[2], b[2])
+    x = np.random.default_rng(0).standard_normal((6, 1, 28, 28)).astype(np.float32)
+    y_fused, y_plain = fused.forward(x, training=True), plain.forward(x, training=True)
+    np.testing.assert_allclose(y_fused, y_plain, rtol=1e-5, atol=1e-6)
+    dy = np.random.default_rng(1).standard_normal(y_fused.shape).astype(np.float32)
+    fused.backward(dy)
+    plain.backward(dy)
+    for (name, key, _, g_fused), (_, _, _, g_plain) in zip(fused.parameters(), plain.parameters()):
+        np.testing.assert_allclose(g_fused, g_plain, rtol=1e-4, atol=1e-5, err_msg=f"{name}.{key}")
 
 
 def test_seed_makes_initialisation_and_dropout_reproducible():
@@ -76,14 +96,14 @@ def test_predict_in_batches_equals_one_pass():
 
 def test_parameters_yields_names_and_grads():
     items = list(convnet().parameters())
-    assert [(l, p) for l, p, _, _ in items] == [("conv2d_0", "W"), ("conv2d_0", "b"), ("conv2d_3", "W"),
-                                              ("conv2d_3", "b"), ("dense_8", "W"), ("dense_8", "b")]
+    assert [(l, p) for l, p, _, _ in items] == [("conv2d_0", "W"), ("conv2d_0", "b"), ("conv2d_2", "W"),
+                                              ("conv2d_2", "b"), ("dense_6", "W"), ("dense_6", "b")]
     assert all(p.shape == g.shape for _, _, p, g in items)
 
 
 def test_summary_table():
     text = convnet().summary(print_fn=None)
-    assert "conv2d_3 (Conv2D)" in text and "(None, 64, 11, 11)" in text and "18,496" in text
+    assert "conv2d_2 (Conv2D, relu)" in text and "(None, 64, 11, 11)" in text and "18,496" in text
     assert "Total params: 34,826" in text
 
 

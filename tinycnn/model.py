@@ -177,7 +177,8 @@ class Sequential:
         rows = [("Layer (type)", "Output shape", "Params")]
         for name, layer, shape in zip(self.names, self.layers, shapes):
             shown = "(None, " + ", ".join(map(str, shape)) + ")" if shape else "?"
-            rows.append((f"{name} ({layer.name})", shown,
+            kind = layer.name + (f", {layer.activation}" if getattr(layer, "activation", None) else "")
+            rows.append((f"{name} ({kind})", shown,
                          f"{sum(p.size for p in layer.params.values()):,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         line = "-" * (sum(widths) + 4)

@@ -145,7 +145,9 @@ def plot_feature_maps(model, image, max_maps=16, path=None):
         h = layer.forward(h, training=False)
         if id(layer) in convs:
             after = i + 1 < len(model.layers) and type(model.layers[i + 1]).__name__ in ("ReLU", "LeakyReLU")
-            maps.append((name + (" + ReLU" if after else ""), h if not after else model.layers[i + 1].forward(h)))
+            built_in = layer.activation == "relu"
+            maps.append((name + (" + ReLU" if after or built_in else ""),
+                         h if not after else model.layers[i + 1].forward(h)))
     rows = 1 + len(maps)
     cols = max_maps
     fig = Figure(figsize=(1.1 * cols, 1.3 * rows))

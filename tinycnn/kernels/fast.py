@@ -128,7 +128,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # -- convolution ------------------------------------------------------------------------
 
 @njit(parallel=True, **_jit)
-def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks):
+def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu):
     N = x.shape[0]
     F, K = Wm.shape
     P = OH * OW
@@ -142,16 +142,20 @@ def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks):
                 _im2col_image(x, n, cols, (n - n0) * P, kh, kw, sh, sw, ph, pw, OH, OW)
             out = np.dot(Wm, cols)                                  # (F, g*P), BLAS
             for n in range(n0, n1):                                 # -> NCHW, plus bias
-                c0 = (n - n0) * P
+                c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
                 for f in range(F):
                     bf = b[f]
-                    for p in range(P):
-                        y[n, f, p] = out[f, c0 + p] + bf
+                    if relu:
+                        for p in range(P):
+                            y[n, f, p] = max(out[f, c0 + p] + bf, 0)
+                    else:
+                        for p in range(P):
+                            y[n, f, p] = out[f, c0 + p] + bf
     return y
 
 
 @njit(parallel=True, **_jit)
-def _conv_backward(x, dy, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx):
+def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx, relu):
     N, C, H, W = x.shape
     F, K = Wm.shape
     P = OH * OW
@@ -172,6 +176,8 @@ def _conv_backward(x, dy, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, ne
                     acc = 0.0
                     for p in range(P):
                         v = dy[n, f, p]
+                        if relu and y[n, f, p] <= 0:                # the ReLU's derivative
+                            v = 0
                         dy_blk[f, c0 + p] = v
                         acc += v
                     db_parts[t, f] += acc
@@ -197,8 +203,10 @@ def _blocking(N, K, P, itemsize):
     return group, max(1, min(numba.get_num_threads(), nblocks))
 
 
-def conv2d_forward(x, W, b, stride, padding):
-    """Returns y and, as the cache, x itself: the backward pass rebuilds columns from it."""
+def conv2d_forward(x, W, b, stride, padding, relu=False):
+    """Returns y and, as the cache, x itself (the backward pass rebuilds columns from it) and,
+    with relu, y. The ReLU is applied as the output is written and its derivative as dy is
+    copied into the GEMM's layout: no separate passes over the activations, no mask array."""
     N, C, H, Wd = x.shape
     F, _, kh, kw = W.shape
     (sh, sw), (ph, pw) = stride, padding
@@ -208,20 +216,23 @@ def conv2d_forward(x, W, b, stride, padding):
     Wm = np.ascontiguousarray(W.reshape(F, -1))
     bias = b if b is not None else np.zeros(F, dtype=x.dtype)
     group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
-    y = _conv_forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks)
-    return y.reshape(N, F, OH, OW), x
+    y = _conv_forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu)
+    y = y.reshape(N, F, OH, OW)
+    return y, (x, y if relu else None)
 
 
 def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
-    x = cache
+    x, y = cache
     N = x.shape[0]
     F, C, kh, kw = W.shape
     (sh, sw), (ph, pw) = stride, padding
     OH, OW = dy.shape[2], dy.shape[3]
     Wm = np.ascontiguousarray(W.reshape(F, -1))
     group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
-    dx, dW, db = _conv_backward(x, np.ascontiguousarray(dy).reshape(N, F, -1), Wm, kh, kw, sh,
-                                sw, ph, pw, OH, OW, group, nchunks, need_dx)
+    dy = np.ascontiguousarray(dy).reshape(N, F, -1)
+    relu = y is not None
+    dx, dW, db = _conv_backward(x, dy, y.reshape(N, F, -1) if relu else dy, Wm, kh, kw, sh, sw,
+                                ph, pw, OH, OW, group, nchunks, need_dx, relu)
     return (dx if need_dx else None), dW.reshape(W.shape), db
 
 

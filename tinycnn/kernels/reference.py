@@ -56,10 +56,12 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     return dxp[:, :, ph:ph + H, pw:pw + W]
 
 
-def conv2d_forward(x, W, b, stride, padding):
-    """y = W * x + b (cross-correlation, as every framework does).
+def conv2d_forward(x, W, b, stride, padding, relu=False):
+    """y = W * x + b (cross-correlation, as every framework does); relu=True returns
+    max(y, 0) instead, a convolution with its ReLU built in.
 
-    Returns y (N, F, OH, OW) and the cache the backward pass needs: here the columns.
+    Returns y (N, F, OH, OW) and the cache the backward pass needs: here the columns, and
+    with relu the output y itself (its positive entries are where the ReLU let dy through).
     """
     N, C, H, Wd = x.shape
     F, _, kh, kw = W.shape
@@ -70,8 +72,10 @@ def conv2d_forward(x, W, b, stride, padding):
     out = W.reshape(F, -1) @ cols                     # (F, N*P)
     if b is not None:
         out += b[:, None]
-    y = out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)  # (N, F, OH, OW)
-    return np.ascontiguousarray(y), cols
+    y = np.ascontiguousarray(out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3))  # (N, F, OH, OW)
+    if relu:
+        np.maximum(y, 0, out=y)
+    return y, (cols, y if relu else None)
 
 
 def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
@@ -80,10 +84,13 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
         dW_mat = dY_mat @ cols.T      (F, C*kh*kw)
         dcols  = W_mat.T @ dY_mat     (C*kh*kw, N*P), folded back to dx by col2im
         db     = dy summed over batch and pixels
-    where dY_mat is dy laid out like the forward's output, (F, N*P).
-    cache is what conv2d_forward returned (cols). Returns (dx or None, dW, db).
+    where dY_mat is dy laid out like the forward's output, (F, N*P). With the built-in ReLU,
+    dy first goes through the ReLU's derivative: zero where y = max(conv, 0) is zero.
+    cache is what conv2d_forward returned. Returns (dx or None, dW, db).
     """
-    cols = cache
+    cols, y = cache
+    if y is not None:
+        dy = dy * (y > 0)
     F, C, kh, kw = W.shape
     (sh, sw), (ph, pw) = stride, padding
     db = dy.sum(axis=(0, 2, 3))

@@ -46,6 +46,11 @@ class Layer:
         return {}
 
     # -- shared helpers ----------------------------------------------------------------
+    def __getstate__(self):
+        # Copies (copy.deepcopy, as gradcheck makes) leave the forward cache behind: it holds
+        # the kernel module, which cannot be copied, and the next forward rebuilds it anyway.
+        return {**self.__dict__, "cache": None}
+
     @property
     def name(self):
         return type(self).__name__

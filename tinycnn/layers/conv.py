@@ -17,9 +17,15 @@ class Conv2D(Layer):
     caches:   the kernel's cache (the reference kernel keeps cols (C*kh*kw, N*OH*OW), the
               im2col of x; the fast one keeps x and rebuilds columns block by block), x's shape
     params:   W (F, C, kh, kw), He-initialised N(0, 2 / (C*kh*kw)); b (F,), zeros
+
+    activation="relu" returns max(y, 0), as Keras' Conv2D(activation="relu") does: the same
+    function as Conv2D followed by ReLU, but the fast kernel applies the ReLU while writing y
+    and its derivative (dy where y > 0) while reading dy, which saves two passes over the
+    largest arrays in the network and the ReLU's mask. The output y is then cached too.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 activation=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         if self.in_channels < 1 or self.out_channels < 1:
@@ -32,6 +38,9 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D: kernel_size and stride must be >= 1 and padding >= 0, got "
                              f"{self.kernel_size}, {self.stride}, {self.padding}")
         self.bias = bool(bias)
+        if activation not in (None, "relu"):
+            raise ValueError(f"Conv2D: activation must be None or 'relu', got {activation!r}")
+        self.activation = activation
         self.reset_parameters(np.random.default_rng())
 
     def reset_parameters(self, rng):
@@ -60,7 +69,7 @@ class Conv2D(Layer):
         self._check_input(x, 4, "(N, C, H, W)")
         impl = kernels.current()
         y, cache = impl.conv2d_forward(x, self.params["W"], self.params.get("b"), self.stride,
-                                       self.padding)
+                                       self.padding, relu=self.activation == "relu")
         self.cache = (impl, cache, x.shape)
         return y
 
@@ -77,4 +86,4 @@ class Conv2D(Layer):
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
-                    padding=list(self.padding), bias=self.bias)
+                    padding=list(self.padding), bias=self.bias, activation=self.activation)
