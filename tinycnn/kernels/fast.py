@@ -173,14 +173,14 @@ def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks,
                 c0 = (n - n0) * P
                 _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
                 for f in range(F):
-                    acc = 0.0
-                    for p in range(P):
-                        v = dy[n, f, p]
-                        if relu and y[n, f, p] <= 0:                # the ReLU's derivative
-                            v = 0
-                        dy_blk[f, c0 + p] = v
-                        acc += v
-                    db_parts[t, f] += acc
+                    src, dst = dy[n, f], dy_blk[f, c0:c0 + P]
+                    if relu:                                        # the ReLU's derivative, as a
+                        out = y[n, f]                               # multiply (no branch: signs are
+                        for p in range(uintp(P)):                   # random, so a branch would be
+                            dst[p] = src[p] * (out[p] > 0)          # mispredicted half the time)
+                    else:
+                        dst[:] = src
+                    db_parts[t, f] += _row_sums(dst, dst, 0)[0]
             dW_parts[t] += np.dot(dy_blk, cols.T)                  # dW += dY cols^T
             if need_dx:
                 dcols = np.dot(WmT, dy_blk)                         # W^T dY, then col2im
