@@ -1,6 +1,6 @@
 """What each ingredient of the accuracy recipe is worth: an ablation over seeds.
 
-    python benchmarks/ablation.py --data-dir ../shared/data/mnist            # about an hour on 2 cores
+    python benchmarks/ablation.py --data-dir ../shared/data/mnist            # about 1.5 hours on 2 cores
     python benchmarks/ablation.py --data-dir ../shared/data/mnist --steps baseline +batchnorm
     python benchmarks/ablation.py --quick                                    # smoke test on digits
 
