@@ -19,6 +19,8 @@ BATCH = 128
 CASES = [  # name, tinycnn layer factory, input shape, torch module factory
     ("conv 1->32 3x3, 28x28", lambda: Conv2D(1, 32, 3), (BATCH, 1, 28, 28), lambda nn: nn.Conv2d(1, 32, 3)),
     ("conv 32->64 3x3, 13x13", lambda: Conv2D(32, 64, 3), (BATCH, 32, 13, 13), lambda nn: nn.Conv2d(32, 64, 3)),
+    ("conv 32->64 3x3 + ReLU", lambda: Conv2D(32, 64, 3, activation="relu"), (BATCH, 32, 13, 13),
+     lambda nn: nn.Sequential(nn.Conv2d(32, 64, 3), nn.ReLU())),
     ("max pool 2, 32x26x26", lambda: MaxPool2D(2), (BATCH, 32, 26, 26), lambda nn: nn.MaxPool2d(2)),
     ("dense 1600->10", lambda: Dense(1600, 10), (BATCH, 1600), lambda nn: nn.Linear(1600, 10)),
 ]
