@@ -93,6 +93,24 @@ def test_conv_with_built_in_relu_is_conv_then_relu(case):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"{impl.__name__} {name}")
 
 
+def test_conv_fast_np_dot_fallback_equals_the_direct_blas_call(monkeypatch):
+    # float32 products go to NumPy's cblas_sgemm when it is found; without it (another BLAS)
+    # the kernels use np.dot. Both must give the same outputs and gradients.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 3, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    dy = rng.standard_normal((7, 5, 9, 7)).astype(np.float32)
+    assert fast._SGEMM is not None, "NumPy's cblas_sgemm was not found: the fast path is not used"
+    results = []
+    for gemm in (fast._SGEMM, None):
+        monkeypatch.setattr(fast, "_SGEMM", gemm)
+        y, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 0), relu=True)
+        results.append((y, *fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (1, 0))))
+    for a, c in zip(*results):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
 def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch):
     # Blocks of one image and blocks of many must give the same outputs and gradients.
     rng = np.random.default_rng(0)
