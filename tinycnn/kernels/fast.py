@@ -41,7 +41,8 @@ _BLOCK_BYTES = 1 << 19          # target size of one block's column buffer (meas
 # is up to 2x faster (measured single-threaded: LeNet's 6x25 @ 25x4704 at 13 GFLOP/s via
 # np.dot in Numba, 34 via NumPy's BLAS; 16x150 @ 150x3400 at 33 and 65; convnet's
 # 64x288 @ 288x363 at 60 and 80), so float32 products call NumPy's cblas_sgemm directly,
-# through ctypes. The function is passed to the kernels as an argument (a ctypes function
+# through ctypes (runtime.one_thread_pool holds that BLAS to one thread while a model runs,
+# so each of Numba's threads runs its own product). The function is passed to the kernels as an argument (a ctypes function
 # is a first-class value in Numba, and its address is not baked into the cached code).
 # Where it cannot be found (a NumPy built on another BLAS) and for float64, gemm is None
 # and the kernels use np.dot.
