@@ -45,14 +45,21 @@ def test_cases_cover_the_promised_ranges():
     assert any(kh != kw for kh, kw in arr[:, 5:7])             # non-square kernels
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_conv_fast_equals_reference(case):
+def random_conv(case):
+    """float32 x, W, b for one case, drawn from a seed the case fixes; ((sh, sw), (ph, pw));
+    and the generator, for drawing dy."""
     N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
     rng = np.random.default_rng(sum(case))
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
-    args = ((sh, sw), (ph, pw))
+    return x, w, b, ((sh, sw), (ph, pw)), rng
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_fast_equals_reference(case):
+    _, _, _, _, _, kh, kw, sh, sw, ph, pw = case
+    x, w, b, args, rng = random_conv(case)
     y_ref, cache_ref = reference.conv2d_forward(x, w, b, *args)
     y_fast, cache_fast = fast.conv2d_forward(x, w, b, *args)
     assert y_fast.dtype == np.float32
@@ -75,12 +82,7 @@ def test_conv_fast_equals_reference(case):
 def test_conv_with_built_in_relu_is_conv_then_relu(case):
     # relu=True must be exactly max(conv, 0) forward, and backward the plain convolution's
     # gradients for dy masked where the output is zero - on both kernel sets.
-    N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
-    rng = np.random.default_rng(sum(case))
-    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
-    b = rng.standard_normal(F).astype(np.float32)
-    args = ((sh, sw), (ph, pw))
+    x, w, b, args, rng = random_conv(case)
     for impl in (reference, fast):
         plain, plain_cache = impl.conv2d_forward(x, w, b, *args)
         y, cache = impl.conv2d_forward(x, w, b, *args, relu=True)
