@@ -170,6 +170,22 @@ def test_pooling_fast_equals_reference(case):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(3, 4, 8, 6), (2, 5, 7, 9), (1, 1, 2, 2)])
+def test_maxpool_2x2_loop_and_no_argmax(shape):
+    """The 2x2 / stride 2 window has its own fast loop; eval mode asks for no argmax."""
+    x = np.random.default_rng(sum(shape)).integers(-2, 3, size=shape).astype(np.float32)  # many ties
+    y_ref, arg_ref = reference.maxpool2d_forward(x, 2, 2, 2, 2)
+    for impl in (reference, fast):
+        y, arg = impl.maxpool2d_forward(x, 2, 2, 2, 2)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(arg, arg_ref)
+        y_only, none = impl.maxpool2d_forward(x, 2, 2, 2, 2, need_argmax=False)
+        np.testing.assert_array_equal(y_only, y_ref)
+        assert none is None
+    y_general, _ = fast.maxpool2d_forward(x, 3, 2, 2, 2, need_argmax=False)   # the general loop
+    np.testing.assert_array_equal(y_general, reference.maxpool2d_forward(x, 3, 2, 2, 2)[0])
+
+
 def test_maxpool_matches_window_definition():
     x = np.random.default_rng(0).standard_normal((2, 3, 7, 9)).astype(np.float32)
     y, _ = fast.maxpool2d_forward(x, 3, 2, 2, 3)

@@ -61,6 +61,18 @@ def test_pooling_gradients(backend, cls, kernel, stride):
     assert result.max_rel_error < TOL, str(result)
 
 
+def test_maxpool_backward_after_eval_forward(backend):
+    """Eval mode skips the argmax; a backward pass after it (a saliency map) still routes dy."""
+    x = np.random.default_rng(5).standard_normal((2, 3, 7, 8)).astype(np.float32)
+    dy = np.random.default_rng(6).standard_normal((2, 3, 3, 4)).astype(np.float32)
+    layer = MaxPool2D(2)
+    y_train = layer.forward(x, training=True)
+    dx_train = layer.backward(dy)
+    y_eval = layer.forward(x, training=False)
+    np.testing.assert_array_equal(y_eval, y_train)
+    np.testing.assert_array_equal(layer.backward(dy), dx_train)
+
+
 @pytest.mark.parametrize("layer", [seeded(Dense(5, 4)), seeded(Dense(5, 3, bias=False)), ReLU(), LeakyReLU(0.1),
                                    Sigmoid(), Tanh(), Flatten()], ids=repr)
 def test_dense_activation_gradients(layer):

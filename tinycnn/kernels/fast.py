@@ -301,14 +301,35 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
 # -- pooling ----------------------------------------------------------------------------
 
 @njit(parallel=True, **_jit)
-def _maxpool_forward(x, kh, kw, sh, sw, OH, OW):
+def _maxpool_forward(x, kh, kw, sh, sw, OH, OW, need_argmax):
     N, C = x.shape[0], x.shape[1]
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
-    argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+    argmax = np.empty((N, C, OH, OW) if need_argmax else (0, 0, 0, 0), dtype=np.int32)
+    # The common 2x2 window with stride 2 gets its own loop: the four taps are named, so
+    # the compiler keeps everything in registers (measured 2-2.5x faster than the general
+    # loop with argmax, and twice that again without it, as in eval mode).
+    two_by_two = kh == 2 and kw == 2 and sh == 2 and sw == 2
     for nc in prange(N * C):
         n, c = uintp(nc // C), uintp(nc % C)     # unsigned indices: no wrap-around checks
-        plane, out, arg = x[n, c], y[n, c], argmax[n, c]
+        plane, out = x[n, c], y[n, c]
         for a in range(uintp(OH)):
+            if two_by_two:
+                r0, r1, o = plane[2 * a], plane[2 * a + 1], out[a]
+                if need_argmax:
+                    arg = argmax[n, c, a]
+                    for b in range(uintp(OW)):
+                        best, tap = r0[2 * b], np.int32(0)
+                        if r0[2 * b + 1] > best:          # strict: the first maximum wins ties
+                            best, tap = r0[2 * b + 1], np.int32(1)
+                        if r1[2 * b] > best:
+                            best, tap = r1[2 * b], np.int32(2)
+                        if r1[2 * b + 1] > best:
+                            best, tap = r1[2 * b + 1], np.int32(3)
+                        o[b], arg[b] = best, tap
+                else:
+                    for b in range(uintp(OW)):
+                        o[b] = max(max(r0[2 * b], r0[2 * b + 1]), max(r1[2 * b], r1[2 * b + 1]))
+                continue
             for b in range(uintp(OW)):
                 h0, w0 = a * uintp(sh), b * uintp(sw)
                 best, tap = plane[h0, w0], 0
@@ -317,7 +338,9 @@ def _maxpool_forward(x, kh, kw, sh, sw, OH, OW):
                         v = plane[h0 + i, w0 + j]
                         if v > best:          # strict: the first maximum wins ties
                             best, tap = v, i * kw + j
-                out[a, b], arg[a, b] = best, tap
+                out[a, b] = best
+                if need_argmax:
+                    argmax[n, c, a, b] = tap
     return y, argmax
 
 
@@ -369,10 +392,11 @@ def _avgpool_backward(dy, H, W, kh, kw, sh, sw):
     return dx
 
 
-def maxpool2d_forward(x, kh, kw, sh, sw):
+def maxpool2d_forward(x, kh, kw, sh, sw, need_argmax=True):
     N, C, H, W = x.shape
     OH, OW = conv_output_size(H, kh, sh, 0), conv_output_size(W, kw, sw, 0)
-    return _maxpool_forward(np.ascontiguousarray(x), kh, kw, sh, sw, OH, OW)
+    y, argmax = _maxpool_forward(np.ascontiguousarray(x), kh, kw, sh, sw, OH, OW, need_argmax)
+    return y, (argmax if need_argmax else None)
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kh, kw, sh, sw):

@@ -114,16 +114,16 @@ def _pool_windows(x, kh, kw, sh, sw):
             yield i * kw + j, i, j, x[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
 
 
-def maxpool2d_forward(x, kh, kw, sh, sw):
+def maxpool2d_forward(x, kh, kw, sh, sw, need_argmax=True):
     """y[n, c, a, b] = max of the window at (a*sh, b*sw).
 
-    Returns y and argmax (N, C, OH, OW) int32: the tap i*kw + j of each window's maximum.
+    Returns y and argmax (N, C, OH, OW) int32: the tap i*kw + j of each window's maximum
+    (None when need_argmax is False: inference has no backward pass to route).
     On ties the first tap in row-major order wins, so the gradient goes to one element.
     """
     taps = np.stack([view for _, _, _, view in _pool_windows(x, kh, kw, sh, sw)])  # (kh*kw, N, C, OH, OW)
-    argmax = taps.argmax(axis=0).astype(np.int32)
     y = taps.max(axis=0)
-    return y, argmax
+    return y, (taps.argmax(axis=0).astype(np.int32) if need_argmax else None)
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kh, kw, sh, sw):

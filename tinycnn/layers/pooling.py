@@ -34,18 +34,23 @@ class MaxPool2D(_Pool2D):
     backward: dx is zero except at each window's arg-max, which receives dy[n, c, a, b]
               (on ties, only the first maximum in row-major order)
     caches:   argmax (N, C, OH, OW) int32, the tap i*kw + j of each maximum; x's shape
+              (in eval mode x itself instead of argmax, which backward then computes)
     stride defaults to kernel_size.
     """
 
     def forward(self, x, training=False):
         self._check_input(x, 4, "(N, C, H, W)")
         impl = kernels.current()
-        y, argmax = impl.maxpool2d_forward(x, *self.kernel_size, *self.stride)
-        self.cache = (impl, argmax, x.shape)
+        # Inference skips the argmax (half the pooling's time) and keeps x instead, so a
+        # backward pass after an eval-mode forward (a saliency map) can still find it.
+        y, argmax = impl.maxpool2d_forward(x, *self.kernel_size, *self.stride, need_argmax=training)
+        self.cache = (impl, argmax, None if training else x, x.shape)
         return y
 
     def backward(self, dy):
-        impl, argmax, x_shape = self._cached()
+        impl, argmax, x, x_shape = self._cached()
+        if argmax is None:
+            argmax = impl.maxpool2d_forward(x, *self.kernel_size, *self.stride)[1]
         return impl.maxpool2d_backward(dy, argmax, x_shape, *self.kernel_size, *self.stride)
 
 
