@@ -215,6 +215,22 @@ def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu
     return y
 
 
+@njit(fastmath={"reassoc"}, **_jit)
+def _relu_grad_row(dy_row, y_row, dst, relu):
+    """dst = dy_row where y_row > 0, else 0 (the ReLU's derivative; without relu, a copy).
+    Returns sum(dst), the row's share of the bias gradient, from the same pass. The select
+    compiles to a blend, not a branch (signs are random: a branch would be mispredicted
+    half the time); 'reassoc' lets the sum vectorise. Not inline="always": Numba would
+    inline it at its IR level, where the caller's flags replace 'reassoc' (measured 4x slower)."""
+    zero = dy_row[0] * 0
+    total = zero
+    for p in range(uintp(dy_row.shape[0])):
+        v = dy_row[p] if not relu or y_row[p] > 0 else zero
+        dst[p] = v
+        total += v
+    return total
+
+
 @njit(parallel=True, **_jit)
 def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx, relu, gemm):
     N, C, H, W = x.shape
@@ -233,14 +249,7 @@ def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks,
                 c0 = (n - n0) * P
                 _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
                 for f in range(F):
-                    src, dst = dy[n, f], dy_blk[f, c0:c0 + P]
-                    if relu:                                        # the ReLU's derivative, as a
-                        out = y[n, f]                               # multiply (no branch: signs are
-                        for p in range(uintp(P)):                   # random, so a branch would be
-                            dst[p] = src[p] * (out[p] > 0)          # mispredicted half the time)
-                    else:
-                        dst[:] = src
-                    db_parts[t, f] += _row_sums(dst, dst, 0)[0]
+                    db_parts[t, f] += _relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
             _matmul(gemm, dy_blk, False, cols, True, dW_parts[t], 1.0)     # dW += dY cols^T
             if need_dx:
                 dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
@@ -460,11 +469,12 @@ def relu_backward(dy, mask):
 # channel; one float32 running sum would lose digits). Statistics take one pass, forward
 # one (writing y and xhat together), backward two: the sums, then dx.
 
-@njit(fastmath={"reassoc"}, inline="always", **_jit)
+@njit(fastmath={"reassoc"}, **_jit)
 def _row_sums(a, b, shift):
     """sum(a - shift) and sum((a - shift) * (b - shift)) over one contiguous row, in a's dtype.
     'reassoc' lets LLVM reorder the additions so the loop vectorises (4-8 partial sums);
-    rows are short (M values), the float64 totals are kept by the caller."""
+    rows are short (M values), the float64 totals are kept by the caller. (A plain call, not
+    inlined, for the reason given at _relu_grad_row.)"""
     s1 = a[0] * 0
     s2 = a[0] * 0
     for k in range(uintp(a.shape[0])):
