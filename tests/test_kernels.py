@@ -56,8 +56,20 @@ def random_conv(case):
     return x, w, b, ((sh, sw), (ph, pw)), rng
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_conv_fast_equals_reference(case):
+# The fast convolution has two methods: im2col + GEMM, and a direct one for stride 1 and
+# few channels (see fast.py). These fixtures force one for both passes.
+STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
+
+
+def use_method(monkeypatch, method):
+    limit = 0 if method == "gemm" else 10 ** 9
+    monkeypatch.setattr(fast, "_DIRECT_FORWARD_MAX_CF", limit)
+    monkeypatch.setattr(fast, "_DIRECT_BACKWARD_MAX_CF", limit)
+
+
+@pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1])
+def test_conv_fast_equals_reference(case, method, monkeypatch):
+    use_method(monkeypatch, method)
     _, _, _, _, _, kh, kw, sh, sw, ph, pw = case
     x, w, b, args, rng = random_conv(case)
     y_ref, cache_ref = reference.conv2d_forward(x, w, b, *args)
@@ -95,6 +107,56 @@ def test_conv_with_built_in_relu_is_conv_then_relu(case):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"{impl.__name__} {name}")
 
 
+@pytest.mark.parametrize("case,method", [(c, m) for c in CASES[::3] for m in ("gemm", "direct")])
+def test_conv_relu_maxpool2_fast_equals_reference(case, method, monkeypatch):
+    # The fused convolution + ReLU + 2x2 max pooling (fast.py pools each plane as it is
+    # written) against the reference, which runs the three in turn.
+    use_method(monkeypatch, method)
+    N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
+    if method == "direct":
+        sh = sw = 1
+    H, W = max(H, kh + sh - 2 * ph), max(W, kw + sw - 2 * pw)       # conv output >= 2x2
+    x, w, b, _, rng = random_conv((N, C, F, H, W, kh, kw, sh, sw, ph, pw))
+    args = ((sh, sw), (ph, pw))
+    pooled_ref, cache_ref = reference.conv2d_relu_maxpool2_forward(x, w, b, *args)
+    pooled, cache = fast.conv2d_relu_maxpool2_forward(x, w, b, *args)
+    assert pooled.shape == pooled_ref.shape and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled, pooled_ref, rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal(pooled.shape).astype(np.float32)
+    grads_ref = reference.conv2d_relu_maxpool2_backward(dy, cache_ref, x.shape, w, *args)
+    grads = fast.conv2d_relu_maxpool2_backward(dy, cache, x.shape, w, *args)
+    for name, g_ref, g in zip(("dx", "dW", "db"), grads_ref, grads):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4, err_msg=name)
+    dx_none, dW_only, _ = fast.conv2d_relu_maxpool2_backward(dy, cache, x.shape, w, *args, need_dx=False)
+    assert dx_none is None
+    np.testing.assert_array_equal(dW_only, grads[1])
+
+
+def test_conv_fast_backward_checks_dy_shape():
+    # (The fast kernels index dy directly: a wrong shape would read out of bounds.)
+    x, w, b, args, _ = random_conv((2, 3, 4, 9, 9, 3, 3, 1, 1, 0, 0))
+    _, cache = fast.conv2d_forward(x, w, b, *args)
+    with pytest.raises(ValueError, match=r"dy has shape \(2, 4, 6, 7\), the forward pass gave \(2, 4, 7, 7\)"):
+        fast.conv2d_backward(np.zeros((2, 4, 6, 7), np.float32), cache, x.shape, w, *args)
+
+
+def test_conv_direct_forward_with_gemm_backward(monkeypatch):
+    # By default a layer with C*F between the two limits runs the direct forward and the
+    # GEMM backward; the backward must take the direct forward's cached ReLU output.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    assert fast._DIRECT_BACKWARD_MAX_CF < 4 * 8 <= fast._DIRECT_FORWARD_MAX_CF
+    y, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1), relu=True)
+    y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (1, 1), relu=True)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for g, g_ref in zip(fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (1, 1)),
+                        reference.conv2d_backward(dy, cache_ref, x.shape, w, (1, 1), (1, 1))):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_fast_np_dot_fallback_equals_the_direct_blas_call(monkeypatch):
     # float32 products go to NumPy's cblas_sgemm when it is found; without it (another BLAS)
     # the kernels use np.dot. Both must give the same outputs and gradients.
@@ -113,16 +175,20 @@ def test_conv_fast_np_dot_fallback_equals_the_direct_blas_call(monkeypatch):
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch):
-    # Blocks of one image and blocks of many must give the same outputs and gradients.
+@pytest.mark.parametrize("method", ["gemm", "direct"])
+def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch, method):
+    # Blocks of one image and blocks of many, one thread or two, must give the same outputs
+    # and gradients.
+    use_method(monkeypatch, method)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 3, 10, 11)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     dy = rng.standard_normal((9, 4, 8, 9)).astype(np.float32)
     results = []
-    for block_bytes in (1, 1 << 30):
+    for block_bytes, threads in ((1, 2), (1 << 30, 1)):
         monkeypatch.setattr(fast, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(fast, "_threads_for", lambda N: min(threads, N))
         y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
         results.append((y, *fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (0, 0))))
     for a, c in zip(*results):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tinycnn
-from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, fused
 from tinycnn.models import bnnet, convnet, convnet_bn, fastnet, lenet5
 
 
@@ -79,6 +79,30 @@ def test_convnet_with_built_in_relu_is_the_keras_plan(backend):
         np.testing.assert_allclose(g_fused, g_plain, rtol=1e-4, atol=1e-5, err_msg=f"{name}.{key}")
 
 
+@pytest.mark.parametrize("builder", [convnet, lenet5])
+def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, builder, monkeypatch):
+    # In training, Sequential runs Conv2D(relu) + MaxPool2D(2) as one step (layers/fused.py);
+    # it must give exactly what the layers give on their own: output, dx and every gradient.
+    model = builder(seed=2)
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    dy = np.random.default_rng(1).standard_normal((5, 10)).astype(np.float32)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", enabled)
+        for layer in model.layers:
+            if isinstance(layer, Dropout):
+                layer.rng = np.random.default_rng(3)              # the same masks both times
+        y = model.forward(x, training=True)
+        assert (model.layers[0].cache is None) == enabled         # the pair really ran as one
+        dx = model.backward(dy)
+        results.append((y, dx, [g.copy() for _, _, _, g in model.parameters()]))
+    (y, dx, grads), (y_layers, dx_layers, grads_layers) = results
+    np.testing.assert_array_equal(y, y_layers)
+    np.testing.assert_array_equal(dx, dx_layers)
+    for g, g_layers in zip(grads, grads_layers):
+        np.testing.assert_array_equal(g, g_layers)
+
+
 def test_seed_makes_initialisation_and_dropout_reproducible():
     x = np.random.rand(4, 1, 28, 28).astype(np.float32)
     a, b, c = convnet(seed=3), convnet(seed=3), convnet(seed=4)
@@ -114,10 +138,11 @@ def test_train_eval_flags_control_dropout():
     assert (model.train().forward(x) == 0).any()
 
 
-def test_first_conv_can_skip_input_gradient():
+@pytest.mark.parametrize("training", [False, True])          # (True: the first pair is fused)
+def test_first_conv_can_skip_input_gradient(training):
     model = convnet(seed=0)
     x = np.random.rand(2, 1, 28, 28).astype(np.float32)
-    y = model.forward(x, training=False)
+    y = model.forward(x, training=training)
     assert model.backward(np.ones_like(y), need_dx=False) is None
     assert model.backward(np.ones_like(y)).shape == x.shape
 

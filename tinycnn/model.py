@@ -2,7 +2,7 @@
 import numpy as np
 
 from .functional import softmax
-from .layers import Conv2D, Layer
+from .layers import Conv2D, Layer, fused
 from .runtime import one_thread_pool
 
 
@@ -37,6 +37,7 @@ class Sequential:
             if hasattr(layer, "rng"):
                 layer.rng = self.rng          # dropout masks come from the model's generator
         self.training = False
+        self._fused = {}
         self.input_shape = None
         self.preprocessing = {}               # saved with the model; see `preprocess`
         self.class_names = None
@@ -70,9 +71,17 @@ class Sequential:
         x = self._as_input(x)
         if self.input_shape != x.shape[1:]:
             self.build(x.shape[1:])
+        layers = self.layers
+        self._fused = {}      # a Conv2D + MaxPool2D pair run as one: pool's index -> its state
         with one_thread_pool():
-            for layer in self.layers:
-                x = layer.forward(x, training=training)
+            i = 0
+            while i < len(layers):
+                if training and i + 1 < len(layers) and fused.fusable(layers[i], layers[i + 1]):
+                    x, self._fused[i + 1] = fused.forward(layers[i], layers[i + 1], x)
+                    i += 2
+                else:
+                    x = layers[i].forward(x, training=training)
+                    i += 1
         return x
 
     def backward(self, dy, need_dx=True):
@@ -82,12 +91,16 @@ class Sequential:
         (training never needs it, and it is the most expensive part of that layer's pass).
         """
         with one_thread_pool():
-            for i in range(len(self.layers) - 1, -1, -1):
-                layer = self.layers[i]
-                if i == 0 and not need_dx and isinstance(layer, Conv2D):
-                    layer.backward(dy, need_dx=False)
-                    return None
-                dy = layer.backward(dy)
+            i = len(self.layers) - 1
+            while i >= 0:
+                if i in self._fused:                          # the pair, back to its input
+                    i -= 1
+                    dy = fused.backward(self.layers[i], self._fused[i + 1], dy, need_dx or i > 0)
+                elif i == 0 and not need_dx and isinstance(self.layers[0], Conv2D):
+                    dy = self.layers[0].backward(dy, need_dx=False)
+                else:
+                    dy = self.layers[i].backward(dy)
+                i -= 1
         return dy
 
     def _as_input(self, x):
@@ -193,6 +206,10 @@ class Sequential:
         """Save to a .npz file (see tinycnn.io.save_model)."""
         from .io import save_model
         return save_model(self, path)
+
+    def __getstate__(self):
+        # Copies leave the fused pairs' forward state behind, as layers leave their caches.
+        return {**self.__dict__, "_fused": {}}
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)

@@ -17,6 +17,10 @@ How the convolution is laid out, and why:
 - im2col copies whole runs of a row at a time: for each kernel column j it works out once
   which output columns read inside the image (lo..hi); the rest are padding zeros. No
   per-element bounds test in the inner loop, so it compiles to straight copies.
+- For stride 1 and few channels (C*F small: the first layers) a direct method replaces
+  im2col + GEMM; see "convolution, direct" below.
+- conv2d_relu_maxpool2_* fuse a ReLU convolution with the 2x2 max pooling after it: each
+  output plane is pooled as it is written (see tinycnn/layers/fused.py for why).
 - Pooling finds the maximum and remembers its tap in one pass, prange over N*C planes.
 Functions compile on first use for the dtype they see (float32 in training, float64 in
 gradient checks); `cache=True` keeps the machine code on disk between runs.
@@ -188,11 +192,13 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # -- convolution ------------------------------------------------------------------------
 
 @njit(parallel=True, **_jit)
-def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, gemm):
+def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, pool, gemm):
     N = x.shape[0]
     F, K = Wm.shape
     P = OH * OW
-    y = np.empty((N, F, P), dtype=x.dtype)
+    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
+    y = np.empty((N, F, PH * PW), dtype=x.dtype)
+    argmax = np.empty((N, F, PH * PW) if pool else (0, 0, 0), dtype=np.int8)
     nblocks = (N + group - 1) // group
     for t in prange(nchunks):
         for blk in range(t * nblocks // nchunks, (t + 1) * nblocks // nchunks):
@@ -206,13 +212,56 @@ def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu
                 c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
                 for f in range(F):
                     bf = b[f]
-                    if relu:
+                    if pool:
+                        _relu_maxpool2(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW),
+                                       argmax[n, f].reshape(PH, PW))
+                    elif relu:
                         for p in range(P):
                             y[n, f, p] = max(out[f, c0 + p] + bf, 0)
                     else:
                         for p in range(P):
                             y[n, f, p] = out[f, c0 + p] + bf
-    return y
+    return y, argmax
+
+
+@njit(inline="always", **_jit)
+def _relu_maxpool2(conv, bias, out, arg):
+    """ReLU and 2x2 / stride 2 max pooling of one conv output plane as it is written out:
+    conv (rows, cols) holds the plane without its bias (rows and cols may run past the
+    output). out[a, b] = max(window + bias, 0) and arg[a, b] = the window's tap 0..3
+    (row-major) of its first maximum, as maxpool2d_forward would find on the ReLU's output.
+    (Where the maximum is positive the ReLU changes nothing; where it is not, the pooled
+    value is 0 and no gradient flows back, whichever tap it names.) Rows are taken as
+    views: measured 1.7x faster than indexing one flat array."""
+    PH, PW = out.shape
+    for a in range(PH):
+        r0, r1, o, g = conv[2 * a], conv[2 * a + 1], out[a], arg[a]
+        for b in range(PW):
+            best, tap = r0[2 * b] + bias, np.int8(0)
+            v = r0[2 * b + 1] + bias
+            if v > best:
+                best, tap = v, np.int8(1)
+            v = r1[2 * b] + bias
+            if v > best:
+                best, tap = v, np.int8(2)
+            v = r1[2 * b + 1] + bias
+            if v > best:
+                best, tap = v, np.int8(3)
+            o[b] = max(best, 0)
+            g[b] = tap
+
+
+@njit(inline="always", **_jit)
+def _unpool_relu_grad(dpooled, pooled, arg, dconv):
+    """The adjoint of _relu_maxpool2: window (a, b)'s gradient goes to its maximum's place in
+    dconv (laid out as conv was) where the pooled value is positive. The rest of dconv must
+    already be zero."""
+    PH, PW = dpooled.shape
+    for a in range(PH):
+        d, p, g = dpooled[a], pooled[a], arg[a]
+        for b in range(PW):
+            tap = g[b]
+            dconv[2 * a + (tap >> 1), 2 * b + (tap & 1)] = d[b] if p[b] > 0 else d[b] * 0
 
 
 @njit(fastmath={"reassoc"}, **_jit)
@@ -232,7 +281,8 @@ def _relu_grad_row(dy_row, y_row, dst, relu):
 
 
 @njit(parallel=True, **_jit)
-def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx, relu, gemm):
+def _conv_backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx, relu,
+                   pool, gemm):
     N, C, H, W = x.shape
     F, K = Wm.shape
     P = OH * OW
@@ -249,7 +299,15 @@ def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks,
                 c0 = (n - n0) * P
                 _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
                 for f in range(F):
-                    db_parts[t, f] += _relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
+                    if pool:                            # dy is the pooled output's gradient
+                        row = dy_blk[f, c0:c0 + P]
+                        row[:] = 0
+                        PH, PW = OH // 2, OW // 2
+                        _unpool_relu_grad(dy[n, f].reshape(PH, PW), y[n, f].reshape(PH, PW),
+                                          argmax[n, f].reshape(PH, PW), row.reshape(OH, OW))
+                        db_parts[t, f] += _sum(row)
+                    else:
+                        db_parts[t, f] += _relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
             _matmul(gemm, dy_blk, False, cols, True, dW_parts[t], 1.0)     # dW += dY cols^T
             if need_dx:
                 dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
@@ -266,45 +324,295 @@ def _conv_backward(x, dy, y, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks,
     return dx, dW, db
 
 
+# -- convolution, direct, for few channels ------------------------------------------------
+# When C*F is small (MNIST's first layers: 1->6, 1->32, 6->16) the product above is thin,
+# BLAS runs it far below peak, and im2col's copying costs as much as the arithmetic. For
+# stride 1 there is a layout that needs neither. Pad the image once, to Hp x Wp, and flatten
+# each plane. Output (oh, ow) reads input (oh + i, ow + j), at flat position
+# (oh*Wp + ow) + (i*Wp + j). So compute outputs at every flat position q = oh*Wp + ow for
+# q < L = (OH-1)*Wp + OW ("wide" outputs: each row carries Wp - OW extra columns, dropped
+# at the end); then tap (c, i, j) adds w * xp[c, i*Wp + j + q] for all q at once, one long
+# contiguous multiply-add over the image. Eight taps share each pass, so acc is loaded and
+# stored once per eight multiply-adds.
+# Backward is the same shape. dW[f, tap] is a dot product of the wide dy (zeros in the extra
+# columns, so they add nothing) with the same shifted input. dx is the adjoint: input
+# position r gets w * dy[r - (i*Wp + j)], a shifted sum over dy with negative offsets, so
+# dy sits in a buffer with M = (kh-1)*Wp + kw-1 zeros in front.
+# Which is faster depends on C*F (`python benchmarks/bench_conv_methods.py` times both on
+# this library's layers). Forward, direct wins while the product is thin: LeNet's 1->6 5x5
+# at batch 1000 12.4 -> 4.7 ms, the convnet's 1->32 3x3 at batch 128 1.5 -> 1.1 ms,
+# 8->16 3x3 3.5 -> 2.8 ms; from 16->32 (C*F = 512) on BLAS wins, and by 1.5x at 32->64.
+# LeNet's 6->16 (96) is close: LeNet-5's inference measured 22.1 ms per 1000 images with it
+# on BLAS, 22.7 direct (alternated in one process), so it stays on BLAS. Backward, the weight
+# gradient's dot products run well below the forward's multiply-adds, so direct wins only
+# for the thinnest layer (1->6: 14.5 -> 9.1 ms without dx; 1->32: 2.4 -> 3.2 ms, a loss).
+# The two passes need not agree: the GEMM backward rebuilds its columns from x anyway.
+
+_DIRECT_FORWARD_MAX_CF = 64     # direct forward when C*F <= this
+_DIRECT_BACKWARD_MAX_CF = 16    # direct backward when C*F <= this
+
+
+def _use_direct(C, F, stride, max_cf):
+    return tuple(stride) == (1, 1) and C * F <= max_cf
+
+
+@njit(inline="always", **_jit)
+def _shifted_sum(acc, src, w, offsets, n):
+    """acc[q] += sum_k w[k] * src[offsets[k] + q] for q < n."""
+    T = w.shape[0]
+    k = 0
+    while k + 8 <= T:                          # eight taps per pass over acc
+        w0, w1, w2, w3, w4, w5, w6, w7 = w[k], w[k + 1], w[k + 2], w[k + 3], w[k + 4], w[k + 5], w[k + 6], w[k + 7]
+        s0, s1, s2, s3 = uintp(offsets[k]), uintp(offsets[k + 1]), uintp(offsets[k + 2]), uintp(offsets[k + 3])
+        s4, s5, s6, s7 = uintp(offsets[k + 4]), uintp(offsets[k + 5]), uintp(offsets[k + 6]), uintp(offsets[k + 7])
+        for q in range(uintp(n)):
+            acc[q] += ((w0 * src[s0 + q] + w1 * src[s1 + q] + w2 * src[s2 + q] + w3 * src[s3 + q])
+                       + (w4 * src[s4 + q] + w5 * src[s5 + q] + w6 * src[s6 + q] + w7 * src[s7 + q]))
+        k += 8
+    while k < T:                               # the rest, one at a time
+        wk, sk = w[k], uintp(offsets[k])
+        for q in range(uintp(n)):
+            acc[q] += wk * src[sk + q]
+        k += 1
+
+
+@njit(fastmath={"reassoc"}, **_jit)
+def _shifted_dots(g, src, offsets, n, out):
+    """out[k] += sum_q g[q] * src[offsets[k] + q] for q < n: _shifted_sum's weight gradient.
+    'reassoc' lets each dot product vectorise (see _relu_grad_row on why not inlined)."""
+    T = offsets.shape[0]
+    k = 0
+    while k + 8 <= T:
+        s0, s1, s2, s3 = uintp(offsets[k]), uintp(offsets[k + 1]), uintp(offsets[k + 2]), uintp(offsets[k + 3])
+        s4, s5, s6, s7 = uintp(offsets[k + 4]), uintp(offsets[k + 5]), uintp(offsets[k + 6]), uintp(offsets[k + 7])
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = g[0] * 0
+        for q in range(uintp(n)):
+            gq = g[q]
+            a0 += gq * src[s0 + q]
+            a1 += gq * src[s1 + q]
+            a2 += gq * src[s2 + q]
+            a3 += gq * src[s3 + q]
+            a4 += gq * src[s4 + q]
+            a5 += gq * src[s5 + q]
+            a6 += gq * src[s6 + q]
+            a7 += gq * src[s7 + q]
+        out[k] += a0
+        out[k + 1] += a1
+        out[k + 2] += a2
+        out[k + 3] += a3
+        out[k + 4] += a4
+        out[k + 5] += a5
+        out[k + 6] += a6
+        out[k + 7] += a7
+        k += 8
+    while k < T:
+        sk = uintp(offsets[k])
+        a = g[0] * 0
+        for q in range(uintp(n)):
+            a += g[q] * src[sk + q]
+        out[k] += a
+        k += 1
+
+
+@njit(fastmath={"reassoc"}, **_jit)
+def _sum(a):
+    """sum(a) in a's dtype, vectorised."""
+    total = a[0] * 0
+    for q in range(uintp(a.shape[0])):
+        total += a[q]
+    return total
+
+
+@njit(**_jit)
+def _tap_offsets(C, kh, kw, plane, Wp, sign, shift):
+    """shift + sign * (c*plane + i*Wp + j) for every tap (c, i, j), in W.reshape(F, -1)'s order."""
+    offsets = np.empty(C * kh * kw, dtype=np.intp)
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = shift + sign * (c * plane + i * Wp + j)
+    return offsets
+
+
+@njit(inline="always", **_jit)
+def _pad_into(x, n, xp, ph, pw, Hp, Wp):
+    """Copy image n into the interior of the flat padded buffer xp (borders stay as they are)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for c in range(C):
+        for h in range(H):
+            src = x[n, c, h]
+            base = uintp(c * Hp * Wp + (h + ph) * Wp + pw)
+            for w in range(uintp(W)):
+                xp[base + w] = src[w]
+
+
+@njit(parallel=True, **_jit)
+def _conv_forward_direct(x, Wm, b, kh, kw, ph, pw, OH, OW, nchunks, relu, pool):
+    N, C, H, W = x.shape
+    F = Wm.shape[0]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L = (OH - 1) * Wp + OW                                  # wide outputs per plane
+    offsets = _tap_offsets(C, kh, kw, Hp * Wp, Wp, 1, 0)
+    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
+    y = np.empty((N, F, PH * PW), dtype=x.dtype)
+    argmax = np.empty((N, F, PH * PW) if pool else (0, 0, 0), dtype=np.int8)
+    for t in prange(nchunks):
+        xp = np.zeros(C * Hp * Wp, dtype=x.dtype)          # the padding stays zero
+        acc = np.empty(OH * Wp, dtype=x.dtype)              # (the last Wp - OW are not used)
+        for n in range(t * N // nchunks, (t + 1) * N // nchunks):
+            _pad_into(x, n, xp, ph, pw, Hp, Wp)
+            for f in range(F):
+                acc[:] = b[f]
+                _shifted_sum(acc, xp, Wm[f], offsets, L)
+                dst = y[n, f]
+                if pool:
+                    _relu_maxpool2(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW),
+                                   argmax[n, f].reshape(PH, PW))
+                    continue
+                for oh in range(OH):                        # drop the extra columns
+                    src, out = uintp(oh * Wp), uintp(oh * OW)
+                    if relu:
+                        for ow in range(uintp(OW)):
+                            dst[out + ow] = max(acc[src + ow], 0)
+                    else:
+                        for ow in range(uintp(OW)):
+                            dst[out + ow] = acc[src + ow]
+    return y, argmax
+
+
+@njit(parallel=True, **_jit)
+def _conv_backward_direct(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, nchunks, need_dx, relu, pool):
+    N, C, H, W = x.shape
+    F, K = Wm.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    S, L = Hp * Wp, (OH - 1) * Wp + OW
+    M = (kh - 1) * Wp + kw - 1                              # zeros in front of each dy row
+    offsets = _tap_offsets(C, kh, kw, S, Wp, 1, 0)          # input position of tap, forward
+    back = _tap_offsets(1, kh, kw, S, Wp, -1, M)            # dy position of tap, for dx
+    dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)
+    dW_parts = np.zeros((nchunks, F, K), dtype=x.dtype)
+    db_parts = np.zeros((nchunks, F), dtype=np.float64)
+    for t in prange(nchunks):
+        xp = np.zeros(C * S, dtype=x.dtype)
+        dyw = np.zeros((F, M + S), dtype=x.dtype)          # wide dy; extra columns stay zero
+        PH, PW = OH // 2, OW // 2
+        dxp = np.empty(C * S if need_dx else 0, dtype=x.dtype)
+        for n in range(t * N // nchunks, (t + 1) * N // nchunks):
+            _pad_into(x, n, xp, ph, pw, Hp, Wp)
+            for f in range(F):
+                row = dyw[f, M:M + L]
+                src, out = dy[n, f], y[n, f]
+                if pool:                                    # dy is the pooled output's gradient
+                    row[:] = 0
+                    _unpool_relu_grad(src.reshape(PH, PW), out.reshape(PH, PW), argmax[n, f].reshape(PH, PW),
+                                      dyw[f, M:M + OH * Wp].reshape(OH, Wp))
+                else:
+                    for oh in range(OH):                    # dy (ReLU's derivative applied)
+                        i, o = uintp(oh * OW), uintp(oh * Wp)
+                        for ow in range(uintp(OW)):
+                            row[o + ow] = src[i + ow] if not relu or out[i + ow] > 0 else src[i + ow] * 0
+                db_parts[t, f] += _sum(row)
+                _shifted_dots(row, xp, offsets, L, dW_parts[t, f])
+            if need_dx:
+                dxp[:] = 0
+                for c in range(C):
+                    plane = dxp[c * S:(c + 1) * S]
+                    for f in range(F):
+                        _shifted_sum(plane, dyw[f], Wm[f, c * kh * kw:(c + 1) * kh * kw], back, S)
+                for c in range(C):                          # crop the padding
+                    for h in range(H):
+                        dst, base = dx[n, c, h], uintp(c * S + (h + ph) * Wp + pw)
+                        for w in range(uintp(W)):
+                            dst[w] = dxp[base + w]
+    dW = dW_parts[0].copy()
+    for t in range(1, nchunks):
+        dW += dW_parts[t]
+    db = np.empty(F, dtype=x.dtype)
+    for f in range(F):
+        db[f] = db_parts[:, f].sum()
+    return dx, dW, db
+
+
+def _threads_for(jobs):
+    """How many threads share `jobs` images (direct) or blocks (GEMM): one chunk each."""
+    return max(1, min(numba.get_num_threads(), jobs))
+
+
 def _blocking(N, K, P, itemsize):
     """Images per block (so one block's columns fill about _BLOCK_BYTES) and thread chunks."""
     group = max(1, min(N, _BLOCK_BYTES // (K * P * itemsize)))
     nblocks = -(-N // group)
-    return group, max(1, min(numba.get_num_threads(), nblocks))
+    return group, _threads_for(nblocks)
+
+
+def _conv_shapes(x_shape, W, stride, padding):
+    N, C, H, Wd = x_shape
+    F, _, kh, kw = W.shape
+    (sh, sw), (ph, pw) = stride, padding
+    return N, C, F, kh, kw, sh, sw, ph, pw, conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
+
+
+def _forward(x, W, b, stride, padding, relu, pool):
+    """The convolution by the faster method for its shape: y (N, F, P) and argmax (pool only)."""
+    N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
+    Wm = np.ascontiguousarray(W.reshape(F, -1))
+    bias = b if b is not None else np.zeros(F, dtype=x.dtype)
+    if _use_direct(C, F, stride, _DIRECT_FORWARD_MAX_CF):
+        return _conv_forward_direct(x, Wm, bias, kh, kw, ph, pw, OH, OW, _threads_for(N), relu, pool)
+    group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
+    return _conv_forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, pool,
+                         _gemm_for(x.dtype))
+
+
+def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
+    N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
+    expected = (N, F, OH // 2, OW // 2) if pool else (N, F, OH, OW)
+    if dy.shape != expected:
+        raise ValueError(f"conv2d backward: dy has shape {dy.shape}, the forward pass gave {expected}")
+    Wm = np.ascontiguousarray(W.reshape(F, -1))
+    dy = np.ascontiguousarray(dy).reshape(N, F, -1)
+    y = y.reshape(N, F, -1) if y is not None else dy          # (read only with relu)
+    if argmax is None:
+        argmax = np.empty((0, 0, 0), dtype=np.int8)
+    if _use_direct(C, F, stride, _DIRECT_BACKWARD_MAX_CF):
+        dx, dW, db = _conv_backward_direct(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, _threads_for(N),
+                                           need_dx, relu, pool)
+    else:
+        group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
+        dx, dW, db = _conv_backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks,
+                                    need_dx, relu, pool, _gemm_for(x.dtype))
+    return (dx if need_dx else None), dW.reshape(W.shape), db
 
 
 def conv2d_forward(x, W, b, stride, padding, relu=False):
-    """Returns y and, as the cache, x itself (the backward pass rebuilds columns from it) and,
-    with relu, y. The ReLU is applied as the output is written and its derivative as dy is
-    copied into the GEMM's layout: no separate passes over the activations, no mask array."""
-    N, C, H, Wd = x.shape
-    F, _, kh, kw = W.shape
-    (sh, sw), (ph, pw) = stride, padding
-    OH = conv_output_size(H, kh, sh, ph)
-    OW = conv_output_size(Wd, kw, sw, pw)
+    """Returns y and, as the cache, x itself (the backward pass rebuilds what it needs from
+    it) and, with relu, y. The ReLU is applied as the output is written and its derivative
+    as dy is read: no separate passes over the activations, no mask array."""
     x = np.ascontiguousarray(x)
-    Wm = np.ascontiguousarray(W.reshape(F, -1))
-    bias = b if b is not None else np.zeros(F, dtype=x.dtype)
-    group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
-    y = _conv_forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu,
-                      _gemm_for(x.dtype))
-    y = y.reshape(N, F, OH, OW)
+    y, _ = _forward(x, W, b, stride, padding, relu, False)
+    y = y.reshape(x.shape[0], W.shape[0], *_conv_shapes(x.shape, W, stride, padding)[-2:])
     return y, (x, y if relu else None)
 
 
 def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     x, y = cache
-    N = x.shape[0]
-    F, C, kh, kw = W.shape
-    (sh, sw), (ph, pw) = stride, padding
-    OH, OW = dy.shape[2], dy.shape[3]
-    Wm = np.ascontiguousarray(W.reshape(F, -1))
-    group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
-    dy = np.ascontiguousarray(dy).reshape(N, F, -1)
-    relu = y is not None
-    dx, dW, db = _conv_backward(x, dy, y.reshape(N, F, -1) if relu else dy, Wm, kh, kw, sh, sw,
-                                ph, pw, OH, OW, group, nchunks, need_dx, relu, _gemm_for(x.dtype))
-    return (dx if need_dx else None), dW.reshape(W.shape), db
+    return _backward(dy, x, y, None, W, stride, padding, need_dx, y is not None, False)
+
+
+def conv2d_relu_maxpool2_forward(x, W, b, stride, padding):
+    """The pooled output and, as the cache, x, the pooled output and each window's tap (int8).
+    The convolution's full output is never written: each plane is pooled from the block's
+    GEMM result (or the direct method's accumulator) while it is still in cache."""
+    x = np.ascontiguousarray(x)
+    pooled, argmax = _forward(x, W, b, stride, padding, True, True)
+    _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)
+    pooled = pooled.reshape(x.shape[0], F, OH // 2, OW // 2)
+    return pooled, (x, pooled, argmax)
+
+
+def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
+    x, pooled, argmax = cache
+    return _backward(dpooled, x, pooled, argmax, W, stride, padding, need_dx, True, True)
 
 
 # -- pooling ----------------------------------------------------------------------------

@@ -103,6 +103,22 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     return dx, dW, db
 
 
+def conv2d_relu_maxpool2_forward(x, W, b, stride, padding):
+    """Convolution, ReLU and 2x2 / stride 2 max pooling as one call: here, literally the
+    three in turn (the fast kernels fuse them; see tinycnn/layers/fused.py for why).
+    Returns the pooled output (N, F, OH // 2, OW // 2) and the cache for the backward pass."""
+    y, conv_cache = conv2d_forward(x, W, b, stride, padding, relu=True)
+    pooled, argmax = maxpool2d_forward(y, 2, 2, 2, 2)
+    return pooled, (conv_cache, argmax, y.shape)
+
+
+def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
+    """The pooling's backward pass, then the convolution's (with its ReLU). Returns (dx, dW, db)."""
+    conv_cache, argmax, y_shape = cache
+    dy = maxpool2d_backward(dpooled, argmax, y_shape, 2, 2, 2, 2)
+    return conv2d_backward(dy, conv_cache, x_shape, W, stride, padding, need_dx)
+
+
 def _pool_windows(x, kh, kw, sh, sw):
     """Yield (tap index k, i, j, view) for each kernel tap: view (N, C, OH, OW) is the input
     pixel that tap (i, j) sees in every pooling window."""

@@ -78,10 +78,13 @@ class Conv2D(Layer):
         impl, cache, x_shape = self._cached()
         dx, dW, db = impl.conv2d_backward(dy, cache, x_shape, self.params["W"], self.stride,
                                           self.padding, need_dx)
+        self.store_grads(dW, db)
+        return dx
+
+    def store_grads(self, dW, db):
         self.grads["W"][...] = dW
         if self.bias:
             self.grads["b"][...] = db
-        return dx
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,

@@ -1,0 +1,107 @@
+"""How the fast convolution picks its method, and what fusing the pooling is worth.
+
+    python benchmarks/bench_conv_methods.py [--quick] [--json out.json]
+
+Table 1: milliseconds per call of the fast kernels' two convolution methods (im2col + GEMM,
+and direct, for stride 1) on the layers of the models here: forward (with its ReLU),
+backward without dx (a first layer) and with it. tinycnn/kernels/fast.py picks direct
+when C*F is at most _DIRECT_FORWARD_MAX_CF (forward) or _DIRECT_BACKWARD_MAX_CF (backward);
+these are the numbers those limits come from.
+Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two
+layers' own kernels and as the fused pair (tinycnn/layers/fused.py).
+Each figure is the median of --repeats calls, all in one process, on all cores.
+"""
+import argparse
+
+import numpy as np
+
+from common import machine, median_ms, table, write_json
+
+from tinycnn.kernels import fast
+from tinycnn.runtime import one_thread_pool
+
+# name, batch, C, F, H (= W), kernel, padding
+LAYERS = [
+    ("lenet5 conv1 1->6 5x5 pad 2, 28x28", 1000, 1, 6, 28, 5, 2),
+    ("lenet5 conv2 6->16 5x5, 14x14", 1000, 6, 16, 14, 5, 0),
+    ("convnet conv1 1->32 3x3, 28x28", 128, 1, 32, 28, 3, 0),
+    ("fastnet conv1 1->24 5x5, 28x28", 128, 1, 24, 28, 5, 0),
+    ("8->16 3x3 pad 1, 28x28", 128, 8, 16, 28, 3, 1),
+    ("16->32 3x3 pad 1, 14x14", 128, 16, 32, 14, 3, 1),
+    ("fastnet conv2 24->32 5x5, 12x12", 128, 24, 32, 12, 5, 0),
+    ("convnet conv2 32->64 3x3, 13x13", 128, 32, 64, 13, 3, 0),
+]
+
+
+def arrays(batch, C, F, H, k, p, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.standard_normal((batch, C, H, H)), 0).astype(np.float32)   # post-ReLU input
+    w = (rng.standard_normal((F, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(F)).astype(np.float32)
+    return x, w, b, (1, 1), (p, p)
+
+
+def method_times(x, w, b, stride, padding, method, repeats):
+    limit = 0 if method == "gemm" else 10 ** 9
+    saved = fast._DIRECT_FORWARD_MAX_CF, fast._DIRECT_BACKWARD_MAX_CF
+    fast._DIRECT_FORWARD_MAX_CF = fast._DIRECT_BACKWARD_MAX_CF = limit
+    try:
+        y, cache = fast.conv2d_forward(x, w, b, stride, padding, relu=True)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        return (median_ms(lambda: fast.conv2d_forward(x, w, b, stride, padding, relu=True), repeats),
+                median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, False), repeats),
+                median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, True), repeats))
+    finally:
+        fast._DIRECT_FORWARD_MAX_CF, fast._DIRECT_BACKWARD_MAX_CF = saved
+
+
+def pair_times(x, w, b, stride, padding, need_dx, repeats):
+    def separate():
+        y, cache = fast.conv2d_forward(x, w, b, stride, padding, relu=True)
+        pooled, argmax = fast.maxpool2d_forward(y, 2, 2, 2, 2)
+        dy = fast.maxpool2d_backward(np.ones_like(pooled), argmax, y.shape, 2, 2, 2, 2)
+        fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, need_dx)
+
+    def fused():
+        pooled, cache = fast.conv2d_relu_maxpool2_forward(x, w, b, stride, padding)
+        fast.conv2d_relu_maxpool2_backward(np.ones_like(pooled), cache, x.shape, w, stride, padding, need_dx)
+    return median_ms(separate, repeats), median_ms(fused, repeats)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure (default 20, quick 5)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    repeats = args.repeats or (5 if args.quick else 20)
+    methods, pairs = [], []
+    with one_thread_pool():
+        for name, batch, C, F, H, k, p in LAYERS:
+            if args.quick:
+                batch = min(batch, 128)
+            case = arrays(batch, C, F, H, k, p)
+            row = {"layer": name, "batch": batch, "C*F": C * F}
+            for method in ("gemm", "direct"):
+                row[f"{method} fwd"], row[f"{method} bwd no dx"], row[f"{method} bwd"] = \
+                    method_times(*case, method, repeats)
+            row["fast.py uses (fwd, bwd)"] = ", ".join(
+                "direct" if C * F <= limit else "gemm"
+                for limit in (fast._DIRECT_FORWARD_MAX_CF, fast._DIRECT_BACKWARD_MAX_CF))
+            methods.append(row)
+            if name.startswith(("lenet5", "convnet")):
+                need_dx = "conv2" in name
+                separate, fused = pair_times(*case, need_dx, repeats)
+                pairs.append({"conv + ReLU + max pool 2": name, "batch": batch, "separate": separate,
+                              "fused": fused, "separate / fused": separate / fused})
+    print(f"Milliseconds per call, float32, median of {repeats} (fast kernels; bwd = backward; "
+          "ReLU built in)\n")
+    print(table(methods, ["layer", "batch", "C*F", "gemm fwd", "direct fwd", "gemm bwd no dx",
+                          "direct bwd no dx", "gemm bwd", "direct bwd", "fast.py uses (fwd, bwd)"]))
+    print("\nForward + backward of the pair, milliseconds (backward without dx for a first layer)\n")
+    print(table(pairs, ["conv + ReLU + max pool 2", "batch", "separate", "fused", "separate / fused"]))
+    write_json(args.json, {"machine": machine(), "repeats": repeats, "methods": methods, "pairs": pairs})
+
+
+if __name__ == "__main__":
+    main()

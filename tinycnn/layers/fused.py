@@ -1,0 +1,53 @@
+"""A Conv2D(activation="relu") followed by MaxPool2D(2) run as one step, for speed.
+
+In training, `Sequential` runs such a pair through the kernels' conv2d_relu_maxpool2_forward
+and _backward instead of the two layers' own passes. Why it pays: the convolution's output is the largest
+array in these networks (128 x 32 x 26 x 26 floats, 11 MB, for the Keras convnet's first
+layer). Run separately, it is written by the convolution, read by the pooling, and backward
+a gradient of the same size is written by the pooling and read by the convolution, with
+the output read once more for the ReLU's mask. Fused, the fast kernels pool each output
+plane while it is still in the CPU's cache, keep only the pooled values and each window's
+winning tap (1 byte), and backward place each pooled gradient straight where the
+convolution's pass wants it. In evaluation mode the layers run on their own: the pooling
+then needs no taps at all, and that is faster than the fused pass, which always records them.
+Measured (`python benchmarks/bench_conv_methods.py`, forward+backward of the pair, 2 cores):
+the convnet's first layer at batch 128 6.3 -> 5.3 ms, LeNet-5's first at batch 1000
+20.1 -> 14.5 ms; the second layers, whose outputs are small, gain nothing (16.1 -> 16.3 ms,
+27.3 -> 30.2 ms: within the noise of these machines, which drift +-25% between runs). A
+training step, fused / not, alternated 8 times in one process: convnet 29.4 / 32.1 ms,
+LeNet-5 8.8 / 9.4 ms.
+
+Nothing else changes: the layers still run on their own (a single layer's forward, the
+feature-map plots), save and load as two layers, and the NumPy reference kernels define
+the pair as the two passes in turn, so both backends give the layers' own results
+(tests/test_model.py holds the fused and unfused paths equal).
+"""
+from .. import kernels
+from .conv import Conv2D
+from .pooling import MaxPool2D
+
+ENABLED = True          # off: every layer runs its own passes (tests compare the two)
+
+
+def fusable(conv, pool):
+    return (ENABLED and type(conv) is Conv2D and conv.activation == "relu" and type(pool) is MaxPool2D
+            and pool.kernel_size == (2, 2) and pool.stride == (2, 2))
+
+
+def forward(conv, pool, x):
+    """The pair's output and the state `backward` needs."""
+    conv._check_input(x, 4, "(N, C, H, W)")
+    impl = kernels.current()
+    y, cache = impl.conv2d_relu_maxpool2_forward(x, conv.params["W"], conv.params.get("b"),
+                                                 conv.stride, conv.padding)
+    conv.cache = pool.cache = None      # their own backward passes have nothing to run on
+    return y, (impl, cache, x.shape)
+
+
+def backward(conv, state, dy, need_dx=True):
+    """dx of the pair (None without need_dx), filling conv's gradients."""
+    impl, cache, x_shape = state
+    dx, dW, db = impl.conv2d_relu_maxpool2_backward(dy, cache, x_shape, conv.params["W"],
+                                                    conv.stride, conv.padding, need_dx)
+    conv.store_grads(dW, db)
+    return dx
