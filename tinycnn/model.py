@@ -11,7 +11,9 @@ class Sequential:
 
     forward(x) runs each layer's forward; backward(dy) runs their backward passes in
     reverse, each layer turning the gradient of its output into the gradient of its input
-    and filling its own `grads` on the way.
+    and filling its own `grads` on the way. (One shortcut: in training, a
+    Conv2D(activation="relu") followed by MaxPool2D(2) runs as one fused step, with exactly
+    the layers' results; see layers/fused.py.)
 
     seed: when given, every layer's parameters are re-drawn from
     np.random.default_rng(seed), and dropout draws its masks from the same generator, so a
