@@ -11,11 +11,9 @@ Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run a
 layers' own kernels and as the fused pair (tinycnn/layers/fused.py).
 Each figure is the median of --repeats calls, all in one process, on all cores.
 """
-import argparse
-
 import numpy as np
 
-from common import machine, median_ms, table, write_json
+from common import machine, median_ms, repeats_from_args, table, write_json
 
 from tinycnn.kernels import fast
 from tinycnn.runtime import one_thread_pool
@@ -69,12 +67,8 @@ def pair_times(x, w, b, stride, padding, need_dx, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure (default 20, quick 5)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    args = parser.parse_args()
-    repeats = args.repeats or (5 if args.quick else 20)
+    args = repeats_from_args(__doc__, default=20, quick=5)
+    repeats = args.repeats
     methods, pairs = [], []
     with one_thread_pool():
         for name, batch, C, F, H, k, p in LAYERS:

@@ -4,11 +4,9 @@ installed. Each figure is the median of --repeats calls after warm-up.
 
     python benchmarks/bench_layers.py [--quick] [--json out.json]
 """
-import argparse
-
 import numpy as np
 
-from common import machine, median_ms, table, torch_or_none, write_json
+from common import machine, median_ms, repeats_from_args, table, torch_or_none, write_json
 
 import tinycnn
 from tinycnn.layers import Conv2D, Dense, MaxPool2D
@@ -63,12 +61,8 @@ def loss_times(repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure (default 30, quick 8)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    args = parser.parse_args()
-    repeats = args.repeats or (8 if args.quick else 30)
+    args = repeats_from_args(__doc__, default=30, quick=8)
+    repeats = args.repeats
     torch = torch_or_none()
     rows = []
     for name, make, shape, make_torch in CASES:

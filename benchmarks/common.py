@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: timing, tables, JSON, machine facts, optional PyTorch."""
+"""Shared by the benchmark scripts: options, timing, tables, JSON, machine facts, optional PyTorch."""
+import argparse
 import json
 import os
 import platform
@@ -10,6 +11,19 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def repeats_from_args(doc, default, quick):
+    """Parse --quick, --repeats and --json (a script's docstring as help); args.repeats is
+    filled in: `default` timed calls per figure, `quick` with --quick."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed calls per figure (default {default}, quick {quick})")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    args.repeats = args.repeats or (quick if args.quick else default)
+    return args
 
 
 def median_ms(fn, repeats, warmup=3):

@@ -280,6 +280,19 @@ def _relu_grad_row(dy_row, y_row, dst, relu):
     return total
 
 
+@njit(**_jit)
+def _add_thread_parts(dW_parts, db_parts):
+    """The weight and bias gradients from each thread's partial sums, added in a fixed order
+    (so results do not depend on timing). db is summed in float64, returned in dW's dtype."""
+    dW = dW_parts[0].copy()
+    for t in range(1, dW_parts.shape[0]):
+        dW += dW_parts[t]
+    db = np.empty(db_parts.shape[1], dtype=dW.dtype)
+    for f in range(db.shape[0]):
+        db[f] = db_parts[:, f].sum()
+    return dW, db
+
+
 @njit(parallel=True, **_jit)
 def _conv_backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx, relu,
                    pool, gemm):
@@ -315,12 +328,7 @@ def _conv_backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, 
                 for n in range(n0, n1):
                     dx[n] = 0
                     _col2im_image(dcols, (n - n0) * P, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)
-    dW = dW_parts[0].copy()
-    for t in range(1, nchunks):
-        dW += dW_parts[t]
-    db = np.empty(F, dtype=x.dtype)
-    for f in range(F):
-        db[f] = db_parts[:, f].sum()
+    dW, db = _add_thread_parts(dW_parts, db_parts)
     return dx, dW, db
 
 
@@ -524,12 +532,7 @@ def _conv_backward_direct(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, nchunks,
                         dst, base = dx[n, c, h], uintp(c * S + (h + ph) * Wp + pw)
                         for w in range(uintp(W)):
                             dst[w] = dxp[base + w]
-    dW = dW_parts[0].copy()
-    for t in range(1, nchunks):
-        dW += dW_parts[t]
-    db = np.empty(F, dtype=x.dtype)
-    for f in range(F):
-        db[f] = db_parts[:, f].sum()
+    dW, db = _add_thread_parts(dW_parts, db_parts)
     return dx, dW, db
 
 
