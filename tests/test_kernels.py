@@ -122,6 +122,10 @@ def test_conv_relu_maxpool2_fast_equals_reference(case, method, monkeypatch):
     pooled, cache = fast.conv2d_relu_maxpool2_forward(x, w, b, *args)
     assert pooled.shape == pooled_ref.shape and pooled.dtype == np.float32
     np.testing.assert_allclose(pooled, pooled_ref, rtol=1e-5, atol=1e-5)
+    for impl, with_taps in ((fast, pooled), (reference, pooled_ref)):     # inference: no taps, no cache
+        without_taps, no_cache = impl.conv2d_relu_maxpool2_forward(x, w, b, *args, need_argmax=False)
+        np.testing.assert_array_equal(without_taps, with_taps, err_msg=impl.__name__)
+        assert no_cache is None
     dy = rng.standard_normal(pooled.shape).astype(np.float32)
     grads_ref = reference.conv2d_relu_maxpool2_backward(dy, cache_ref, x.shape, w, *args)
     grads = fast.conv2d_relu_maxpool2_backward(dy, cache, x.shape, w, *args)

@@ -80,9 +80,11 @@ def test_convnet_with_built_in_relu_is_the_keras_plan(backend):
 
 
 @pytest.mark.parametrize("builder", [convnet, lenet5])
-def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, builder, monkeypatch):
-    # In training, Sequential runs Conv2D(relu) + MaxPool2D(2) as one step (layers/fused.py);
-    # it must give exactly what the layers give on their own: output, dx and every gradient.
+@pytest.mark.parametrize("training", [True, False])
+def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, builder, training, monkeypatch):
+    # Sequential runs Conv2D(relu) + MaxPool2D(2) as one step (layers/fused.py); it must give
+    # exactly what the layers give on their own: output, dx and every gradient. (In eval mode
+    # the fused pass records no taps: backward then recomputes them, as for a saliency map.)
     model = builder(seed=2)
     x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
     dy = np.random.default_rng(1).standard_normal((5, 10)).astype(np.float32)
@@ -92,7 +94,7 @@ def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, bui
         for layer in model.layers:
             if isinstance(layer, Dropout):
                 layer.rng = np.random.default_rng(3)              # the same masks both times
-        y = model.forward(x, training=True)
+        y = model.forward(x, training=training)
         assert (model.layers[0].cache is None) == enabled         # the pair really ran as one
         dx = model.backward(dy)
         results.append((y, dx, [g.copy() for _, _, _, g in model.parameters()]))

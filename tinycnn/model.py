@@ -11,9 +11,9 @@ class Sequential:
 
     forward(x) runs each layer's forward; backward(dy) runs their backward passes in
     reverse, each layer turning the gradient of its output into the gradient of its input
-    and filling its own `grads` on the way. (One shortcut: in training, a
-    Conv2D(activation="relu") followed by MaxPool2D(2) runs as one fused step, with exactly
-    the layers' results; see layers/fused.py.)
+    and filling its own `grads` on the way. (One shortcut: a Conv2D(activation="relu")
+    followed by MaxPool2D(2) runs as one fused step, with exactly the layers' results; see
+    layers/fused.py.)
 
     seed: when given, every layer's parameters are re-drawn from
     np.random.default_rng(seed), and dropout draws its masks from the same generator, so a
@@ -78,8 +78,8 @@ class Sequential:
         with one_thread_pool():
             i = 0
             while i < len(layers):
-                if training and i + 1 < len(layers) and fused.fusable(layers[i], layers[i + 1]):
-                    x, self._fused[i + 1] = fused.forward(layers[i], layers[i + 1], x)
+                if i + 1 < len(layers) and fused.fusable(layers[i], layers[i + 1]):
+                    x, self._fused[i + 1] = fused.forward(layers[i], layers[i + 1], x, training)
                     i += 2
                 else:
                     x = layers[i].forward(x, training=training)

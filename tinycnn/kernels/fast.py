@@ -192,13 +192,13 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 # -- convolution ------------------------------------------------------------------------
 
 @njit(parallel=True, **_jit)
-def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, pool, gemm):
+def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, pool, taps, gemm):
     N = x.shape[0]
     F, K = Wm.shape
     P = OH * OW
     PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
     y = np.empty((N, F, PH * PW), dtype=x.dtype)
-    argmax = np.empty((N, F, PH * PW) if pool else (0, 0, 0), dtype=np.int8)
+    argmax = np.empty((N, F, PH * PW) if taps else (0, 0, 0), dtype=np.int8)
     nblocks = (N + group - 1) // group
     for t in prange(nchunks):
         for blk in range(t * nblocks // nchunks, (t + 1) * nblocks // nchunks):
@@ -212,9 +212,11 @@ def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu
                 c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
                 for f in range(F):
                     bf = b[f]
-                    if pool:
+                    if taps:
                         _relu_maxpool2(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW),
                                        argmax[n, f].reshape(PH, PW))
+                    elif pool:
+                        _relu_maxpool2_values(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW))
                     elif relu:
                         for p in range(P):
                             y[n, f, p] = max(out[f, c0 + p] + bf, 0)
@@ -249,6 +251,17 @@ def _relu_maxpool2(conv, bias, out, arg):
                 best, tap = v, np.int8(3)
             o[b] = max(best, 0)
             g[b] = tap
+
+
+@njit(inline="always", **_jit)
+def _relu_maxpool2_values(conv, bias, out):
+    """_relu_maxpool2 without the taps, for inference. (max(a + bias) = max(a) + bias
+    exactly: rounding after an addition keeps the order.)"""
+    PH, PW = out.shape
+    for a in range(PH):
+        r0, r1, o = conv[2 * a], conv[2 * a + 1], out[a]
+        for b in range(PW):
+            o[b] = max(max(max(r0[2 * b], r0[2 * b + 1]), max(r1[2 * b], r1[2 * b + 1])) + bias, 0)
 
 
 @njit(inline="always", **_jit)
@@ -455,7 +468,7 @@ def _pad_into(x, n, xp, ph, pw, Hp, Wp):
 
 
 @njit(parallel=True, **_jit)
-def _conv_forward_direct(x, Wm, b, kh, kw, ph, pw, OH, OW, nchunks, relu, pool):
+def _conv_forward_direct(x, Wm, b, kh, kw, ph, pw, OH, OW, nchunks, relu, pool, taps):
     N, C, H, W = x.shape
     F = Wm.shape[0]
     Hp, Wp = H + 2 * ph, W + 2 * pw
@@ -463,7 +476,7 @@ def _conv_forward_direct(x, Wm, b, kh, kw, ph, pw, OH, OW, nchunks, relu, pool):
     offsets = _tap_offsets(C, kh, kw, Hp * Wp, Wp, 1, 0)
     PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
     y = np.empty((N, F, PH * PW), dtype=x.dtype)
-    argmax = np.empty((N, F, PH * PW) if pool else (0, 0, 0), dtype=np.int8)
+    argmax = np.empty((N, F, PH * PW) if taps else (0, 0, 0), dtype=np.int8)
     for t in prange(nchunks):
         xp = np.zeros(C * Hp * Wp, dtype=x.dtype)          # the padding stays zero
         acc = np.empty(OH * Wp, dtype=x.dtype)              # (the last Wp - OW are not used)
@@ -473,9 +486,12 @@ def _conv_forward_direct(x, Wm, b, kh, kw, ph, pw, OH, OW, nchunks, relu, pool):
                 acc[:] = b[f]
                 _shifted_sum(acc, xp, Wm[f], offsets, L)
                 dst = y[n, f]
-                if pool:
+                if taps:
                     _relu_maxpool2(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW),
                                    argmax[n, f].reshape(PH, PW))
+                    continue
+                if pool:
+                    _relu_maxpool2_values(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW))
                     continue
                 for oh in range(OH):                        # drop the extra columns
                     src, out = uintp(oh * Wp), uintp(oh * OW)
@@ -555,16 +571,18 @@ def _conv_shapes(x_shape, W, stride, padding):
     return N, C, F, kh, kw, sh, sw, ph, pw, conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
 
 
-def _forward(x, W, b, stride, padding, relu, pool):
-    """The convolution by the faster method for its shape: y (N, F, P) and argmax (pool only)."""
+def _forward(x, W, b, stride, padding, relu, pool, taps=False):
+    """The convolution by the faster method for its shape: y (N, F, P) and, with pool and
+    taps, each pooling window's tap of its maximum."""
     N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
     Wm = np.ascontiguousarray(W.reshape(F, -1))
     bias = b if b is not None else np.zeros(F, dtype=x.dtype)
     if _use_direct(C, F, stride, _DIRECT_FORWARD_MAX_CF):
-        return _conv_forward_direct(x, Wm, bias, kh, kw, ph, pw, OH, OW, _threads_for(N), relu, pool)
+        return _conv_forward_direct(x, Wm, bias, kh, kw, ph, pw, OH, OW, _threads_for(N), relu, pool,
+                                    pool and taps)
     group, nchunks = _blocking(N, Wm.shape[1], OH * OW, x.itemsize)
     return _conv_forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, pool,
-                         _gemm_for(x.dtype))
+                         pool and taps, _gemm_for(x.dtype))
 
 
 def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
@@ -602,15 +620,16 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     return _backward(dy, x, y, None, W, stride, padding, need_dx, y is not None, False)
 
 
-def conv2d_relu_maxpool2_forward(x, W, b, stride, padding):
-    """The pooled output and, as the cache, x, the pooled output and each window's tap (int8).
+def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
+    """The pooled output and, as the cache, x, the pooled output and each window's tap (int8);
+    need_argmax=False (inference) records no taps and returns no cache.
     The convolution's full output is never written: each plane is pooled from the block's
     GEMM result (or the direct method's accumulator) while it is still in cache."""
     x = np.ascontiguousarray(x)
-    pooled, argmax = _forward(x, W, b, stride, padding, True, True)
+    pooled, argmax = _forward(x, W, b, stride, padding, True, True, need_argmax)
     _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)
     pooled = pooled.reshape(x.shape[0], F, OH // 2, OW // 2)
-    return pooled, (x, pooled, argmax)
+    return pooled, ((x, pooled, argmax) if need_argmax else None)
 
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):

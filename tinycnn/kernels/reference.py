@@ -103,13 +103,14 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     return dx, dW, db
 
 
-def conv2d_relu_maxpool2_forward(x, W, b, stride, padding):
+def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
     """Convolution, ReLU and 2x2 / stride 2 max pooling as one call: here, literally the
     three in turn (the fast kernels fuse them; see tinycnn/layers/fused.py for why).
-    Returns the pooled output (N, F, OH // 2, OW // 2) and the cache for the backward pass."""
+    Returns the pooled output (N, F, OH // 2, OW // 2) and the cache for the backward pass
+    (None with need_argmax=False: inference has no backward pass)."""
     y, conv_cache = conv2d_forward(x, W, b, stride, padding, relu=True)
-    pooled, argmax = maxpool2d_forward(y, 2, 2, 2, 2)
-    return pooled, (conv_cache, argmax, y.shape)
+    pooled, argmax = maxpool2d_forward(y, 2, 2, 2, 2, need_argmax)
+    return pooled, ((conv_cache, argmax, y.shape) if need_argmax else None)
 
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):

@@ -34,20 +34,23 @@ def fusable(conv, pool):
             and pool.kernel_size == (2, 2) and pool.stride == (2, 2))
 
 
-def forward(conv, pool, x):
-    """The pair's output and the state `backward` needs."""
+def forward(conv, pool, x, training=True):
+    """The pair's output and the state `backward` needs. In eval mode no taps are recorded;
+    a backward pass after it (a saliency map) first recomputes them from x."""
     conv._check_input(x, 4, "(N, C, H, W)")
     impl = kernels.current()
     y, cache = impl.conv2d_relu_maxpool2_forward(x, conv.params["W"], conv.params.get("b"),
-                                                 conv.stride, conv.padding)
+                                                 conv.stride, conv.padding, need_argmax=training)
     conv.cache = pool.cache = None      # their own backward passes have nothing to run on
-    return y, (impl, cache, x.shape)
+    return y, (impl, cache, x)
 
 
 def backward(conv, state, dy, need_dx=True):
     """dx of the pair (None without need_dx), filling conv's gradients."""
-    impl, cache, x_shape = state
-    dx, dW, db = impl.conv2d_relu_maxpool2_backward(dy, cache, x_shape, conv.params["W"],
-                                                    conv.stride, conv.padding, need_dx)
+    impl, cache, x = state
+    W, b = conv.params["W"], conv.params.get("b")
+    if cache is None:
+        cache = impl.conv2d_relu_maxpool2_forward(x, W, b, conv.stride, conv.padding)[1]
+    dx, dW, db = impl.conv2d_relu_maxpool2_backward(dy, cache, x.shape, W, conv.stride, conv.padding, need_dx)
     conv.store_grads(dW, db)
     return dx
