@@ -5,9 +5,14 @@ are stated in, the GEMM-bound limit of this machine, peak memory and start-up ti
 Each measurement runs in its own process (so peak memory is its own and the two libraries'
 thread pools never meet). Training: `--steps` Adam steps at the given batch size after 5
 warm-up steps; images/s = images / wall time; seconds per epoch = 60,000 / images/s.
-Inference: batches of 1000 in eval mode.
+Inference: batches of 1000 in eval mode, for at least a second after one warm-up batch.
 
-    python benchmarks/bench_train.py [--quick] [--models convnet,lenet5,fastnet] [--json out.json]
+These machines' speed drifts by 10-30% over minutes, so the measurements are taken in
+`--rounds` rounds (default 3); within a round each model's tinycnn and PyTorch processes run
+back to back. Images/s are the medians over the rounds; each ratio is the median of the
+rounds' own ratios (the JSON keeps every round).
+
+    python benchmarks/bench_train.py [--quick] [--rounds 3] [--models convnet,lenet5,fastnet] [--json out.json]
 """
 import argparse
 import json
@@ -56,6 +61,17 @@ def train_flops_per_image(arch):
 
 # -- workers (one process each) -----------------------------------------------------------
 
+def inference_images_per_second(predict, batch, seconds=1.0):
+    """Throughput of predict() on one batch: one warm-up call, then calls until `seconds`
+    have passed (at least 5)."""
+    predict()
+    calls, t = 0, time.perf_counter()
+    while calls < 5 or time.perf_counter() - t < seconds:
+        predict()
+        calls += 1
+    return calls * batch / (time.perf_counter() - t)
+
+
 def worker_tinycnn(arch, batch, steps, data_dir, layout):
     import tinycnn
     from tinycnn.losses import SoftmaxCrossEntropy
@@ -70,11 +86,7 @@ def worker_tinycnn(arch, batch, steps, data_dir, layout):
         opt.step()
     train = images_per_second(step, batch, steps)
     xi = np.ascontiguousarray(x[:1000]) if len(x) >= 1000 else np.repeat(x, -(-1000 // len(x)), 0)[:1000]
-    model.predict_proba(xi, batch_size=1000)
-    t = time.perf_counter()
-    for _ in range(5):
-        model.predict_proba(xi, batch_size=1000)
-    infer = 5000 / (time.perf_counter() - t)
+    infer = inference_images_per_second(lambda: model.predict_proba(xi, batch_size=1000), len(xi))
     return {"train_img_s": train, "infer_img_s": infer, "peak_rss_mb": peak_rss_mb(), "data": source}
 
 
@@ -111,11 +123,7 @@ def worker_torch(arch, batch, steps, data_dir, layout):
     model.eval()
     xi = x[:1000] if len(x) >= 1000 else x.repeat(-(-1000 // len(x)), 1, 1, 1)[:1000]
     with torch.no_grad():
-        model(xi)
-        t = time.perf_counter()
-        for _ in range(5):
-            model(xi)
-    infer = 5000 / (time.perf_counter() - t)
+        infer = inference_images_per_second(lambda: model(xi), len(xi))
     return {"train_img_s": train, "infer_img_s": infer, "peak_rss_mb": peak_rss_mb(), "data": source}
 
 
@@ -140,12 +148,34 @@ def first_step_seconds():
     return time.perf_counter() - t
 
 
+def summary_row(arch, results, peak, has_torch):
+    """One table row for a model from its rounds: medians of the rates and of the ratios."""
+    med = lambda values: float(np.median(values))
+    rate = lambda lib, key: med([r[lib][key] for r in results])
+    ratio = lambda lib, key: med([r["tinycnn"][key] / r[lib][key] for r in results])
+    train = rate("tinycnn", "train_img_s")
+    limit = train_flops_per_image(arch) * EPOCH / (peak * 1e9)
+    row = {"model": arch, "tinycnn train img/s": train, "tinycnn s/epoch": EPOCH / train,
+           "GEMM-bound s/epoch": limit, "% of limit": 100 * limit * train / EPOCH,
+           "tinycnn infer img/s": rate("tinycnn", "infer_img_s"),
+           "tinycnn peak MB": max(r["tinycnn"]["peak_rss_mb"] for r in results)}
+    if has_torch:
+        row.update({"torch train img/s": rate("torch", "train_img_s"),
+                    "torch CL train img/s": rate("torch CL", "train_img_s"),
+                    "torch infer img/s": rate("torch", "infer_img_s"),
+                    "train x torch": ratio("torch", "train_img_s"),
+                    "train x torch CL": ratio("torch CL", "train_img_s"),
+                    "infer x torch": ratio("torch", "infer_img_s")})
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="convnet,lenet5,fastnet", help="comma-separated architectures")
     parser.add_argument("--batch", type=int, default=128, help="training batch size (default 128)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 60, quick 15)")
-    parser.add_argument("--quick", action="store_true", help="fewer steps (about a minute)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of measurements (default 3, quick 1)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, one round (about a minute)")
     parser.add_argument("--data-dir", default=os.environ.get("TINYCNN_DATA_DIR",
                                                             os.path.join(ROOT, "..", "shared", "data", "mnist")))
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -157,28 +187,25 @@ def main():
         print(json.dumps(fn(arch, int(batch), int(steps), data_dir, layout)))
         return
 
-    steps = args.steps or (15 if args.quick else 60)
+    steps = args.steps if args.steps is not None else (15 if args.quick else 60)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if steps < 1 or rounds < 1:
+        parser.error(f"--steps and --rounds must be >= 1, got {steps} and {rounds}")
     has_torch = torch_or_none() is not None
     peak = matmul_peak_gflops()
-    rows = []
-    for arch in args.models.split(","):
-        t = run_worker("tinycnn", arch, args.batch, steps, args.data_dir, "nchw")
-        row = {"model": arch, "tinycnn train img/s": t["train_img_s"], "tinycnn s/epoch": EPOCH / t["train_img_s"],
-               "tinycnn infer img/s": t["infer_img_s"], "tinycnn peak MB": t["peak_rss_mb"]}
-        limit = train_flops_per_image(arch) * EPOCH / (peak * 1e9)
-        row["GEMM-bound s/epoch"] = limit
-        row["% of limit"] = 100 * limit / row["tinycnn s/epoch"]
-        if has_torch:
-            d = run_worker("torch", arch, args.batch, steps, args.data_dir, "nchw")
-            c = run_worker("torch", arch, args.batch, steps, args.data_dir, "channels_last")
-            row.update({"torch train img/s": d["train_img_s"], "torch CL train img/s": c["train_img_s"],
-                        "torch infer img/s": d["infer_img_s"],
-                        "train x torch": t["train_img_s"] / d["train_img_s"],
-                        "train x torch CL": t["train_img_s"] / c["train_img_s"],
-                        "infer x torch": t["infer_img_s"] / d["infer_img_s"]})
-        rows.append(row)
+    runs = {arch: [] for arch in args.models.split(",")}     # per model: one dict per round
+    for r in range(rounds):
+        for arch, results in runs.items():
+            print(f"round {r + 1}/{rounds}: {arch}", file=sys.stderr, flush=True)
+            got = {"tinycnn": run_worker("tinycnn", arch, args.batch, steps, args.data_dir, "nchw")}
+            if has_torch:
+                got["torch"] = run_worker("torch", arch, args.batch, steps, args.data_dir, "nchw")
+                got["torch CL"] = run_worker("torch", arch, args.batch, steps, args.data_dir, "channels_last")
+            results.append(got)
+    rows = [summary_row(arch, results, peak, has_torch) for arch, results in runs.items()]
     first = first_step_seconds()
-    print(f"Training: batch {args.batch}, Adam, {steps} timed steps on {t['data']}; inference: batches of 1000.")
+    print(f"Training: batch {args.batch}, Adam, {steps} timed steps on {results[0]['tinycnn']['data']}; "
+          f"inference: batches of 1000. Medians of {rounds} round(s).")
     print(f"Matmul peak (NumPy float32 1024^3, all threads): {peak:.0f} GFLOP/s. GEMM-bound s/epoch = "
           "3 x forward FLOPs x 60,000 / peak.  New process to first training step (warm cache): "
           f"{first:.2f} s.")
@@ -191,8 +218,15 @@ def main():
         columns += ["torch train img/s", "torch CL train img/s", "torch infer img/s", "train x torch",
                     "train x torch CL", "infer x torch"]
     print(table(rows, columns))
-    write_json(args.json, {"machine": machine(), "batch": args.batch, "steps": steps, "matmul_gflops": peak,
-                           "first_step_seconds": first, "rows": rows})
+    if has_torch and rounds > 1:
+        print("\nRatios in each round (tinycnn / PyTorch), in the order they ran:\n")
+        each = lambda results, lib, key: " / ".join(f"{r['tinycnn'][key] / r[lib][key]:.2f}" for r in results)
+        print(table([{"model": arch, "train x torch": each(results, "torch", "train_img_s"),
+                      "train x torch CL": each(results, "torch CL", "train_img_s"),
+                      "infer x torch": each(results, "torch", "infer_img_s")} for arch, results in runs.items()],
+                    ["model", "train x torch", "train x torch CL", "infer x torch"]))
+    write_json(args.json, {"machine": machine(), "batch": args.batch, "steps": steps, "rounds": runs,
+                           "matmul_gflops": peak, "first_step_seconds": first, "rows": rows})
 
 
 if __name__ == "__main__":
