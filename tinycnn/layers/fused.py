@@ -1,21 +1,24 @@
 """A Conv2D(activation="relu") followed by MaxPool2D(2) run as one step, for speed.
 
-In training, `Sequential` runs such a pair through the kernels' conv2d_relu_maxpool2_forward
-and _backward instead of the two layers' own passes. Why it pays: the convolution's output is the largest
-array in these networks (128 x 32 x 26 x 26 floats, 11 MB, for the Keras convnet's first
-layer). Run separately, it is written by the convolution, read by the pooling, and backward
-a gradient of the same size is written by the pooling and read by the convolution, with
-the output read once more for the ReLU's mask. Fused, the fast kernels pool each output
-plane while it is still in the CPU's cache, keep only the pooled values and each window's
-winning tap (1 byte), and backward place each pooled gradient straight where the
-convolution's pass wants it. In evaluation mode the layers run on their own: the pooling
-then needs no taps at all, and that is faster than the fused pass, which always records them.
+`Sequential` runs such a pair through the kernels' conv2d_relu_maxpool2_forward and
+_backward instead of the two layers' own passes. Why it pays: the convolution's output is
+the largest array in these networks (128 x 32 x 26 x 26 floats, 11 MB, for the Keras
+convnet's first layer). Run separately, it is written by the convolution, read by the
+pooling, and backward a gradient of the same size is written by the pooling and read by
+the convolution, with the output read once more for the ReLU's mask. Fused, the fast
+kernels pool each output plane while it is still in the CPU's cache, keep only the pooled
+values and each window's winning tap (1 byte), and backward place each pooled gradient
+straight where the convolution's pass wants it. In evaluation mode no taps are recorded;
+a backward pass after it (a saliency map) recomputes them from the input.
+
 Measured (`python benchmarks/bench_conv_methods.py`, forward+backward of the pair, 2 cores):
 the convnet's first layer at batch 128 6.3 -> 5.3 ms, LeNet-5's first at batch 1000
 20.1 -> 14.5 ms; the second layers, whose outputs are small, gain nothing (16.1 -> 16.3 ms,
 27.3 -> 30.2 ms: within the noise of these machines, which drift +-25% between runs). A
 training step, fused / not, alternated 8 times in one process: convnet 29.4 / 32.1 ms,
-LeNet-5 8.8 / 9.4 ms.
+LeNet-5 8.8 / 9.4 ms. predict_proba on 1000 test images, fused / not, alternated 20 times:
+LeNet-5 23.1 / 26.8 ms, convnet 67.7 / 81.4 ms (an earlier fused pass that recorded the
+taps in eval mode too was slower than the two layers).
 
 Nothing else changes: the layers still run on their own (a single layer's forward, the
 feature-map plots), save and load as two layers, and the NumPy reference kernels define
