@@ -163,9 +163,11 @@ def summary_row(arch, results, peak, has_torch):
         row.update({"torch train img/s": rate("torch", "train_img_s"),
                     "torch CL train img/s": rate("torch CL", "train_img_s"),
                     "torch infer img/s": rate("torch", "infer_img_s"),
+                    "torch CL infer img/s": rate("torch CL", "infer_img_s"),
                     "train x torch": ratio("torch", "train_img_s"),
                     "train x torch CL": ratio("torch CL", "train_img_s"),
-                    "infer x torch": ratio("torch", "infer_img_s")})
+                    "infer x torch": ratio("torch", "infer_img_s"),
+                    "infer x torch CL": ratio("torch CL", "infer_img_s")})
     return row
 
 
@@ -215,16 +217,17 @@ def main():
     columns = ["model", "tinycnn train img/s", "tinycnn s/epoch", "GEMM-bound s/epoch", "% of limit",
                "tinycnn infer img/s", "tinycnn peak MB"]
     if has_torch:
-        columns += ["torch train img/s", "torch CL train img/s", "torch infer img/s", "train x torch",
-                    "train x torch CL", "infer x torch"]
+        columns += ["torch train img/s", "torch CL train img/s", "torch infer img/s", "torch CL infer img/s",
+                    "train x torch", "train x torch CL", "infer x torch", "infer x torch CL"]
     print(table(rows, columns))
     if has_torch and rounds > 1:
         print("\nRatios in each round (tinycnn / PyTorch), in the order they ran:\n")
         each = lambda results, lib, key: " / ".join(f"{r['tinycnn'][key] / r[lib][key]:.2f}" for r in results)
         print(table([{"model": arch, "train x torch": each(results, "torch", "train_img_s"),
                       "train x torch CL": each(results, "torch CL", "train_img_s"),
-                      "infer x torch": each(results, "torch", "infer_img_s")} for arch, results in runs.items()],
-                    ["model", "train x torch", "train x torch CL", "infer x torch"]))
+                      "infer x torch": each(results, "torch", "infer_img_s"),
+                      "infer x torch CL": each(results, "torch CL", "infer_img_s")} for arch, results in runs.items()],
+                    ["model", "train x torch", "train x torch CL", "infer x torch", "infer x torch CL"]))
     write_json(args.json, {"machine": machine(), "batch": args.batch, "steps": steps, "rounds": runs,
                            "matmul_gflops": peak, "first_step_seconds": first, "rows": rows})
 
