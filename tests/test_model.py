@@ -79,12 +79,13 @@ def test_convnet_with_built_in_relu_is_the_keras_plan(backend):
         np.testing.assert_allclose(g_fused, g_plain, rtol=1e-4, atol=1e-5, err_msg=f"{name}.{key}")
 
 
-@pytest.mark.parametrize("builder", [convnet, lenet5])
+@pytest.mark.parametrize("builder", [convnet, lenet5, fastnet])
 @pytest.mark.parametrize("training", [True, False])
 def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, builder, training, monkeypatch):
-    # Sequential runs Conv2D(relu) + MaxPool2D(2) as one step (layers/fused.py); it must give
-    # exactly what the layers give on their own: output, dx and every gradient. (In eval mode
-    # the fused pass records no taps: backward then recomputes them, as for a saliency map.)
+    # Sequential runs Conv2D(relu) + MaxPool2D(2), and fastnet's Conv2D + MaxPool2D(2) + ReLU,
+    # as one step (layers/fused.py); it must give exactly what the layers give on their own:
+    # output, dx and every gradient. (In eval mode the fused pass records no taps: backward
+    # then recomputes them, as for a saliency map.)
     model = builder(seed=2)
     x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
     dy = np.random.default_rng(1).standard_normal((5, 10)).astype(np.float32)
@@ -103,6 +104,19 @@ def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, bui
     np.testing.assert_array_equal(dx, dx_layers)
     for g, g_layers in zip(grads, grads_layers):
         np.testing.assert_array_equal(g, g_layers)
+
+
+def test_which_layers_fuse():
+    conv, relu_conv = Conv2D(1, 4, 3), Conv2D(1, 4, 3, activation="relu")
+    assert fused.run_length([relu_conv, MaxPool2D(2), ReLU()], 0) == 2
+    assert fused.run_length([conv, MaxPool2D(2), ReLU()], 0) == 3
+    assert fused.run_length([Flatten(), conv, MaxPool2D(2), ReLU()], 1) == 3
+    assert fused.run_length([conv, MaxPool2D(2)], 0) == 0                      # no ReLU to fold in
+    assert fused.run_length([conv, MaxPool2D(2), Flatten(), ReLU()], 0) == 0
+    assert fused.run_length([relu_conv, MaxPool2D(3)], 0) == 0                 # only 2x2, stride 2
+    assert fused.run_length([relu_conv, MaxPool2D(2, stride=1)], 0) == 0
+    assert fused.run_length([relu_conv, ReLU(), MaxPool2D(2)], 0) == 0
+    assert fused.run_length(fastnet(batchnorm=True).layers, 0) == 0           # batch norm between
 
 
 def test_seed_makes_initialisation_and_dropout_reproducible():

@@ -12,8 +12,8 @@ class Sequential:
     forward(x) runs each layer's forward; backward(dy) runs their backward passes in
     reverse, each layer turning the gradient of its output into the gradient of its input
     and filling its own `grads` on the way. (One shortcut: a Conv2D(activation="relu")
-    followed by MaxPool2D(2) runs as one fused step, with exactly the layers' results; see
-    layers/fused.py.)
+    followed by MaxPool2D(2), or a Conv2D, MaxPool2D(2) and ReLU, runs as one fused step,
+    with exactly the layers' results; see layers/fused.py.)
 
     seed: when given, every layer's parameters are re-drawn from
     np.random.default_rng(seed), and dropout draws its masks from the same generator, so a
@@ -74,13 +74,15 @@ class Sequential:
         if self.input_shape != x.shape[1:]:
             self.build(x.shape[1:])
         layers = self.layers
-        self._fused = {}      # a Conv2D + MaxPool2D pair run as one: pool's index -> its state
+        self._fused = {}      # layers run as one step: last one's index -> (first's, state)
         with one_thread_pool():
             i = 0
             while i < len(layers):
-                if i + 1 < len(layers) and fused.fusable(layers[i], layers[i + 1]):
-                    x, self._fused[i + 1] = fused.forward(layers[i], layers[i + 1], x, training)
-                    i += 2
+                n = fused.run_length(layers, i)
+                if n:
+                    x, state = fused.forward(layers[i:i + n], x, training)
+                    self._fused[i + n - 1] = (i, state)
+                    i += n
                 else:
                     x = layers[i].forward(x, training=training)
                     i += 1
@@ -95,9 +97,9 @@ class Sequential:
         with one_thread_pool():
             i = len(self.layers) - 1
             while i >= 0:
-                if i in self._fused:                          # the pair, back to its input
-                    i -= 1
-                    dy = fused.backward(self.layers[i], self._fused[i + 1], dy, need_dx or i > 0)
+                if i in self._fused:                          # the fused run, back to its input
+                    i, state = self._fused[i]
+                    dy = fused.backward(self.layers[i], state, dy, need_dx or i > 0)
                 elif i == 0 and not need_dx and isinstance(self.layers[0], Conv2D):
                     dy = self.layers[0].backward(dy, need_dx=False)
                 else:

@@ -1,4 +1,5 @@
-"""A Conv2D(activation="relu") followed by MaxPool2D(2) run as one step, for speed.
+"""A Conv2D(activation="relu") followed by MaxPool2D(2) run as one step, for speed; also a
+Conv2D, MaxPool2D(2) and ReLU, which compute the same (max and ReLU commute).
 
 `Sequential` runs such a pair through the kernels' conv2d_relu_maxpool2_forward and
 _backward instead of the two layers' own passes. Why it pays: the convolution's output is
@@ -16,40 +17,54 @@ the convnet's first layer at batch 128 6.3 -> 5.3 ms, LeNet-5's first at batch 1
 20.1 -> 14.5 ms; the second layers, whose outputs are small, gain nothing (16.1 -> 16.3 ms,
 27.3 -> 30.2 ms: within the noise of these machines, which drift +-25% between runs). A
 training step, fused / not, alternated 8 times in one process: convnet 29.4 / 32.1 ms,
-LeNet-5 8.8 / 9.4 ms. predict_proba on 1000 test images, fused / not, alternated 20 times:
-LeNet-5 23.1 / 26.8 ms, convnet 67.7 / 81.4 ms (an earlier fused pass that recorded the
-taps in eval mode too was slower than the two layers).
+LeNet-5 8.8 / 9.4 ms; fastnet (Conv2D + MaxPool2D(2) + ReLU, 10 rounds of 10 steps on
+real MNIST) 23.6 / 25.7 ms. predict_proba on 1000 test images, fused / not, alternated 20
+times: LeNet-5 23.1 / 26.8 ms, convnet 67.7 / 81.4 ms; fastnet 64.0 / 72.1 ms (10 times).
+(An earlier fused pass that recorded the taps in eval mode too was slower than the layers.)
 
 Nothing else changes: the layers still run on their own (a single layer's forward, the
-feature-map plots), save and load as two layers, and the NumPy reference kernels define
+feature-map plots), save and load as their own layers, and the NumPy reference kernels define
 the pair as the two passes in turn, so both backends give the layers' own results
 (tests/test_model.py holds the fused and unfused paths equal).
 """
 from .. import kernels
+from .activations import ReLU
 from .conv import Conv2D
 from .pooling import MaxPool2D
 
 ENABLED = True          # off: every layer runs its own passes (tests compare the two)
 
 
-def fusable(conv, pool):
-    return (ENABLED and type(conv) is Conv2D and conv.activation == "relu" and type(pool) is MaxPool2D
-            and pool.kernel_size == (2, 2) and pool.stride == (2, 2))
+def run_length(layers, i):
+    """How many layers from layers[i] on run as one fused step: 2 for Conv2D(activation="relu")
+    + MaxPool2D(2); 3 for Conv2D + MaxPool2D(2) + ReLU (as in fastnet: max and ReLU commute,
+    relu(max(a)) = max(relu(a)), so the pair computes the same values and gradients);
+    otherwise 0."""
+    conv, pool, after = (layers[i:i + 3] + [None, None])[:3]
+    if not (ENABLED and type(conv) is Conv2D and type(pool) is MaxPool2D
+            and pool.kernel_size == (2, 2) and pool.stride == (2, 2)):
+        return 0
+    if conv.activation == "relu":
+        return 2
+    return 3 if type(after) is ReLU else 0
 
 
-def forward(conv, pool, x, training=True):
-    """The pair's output and the state `backward` needs. In eval mode no taps are recorded;
-    a backward pass after it (a saliency map) first recomputes them from x."""
+def forward(layers, x, training=True):
+    """The fused layers' output and the state `backward` needs (layers[0] is the Conv2D).
+    In eval mode no taps are recorded; a backward pass after it (a saliency map) first
+    recomputes them from x."""
+    conv = layers[0]
     conv._check_input(x, 4, "(N, C, H, W)")
     impl = kernels.current()
     y, cache = impl.conv2d_relu_maxpool2_forward(x, conv.params["W"], conv.params.get("b"),
                                                  conv.stride, conv.padding, need_argmax=training)
-    conv.cache = pool.cache = None      # their own backward passes have nothing to run on
+    for layer in layers:
+        layer.cache = None              # their own backward passes have nothing to run on
     return y, (impl, cache, x)
 
 
 def backward(conv, state, dy, need_dx=True):
-    """dx of the pair (None without need_dx), filling conv's gradients."""
+    """dx of the fused layers (None without need_dx), filling conv's gradients."""
     impl, cache, x = state
     W, b = conv.params["W"], conv.params.get("b")
     if cache is None:
