@@ -17,10 +17,12 @@ the convnet's first layer at batch 128 6.3 -> 5.3 ms, LeNet-5's first at batch 1
 20.1 -> 14.5 ms; the second layers, whose outputs are small, gain nothing (16.1 -> 16.3 ms,
 27.3 -> 30.2 ms: within the noise of these machines, which drift +-25% between runs). A
 training step, fused / not, alternated 8 times in one process: convnet 29.4 / 32.1 ms,
-LeNet-5 8.8 / 9.4 ms; fastnet (Conv2D + MaxPool2D(2) + ReLU, 10 rounds of 10 steps on
-real MNIST) 23.6 / 25.7 ms. predict_proba on 1000 test images, fused / not, alternated 20
-times: LeNet-5 23.1 / 26.8 ms, convnet 67.7 / 81.4 ms; fastnet 64.0 / 72.1 ms (10 times).
-(An earlier fused pass that recorded the taps in eval mode too was slower than the layers.)
+LeNet-5 8.8 / 9.4 ms; fastnet (Conv2D + MaxPool2D(2) + ReLU; 10 rounds of 10 steps on real
+MNIST, three runs) 23.6 / 25.7 and 19.9 / 20.8 ms at batch 128, 43.0 / 46.0 ms at batch 256.
+predict_proba on 1000 test images, fused / not, alternated 20 times: LeNet-5 23.1 / 26.8 ms,
+convnet 67.7 / 81.4 ms; fastnet 64.0 / 72.1, 47.5 / 57.8, 43.9 / 49.6 and 62.7 / 62.3 ms in
+four runs. (An earlier fused pass that recorded the taps in eval mode too was slower than
+the layers.)
 
 Nothing else changes: the layers still run on their own (a single layer's forward, the
 feature-map plots), save and load as their own layers, and the NumPy reference kernels define
