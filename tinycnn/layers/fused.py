@@ -42,7 +42,7 @@ def run_length(layers, i):
     + MaxPool2D(2); 3 for Conv2D + MaxPool2D(2) + ReLU (as in fastnet: max and ReLU commute,
     relu(max(a)) = max(relu(a)), so the pair computes the same values and gradients);
     otherwise 0."""
-    conv, pool, after = (layers[i:i + 3] + [None, None])[:3]
+    conv, pool, after = (layers[k] if k < len(layers) else None for k in (i, i + 1, i + 2))
     if not (ENABLED and type(conv) is Conv2D and type(pool) is MaxPool2D
             and pool.kernel_size == (2, 2) and pool.stride == (2, 2)):
         return 0
