@@ -90,6 +90,9 @@ def worker_tinycnn(arch, batch, steps, data_dir, layout):
     return {"train_img_s": train, "infer_img_s": infer, "peak_rss_mb": peak_rss_mb(), "data": source}
 
 
+TORCH_TWINS = ("convnet", "lenet5", "fastnet")      # the models torch_model can build
+
+
 def torch_model(torch, arch):
     nn = torch.nn
     if arch == "convnet":
@@ -99,8 +102,11 @@ def torch_model(torch, arch):
         return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
                              nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
-    return nn.Sequential(nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(24, 32, 5), nn.MaxPool2d(2),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+    if arch == "fastnet":
+        return nn.Sequential(nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(24, 32, 5),
+                             nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(512, 256), nn.ReLU(),
+                             nn.Linear(256, 10))
+    raise ValueError(f"no PyTorch twin for {arch!r}; there are: {', '.join(TORCH_TWINS)}")
 
 
 def worker_torch(arch, batch, steps, data_dir, layout):
@@ -179,7 +185,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=None, help="rounds of measurements (default 3, quick 1)")
     parser.add_argument("--quick", action="store_true", help="fewer steps, one round (about a minute)")
     parser.add_argument("--data-dir", default=os.environ.get("TINYCNN_DATA_DIR",
-                                                            os.path.join(ROOT, "..", "shared", "data", "mnist")))
+                                                            os.path.join(ROOT, "..", "shared", "data", "mnist")),
+                        help="folder with the MNIST files (default $TINYCNN_DATA_DIR or ../shared/data/mnist; "
+                             "random images if absent)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,6 +201,10 @@ def main():
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if steps < 1 or rounds < 1:
         parser.error(f"--steps and --rounds must be >= 1, got {steps} and {rounds}")
+    unknown = [m for m in args.models.split(",") if m not in TORCH_TWINS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(TORCH_TWINS)} "
+                     "(the architectures with a PyTorch twin here)")
     has_torch = torch_or_none() is not None
     peak = matmul_peak_gflops()
     runs = {arch: [] for arch in args.models.split(",")}     # per model: one dict per round
