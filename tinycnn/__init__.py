@@ -7,6 +7,7 @@ Numba-jitted CPU kernels beside readable reference ones.
 """
 from . import runtime  # noqa: F401  (process set-up for speed: see runtime.py)
 from . import (augment, backend, datasets, functional, kernels, layers, losses, models, optim,
+               saliency,
                schedules, train)
 from .backend import get_backend, set_backend
 from .gradcheck import GradcheckResult, gradcheck
@@ -28,5 +29,5 @@ def __getattr__(name):
 __all__ = ["Sequential", "gradcheck", "GradcheckResult", "set_backend", "get_backend",
            "load_model", "save_model", "ModelFormatError", "fit", "evaluate", "TrainingDiverged",
            "TrainingInterrupted", "augment", "metrics", "optim", "plotting", "schedules", "train",
-           "layers", "losses", "functional", "models", "kernels", "backend", "datasets",
+           "layers", "losses", "functional", "models", "kernels", "backend", "datasets", "saliency",
            "__version__"]
