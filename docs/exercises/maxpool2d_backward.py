@@ -1,0 +1,13 @@
+"""Exercise (docs/06-pooling.md): the backward pass of max pooling (square windows).
+
+y[n, c, a, b] = max of x[n, c, a*s : a*s + k, b*s : b*s + k]
+Check it:  python -m tinycnn.exercises docs/exercises/maxpool2d_backward.py
+"""
+import numpy as np
+
+
+def maxpool2d_backward(x, dy, kernel, stride):
+    """x (N, C, H, W), dy (N, C, OH, OW), kernel and stride ints -> dx (N, C, H, W)."""
+    raise NotImplementedError(
+        "find each window's maximum again (window.argmax()); only that element moved y, so "
+        "it receives the window's dy, added (+=) because overlapping windows can share it")

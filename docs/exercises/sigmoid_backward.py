@@ -1,0 +1,12 @@
+"""Exercise (docs/03-activations.md): write the backward pass of Sigmoid, s = 1 / (1 + exp(-x)).
+
+Check it:  python -m tinycnn.exercises docs/exercises/sigmoid_backward.py
+"""
+import numpy as np
+
+
+def sigmoid_backward(x, dy):
+    """x and dy = dL/ds of the same shape -> dx = dL/dx (same shape)."""
+    raise NotImplementedError(
+        "differentiate s = (1 + exp(-x))^-1 and write the result with s itself; "
+        "then multiply by dy element by element")

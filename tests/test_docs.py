@@ -1,0 +1,178 @@
+"""The walkthrough in docs/ runs as written, and the exercises' checker works.
+
+Convention for every docs/*.md file (new chapters are picked up automatically):
+- every ```python block runs, in order, in one fresh namespace per file, with the current
+  folder set to a temporary one;
+- a ```python block followed directly by a ```text block must print exactly that text
+  (trailing whitespace of each line stripped; the whole block is compared).
+
+Run one chapter and see what each block prints:  python tests/test_docs.py docs/05-conv2d.md
+"""
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinycnn
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+EXERCISES = DOCS / "exercises"
+CHAPTERS = sorted(DOCS.glob("*.md"))
+
+# A python block, optionally followed (blank lines only in between) by a text block.
+BLOCK = re.compile(r"^```python\n(.*?)^```\n(?:\s*^```text\n(.*?)^```\n)?", re.S | re.M)
+
+
+def code_blocks(path):
+    """[(line number, code, expected output or None)] for every python block in path."""
+    text = path.read_text()
+    return [(text.count("\n", 0, m.start()) + 2, m.group(1), m.group(2))
+            for m in BLOCK.finditer(text)]
+
+
+def normalise(text):
+    return "\n".join(line.rstrip() for line in text.strip("\n").split("\n"))
+
+
+@contextlib.contextmanager
+def global_state_restored():
+    """Chapters may switch the backend or numpy's print options; put both back."""
+    backend, printoptions = tinycnn.get_backend(), np.get_printoptions()
+    try:
+        yield
+    finally:
+        tinycnn.set_backend(backend)
+        np.set_printoptions(**printoptions)
+
+
+def run_chapter(path, on_block):
+    """Run every python block of `path` in one namespace; on_block(line, expected, printed)."""
+    namespace = {"__name__": f"docs.{path.stem}"}
+    with global_state_restored():
+        for line, code, expected in code_blocks(path):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                # Leading newlines keep traceback line numbers equal to the file's.
+                exec(compile("\n" * (line - 1) + code, str(path), "exec"), namespace)
+            on_block(line, expected, out.getvalue())
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 10, [p.name for p in CHAPTERS]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_runs_and_prints_what_it_says(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checked = []
+
+    def compare(line, expected, printed):
+        if expected is not None:
+            assert normalise(printed) == normalise(expected), \
+                f"{path.name}: the block at line {line} printed something else"
+            checked.append(line)
+
+    run_chapter(path, compare)
+
+
+def documented_names():
+    """Every section heading (## or ###) of every chapter, as one string."""
+    return "\n".join(line for path in CHAPTERS for line in path.read_text().splitlines()
+                     if line.startswith("#"))
+
+
+@pytest.mark.parametrize("name", sorted(tinycnn.layers.LAYER_TYPES) + ["SoftmaxCrossEntropy"])
+def test_every_layer_type_and_the_loss_has_a_section(name):
+    assert re.search(rf"^#+ .*\b{name}\b", documented_names(), re.M), \
+        f"no section heading in docs/*.md names {name}: add one where it is explained"
+
+
+# -- the exercises' checker ----------------------------------------------------------------
+from tinycnn import exercises  # noqa: E402
+
+STUBS = sorted(EXERCISES.glob("*.py"))
+
+
+def check(path):
+    """Run the checker in-process: (exit status, what it printed)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = exercises.main([str(path)])
+    return status, out.getvalue()
+
+
+def test_every_exercise_has_a_stub_and_a_solution():
+    assert sorted(p.stem for p in STUBS) == sorted(exercises.EXERCISES)
+    assert sorted(p.stem for p in (EXERCISES / "solutions").glob("*.py")) == sorted(exercises.EXERCISES)
+
+
+@pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
+def test_worked_solution_passes(name):
+    status, out = check(EXERCISES / "solutions" / f"{name}.py")
+    assert status == 0, out
+    assert "FAIL" not in out and out.count("PASS") == 3 * len(exercises.EXERCISES[name].outputs)
+    assert out.rstrip().endswith("all checks passed")
+
+
+@pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
+def test_stub_fails_cleanly(name):
+    status, out = check(EXERCISES / f"{name}.py")
+    assert status == 1
+    assert "not written yet" in out and "Traceback" not in out
+
+
+def wrong_version(tmp_path, name, old, new):
+    """The worked solution with one line changed, saved under the exercise's own name."""
+    source = (EXERCISES / "solutions" / f"{name}.py").read_text()
+    assert old in source, f"{old!r} not in the {name} solution"
+    path = tmp_path / f"{name}.py"
+    path.write_text(source.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("name, old, new, wrong_array", [
+    ("dense_backward", "dy.sum(axis=0)", "dy.mean(axis=0)", "db"),
+    ("conv2d_backward", "dW[f] +=", "dW[f] -=", "dW"),
+    ("maxpool2d_backward", "dx[n, c, i0 + i, j0 + j] += ", "dx[n, c, i0 + i, j0 + j] = 0.5 * ", "dx"),
+    ("batchnorm_backward", "dxc += dvar * 2 * xc / N", "pass", "dx"),
+])
+def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong_array):
+    status, out = check(wrong_version(tmp_path, name, old, new))
+    assert status == 1
+    assert re.search(rf"^\s*FAIL {wrong_array}\b", out, re.M), out
+    assert "Traceback" not in out
+
+
+def test_wrong_shape_and_exceptions_are_one_line_each(tmp_path):
+    path = wrong_version(tmp_path, "dense_backward", "return dx, dW, db", "return dx, dW.T, db")
+    status, out = check(path)
+    assert status == 1 and re.search(r"FAIL dW .*shape \(5, 4\).*expected \(4, 5\)", out), out
+    path.write_text("def dense_backward(x, W, b, dy):\n    return x[10]\n")
+    status, out = check(path)
+    assert status == 1 and "IndexError" in out and "line 2" in out and "Traceback" not in out
+
+
+def test_checker_command_line():
+    """The one command a learner runs: exit status and a clear line for a bad path."""
+    cmd = [sys.executable, "-m", "tinycnn.exercises"]
+    ok = subprocess.run(cmd + [str(EXERCISES / "solutions" / "dense_backward.py")],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    missing = subprocess.run(cmd + ["docs/exercises/no_such_exercise.py"], capture_output=True,
+                             text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr + missing.stdout
+    assert "no_such_exercise.py" in missing.stderr
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        def show(line, expected, printed):
+            print(f"--- {arg}, block at line {line}" + ("" if expected is None else " (checked)"))
+            print(printed, end="")
+        run_chapter(Path(arg), show)
