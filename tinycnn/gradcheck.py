@@ -111,3 +111,26 @@ def gradcheck(obj, x, labels=None, loss=None, training=True, h=1e-5, floor=1e-4,
                 worst = (err, f"{name}[{', '.join(map(str, np.unravel_index(i, array.shape)))}]")
         errors[name] = array_worst
     return GradcheckResult(float(worst[0]), worst[1], errors)
+
+
+def numeric_gradient(f, x, h=1e-5):
+    """Central differences of a scalar function f() with respect to every element of x.
+
+    f takes no arguments and reads the float64 array x, which is perturbed in place one
+    element at a time and restored: dL/dx_i ~ (f(x_i + h) - f(x_i - h)) / (2h).
+    Returns an array of x's shape. For learning and small arrays (2 calls of f per element).
+    """
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.flags.c_contiguous):
+        raise TypeError("numeric_gradient: x must be a C-contiguous float64 array (it is "
+                        f"perturbed in place), got {type(x).__name__} "
+                        f"{getattr(x, 'dtype', '')}")
+    flat, grad = x.reshape(-1), np.zeros(x.size)
+    for i in range(x.size):
+        orig = flat[i]
+        flat[i] = orig + h
+        plus = f()
+        flat[i] = orig - h
+        minus = f()
+        flat[i] = orig
+        grad[i] = (plus - minus) / (2 * h)
+    return grad.reshape(x.shape)
