@@ -63,22 +63,35 @@ def run_chapter(path, on_block):
             on_block(line, expected, out.getvalue())
 
 
-def test_there_are_chapters():
-    assert len(CHAPTERS) >= 10, [p.name for p in CHAPTERS]
+def test_every_chapter_is_in_the_reading_order():
+    order = (DOCS / "README.md").read_text()
+    missing = [p.name for p in CHAPTERS if p.name != "README.md" and f"({p.name})" not in order]
+    assert len(CHAPTERS) >= 10 and not missing, f"add {missing} to the reading order in docs/README.md"
+
+
+def check_chapter(path):
+    """Run a chapter; fail on the first block whose output differs from its text block."""
+    def compare(line, expected, printed):
+        if expected is not None:
+            assert normalise(printed) == normalise(expected), \
+                f"{path.name}: the block at line {line} printed\n{printed}"
+    run_chapter(path, compare)
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_chapter_runs_and_prints_what_it_says(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    checked = []
+    check_chapter(path)
 
-    def compare(line, expected, printed):
-        if expected is not None:
-            assert normalise(printed) == normalise(expected), \
-                f"{path.name}: the block at line {line} printed something else"
-            checked.append(line)
 
-    run_chapter(path, compare)
+def test_the_harness_catches_a_wrong_output_and_shares_one_namespace(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```python\nx = 2\n```\n\ntext\n\n```python\nprint(x + 1)   \n```\n\n"
+                    "```text\n3\n```\n")
+    check_chapter(page)
+    page.write_text(page.read_text().replace("\n3\n", "\n4\n"))
+    with pytest.raises(AssertionError, match="line 8 printed"):
+        check_chapter(page)
 
 
 def documented_names():
@@ -159,15 +172,25 @@ def test_wrong_shape_and_exceptions_are_one_line_each(tmp_path):
 
 
 def test_checker_command_line():
-    """The one command a learner runs: exit status and a clear line for a bad path."""
+    """The one command a learner runs, as a learner runs it."""
     cmd = [sys.executable, "-m", "tinycnn.exercises"]
     ok = subprocess.run(cmd + [str(EXERCISES / "solutions" / "dense_backward.py")],
                         capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    missing = subprocess.run(cmd + ["docs/exercises/no_such_exercise.py"], capture_output=True,
-                             text=True, cwd=ROOT)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr + missing.stdout
-    assert "no_such_exercise.py" in missing.stderr
+    assert ok.stdout.rstrip().endswith("all checks passed")
+
+
+def test_checker_says_which_file_it_cannot_use(tmp_path, capsys):
+    assert exercises.main([str(tmp_path / "no_such_exercise.py")]) == 2
+    assert "no_such_exercise.py: not an exercise name" in capsys.readouterr().err
+    assert exercises.main([str(tmp_path / "dense_backward.py")]) == 2
+    assert "dense_backward.py: no such file" in capsys.readouterr().err
+    (tmp_path / "sigmoid_backward.py").write_text("def sigmoid_backward(x, dy):\n    return (\n")
+    assert exercises.main([str(tmp_path / "sigmoid_backward.py")]) == 1
+    assert "could not load" in capsys.readouterr().out
+    (tmp_path / "sigmoid_backward.py").write_text("def sigmoid(x, dy):\n    return dy\n")
+    assert exercises.main([str(tmp_path / "sigmoid_backward.py")]) == 1
+    assert "defines no function sigmoid_backward" in capsys.readouterr().out
 
 
 if __name__ == "__main__":
