@@ -106,6 +106,14 @@ def test_every_layer_type_and_the_loss_has_a_section(name):
         f"no section heading in docs/*.md names {name}: add one where it is explained"
 
 
+def test_numeric_gradient_needs_a_float64_array_it_can_perturb():
+    from tinycnn.gradcheck import numeric_gradient
+    x = np.array([1.0, 2.0])
+    np.testing.assert_allclose(numeric_gradient(lambda: float(np.sum(x ** 3)), x), [3, 12], rtol=1e-8)
+    with pytest.raises(TypeError, match="C-contiguous float64 array .* float32"):
+        numeric_gradient(lambda: 0.0, x.astype(np.float32))
+
+
 # -- the exercises' checker ----------------------------------------------------------------
 from tinycnn import exercises  # noqa: E402
 

@@ -96,13 +96,7 @@ def gradcheck(obj, x, labels=None, loss=None, training=True, h=1e-5, floor=1e-4,
             idx = rng.choice(flat.size, max_checks, replace=False)
         array_worst = 0.0
         for i in idx:
-            orig = flat[i]
-            flat[i] = orig + h
-            plus = forward()
-            flat[i] = orig - h
-            minus = forward()
-            flat[i] = orig
-            numeric = (plus - minus) / (2 * h)
+            numeric = _central_difference(forward, flat, i, h)
             a = analytic.reshape(-1)[i]
             err = abs(a - numeric) / max(abs(a) + abs(numeric), floor)
             if err > array_worst:
@@ -124,13 +118,16 @@ def numeric_gradient(f, x, h=1e-5):
         raise TypeError("numeric_gradient: x must be a C-contiguous float64 array (it is "
                         f"perturbed in place), got {type(x).__name__} "
                         f"{getattr(x, 'dtype', '')}")
-    flat, grad = x.reshape(-1), np.zeros(x.size)
-    for i in range(x.size):
-        orig = flat[i]
-        flat[i] = orig + h
-        plus = f()
-        flat[i] = orig - h
-        minus = f()
-        flat[i] = orig
-        grad[i] = (plus - minus) / (2 * h)
-    return grad.reshape(x.shape)
+    flat = x.reshape(-1)                       # a view: perturbing it perturbs x
+    return np.array([_central_difference(f, flat, i, h) for i in range(x.size)]).reshape(x.shape)
+
+
+def _central_difference(f, flat, i, h):
+    """(f() with flat[i] + h  minus  f() with flat[i] - h) / 2h; flat[i] is restored."""
+    orig = flat[i]
+    flat[i] = orig + h
+    plus = f()
+    flat[i] = orig - h
+    minus = f()
+    flat[i] = orig
+    return (plus - minus) / (2 * h)
