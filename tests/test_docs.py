@@ -162,6 +162,9 @@ def wrong_version(tmp_path, name, old, new):
     ("conv2d_backward", "dW[f] +=", "dW[f] -=", "dW"),
     ("maxpool2d_backward", "dx[n, c, i0 + i, j0 + j] += ", "dx[n, c, i0 + i, j0 + j] = 0.5 * ", "dx"),
     ("batchnorm_backward", "dxc += dvar * 2 * xc / N", "pass", "dx"),
+    ("sigmoid_backward", "return dy * s * (1 - s)", "return dy * s", "dx"),
+    ("softmax_cross_entropy_backward", "(p - onehot) / N", "p - onehot", "dlogits"),
+    ("avgpool2d_backward", "/ kernel**2", "/ kernel", "dx"),
 ])
 def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong_array):
     status, out = check(wrong_version(tmp_path, name, old, new))

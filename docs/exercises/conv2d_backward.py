@@ -1,6 +1,6 @@
 """Exercise (docs/05-conv2d.md): the gradients of a convolution with stride and padding.
 
-y[n, f, a, b] = b[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*s + i, b*s + j]
+y[n, f, a, b] = bias[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*s + i, b*s + j]
 (xpad: x with `padding` zeros on every side; s: the stride).
 Check it:  python -m tinycnn.exercises docs/exercises/conv2d_backward.py
 """

@@ -1,7 +1,7 @@
 """Worked solution: the gradients of a strided, padded convolution, written as loops straight
 from the forward definition (docs/05-conv2d.md).
 
-Forward:  y[n, f, a, b] = b[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*s + i, b*s + j]
+Forward:  y[n, f, a, b] = bias[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*s + i, b*s + j]
 Each term W * xpad sends dy[n, f, a, b] * xpad to dW and dy[n, f, a, b] * W to dxpad.
 """
 import numpy as np
@@ -16,7 +16,7 @@ def conv2d_backward(x, W, dy, stride, padding):
     xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     dxpad = np.zeros_like(xpad)
     dW = np.zeros_like(W)
-    db = dy.sum(axis=(0, 2, 3))              # b[f] is added to every output pixel of map f
+    db = dy.sum(axis=(0, 2, 3))              # bias[f] is added to every output pixel of map f
     for n in range(N):
         for f in range(F):
             for a in range(OH):
