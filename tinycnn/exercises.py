@@ -15,6 +15,7 @@ Exit status 0 when every check passes, 1 when one fails (or the function is not 
 yet), 2 when the file cannot be used at all.
 """
 import argparse
+import copy
 import importlib.util
 import sys
 import traceback
@@ -64,7 +65,8 @@ def _dense_cases(rng):
 
 
 def _sigmoid_cases(rng):
-    return [(Sigmoid(), rng.standard_normal(shape) * 3, None) for shape in [(2, 3), (4, 5), (2, 3, 4, 4)]]
+    return [(Sigmoid(), rng.standard_normal(shape) * 3, None)
+            for shape in [(2, 3), (4, 5), (2, 3, 4, 4)]]
 
 
 def _softmax_ce_cases(rng):
@@ -75,7 +77,8 @@ def _softmax_ce_cases(rng):
 def _conv_cases(rng):
     shapes = [  # N, C, F, H, W, kernel, stride, padding
         (2, 2, 3, 7, 6, 3, 2, 0), (1, 3, 2, 6, 6, 3, 2, 1), (2, 1, 2, 5, 7, 2, 1, 1)]
-    return [(_seeded(Conv2D(C, F, k, stride=s, padding=p), rng), rng.standard_normal((N, C, H, W)), None)
+    return [(_seeded(Conv2D(C, F, k, stride=s, padding=p), rng),
+             rng.standard_normal((N, C, H, W)), None)
             for N, C, F, H, W, k, s, p in shapes]
 
 
@@ -129,8 +132,9 @@ class ExerciseError(Exception):
 
 
 def _describe(obj, x):
-    what = repr(obj) if hasattr(obj, "config") else f"{type(obj).__name__}()"
-    return f"{what} on {'logits' if what.startswith('Softmax') else 'x'} of shape {x.shape}"
+    if isinstance(obj, SoftmaxCrossEntropy):
+        return f"SoftmaxCrossEntropy() on logits of shape {x.shape}"
+    return f"{obj!r} on x of shape {x.shape}"
 
 
 def _learner_error(err, path):
@@ -143,9 +147,10 @@ def _learner_error(err, path):
 
 def _run(exercise, fn, path, obj, x, dy_or_labels):
     """fn's arrays as a dict name -> float64 array, each checked for its expected shape."""
-    expected = {exercise.outputs[0]: x.shape, **{f"d{k}": p.shape for k, p in getattr(obj, "params", {}).items()}}
-    try:
-        result = exercise.call(fn, obj, x.copy(), dy_or_labels.copy())
+    params = getattr(obj, "params", {})
+    expected = {exercise.outputs[0]: x.shape, **{f"d{k}": p.shape for k, p in params.items()}}
+    try:      # on copies: a function that writes into its inputs cannot change the check
+        result = exercise.call(fn, copy.deepcopy(obj), x.copy(), dy_or_labels.copy())
     except NotImplementedError:
         raise
     except Exception as err:
@@ -168,7 +173,7 @@ def _run(exercise, fn, path, obj, x, dy_or_labels):
 
 
 def _with_learner_backward(obj, backward, exercise_input_name):
-    """A copy of obj (a layer or the loss) whose backward pass is backward(copy, x, dy);
+    """A copy of obj (a layer or the loss) whose backward pass is backward(itself, x, dy);
     exercise_input_name names the input's gradient in what backward returns."""
     class Learner(type(obj)):
         def forward(self, x, *args, **kwargs):
@@ -181,9 +186,9 @@ def _with_learner_backward(obj, backward, exercise_input_name):
                 self.grads[key][...] = grads[f"d{key}"]
             return grads[exercise_input_name]
 
-    copy = Learner.__new__(Learner)
-    copy.__dict__.update(obj.__dict__)
-    return copy
+    learner = Learner.__new__(Learner)
+    learner.__dict__.update(obj.__dict__)
+    return learner
 
 
 def _tinycnn_gradients(obj, x, labels, rng):
@@ -226,8 +231,8 @@ def check(exercise, fn, path, seed=0):
         except ExerciseError as err:
             print(f"  {err}")
             return failed + [err.array or "your function raised an error"]
-        learner = _with_learner_backward(obj, lambda copy, x, dy: _run(
-            exercise, fn, path, copy, x, dy if labels is None else labels), exercise.outputs[0])
+        learner = _with_learner_backward(obj, lambda layer, x, dy: _run(
+            exercise, fn, path, layer, x, dy if labels is None else labels), exercise.outputs[0])
         by_fd = gradcheck(learner, x, labels=labels).errors
         for name in exercise.outputs:
             fd_err = by_fd["x" if name == exercise.outputs[0] else name[1:]]

@@ -1,4 +1,5 @@
-"""Worked solution: the gradient of the mean softmax cross-entropy (docs/04-softmax-cross-entropy.md)."""
+"""Worked solution: the gradient of the mean softmax cross-entropy
+(docs/04-softmax-cross-entropy.md)."""
 import numpy as np
 
 
