@@ -11,5 +11,6 @@ def batchnorm_backward(x, gamma, dy, eps):
     """x (N, D), gamma (D,), dy (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
     raise NotImplementedError(
         "recompute the forward stages, then go back through them one at a time: dxhat, "
-        "dinv_std, dxc, dvar, dmu, dx. Remember xc reaches y twice (directly and through var), "
+        "dinv_std, dvar, dxc, dmu, dx. Remember xc reaches y twice (through xhat and through "
+        "var), so dxc has two terms; x too (through xc and through mu), "
         "and a vector broadcast over the batch gets a gradient summed over the batch")
