@@ -180,6 +180,12 @@ def test_wrong_shape_and_exceptions_are_one_line_each(tmp_path):
     path.write_text("def dense_backward(x, W, b, dy):\n    return x[10]\n")
     status, out = check(path)
     assert status == 1 and "IndexError" in out and "line 2" in out and "Traceback" not in out
+    path.write_text("def dense_backward(x, W, b, dy):\n    dx = dy @ W.T\n")   # no return
+    status, out = check(path)
+    assert status == 1 and "FAIL dx: the function returned None (is a `return` missing?)" in out
+    path.write_text("def dense_backward(x, W, b, dy):\n    return dy @ W.T, x.T @ dy\n")
+    status, out = check(path)
+    assert status == 1 and "must return dx, dW, db" in out and "it returned 2 values" in out
 
 
 def test_checker_command_line():

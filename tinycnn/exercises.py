@@ -155,12 +155,17 @@ def _run(exercise, fn, path, obj, x, dy_or_labels):
         raise
     except Exception as err:
         raise ExerciseError(f"ERROR your function raised {_learner_error(err, path)}") from None
+    if result is None:
+        raise ExerciseError(f"FAIL {exercise.outputs[0]}: the function returned None "
+                            "(is a `return` missing?)", exercise.outputs[0])
     if len(exercise.outputs) == 1:
         result = (result,)
     if not isinstance(result, tuple) or len(result) != len(exercise.outputs):
+        got = (f"{len(result)} values" if isinstance(result, tuple)
+               else f"one {type(result).__name__}")
         raise ExerciseError(f"FAIL {exercise.outputs[0]}: the function must return "
-                            f"{', '.join(exercise.outputs)} (a tuple when more than one)",
-                            exercise.outputs[0])
+                            f"{', '.join(exercise.outputs)} (a tuple when more than one); "
+                            f"it returned {got}", exercise.outputs[0])
     arrays = {}
     for name, value in zip(exercise.outputs, result):
         value = np.asarray(value, dtype=np.float64)
@@ -296,7 +301,7 @@ def main(argv=None):
         print(f"  {err}")
         return 1
     if failed:
-        print(f"failed: {', '.join(dict.fromkeys(failed))} (see the FAIL lines above)")
+        print(f"failed: {', '.join(dict.fromkeys(failed))} (see above)")
         return 1
     print("all checks passed")
     return 0
