@@ -170,6 +170,8 @@ def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong
     status, out = check(wrong_version(tmp_path, name, old, new))
     assert status == 1
     assert re.search(rf"^\s*FAIL {wrong_array}\b", out, re.M), out
+    assert re.search(rf"^\s*worst at {wrong_array}\[[0-9, ]+\]: yours \S+, tinycnn's \S+$",
+                     out, re.M), out
     assert "Traceback" not in out
 
 

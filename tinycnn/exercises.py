@@ -9,7 +9,9 @@ runs it on a few small random problems and, for every array it returns, prints o
   (tinycnn.gradcheck, with your function as the layer's backward pass). A right formula
   gives 1e-12 to 4e-7 on these cases; a wrong one usually 1e-2 or more. Pass: below 1e-6.
 - "tinycnn": the worst relative error against tinycnn's own backward pass (reference
-  kernels), same inputs, float64. Only rounding differs: pass below 1e-9.
+  kernels), same inputs, float64. Only rounding differs: pass below 1e-9. A FAIL here adds
+  a line naming the element furthest from tinycnn's, with both values: a place to look.
+  (The two checks use different random upstream gradients, so their sizes differ.)
 
 Exit status 0 when every check passes, 1 when one fails (or the function is not written
 yet), 2 when the file cannot be used at all.
@@ -208,8 +210,19 @@ def _tinycnn_gradients(obj, x, labels, rng):
     return dy, {"dx": dx, **{f"d{k}": g.copy() for k, g in obj.grads.items()}}
 
 
+def _relative_errors(a, b):
+    return np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), FLOOR)
+
+
 def _relative_error(a, b):
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), FLOOR), initial=0.0))
+    return float(np.max(_relative_errors(a, b), initial=0.0))
+
+
+def _worst_element(name, mine, theirs):
+    """Where mine is furthest from tinycnn's array, and both values there: a place to look."""
+    index = np.unravel_index(np.argmax(_relative_errors(mine, theirs)), mine.shape)
+    where = ", ".join(str(int(i)) for i in index)
+    return f"worst at {name}[{where}]: yours {mine[index]:.4g}, tinycnn's {theirs[index]:.4g}"
 
 
 @contextmanager
@@ -248,6 +261,8 @@ def check(exercise, fn, path, seed=0):
             print(f"  {'PASS' if ok else 'FAIL'} {name:<6} finite differences {fd_err:.1e}"
                   f"{'' if fd_err < FD_TOL else ' (too large)'}   tinycnn {ours:.1e}"
                   f"{'' if ours < TINYCNN_TOL else ' (too large)'}")
+            if ours >= TINYCNN_TOL:
+                print(f"       {_worst_element(name, mine[name], reference[name])}")
     return failed
 
 
