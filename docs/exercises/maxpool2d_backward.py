@@ -9,5 +9,6 @@ import numpy as np
 def maxpool2d_backward(x, dy, kernel, stride):
     """x (N, C, H, W), dy (N, C, OH, OW), kernel and stride ints -> dx (N, C, H, W)."""
     raise NotImplementedError(
-        "find each window's maximum again (window.argmax()); only that element moved y, so "
-        "it receives the window's dy, added (+=) because overlapping windows can share it")
+        "find each window's maximum again (window.argmax() gives a flat index t: row t // k, "
+        "column t % k of the window); only that element moved y, so it receives the window's "
+        "dy, added (+=) because overlapping windows can share it")
