@@ -1,7 +1,13 @@
 """Reference kernels in plain NumPy: the version to read next to the maths.
 
-Every function here has a twin of the same name and signature in `fast.py` (Numba).
-tests/test_kernels.py holds the two equal on many random shapes.
+The middle one of three tiers of the same functions (same names, signatures and results):
+
+    loops.py       nested loops straight from each formula (backend "loops")
+    reference.py   here: the loops vectorised with NumPy (backend "numpy")
+    fast.py        the same in Numba, laid out for speed (backend "numba", the default)
+
+tests/test_kernels.py holds this tier and fast.py equal on many random shapes;
+tests/test_loops.py holds all three equal. im2col and col2im exist only here and in fast.py.
 
 Notation used throughout:
     x   (N, C, H, W)     input batch, NCHW
