@@ -22,7 +22,7 @@ from tinycnn import models
 from tinycnn.gradcheck import gradcheck_report
 from tinycnn.kernels import fast, loops, reference
 from tinycnn.layers import LAYER_TYPES, MaxPool2D, fused
-from test_kernels import CASES
+from test_kernels import CASES, random_conv
 
 TIERS = (loops, reference, fast)
 DTYPES = (np.float64, np.float32)
@@ -53,6 +53,13 @@ def test_every_layer_facing_function_has_the_same_signature_in_all_tiers():
 CONV_CASES = CASES[::5]       # (N, C, F, H, W, kh, kw, sh, sw, ph, pw), see test_kernels.py
 
 
+def conv_arrays(case, dtype):
+    """x, W, b of `dtype` for one case, drawn from a seed the case fixes; ((sh, sw), (ph, pw));
+    and the generator, for drawing dy."""
+    x, w, b, args, rng = random_conv(case)
+    return x.astype(dtype), w.astype(dtype), b.astype(dtype), args, rng
+
+
 def test_conv_cases_cover_stride_padding_and_non_square_kernels():
     arr = np.array(CONV_CASES)
     assert (arr[:, 7:9] == 2).any() and (arr[:, 7:9] == 3).any()      # strides 2 and 3
@@ -64,12 +71,7 @@ def test_conv_cases_cover_stride_padding_and_non_square_kernels():
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 def test_conv_tiers_agree(case, relu, dtype):
-    N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
-    rng = np.random.default_rng(sum(case))
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((F, C, kh, kw)).astype(dtype)
-    b = rng.standard_normal(F).astype(dtype)
-    args = ((sh, sw), (ph, pw))
+    x, w, b, args, rng = conv_arrays(case, dtype)
     forwards = [impl.conv2d_forward(x, w, b, *args, relu=relu) for impl in TIERS]
     assert_tiers_agree([(y,) for y, _ in forwards], dtype, "y")
     if relu:
@@ -96,12 +98,7 @@ def test_conv_without_bias_and_a_hand_worked_example():
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("case", [(2, 3, 4, 8, 7, 3, 3, 1, 1, 1, 1), (2, 2, 3, 9, 8, 3, 2, 2, 1, 0, 1)], ids=str)
 def test_conv_relu_maxpool2_tiers_agree(case, dtype):
-    N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
-    rng = np.random.default_rng(sum(case))
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((F, C, kh, kw)).astype(dtype)
-    b = rng.standard_normal(F).astype(dtype)
-    args = ((sh, sw), (ph, pw))
+    x, w, b, args, rng = conv_arrays(case, dtype)
     forwards = [impl.conv2d_relu_maxpool2_forward(x, w, b, *args) for impl in TIERS]
     assert_tiers_agree([(p,) for p, _ in forwards], dtype, "pooled")
     assert loops.conv2d_relu_maxpool2_forward(x, w, b, *args, need_argmax=False)[1] is None

@@ -11,9 +11,9 @@ differences. Select this tier with `tinycnn.set_backend("loops")` (or TINYCNN_BA
 to run a whole model on it, e.g. to step through a backward pass in a debugger.
 
 It is slow on purpose, but a small model runs on it in seconds. One training-mode forward
-and backward pass on 4 random 28x28 images, on a shared 2-core machine (wall / CPU time):
-lenet5 0.6 / 0.25 s, fastnet 1.2 / 0.6 s, convnet 2.3 / 1.2 s; the reference kernels take
-a few milliseconds. Measured with
+and backward pass on 4 random 28x28 images took, in CPU time, 0.3 s for lenet5, 0.8 s for
+fastnet and 1.5 s for convnet (wall time 2-4x that: the 2-core machine was shared with
+other jobs); the reference kernels take a few milliseconds. Measured with
 
     tinycnn.set_backend("loops"); m = tinycnn.models.convnet(seed=0)
     y = m.forward(x, training=True); m.backward(np.ones_like(y))
@@ -34,7 +34,7 @@ matrix product, and a loop over the output positions needs neither.
 """
 import numpy as np
 
-from .reference import conv_output_size
+from .reference import conv_output_size, conv_then_pool_backward, conv_then_pool_forward
 
 __all__ = ["conv_output_size", "conv2d_forward", "conv2d_backward", "conv2d_relu_maxpool2_forward",
            "conv2d_relu_maxpool2_backward", "maxpool2d_forward", "maxpool2d_backward",
@@ -62,16 +62,13 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
     OH, OW = conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
     xpad = _pad(x, ph, pw)
     y = np.zeros((N, F, OH, OW), dtype=x.dtype)
-    for n in range(N):
-        for f in range(F):
-            for i in range(OH):
-                for j in range(OW):
-                    window = xpad[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]   # (C, kh, kw)
-                    y[n, f, i, j] = np.sum(W[f] * window)
-                    if b is not None:
-                        y[n, f, i, j] += b[f]
-                    if relu:
-                        y[n, f, i, j] = max(y[n, f, i, j], 0)
+    for n, f, i, j in np.ndindex(N, F, OH, OW):                  # every output element
+        window = xpad[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]   # (C, kh, kw)
+        y[n, f, i, j] = np.sum(W[f] * window)
+        if b is not None:
+            y[n, f, i, j] += b[f]
+        if relu:
+            y[n, f, i, j] = max(y[n, f, i, j], 0)
     return y, (x, y if relu else None)
 
 
@@ -93,32 +90,26 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     dxpad = np.zeros_like(xpad)
     dW = np.zeros_like(W)
     db = np.zeros(F, dtype=dy.dtype)
-    for n in range(N):
-        for f in range(F):
-            for i in range(OH):
-                for j in range(OW):
-                    rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
-                    g = dy[n, f, i, j]
-                    db[f] += g                                        # dy/db[f] = 1
-                    dW[f] += g * xpad[n, :, rows, cols]               # dy/dW[f] = the window
-                    dxpad[n, :, rows, cols] += g * W[f]               # dy/dwindow = W[f]
+    for n, f, i, j in np.ndindex(N, F, OH, OW):                  # every output element
+        rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+        g = dy[n, f, i, j]
+        db[f] += g                                    # dy/db[f] = 1
+        dW[f] += g * xpad[n, :, rows, cols]           # dy/dW[f] = the window
+        dxpad[n, :, rows, cols] += g * W[f]           # dy/dwindow = W[f]
     dx = dxpad[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]]          # padding is not part of x
     return (dx if need_dx else None), dW, db
 
 
 def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
-    """Convolution with ReLU, then 2x2 / stride 2 max pooling: the two passes in turn, as in
-    reference.py. Returns the pooled output and the cache (None without need_argmax)."""
-    y, conv_cache = conv2d_forward(x, W, b, stride, padding, relu=True)
-    pooled, argmax = maxpool2d_forward(y, 2, 2, 2, 2, need_argmax)
-    return pooled, ((conv_cache, argmax, y.shape) if need_argmax else None)
+    """Convolution with ReLU, then 2x2 / stride 2 max pooling: this tier's two passes in
+    turn. Returns the pooled output and the cache (None without need_argmax)."""
+    return conv_then_pool_forward(conv2d_forward, maxpool2d_forward, x, W, b, stride, padding, need_argmax)
 
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
     """The pooling's backward pass, then the convolution's. Returns (dx, dW, db)."""
-    conv_cache, argmax, y_shape = cache
-    dy = maxpool2d_backward(dpooled, argmax, y_shape, 2, 2, 2, 2)
-    return conv2d_backward(dy, conv_cache, x_shape, W, stride, padding, need_dx)
+    return conv_then_pool_backward(conv2d_backward, maxpool2d_backward, dpooled, cache, x_shape, W,
+                                   stride, padding, need_dx)
 
 
 # -- pooling ------------------------------------------------------------------------------
@@ -136,18 +127,14 @@ def maxpool2d_forward(x, kh, kw, sh, sw, need_argmax=True):
     OH, OW = conv_output_size(H, kh, sh, 0), conv_output_size(W, kw, sw, 0)
     y = np.zeros((N, C, OH, OW), dtype=x.dtype)
     argmax = np.zeros((N, C, OH, OW), dtype=np.int32)
-    for n in range(N):
-        for c in range(C):
-            for i in range(OH):
-                for j in range(OW):
-                    best, best_tap = x[n, c, i * sh, j * sw], 0           # tap (0, 0)
-                    for p in range(kh):
-                        for q in range(kw):
-                            value = x[n, c, i * sh + p, j * sw + q]
-                            if value > best:                              # strictly: ties keep the first
-                                best, best_tap = value, p * kw + q
-                    y[n, c, i, j] = best
-                    argmax[n, c, i, j] = best_tap
+    for n, c, i, j in np.ndindex(N, C, OH, OW):                  # every window
+        best, best_tap = x[n, c, i * sh, j * sw], 0                   # tap (0, 0)
+        for p, q in np.ndindex(kh, kw):                               # its taps, row by row
+            value = x[n, c, i * sh + p, j * sw + q]
+            if value > best:                                          # strictly: ties keep the first
+                best, best_tap = value, p * kw + q
+        y[n, c, i, j] = best
+        argmax[n, c, i, j] = best_tap
     return y, (argmax if need_argmax else None)
 
 
@@ -156,12 +143,9 @@ def maxpool2d_backward(dy, argmax, x_shape, kh, kw, sh, sw):
     taps: each dy[n, c, i, j] goes to that one input (added, where windows overlap)."""
     N, C, OH, OW = dy.shape
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    for n in range(N):
-        for c in range(C):
-            for i in range(OH):
-                for j in range(OW):
-                    p, q = divmod(int(argmax[n, c, i, j]), kw)            # tap -> (row, column)
-                    dx[n, c, i * sh + p, j * sw + q] += dy[n, c, i, j]
+    for n, c, i, j in np.ndindex(N, C, OH, OW):
+        p, q = divmod(int(argmax[n, c, i, j]), kw)                    # tap -> (row, column)
+        dx[n, c, i * sh + p, j * sw + q] += dy[n, c, i, j]
     return dx
 
 
@@ -170,11 +154,8 @@ def avgpool2d_forward(x, kh, kw, sh, sw):
     N, C, H, W = x.shape
     OH, OW = conv_output_size(H, kh, sh, 0), conv_output_size(W, kw, sw, 0)
     y = np.zeros((N, C, OH, OW), dtype=x.dtype)
-    for n in range(N):
-        for c in range(C):
-            for i in range(OH):
-                for j in range(OW):
-                    y[n, c, i, j] = np.sum(x[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]) / (kh * kw)
+    for n, c, i, j in np.ndindex(N, C, OH, OW):
+        y[n, c, i, j] = np.sum(x[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]) / (kh * kw)
     return y
 
 
@@ -183,11 +164,8 @@ def avgpool2d_backward(dy, x_shape, kh, kw, sh, sw):
     dy[n, c, i, j] / (kh*kw) (added, where windows overlap)."""
     N, C, OH, OW = dy.shape
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    for n in range(N):
-        for c in range(C):
-            for i in range(OH):
-                for j in range(OW):
-                    dx[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw] += dy[n, c, i, j] / (kh * kw)
+    for n, c, i, j in np.ndindex(N, C, OH, OW):
+        dx[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw] += dy[n, c, i, j] / (kh * kw)
     return dx
 
 
