@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import BACKENDS, get_backend, set_backend
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+                     MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 
@@ -185,8 +188,6 @@ def report_cases(seed=0):
     """The report's default cases: every layer type in tinycnn.layers.LAYER_TYPES (some in
     two configurations), the loss and a small model in which every kind of kernel runs
     (on the fast backend its first convolution and pooling run fused)."""
-    from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
-                         LeakyReLU, MaxPool2D, ReLU, Sigmoid, Tanh)
     rng = np.random.default_rng(seed)
     normal = rng.standard_normal
     model = Sequential([Conv2D(1, 3, 3, padding=1, activation="relu"), MaxPool2D(2),
@@ -226,7 +227,6 @@ def gradcheck_report(backends=None, cases=None, print_fn=print, seed=0):
     cases:    ReportCase list (default: report_cases(seed))
     print_fn: where the table goes (None: print nothing)
     """
-    from .backend import BACKENDS, get_backend, set_backend
     backends = BACKENDS if backends is None else tuple(backends)
     cases = report_cases(seed) if cases is None else cases
     previous, rows = get_backend(), []
