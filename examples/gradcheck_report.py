@@ -9,10 +9,10 @@ exits with status 1 if any array fails. Every array is checked element by elemen
 central finite differences (tinycnn/gradcheck.py), except the model's, where 12 random
 elements per array are checked.
 
-Measured on a shared 2-core machine: about 15 s wall (6 s CPU) for all three backends, of
-which ~12 s is the Numba backend's first call loading its compiled float64 kernels from
-the disk cache (the numpy backend then takes 0.4 s, loops 2.3 s). The very first run in a
-fresh checkout also compiles those kernels, which takes a few minutes.
+Measured on a shared 2-core machine: 15-25 s of wall time (about 8 s of CPU time) for all
+three backends, most of it the Numba backend's first call loading its compiled float64
+kernels from the disk cache (alone, the numpy backend then took 0.4 s and loops 2.3 s).
+The very first run in a fresh checkout also compiles those kernels: 3 minutes here.
 """
 import argparse
 import sys
