@@ -4,7 +4,7 @@
 
 x (8, 16, 12, 12), W (32, 16, 3, 3), stride 1, no padding, float32: a small layer, so the
 loop tier finishes in about a second. Wall time: the median of --repeats calls (the loop tier:
-at most 3), in one process, on all cores; CPU time: the process's, averaged over all calls. Shows how far each step down the
+at most 3), in one process, on all cores; CPU time: the process's, averaged over the timed calls. Shows how far each step down the
 tiers (tinycnn/kernels/loops.py -> reference.py -> fast.py) moves the same computation.
 """
 import time
@@ -31,9 +31,11 @@ def main():
     rows, results = [], {}
     for impl in (loops, reference, fast):
         repeats = min(args.repeats, 3) if impl is loops else args.repeats
+        for _ in range(1 if impl is loops else 3):              # warm up (fast: load / compile)
+            step(impl)
         cpu = time.process_time()
-        ms = median_ms(lambda: step(impl), repeats, warmup=1 if impl is loops else 3)
-        cpu_ms = (time.process_time() - cpu) / (repeats + (1 if impl is loops else 3)) * 1e3
+        ms = median_ms(lambda: step(impl), repeats, warmup=0)
+        cpu_ms = (time.process_time() - cpu) / repeats * 1e3
         results[impl.__name__] = {"wall_ms": ms, "cpu_ms": cpu_ms}
         rows.append({"tier": impl.__name__, "ms per forward+backward": ms, "CPU ms (mean)": cpu_ms,
                      "loops' time / this": results["tinycnn.kernels.loops"]["wall_ms"] / ms})
