@@ -96,7 +96,8 @@ def test_conv_relu_pool_pairs_run_fused_with_the_layers_own_results(backend, bui
             if isinstance(layer, Dropout):
                 layer.rng = np.random.default_rng(3)              # the same masks both times
         y = model.forward(x, training=training)
-        assert (model.layers[0].cache is None) == enabled         # the pair really ran as one
+        # the pair really ran as one (on numba; numpy is teaching mode: never fused)
+        assert (model.layers[0].cache is None) == (enabled and backend == "numba")
         dx = model.backward(dy)
         results.append((y, dx, [g.copy() for _, _, _, g in model.parameters()]))
     (y, dx, grads), (y_layers, dx_layers, grads_layers) = results

@@ -1,14 +1,20 @@
-"""Which kernels the library runs on: the fast Numba ones or the readable NumPy ones.
+"""Which kernels the library runs on: three sets of the same functions (tinycnn/kernels/).
 
-Both sets compute the same thing (tests/test_kernels.py holds them equal). The fast set is
-the default; the reference set is there to be read, and to check the fast one against.
+    "numba"   fast.py: Numba-jitted, laid out for speed (the default)
+    "numpy"   reference.py: vectorised NumPy, to be read next to the maths
+    "loops"   loops.py: plain Python loops straight from each formula; slow, for a
+              handful of small images (a learner's debugger, not training)
+
+All three compute the same thing (tests/test_kernels.py and tests/test_loops.py hold them
+equal). On "numpy" and "loops" no layers are fused (teaching mode, see
+tinycnn/layers/fused.py): every layer runs its own forward and backward pass.
 
     tinycnn.set_backend("numpy")   # run everything on the reference kernels
     TINYCNN_BACKEND=numpy python examples/train_mnist.py
 """
 import os
 
-BACKENDS = ("numba", "numpy")
+BACKENDS = ("numba", "numpy", "loops")
 
 _current = os.environ.get("TINYCNN_BACKEND", "numba").strip().lower() or "numba"
 if _current not in BACKENDS:
@@ -17,7 +23,8 @@ if _current not in BACKENDS:
 
 
 def set_backend(name):
-    """Select the kernel set used by every layer: "numba" (fast) or "numpy" (reference)."""
+    """Select the kernel set used by every layer: "numba" (fast), "numpy" (reference) or
+    "loops" (from the definition)."""
     global _current
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

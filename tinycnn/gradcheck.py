@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import BACKENDS, get_backend, set_backend
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+                     MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 
@@ -24,6 +27,7 @@ class GradcheckResult:
     max_rel_error: float          # the worst element over all checked arrays
     where: str                    # which array and index, e.g. "conv2d_0.W[3, 0, 1, 2]"
     errors: dict = field(default_factory=dict)   # array name -> its worst relative error
+    wheres: dict = field(default_factory=dict)   # array name -> index of that worst error, "[1, 0]"
 
     def __str__(self):
         return f"max relative error {self.max_rel_error:.3e} at {self.where}"
@@ -88,23 +92,24 @@ def gradcheck(obj, x, labels=None, loss=None, training=True, h=1e-5, floor=1e-4,
     dx = backward()
     checks = [("x", x, dx)] + [(name, p, g.copy()) for name, p, g in _named_params(obj)]
 
-    errors, worst = {}, (0.0, "nothing checked")
+    errors, wheres, worst = {}, {}, (0.0, "nothing checked")
     for name, array, analytic in checks:
         flat = array.reshape(-1)                       # a view: perturbing it perturbs `array`
         idx = np.arange(flat.size)
         if max_checks is not None and flat.size > max_checks:
             idx = rng.choice(flat.size, max_checks, replace=False)
-        array_worst = 0.0
+        array_worst, array_where = 0.0, "[]"
         for i in idx:
             numeric = _central_difference(forward, flat, i, h)
             a = analytic.reshape(-1)[i]
             err = abs(a - numeric) / max(abs(a) + abs(numeric), floor)
-            if err > array_worst:
-                array_worst = err
+            index = f"[{', '.join(map(str, np.unravel_index(i, array.shape)))}]"
+            if err > array_worst or i == idx[0]:
+                array_worst, array_where = err, index
             if err > worst[0] or worst[1] == "nothing checked":
-                worst = (err, f"{name}[{', '.join(map(str, np.unravel_index(i, array.shape)))}]")
-        errors[name] = array_worst
-    return GradcheckResult(float(worst[0]), worst[1], errors)
+                worst = (err, f"{name}{index}")
+        errors[name], wheres[name] = array_worst, array_where
+    return GradcheckResult(float(worst[0]), worst[1], errors, wheres)
 
 
 def numeric_gradient(f, x, h=1e-5):
@@ -131,3 +136,150 @@ def _central_difference(f, flat, i, h):
     minus = f()
     flat[i] = orig
     return (plus - minus) / (2 * h)
+
+
+# -- a readable report: every layer type, the loss and a small model, on each backend ---------
+
+REPORT_TOLERANCE = 1e-6     # a row passes below this (float64, h = 1e-5: see REPORT_FOOTER)
+
+REPORT_FOOTER = """\
+How to read it. Each row is one array of one layer: the worst relative error over its
+elements, |analytic - numeric| / max(|analytic| + |numeric|, 1e-4), and the element where
+it occurred. The numeric gradient is a central difference (L(t + h) - L(t - h)) / 2h in
+float64 with h = 1e-5. It is off by two small amounts: truncation, h^2 / 6 times the third
+derivative (~1e-11), and rounding, about 1e-16 * |L| / h (~1e-11), which is largest
+relative to the smallest gradient elements (down to the 1e-4 floor: ~1e-7). So a correct
+gradient shows 1e-7 or less, mostly 1e-9 to 1e-11. A bug (a missing term, a transposed
+index, a wrong scale or sign) shows 1e-2 to 1, and the index says where to look. Rows pass
+below 1e-6. Kinks are the one exception: an input within h of one (a ReLU input near 0,
+two near-equal values in a max-pool window) can show up to ~1 with a correct layer,
+because L(t + h) and L(t - h) fall on two sides of it; these inputs keep their distance."""
+
+
+@dataclass
+class ReportCase:
+    """One object to check: a layer, a loss (with labels) or a model (with labels: its loss)."""
+    label: str
+    obj: object
+    x: np.ndarray
+    labels: np.ndarray = None
+    training: bool = True
+    max_checks: int = None       # elements checked per array (None: all)
+
+
+@dataclass
+class ReportRow:
+    backend: str
+    layer: str                   # the case's label
+    array: str                   # "x", "W", "b", "gamma", ... ("conv2d_0.W" in a model)
+    error: float                 # worst relative error over the checked elements
+    where: str                   # that element's index, e.g. "[1, 0, 2, 2]"
+    passed: bool
+
+
+def _away_from_zero(rng, shape, margin=0.05):
+    """Normal samples pushed at least `margin` away from 0 (the ReLU's kink)."""
+    x = rng.standard_normal(shape)
+    return x + np.sign(x) * margin
+
+
+def _well_separated(rng, shape, gap=0.01):
+    """Distinct values at least `gap` apart, shuffled: no near ties in a max-pool window."""
+    n = int(np.prod(shape))
+    return rng.permutation(np.arange(n) - n / 2).reshape(shape) * gap
+
+
+def _seeded(layer, rng):
+    layer.reset_parameters(rng)
+    return layer
+
+
+def _batchnorm(layer, rng):
+    """A batch norm layer with parameters and running statistics that are not 1s and 0s."""
+    F = layer.num_features
+    layer.params["gamma"][...] = rng.uniform(0.5, 1.5, F)
+    layer.params["beta"][...] = rng.standard_normal(F)
+    layer.state["running_mean"][...] = rng.standard_normal(F)
+    layer.state["running_var"][...] = rng.uniform(0.5, 2, F)
+    return layer
+
+
+def report_cases(seed=0):
+    """The report's default cases: every layer type in tinycnn.layers.LAYER_TYPES (some in
+    two configurations), the loss and a small model in which every kind of kernel runs
+    (on the fast backend its first convolution and pooling run fused)."""
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal
+    model = Sequential([Conv2D(1, 3, 3, padding=1, activation="relu"), MaxPool2D(2),
+                        Conv2D(3, 4, 3), BatchNorm2D(4), ReLU(), AvgPool2D(2), Flatten(),
+                        Dropout(0.25), Dense(4, 5)], seed=seed)
+    return [
+        ReportCase("Conv2D 3x2 stride 2,1 pad 1", _seeded(Conv2D(2, 3, (3, 2), (2, 1), 1), rng),
+                   normal((2, 2, 6, 5))),
+        ReportCase("Conv2D 3x3 relu pad 1", _seeded(Conv2D(2, 3, 3, padding=1, activation="relu"), rng),
+                   normal((2, 2, 5, 5))),
+        ReportCase("MaxPool2D 2x2", MaxPool2D(2), _well_separated(rng, (2, 2, 6, 6))),
+        ReportCase("MaxPool2D 3x3 stride 2", MaxPool2D(3, 2), _well_separated(rng, (2, 2, 7, 7))),
+        ReportCase("AvgPool2D 3x3 stride 2", AvgPool2D(3, 2), normal((2, 2, 7, 7))),
+        ReportCase("Dense", _seeded(Dense(5, 4), rng), normal((3, 5))),
+        ReportCase("Flatten", Flatten(), normal((2, 2, 3, 3))),
+        ReportCase("ReLU", ReLU(), _away_from_zero(rng, (3, 5))),
+        ReportCase("LeakyReLU 0.1", LeakyReLU(0.1), _away_from_zero(rng, (3, 5))),
+        ReportCase("Sigmoid", Sigmoid(), normal((3, 5)) * 2),
+        ReportCase("Tanh", Tanh(), normal((3, 5))),
+        ReportCase("Dropout 0.5", Dropout(0.5), normal((3, 8))),
+        ReportCase("BatchNorm1D train", _batchnorm(BatchNorm1D(4), rng), normal((6, 4)) * 2 + 1),
+        ReportCase("BatchNorm2D train", _batchnorm(BatchNorm2D(3), rng), normal((3, 3, 4, 4)) * 2 + 1),
+        ReportCase("BatchNorm2D eval", _batchnorm(BatchNorm2D(3), rng), normal((3, 3, 4, 4)) * 2 + 1,
+                   training=False),
+        ReportCase("SoftmaxCrossEntropy", SoftmaxCrossEntropy(), normal((4, 5)) * 3,
+                   labels=rng.integers(0, 5, 4)),
+        ReportCase("model + loss", model, normal((2, 1, 8, 8)), labels=rng.integers(0, 5, 2),
+                   max_checks=12),
+    ]
+
+
+def gradcheck_report(backends=None, cases=None, print_fn=print, seed=0):
+    """Gradient-check every case on every backend; print a table per backend and return the
+    rows (ReportRow), one per checked array.
+
+    backends: names from tinycnn.backend.BACKENDS (default: all of them)
+    cases:    ReportCase list (default: report_cases(seed))
+    print_fn: where the table goes (None: print nothing)
+    """
+    backends = BACKENDS if backends is None else tuple(backends)
+    cases = report_cases(seed) if cases is None else cases
+    previous, rows = get_backend(), []
+    try:
+        for backend in backends:
+            set_backend(backend)
+            for case in cases:
+                result = gradcheck(case.obj, case.x, labels=case.labels, training=case.training,
+                                   seed=seed, max_checks=case.max_checks)
+                for array, error in result.errors.items():
+                    name = "logits" if isinstance(case.obj, SoftmaxCrossEntropy) else array
+                    rows.append(ReportRow(backend, case.label, name, error, result.wheres[array],
+                                          error < REPORT_TOLERANCE))
+    finally:
+        set_backend(previous)
+    if print_fn is not None:
+        print_fn(format_report(rows))
+    return rows
+
+
+def format_report(rows):
+    """The rows as text: one table per backend, a summary line and the footer."""
+    head = ("layer", "array", "worst rel. error", "where", "expected", "result")
+    lines = []
+    for backend in dict.fromkeys(row.backend for row in rows):
+        table = [(r.layer, r.array, f"{r.error:.1e}", r.where, f"< {REPORT_TOLERANCE:.0e}",
+                  "pass" if r.passed else "FAIL") for r in rows if r.backend == backend]
+        widths = [max(len(str(t[k])) for t in [head] + table) for k in range(len(head))]
+        fmt = lambda t: "  ".join(f"{v:<{w}}" for v, w in zip(t, widths)).rstrip()
+        lines += [f"backend {backend!r}", fmt(head), fmt(["-" * w for w in widths])]
+        lines += [fmt(t) for t in table] + [""]
+    failed = [r for r in rows if not r.passed]
+    lines.append(f"{len(rows)} arrays checked, {len(failed)} failed"
+                 + "".join(f"\n  FAIL {r.backend}: {r.layer} {r.array} {r.error:.1e} at {r.where}"
+                           for r in failed))
+    return "\n".join(lines + ["", REPORT_FOOTER])

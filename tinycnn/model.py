@@ -13,7 +13,8 @@ class Sequential:
     reverse, each layer turning the gradient of its output into the gradient of its input
     and filling its own `grads` on the way. (One shortcut: a Conv2D(activation="relu")
     followed by MaxPool2D(2), or a Conv2D, MaxPool2D(2) and ReLU, runs as one fused step,
-    with exactly the layers' results; see layers/fused.py.)
+    with exactly the layers' results; see layers/fused.py. Not on the "numpy" and "loops"
+    backends: there every layer runs its own passes.)
 
     seed: when given, every layer's parameters are re-drawn from
     np.random.default_rng(seed), and dropout draws its masks from the same generator, so a

@@ -1,7 +1,13 @@
 """Reference kernels in plain NumPy: the version to read next to the maths.
 
-Every function here has a twin of the same name and signature in `fast.py` (Numba).
-tests/test_kernels.py holds the two equal on many random shapes.
+The middle one of three tiers of the same functions (same names, signatures and results):
+
+    loops.py       nested loops straight from each formula (backend "loops")
+    reference.py   here: the loops vectorised with NumPy (backend "numpy")
+    fast.py        the same in Numba, laid out for speed (backend "numba", the default)
+
+tests/test_kernels.py holds this tier and fast.py equal on many random shapes;
+tests/test_loops.py holds all three equal. im2col and col2im exist only here and in fast.py.
 
 Notation used throughout:
     x   (N, C, H, W)     input batch, NCHW
@@ -108,16 +114,28 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
     three in turn (the fast kernels fuse them; see tinycnn/layers/fused.py for why).
     Returns the pooled output (N, F, OH // 2, OW // 2) and the cache for the backward pass
     (None with need_argmax=False: inference has no backward pass)."""
-    y, conv_cache = conv2d_forward(x, W, b, stride, padding, relu=True)
-    pooled, argmax = maxpool2d_forward(y, 2, 2, 2, 2, need_argmax)
-    return pooled, ((conv_cache, argmax, y.shape) if need_argmax else None)
+    return conv_then_pool_forward(conv2d_forward, maxpool2d_forward, x, W, b, stride, padding, need_argmax)
 
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
     """The pooling's backward pass, then the convolution's (with its ReLU). Returns (dx, dW, db)."""
+    return conv_then_pool_backward(conv2d_backward, maxpool2d_backward, dpooled, cache, x_shape, W,
+                                   stride, padding, need_dx)
+
+
+def conv_then_pool_forward(conv_forward, pool_forward, x, W, b, stride, padding, need_argmax):
+    """A ReLU convolution and a 2x2 / stride 2 max pooling run in turn, with one tier's
+    kernels (this module's, or loops.py's): its cache holds both passes' caches."""
+    y, conv_cache = conv_forward(x, W, b, stride, padding, relu=True)
+    pooled, argmax = pool_forward(y, 2, 2, 2, 2, need_argmax)
+    return pooled, ((conv_cache, argmax, y.shape) if need_argmax else None)
+
+
+def conv_then_pool_backward(conv_backward, pool_backward, dpooled, cache, x_shape, W, stride, padding, need_dx):
+    """conv_then_pool_forward's backward: the pooling's pass, then the convolution's."""
     conv_cache, argmax, y_shape = cache
-    dy = maxpool2d_backward(dpooled, argmax, y_shape, 2, 2, 2, 2)
-    return conv2d_backward(dy, conv_cache, x_shape, W, stride, padding, need_dx)
+    dy = pool_backward(dpooled, argmax, y_shape, 2, 2, 2, 2)
+    return conv_backward(dy, conv_cache, x_shape, W, stride, padding, need_dx)
 
 
 def _pool_windows(x, kh, kw, sh, sw):

@@ -15,7 +15,8 @@ class Conv2D(Layer):
               dx: every input pixel collects dy[n, f, a, b] * W[f, c, i, j] from each window
                   (a, b) that saw it through tap (i, j) - the col2im of W^T dY
     caches:   the kernel's cache (the reference kernel keeps cols (C*kh*kw, N*OH*OW), the
-              im2col of x; the fast one keeps x and rebuilds columns block by block), x's shape
+              im2col of x; the fast one keeps x and rebuilds columns block by block; the loop one
+              keeps x), x's shape
     params:   W (F, C, kh, kw), He-initialised N(0, 2 / (C*kh*kw)); b (F,), zeros
 
     activation="relu" returns max(y, 0), as Keras' Conv2D(activation="relu") does: the same

@@ -28,6 +28,9 @@ Nothing else changes: the layers still run on their own (a single layer's forwar
 feature-map plots), save and load as their own layers, and the NumPy reference kernels define
 the pair as the two passes in turn, so both backends give the layers' own results
 (tests/test_model.py holds the fused and unfused paths equal).
+
+Only the fast kernels fuse: on the "numpy" and "loops" backends (teaching mode, below) every
+layer runs its own passes, so stepping through a model in a debugger visits each of them.
 """
 from .. import kernels
 from .activations import ReLU
@@ -37,13 +40,23 @@ from .pooling import MaxPool2D
 ENABLED = True          # off: every layer runs its own passes (tests compare the two)
 
 
+def teaching_mode():
+    """True on the "numpy" and "loops" backends. Fusion is a speed device of the fast
+    kernels; on the slower ones nothing is fused, so every layer runs its own forward and
+    backward pass and a debugger stepping through a model (a breakpoint in
+    MaxPool2D.backward, say) visits each layer. This is the one place that decides it."""
+    return kernels.current() is not kernels.fast
+
+
 def run_length(layers, i):
     """How many layers from layers[i] on run as one fused step: 2 for Conv2D(activation="relu")
     + MaxPool2D(2); 3 for Conv2D + MaxPool2D(2) + ReLU (as in fastnet: max and ReLU commute,
     relu(max(a)) = max(relu(a)), so the pair computes the same values and gradients);
-    otherwise 0."""
+    otherwise 0, and always 0 in teaching mode."""
+    if not ENABLED or teaching_mode():
+        return 0
     conv, pool, after = (layers[k] if k < len(layers) else None for k in (i, i + 1, i + 2))
-    if not (ENABLED and type(conv) is Conv2D and type(pool) is MaxPool2D
+    if not (type(conv) is Conv2D and type(pool) is MaxPool2D
             and pool.kernel_size == (2, 2) and pool.stride == (2, 2)):
         return 0
     if conv.activation == "relu":
