@@ -208,3 +208,63 @@ def plot_prediction(original, seen, proba, class_names=None, path=None):
     ax.set_ylim(0, 1)
     ax.set_title(f"prediction: {names[best]} ({proba[best]:.1%})")
     return _save(fig, path)
+
+
+def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=None):
+    """Where each prediction looks: one column per image, with the image, the saliency map
+    |d z_pred / d x| (tinycnn.saliency; max over channels) and the map over the image.
+    Each map is scaled to its own maximum: the pictures compare places within an image, not
+    images. Titles give the predicted class and its probability, and the true class, in
+    red, when the prediction is wrong."""
+    images, proba = _images(images), np.asarray(proba)
+    s = np.abs(np.asarray(saliency))
+    s = s.max(axis=1) if s.ndim == 4 else s                   # (N, C, H, W) -> (N, H, W)
+    s = s / np.maximum(s.max(axis=(1, 2), keepdims=True), 1e-12)
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    pred = proba.argmax(axis=1)
+    n = len(images)
+    fig = Figure(figsize=(1.5 * n + 0.6, 5.0))
+    rows = ("input", "|saliency|", "overlay")
+    for i in range(n):
+        axes = [fig.add_subplot(3, n, r * n + i + 1) for r in range(3)]
+        axes[0].imshow(images[i], cmap="gray")
+        axes[1].imshow(s[i], cmap="inferno", vmin=0, vmax=1)
+        axes[2].imshow(images[i], cmap="gray")
+        axes[2].imshow(s[i], cmap="inferno", vmin=0, vmax=1, alpha=0.6)
+        wrong = y_true is not None and pred[i] != y_true[i]
+        title = f"pred {name(pred[i])} ({proba[i, pred[i]]:.1%})"
+        if y_true is not None:
+            title += f"\ntrue {name(y_true[i])}"
+        axes[0].set_title(title, fontsize=8, color="red" if wrong else "black")
+        for r, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(rows[r], fontsize=8)
+    fig.suptitle("Saliency: which pixels, made brighter or darker, move the predicted "
+                 "class's score most\n(|gradient of its logit w.r.t. the input|, each map "
+                 "scaled to its own maximum)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_gradient_norms(history, path=None):
+    """The size of each layer's gradient during training (tinycnn.train.gradient_norms), on
+    a log scale: thin lines at every sampled step, dots for each epoch's mean (drawn at the
+    middle of the epoch)."""
+    means, steps = history.get("grad_norm") or {}, history.get("grad_norm_steps") or {}
+    if not means:
+        raise ValueError("plot_gradient_norms: history has no 'grad_norm' (train with tinycnn.fit)")
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    for k, (layer, values) in enumerate(means.items()):
+        colour = f"C{k % 10}"
+        if steps.get(layer):
+            ax.plot(steps["epoch"], steps[layer], "-", color=colour, lw=0.8, alpha=0.45)
+        epochs = np.arange(len(values)) + 0.5
+        ax.plot(epochs, values, "o-", color=colour, lw=1.8, label=layer)
+    ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="||gradient||  (L2, all the layer's parameters)",
+           title="Gradient size per layer: thin = sampled steps, dots = epoch means")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
