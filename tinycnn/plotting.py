@@ -186,22 +186,31 @@ def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=
     return _save(fig, path)
 
 
-def plot_prediction(original, seen, proba, class_names=None, path=None):
+def plot_prediction(original, seen, proba, class_names=None, path=None, saliency=None):
     """One prediction explained: the original picture, the 28x28 the model saw, and the
-    probability of every class."""
+    probability of every class. saliency: the gradient of the predicted class's logit
+    w.r.t. the model's input ((C, H, W) or (H, W), tinycnn.saliency), drawn as |S| in one
+    more panel: the pixels that move the prediction most."""
     from PIL import Image
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
-    fig = Figure(figsize=(10, 3.2))
-    ax = fig.add_subplot(1, 3, 1)
+    panels = 3 if saliency is None else 4
+    fig = Figure(figsize=(10 if saliency is None else 13, 3.2))
+    ax = fig.add_subplot(1, panels, 1)
     shown = Image.open(original) if isinstance(original, (str, bytes)) or hasattr(original, "__fspath__") else original
     ax.imshow(np.asarray(shown), cmap="gray")
     ax.set_title("original")
     ax.axis("off")
-    ax = fig.add_subplot(1, 3, 2)
+    ax = fig.add_subplot(1, panels, 2)
     ax.imshow(seen, cmap="gray")
     ax.set_title("what the model saw (28x28)")
     ax.axis("off")
-    ax = fig.add_subplot(1, 3, 3)
+    if saliency is not None:
+        s = np.abs(np.asarray(saliency))
+        ax = fig.add_subplot(1, panels, 3)
+        ax.imshow(s.max(axis=0) if s.ndim == 3 else s, cmap="inferno")     # max over channels
+        ax.set_title("saliency: |d score / d pixel|")
+        ax.axis("off")
+    ax = fig.add_subplot(1, panels, panels)
     best = int(np.argmax(proba))
     ax.bar(range(len(proba)), proba, color=["tab:green" if i == best else "tab:gray" for i in range(len(proba))])
     ax.set_xticks(range(len(proba)), names)
@@ -211,26 +220,34 @@ def plot_prediction(original, seen, proba, class_names=None, path=None):
 
 
 def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=None):
-    """Where each prediction looks: one column per image, with the image, the saliency map
-    |d z_pred / d x| (tinycnn.saliency; max over channels) and the map over the image.
-    Each map is scaled to its own maximum: the pictures compare places within an image, not
-    images. Titles give the predicted class and its probability, and the true class, in
-    red, when the prediction is wrong."""
+    """Where each prediction looks: one column per image, with the image, |S| and S itself,
+    S = d z_pred / d x (tinycnn.saliency; for several channels the largest |S| over them,
+    with its sign). The digit's outline is drawn over both maps. |S| says how strongly a
+    pixel moves the predicted class's score; the sign says which way: red, the score rises
+    if the pixel gets brighter; blue, it falls. Each map is scaled to its own maximum, so
+    the maps compare places within an image, not images. Titles give the predicted class
+    and its probability, and the true class, in red, when the prediction is wrong."""
     images, proba = _images(images), np.asarray(proba)
-    s = np.abs(np.asarray(saliency))
-    s = s.max(axis=1) if s.ndim == 4 else s                   # (N, C, H, W) -> (N, H, W)
-    s = s / np.maximum(s.max(axis=(1, 2), keepdims=True), 1e-12)
+    s = np.asarray(saliency, dtype=np.float64)
+    if s.ndim == 4:                                            # (N, C, H, W) -> (N, H, W)
+        strongest = np.abs(s).argmax(axis=1)[:, None]          # the channel of largest |S|
+        s = np.take_along_axis(s, strongest, axis=1)[:, 0]
+    s = s / np.maximum(np.abs(s).max(axis=(1, 2), keepdims=True), 1e-30)   # now in [-1, 1]
     name = (lambda c: str(class_names[c])) if class_names is not None else str
     pred = proba.argmax(axis=1)
     n = len(images)
-    fig = Figure(figsize=(1.5 * n + 0.6, 5.0))
-    rows = ("input", "|saliency|", "overlay")
+    fig = Figure(figsize=(1.5 * n + 0.6, 5.4))
+    rows = ("input", "|S|", "S (red +, blue -)")
     for i in range(n):
+        image = images[i].astype(np.float64)
+        outline = (image.min() + image.max()) / 2              # the strokes' edge
         axes = [fig.add_subplot(3, n, r * n + i + 1) for r in range(3)]
-        axes[0].imshow(images[i], cmap="gray")
-        axes[1].imshow(s[i], cmap="inferno", vmin=0, vmax=1)
-        axes[2].imshow(images[i], cmap="gray")
-        axes[2].imshow(s[i], cmap="inferno", vmin=0, vmax=1, alpha=0.6)
+        axes[0].imshow(image, cmap="gray")
+        axes[1].imshow(np.abs(s[i]), cmap="inferno", vmin=0, vmax=1)
+        axes[2].imshow(s[i], cmap="bwr", vmin=-1, vmax=1)
+        for ax, colour in ((axes[1], "cyan"), (axes[2], "black")):
+            if image.max() > image.min():
+                ax.contour(image, levels=[outline], colors=colour, linewidths=0.6, alpha=0.7)
         wrong = y_true is not None and pred[i] != y_true[i]
         title = f"pred {name(pred[i])} ({proba[i, pred[i]]:.1%})"
         if y_true is not None:
@@ -241,9 +258,9 @@ def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=N
             ax.set_yticks([])
             if i == 0:
                 ax.set_ylabel(rows[r], fontsize=8)
-    fig.suptitle("Saliency: which pixels, made brighter or darker, move the predicted "
-                 "class's score most\n(|gradient of its logit w.r.t. the input|, each map "
-                 "scaled to its own maximum)", fontsize=9)
+    fig.suptitle("Saliency S = d(score of the predicted class) / d(input pixel), "
+                 "each map scaled to its own maximum", fontsize=9)
+    fig.subplots_adjust(top=0.86, hspace=0.08, wspace=0.08)
     return _save(fig, path)
 
 
