@@ -176,3 +176,42 @@ def test_saliency_examples_pick_one_per_class_and_the_worst_mistake():
     assert saliency_examples(y, proba, n=4) == [1, 2, 4, 5]      # first 0, 1, 2, then the mistake
     proba[5] = np.eye(4)[1] * 0.9 + 0.025
     assert saliency_examples(y, proba, n=3) == [1, 2, 4]         # no mistakes: classes only
+
+
+def test_main_job_writes_both_figures_and_the_norms(tmp_path):
+    from tinycnn import run
+    out = tmp_path / "run"
+    status = run.main(["--dataset", "digits", "--arch", "lenet5", "--epochs", "2", "--quiet",
+                       "--out", str(out)])
+    assert status == 0
+    for name in ("saliency.png", "gradient_norms.png"):
+        assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 20000, name
+    history = json.loads((out / "history.json").read_text())
+    layers = ["conv2d_0", "conv2d_2", "dense_5", "dense_7", "dense_9"]
+    assert list(history["grad_norm"]) == layers
+    assert all(len(v) == 2 and min(v) > 0 for v in history["grad_norm"].values())
+    assert list(history["grad_norm_steps"]) == ["epoch"] + layers
+
+
+def test_predict_show_adds_a_saliency_panel(tmp_path, monkeypatch):
+    from tinycnn import sketch
+    from tinycnn.cli import predict_images
+    from tinycnn.models import fastnet
+    from tinycnn.saliency import saliency
+    model = fastnet(seed=0)
+    img = tmp_path / "seven.png"
+    sketch.render(sketch.digit_strokes(7, np.random.default_rng(0)), np.random.default_rng(0)).save(img)
+    drawn = []
+    real = plotting.plot_prediction
+    monkeypatch.setattr(plotting, "plot_prediction",
+                        lambda *a, **k: drawn.append((real(*a, **k), k["saliency"])) or drawn[-1][0])
+    results, failures = predict_images(model, [str(img)], show_dir=str(tmp_path / "figs"))
+    assert not failures and len(drawn) == 1
+    figure = tmp_path / "figs" / "seven-prediction.png"
+    assert figure.read_bytes()[:8] == PNG and figure.stat().st_size > 10000
+    fig, shown = drawn[0]
+    assert [ax.get_title() for ax in fig.axes][:3] == ["original", "what the model saw (28x28)",
+                                                       "saliency: |d score / d pixel|"]
+    expected, target = saliency(model, model.preprocess(results[0]["input"][None]))
+    np.testing.assert_array_equal(shown, expected[0])            # the predicted class's map
+    assert str(target[0]) == results[0]["digit"]
