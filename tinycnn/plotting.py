@@ -205,10 +205,9 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     ax.set_title("what the model saw (28x28)")
     ax.axis("off")
     if saliency is not None:
-        s = np.abs(np.asarray(saliency))
         ax = fig.add_subplot(1, panels, 3)
-        ax.imshow(s.max(axis=0) if s.ndim == 3 else s, cmap="inferno")     # max over channels
-        ax.set_title("saliency: |d score / d pixel|")
+        _draw_saliency(ax, saliency, seen)
+        ax.set_title(f"saliency of {names[int(np.argmax(proba))]}: |d score / d pixel|")
         ax.axis("off")
     ax = fig.add_subplot(1, panels, panels)
     best = int(np.argmax(proba))
@@ -217,6 +216,24 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     ax.set_ylim(0, 1)
     ax.set_title(f"prediction: {names[best]} ({proba[best]:.1%})")
     return _save(fig, path)
+
+
+def _draw_saliency(ax, s, image, signed=False):
+    """One saliency map S (H, W), or (C, H, W) shown as the channel of largest |S| at each
+    pixel, scaled to its own maximum: |S| in inferno, or S in blue-white-red (signed), with
+    the outline of the image's strokes on top so the map can be read against the digit."""
+    s = np.asarray(s, dtype=np.float64)
+    if s.ndim == 3:                                            # (C, H, W) -> (H, W)
+        s = np.take_along_axis(s, np.abs(s).argmax(axis=0)[None], axis=0)[0]
+    s = s / max(np.abs(s).max(), 1e-30)                       # now in [-1, 1]
+    if signed:
+        ax.imshow(s, cmap="bwr", vmin=-1, vmax=1)
+    else:
+        ax.imshow(np.abs(s), cmap="inferno", vmin=0, vmax=1)
+    image = np.asarray(image, dtype=np.float64)
+    if image.max() > image.min():                              # the strokes' edge: half-way
+        ax.contour(image, levels=[(image.min() + image.max()) / 2], colors="black" if signed else "cyan",
+                   linewidths=0.6, alpha=0.7)
 
 
 def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=None):
@@ -228,26 +245,16 @@ def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=N
     the maps compare places within an image, not images. Titles give the predicted class
     and its probability, and the true class, in red, when the prediction is wrong."""
     images, proba = _images(images), np.asarray(proba)
-    s = np.asarray(saliency, dtype=np.float64)
-    if s.ndim == 4:                                            # (N, C, H, W) -> (N, H, W)
-        strongest = np.abs(s).argmax(axis=1)[:, None]          # the channel of largest |S|
-        s = np.take_along_axis(s, strongest, axis=1)[:, 0]
-    s = s / np.maximum(np.abs(s).max(axis=(1, 2), keepdims=True), 1e-30)   # now in [-1, 1]
     name = (lambda c: str(class_names[c])) if class_names is not None else str
     pred = proba.argmax(axis=1)
     n = len(images)
     fig = Figure(figsize=(1.5 * n + 0.6, 5.4))
     rows = ("input", "|S|", "S (red +, blue -)")
     for i in range(n):
-        image = images[i].astype(np.float64)
-        outline = (image.min() + image.max()) / 2              # the strokes' edge
         axes = [fig.add_subplot(3, n, r * n + i + 1) for r in range(3)]
-        axes[0].imshow(image, cmap="gray")
-        axes[1].imshow(np.abs(s[i]), cmap="inferno", vmin=0, vmax=1)
-        axes[2].imshow(s[i], cmap="bwr", vmin=-1, vmax=1)
-        for ax, colour in ((axes[1], "cyan"), (axes[2], "black")):
-            if image.max() > image.min():
-                ax.contour(image, levels=[outline], colors=colour, linewidths=0.6, alpha=0.7)
+        axes[0].imshow(images[i], cmap="gray")
+        _draw_saliency(axes[1], saliency[i], images[i])
+        _draw_saliency(axes[2], saliency[i], images[i], signed=True)
         wrong = y_true is not None and pred[i] != y_true[i]
         title = f"pred {name(pred[i])} ({proba[i, pred[i]]:.1%})"
         if y_true is not None:
