@@ -215,3 +215,42 @@ def test_predict_show_adds_a_saliency_panel(tmp_path, monkeypatch):
     expected, target = saliency(model, model.preprocess(results[0]["input"][None]))
     np.testing.assert_array_equal(shown, expected[0])            # the predicted class's map
     assert str(target[0]) == results[0]["digit"]
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "ReLU"])
+def test_vanishing_gradients_show_in_the_norms(numpy_backend, activation):
+    # Seven Dense layers of 64 on the bundled digits, one epoch of SGD. Backward, each
+    # sigmoid multiplies the gradient by s'(a) = s(1 - s) <= 1/4, so the norm shrinks layer
+    # by layer (measured: 0.52 at the last layer, 0.0016 at the first, and the loss barely
+    # moves); with ReLU (derivative 1 where active) every layer gets a norm of the same order.
+    from tinycnn import datasets, layers as L
+    (x, y), _ = datasets.load_digits(image_size=28)
+    x = datasets.add_channel_axis(datasets.to_float(x))
+    stack = [L.Flatten(), L.Dense(784, 64), getattr(L, activation)()]
+    for _ in range(5):
+        stack += [L.Dense(64, 64), getattr(L, activation)()]
+    model = tinycnn.Sequential(stack + [L.Dense(64, 10)], input_shape=(1, 28, 28), seed=0)
+    history = fit(model, SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1), x, y, epochs=1,
+                  batch_size=64, progress=False, log=None)
+    norms = [v[0] for v in history["grad_norm"].values()]       # first layer ... last layer
+    ratio = norms[-1] / norms[0]
+    if activation == "Sigmoid":
+        assert ratio > 100, norms
+    else:
+        assert ratio < 3, norms
+
+
+def test_saliency_maps_example(mnist_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from tinycnn.models import fastnet
+    model = tmp_path / "model.npz"
+    fastnet(seed=0).save(model)                                 # untrained: only the plumbing
+    script = Path(__file__).resolve().parents[1] / "examples" / "saliency_maps.py"
+    proc = subprocess.run([sys.executable, str(script), "--model", str(model), "--data-dir", str(mnist_dir),
+                           "--count", "200", "--out", str(tmp_path / "s.png")], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert proc.returncode == 0, proc.stderr
+    assert "200 test images: " in proc.stdout and "of sum |S| lies in the central 20x20 box" in proc.stdout
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG
