@@ -15,14 +15,6 @@ from tinycnn.losses import SoftmaxCrossEntropy
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def numpy_backend():
-    previous = tinycnn.get_backend()
-    tinycnn.set_backend("numpy")
-    yield
-    tinycnn.set_backend(previous)
-
-
 def tiny_model():
     """conv 2@3x3 -> ReLU -> pool -> dense 8 -> 3 on (1, 6, 6) inputs: two layers with
     parameters, conv2d_0 and dense_4."""

@@ -9,14 +9,6 @@ from tinycnn.models import convnet, fastnet
 from tinycnn.saliency import saliency
 
 
-@pytest.fixture
-def numpy_backend():
-    previous = tinycnn.get_backend()
-    tinycnn.set_backend("numpy")
-    yield
-    tinycnn.set_backend(previous)
-
-
 def small_model(seed=0):
     """conv -> batch norm -> ReLU -> pool -> dropout -> dense: every kind of layer a
     saliency map passes back through, on (2, 6, 6) inputs, with 4 classes. The running

@@ -190,6 +190,7 @@ def saliency_examples(y_true, proba, n=8):
 
 
 def draw_saliency(model, images, x, y_true, proba, class_names, path):
+    """saliency.png: the maps of the images saliency_examples picks (x: model input)."""
     from . import plotting
     from .saliency import saliency
     pick = saliency_examples(y_true, proba)
