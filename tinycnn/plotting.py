@@ -284,7 +284,8 @@ def plot_gradient_norms(history, path=None):
         colour = f"C{k % 10}"
         if steps.get(layer):
             ax.plot(steps["epoch"], steps[layer], "-", color=colour, lw=0.8, alpha=0.45)
-        epochs = np.arange(len(values)) + 0.5
+        done = len(history.get("epoch") or values)            # the means are of the last epochs
+        epochs = np.arange(done - len(values), done) + 0.5    # (all, unless resumed from an old checkpoint)
         ax.plot(epochs, values, "o-", color=colour, lw=1.8, label=layer)
     ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="||gradient||  (L2, all the layer's parameters)",
