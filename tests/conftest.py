@@ -35,3 +35,12 @@ def _no_stray_env(monkeypatch, tmp_path):
     monkeypatch.delenv("TINYCNN_DATA_DIR", raising=False)
     monkeypatch.delenv("TINYCNN_MIRRORS", raising=False)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def numpy_backend():
+    """Run a test on the NumPy reference kernels (no compilation), restoring the default."""
+    previous = tinycnn.get_backend()
+    tinycnn.set_backend("numpy")
+    yield
+    tinycnn.set_backend(previous)

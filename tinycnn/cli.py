@@ -62,9 +62,12 @@ def predict_images(model, paths, show_dir=None):
         results.append(result)
         if show_dir is not None:
             from .plotting import plot_prediction
+            from .saliency import saliency
             os.makedirs(show_dir, exist_ok=True)
             stem = os.path.splitext(os.path.basename(path))[0]
-            plot_prediction(path, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"))
+            grad = saliency(model, model.preprocess(small[None]))[0][0]      # d z_pred / d input
+            plot_prediction(path, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"),
+                            saliency=grad)
     return results, failures
 
 
@@ -176,7 +179,7 @@ def build_parser():
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p.add_argument("images", nargs="+", help="image files, or folders of them")
     p.add_argument("--show", metavar="DIR", help="save a figure per image (original, what the model saw, "
-                                                  "probabilities) into DIR")
+                                                  "its saliency map, probabilities) into DIR")
     p = sub.add_parser("summary", help="print a saved model's layers")
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p = sub.add_parser("download", help="fetch and verify a dataset into the cache")

@@ -186,25 +186,110 @@ def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=
     return _save(fig, path)
 
 
-def plot_prediction(original, seen, proba, class_names=None, path=None):
+def plot_prediction(original, seen, proba, class_names=None, path=None, saliency=None):
     """One prediction explained: the original picture, the 28x28 the model saw, and the
-    probability of every class."""
+    probability of every class. saliency: the gradient of the predicted class's logit
+    w.r.t. the model's input ((C, H, W) or (H, W), tinycnn.saliency), drawn as |S| in one
+    more panel: the pixels that move the prediction most."""
     from PIL import Image
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
-    fig = Figure(figsize=(10, 3.2))
-    ax = fig.add_subplot(1, 3, 1)
+    panels = 3 if saliency is None else 4
+    fig = Figure(figsize=(10 if saliency is None else 13, 3.2))
+    ax = fig.add_subplot(1, panels, 1)
     shown = Image.open(original) if isinstance(original, (str, bytes)) or hasattr(original, "__fspath__") else original
     ax.imshow(np.asarray(shown), cmap="gray")
     ax.set_title("original")
     ax.axis("off")
-    ax = fig.add_subplot(1, 3, 2)
+    ax = fig.add_subplot(1, panels, 2)
     ax.imshow(seen, cmap="gray")
     ax.set_title("what the model saw (28x28)")
     ax.axis("off")
-    ax = fig.add_subplot(1, 3, 3)
+    if saliency is not None:
+        ax = fig.add_subplot(1, panels, 3)
+        _draw_saliency(ax, saliency, seen)
+        ax.set_title(f"saliency of {names[int(np.argmax(proba))]}: |d score / d pixel|")
+        ax.axis("off")
+    ax = fig.add_subplot(1, panels, panels)
     best = int(np.argmax(proba))
     ax.bar(range(len(proba)), proba, color=["tab:green" if i == best else "tab:gray" for i in range(len(proba))])
     ax.set_xticks(range(len(proba)), names)
     ax.set_ylim(0, 1)
     ax.set_title(f"prediction: {names[best]} ({proba[best]:.1%})")
+    return _save(fig, path)
+
+
+def _draw_saliency(ax, s, image, signed=False):
+    """One saliency map S (H, W), or (C, H, W) shown as the channel of largest |S| at each
+    pixel, scaled to its own maximum: |S| in inferno, or S in blue-white-red (signed), with
+    the outline of the image's strokes on top so the map can be read against the digit."""
+    s = np.asarray(s, dtype=np.float64)
+    if s.ndim == 3:                                            # (C, H, W) -> (H, W)
+        s = np.take_along_axis(s, np.abs(s).argmax(axis=0)[None], axis=0)[0]
+    s = s / max(np.abs(s).max(), 1e-30)                       # now in [-1, 1]
+    if signed:
+        ax.imshow(s, cmap="bwr", vmin=-1, vmax=1)
+    else:
+        ax.imshow(np.abs(s), cmap="inferno", vmin=0, vmax=1)
+    image = np.asarray(image, dtype=np.float64)
+    if image.max() > image.min():                              # the strokes' edge: half-way
+        ax.contour(image, levels=[(image.min() + image.max()) / 2], colors="black" if signed else "cyan",
+                   linewidths=0.6, alpha=0.7)
+
+
+def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=None):
+    """Where each prediction looks: one column per image, with the image, |S| and S itself,
+    S = d z_pred / d x (tinycnn.saliency; for several channels the largest |S| over them,
+    with its sign). The digit's outline is drawn over both maps. |S| says how strongly a
+    pixel moves the predicted class's score; the sign says which way: red, the score rises
+    if the pixel gets brighter; blue, it falls. Each map is scaled to its own maximum, so
+    the maps compare places within an image, not images. Titles give the predicted class
+    and its probability, and the true class, in red, when the prediction is wrong."""
+    images, proba = _images(images), np.asarray(proba)
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    pred = proba.argmax(axis=1)
+    n = len(images)
+    fig = Figure(figsize=(1.5 * n + 0.6, 5.4))
+    rows = ("input", "|S|", "S (red +, blue -)")
+    for i in range(n):
+        axes = [fig.add_subplot(3, n, r * n + i + 1) for r in range(3)]
+        axes[0].imshow(images[i], cmap="gray")
+        _draw_saliency(axes[1], saliency[i], images[i])
+        _draw_saliency(axes[2], saliency[i], images[i], signed=True)
+        wrong = y_true is not None and pred[i] != y_true[i]
+        title = f"pred {name(pred[i])} ({proba[i, pred[i]]:.1%})"
+        if y_true is not None:
+            title += f"\ntrue {name(y_true[i])}"
+        axes[0].set_title(title, fontsize=8, color="red" if wrong else "black")
+        for r, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(rows[r], fontsize=8)
+    fig.suptitle("Saliency S = d(score of the predicted class) / d(input pixel), "
+                 "each map scaled to its own maximum", fontsize=9)
+    fig.subplots_adjust(top=0.86, hspace=0.08, wspace=0.08)
+    return _save(fig, path)
+
+
+def plot_gradient_norms(history, path=None):
+    """The size of each layer's gradient during training (tinycnn.train.gradient_norms), on
+    a log scale: thin lines at every sampled step, dots for each epoch's mean (drawn at the
+    middle of the epoch)."""
+    means, steps = history.get("grad_norm") or {}, history.get("grad_norm_steps") or {}
+    if not means:
+        raise ValueError("plot_gradient_norms: history has no 'grad_norm' (train with tinycnn.fit)")
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    for k, (layer, values) in enumerate(means.items()):
+        colour = f"C{k % 10}"
+        if steps.get(layer):
+            ax.plot(steps["epoch"], steps[layer], "-", color=colour, lw=0.8, alpha=0.45)
+        done = len(history.get("epoch") or values)            # the means are of the last epochs
+        epochs = np.arange(done - len(values), done) + 0.5    # (all, unless resumed from an old checkpoint)
+        ax.plot(epochs, values, "o-", color=colour, lw=1.8, label=layer)
+    ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="||gradient||  (L2, all the layer's parameters)",
+           title="Gradient size per layer: thin = sampled steps, dots = epoch means")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)

@@ -180,6 +180,24 @@ def make_optimizer(args, model, total_steps):
     return opt, schedule
 
 
+def saliency_examples(y_true, proba, n=8):
+    """Indices of n test images for the saliency figure: the first image of each class in
+    turn and, when the model makes mistakes, its most confident one last."""
+    from .metrics import misclassified
+    wrong = [m["index"] for m in misclassified(y_true, proba)[:1]]
+    firsts = [i for i in np.unique(y_true, return_index=True)[1] if i not in wrong]
+    return [int(i) for i in firsts[:n - len(wrong)]] + wrong
+
+
+def draw_saliency(model, images, x, y_true, proba, class_names, path):
+    """saliency.png: the maps of the images saliency_examples picks (x: model input)."""
+    from . import plotting
+    from .saliency import saliency
+    pick = saliency_examples(y_true, proba)
+    maps, _ = saliency(model, x[pick])
+    return plotting.plot_saliency(images[pick], maps, proba[pick], class_names, y_true[pick], path=path)
+
+
 def draw(out, model, history, x_test_images, x_test, y_test, proba, cm, class_names, x_train_images, y_train):
     from . import plotting
     figures = {
@@ -190,6 +208,8 @@ def draw(out, model, history, x_test_images, x_test, y_test, proba, cm, class_na
         "filters.png": lambda p: plotting.plot_filters(model, path=p),
         "feature_maps.png": lambda p: plotting.plot_feature_maps(model, x_test[0], path=p),
         "samples.png": lambda p: plotting.plot_samples(x_train_images, y_train, class_names, path=p),
+        "saliency.png": lambda p: draw_saliency(model, x_test_images, x_test, y_test, proba, class_names, p),
+        "gradient_norms.png": lambda p: plotting.plot_gradient_norms(history, path=p),
     }
     for name, make in figures.items():
         make(os.path.join(out, name))

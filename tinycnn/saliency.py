@@ -20,7 +20,12 @@ def saliency(model, x, target=None):
 
     x: model input (N, *input_shape), floating point (after model.preprocess).
     target: class per image (N,) ints, or None for the class the model predicts.
-    Returns (saliency (N, *input_shape) float32, target (N,) ints).
+    Returns (saliency (N, *input_shape) in the model's dtype (float32; float64 after
+    model.to(np.float64), as the gradient checks use), target (N,) ints).
+
+    Eval mode: dropout passes everything, batch norm uses its running statistics, so the
+    map is deterministic and describes the model that makes predictions. The backward pass
+    overwrites the layers' `grads` (as a training step would); nothing else changes.
     """
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
@@ -28,11 +33,13 @@ def saliency(model, x, target=None):
     logits = model.forward(x, training=False)                  # (N, K)
     if target is None:
         target = logits.argmax(axis=1)
-    target = np.asarray(target, dtype=np.int64).reshape(-1)
-    if target.shape != (len(x),) or target.min() < 0 or target.max() >= logits.shape[1]:
+    target = np.asarray(target).reshape(-1)
+    if (target.dtype.kind not in "iu" or target.shape != (len(x),)
+            or target.min() < 0 or target.max() >= logits.shape[1]):
         raise ValueError(f"saliency: target must hold {len(x)} class indices in "
                          f"[0, {logits.shape[1]}), got {target.tolist()}")
+    target = target.astype(np.int64)
     dlogits = np.zeros_like(logits)                            # d z_k / d z = onehot(k)
     dlogits[np.arange(len(x)), target] = 1
     dx = model.backward(dlogits, need_dx=True)                 # (N, *input_shape)
-    return np.asarray(dx, dtype=np.float32), target
+    return dx, target

@@ -40,6 +40,42 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                 "images_per_second")
+GRAD_NORM_TRACE_EVERY = 10     # history["grad_norm_steps"] keeps every 10th step's norms
+
+
+def gradient_norms(model):
+    """{layer name: L2 norm of the gradient of all its parameters together}, for the
+    layers with parameters, from the gradients the last backward pass left in `grads`:
+
+        ||g_layer|| = sqrt( sum over the layer's arrays (W, b, gamma, ...) of sum_i g_i^2 )
+
+    Why watch it: by the chain rule, layer l's gradient is the loss gradient times the
+    Jacobians of every layer after it, dL/dW_l = dL/dy_L . dy_L/dy_(L-1) ... dy_(l+1)/dy_l
+    . dy_l/dW_l. If those factors shrink the gradient (a sigmoid's derivative is at most
+    1/4), the norms fall geometrically towards the first layer: vanishing gradients. If
+    they grow, they explode. One number per layer, not per array (W and b together): the
+    layer is the unit the gradient passes through, and one line per layer keeps the
+    figure (plotting.plot_gradient_norms) readable.
+    np.vdot(g, g) is sum_i g_i^2 as one BLAS dot product, so the whole call takes 17-25 us
+    for fastnet's 153,754 gradients: 0.02% of the CPU time of a training step at batch 256
+    (python benchmarks/bench_grad_norms.py; busy shared machine). Cheap enough for fit() to
+    measure it at every step.
+    """
+    return {name: math.sqrt(sum(float(np.vdot(g, g)) for g in layer.grads.values()))
+            for name, layer in zip(model.names, model.layers) if layer.grads}
+
+
+def _norm_history(model):
+    """Empty history["grad_norm"] and history["grad_norm_steps"] for `model`."""
+    names = list(gradient_norms(model))
+    return {"grad_norm": {name: [] for name in names},
+            "grad_norm_steps": {"epoch": [], **{name: [] for name in names}}}
+
+
+def _epoch_sums(model):
+    """The running totals of one epoch (saved in checkpoints, so a resumed epoch goes on)."""
+    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "steps": 0,
+            "grad_norm": {name: 0.0 for name in gradient_norms(model)}}
 
 
 def evaluate(model, loss, x, y, batch_size=256):
@@ -101,7 +137,12 @@ def _check_data(x, y, what):
 def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None, schedule=None,
         seed=0, augment=None, early_stopping=None, keep_best=False, checkpoint=None, resume=None,
         progress=None, log=print):
-    """Train `model` and return its history (a dict of per-epoch lists, see HISTORY_KEYS).
+    """Train `model` and return its history (a dict of per-epoch lists, see HISTORY_KEYS),
+    with the gradient's size per layer (see gradient_norms):
+        history["grad_norm"]        {layer: [per epoch, the mean over its steps of ||g||]}
+        history["grad_norm_steps"]  {"epoch": [epochs done at every GRAD_NORM_TRACE_EVERY-th
+                                               step: step / steps per epoch],
+                                     layer: [||g|| at that step]}
 
     validation:     (x_val, y_val), evaluated after every epoch
     schedule:       callable (step, total_steps) -> lr (see tinycnn.schedules); None keeps
@@ -130,8 +171,9 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     shuffle_rng = np.random.default_rng(seed)
     augment_rng = np.random.default_rng([seed, 1])
     history = {k: [] for k in HISTORY_KEYS}
+    history.update(_norm_history(model))
     start_epoch, start_step = 0, 0
-    sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    sums = _epoch_sums(model)
     best = {"val_loss": math.inf, "epoch": -1, "weights": None, "bad_epochs": 0}
 
     if resume is not None:
@@ -140,7 +182,9 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
             raise ValueError(f"fit: checkpoint {resume} holds a different architecture")
         _restore(model, _snapshot(saved))
         optimizer.load_state_dict(opt_state)
-        history, sums = state["history"], state["sums"]
+        # (a checkpoint written before the norms were recorded starts them from here)
+        history = {**_norm_history(model), **state["history"]}
+        sums = {**_epoch_sums(model), **state["sums"]}
         start_epoch, start_step = state["epoch"], state["step"]
         shuffle_rng.bit_generator.state = state["epoch_rng"]
         model.rng.bit_generator.state = state["model_rng"]
@@ -167,7 +211,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
             order = shuffle_rng.permutation(n)
             first = start_step if epoch == start_epoch else 0
             if first == 0:
-                sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+                sums = _epoch_sums(model)
             bar = None
             if progress and tqdm is not None:
                 bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{epochs}",
@@ -189,6 +233,14 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                         f"loss became {value} at epoch {epoch + 1}, step {step + 1} (lr "
                         f"{optimizer.lr:g}); try a lower learning rate.{kept}")
                 model.backward(loss.backward(), need_dx=False)
+                norms = gradient_norms(model)      # before step(): the gradient of this batch's loss
+                for name, norm in norms.items():
+                    sums["grad_norm"][name] += norm
+                sums["steps"] += 1
+                if global_step % GRAD_NORM_TRACE_EVERY == 0:
+                    history["grad_norm_steps"]["epoch"].append(round(global_step / steps_per_epoch, 4))
+                    for name, norm in norms.items():
+                        history["grad_norm_steps"][name].append(norm)
                 optimizer.step()
                 sums["loss"] += value * len(idx)
                 sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
@@ -215,6 +267,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
             history["lr"].append(optimizer.lr)
             history["seconds"].append(seconds)
             history["images_per_second"].append(sums["seen"] / seconds)
+            for name, total in sums["grad_norm"].items():
+                history["grad_norm"][name].append(total / sums["steps"])
             line = (f"epoch {epoch + 1}/{epochs}: loss {history['train_loss'][-1]:.4f} "
                     f"acc {history['train_acc'][-1]:.4f}")
             stop = False
