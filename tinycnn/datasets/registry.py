@@ -192,7 +192,10 @@ def _content(path, info):
     time and never more than the official content's size plus one byte. A gzip error
     propagates (OSError, EOFError or zlib.error)."""
     limit = info.raw_size
-    buffer = np.empty(limit + 1, np.uint8)        # takes RAM only as data arrives
+    # Deflate expands at most ~1032-fold, so a small file needs no buffer the size of the
+    # limit (which is read_idx's 256 MiB when the shape is not registered).
+    capacity = min(limit, 1032 * os.path.getsize(path) + 4096) + 1
+    buffer = np.empty(capacity, np.uint8)         # takes RAM only as data arrives
     view = memoryview(buffer)
     with open(path, "rb") as f:
         stream = gzip.GzipFile(fileobj=f, mode="rb") if f.read(2) == GZIP_MAGIC else f
