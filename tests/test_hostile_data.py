@@ -110,8 +110,22 @@ import numpy as np
 from tinycnn import cli, datasets
 from tinycnn.datasets import *
 args = json.loads(sys.argv[1])
-peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # MB (Linux: KiB)
-before, error, result = peak(), None, None
+
+def status(field):                     # MB, from /proc/self/status (Linux)
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":")) / 1024
+
+# Baseline: the RSS now, after the imports. Then reset the peak (VmHWM) to it, so the peak
+# read afterwards is the action's own, not an earlier transient of the imports; where that
+# reset is not allowed, ru_maxrss (the whole life's peak) over-estimates, never under.
+before = status("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    peak = lambda: status("VmHWM")
+except OSError:
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+error, result = None, None
 t0 = time.perf_counter()
 try:
 {action}
@@ -126,7 +140,8 @@ with open(args["report"], "w") as f:
 def in_child(case, action, tmp_path, **args):
     """Run `action` (Python lines using `args`; may set `result`) in a fresh interpreter after
     its imports; return what it raised, its time, and its peak RSS above the RSS it had
-    before the action (both measured by the child itself)."""
+    before the action (both measured by the child itself, which is more exact than
+    RUSAGE_CHILDREN: that keeps the largest peak of every child so far)."""
     args["report"] = str(tmp_path / f"{case}.json")
     code = CHILD.format(action="\n".join("    " + line for line in action.strip().splitlines()))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
