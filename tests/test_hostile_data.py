@@ -322,6 +322,29 @@ def test_corrupt_user_file_is_an_error_and_left_alone(tiny, tmp_path, monkeypatc
     assert server.requests == []                               # and nothing downloaded over it
 
 
+def test_only_the_cache_is_repaired(tiny, tmp_path, capsys):
+    server, arrays, files = tiny
+    cache = Path(datasets.cache_dir("tiny"))
+    cache.mkdir(parents=True)
+    for name, gz in files.items():
+        (cache / name).write_bytes(gz)
+    bomb = cache / "train-images-ubyte.gz"
+    write_gzip_of_zeros(bomb, header_bytes((400, 1000, 100)), 16 + 4 * 10 ** 7)   # 40 KB -> 40 MB
+    before = snapshot(cache)
+    with bounded("bomb in the cache, download=False"):
+        with pytest.raises(ChecksumError, match=r"its IDX header declares uint8 \(400, 1000, 100\), the "
+                                                r"official file holds uint8 \(30, 5, 4\)\. It is in tinycnn's "
+                                                r"cache: load with download=True \(or run tinycnn download\)"):
+            load_dataset("tiny", download=False)
+    assert snapshot(cache) == before
+    with bounded("bomb in the cache, repaired"):
+        (x, _), _ = load_dataset("tiny", mirrors=[server.mirror("ok")], **FAST)
+    np.testing.assert_array_equal(x, arrays["train_images"])
+    assert bomb.read_bytes() == files[bomb.name]
+    assert server.requests == ["/ok/train-images-ubyte.gz"]
+    assert "downloading a fresh copy" in capsys.readouterr().err
+
+
 def test_train_does_not_fall_back_on_a_corrupt_user_file(tmp_path, mnist_dir):
     # The main job with MNIST's files in TINYCNN_DATA_DIR, one of them damaged: exit 1, one line,
     # the file untouched; not the 8x8 digits with exit 0.
@@ -431,29 +454,21 @@ def test_deadline_from_the_environment(monkeypatch, tmp_path):
         download_file(["http://127.0.0.1:9/x"], tmp_path / "x")
 
 
-def test_huge_content_length_refused_unread(tiny, tmp_path):
-    server, _, files = tiny
-    mirror = server.mirror("huge")
-    limit = datasets.DATASETS["tiny"].files["train_images"].max_file_size
-    with bounded("Content-Length 10**12"):
-        with pytest.raises(DownloadError, match=rf"{mirror}train-images-ubyte.gz: Content-Length "
-                                                rf"1,000,000,000,000 bytes is more than any copy of this "
-                                                rf"file can be \({limit:,}\); not downloaded"):
-            load_dataset("tiny", data_dir=tmp_path / "dl", mirrors=[mirror], **FAST)
-    assert server.sent == {} and os.listdir(tmp_path / "dl") == []
-
-
-def test_endless_body_cut_at_the_cap(tiny, tmp_path):
+@pytest.mark.parametrize("mode, why", [
+    ("huge", r"Content-Length 1,000,000,000,000 bytes is more than any copy of this file can be "
+             r"\({limit:,}\); not downloaded"),
+    ("endless", r"body goes on past {limit:,} bytes, more than any copy of this file can be; cut off there"),
+])
+def test_oversized_body_refused_or_cut(tiny, tmp_path, mode, why):
     server, _, _ = tiny
-    mirror = server.mirror("endless")
+    mirror = server.mirror(mode)
     limit = datasets.DATASETS["tiny"].files["train_images"].max_file_size
-    with bounded("endless body"):
-        with pytest.raises(DownloadError, match=rf"{mirror}train-images-ubyte.gz: body goes on past "
-                                                rf"{limit:,} bytes, more than any copy of this file can "
-                                                r"be; cut off there"):
+    with bounded(f"{mode} body"):
+        with pytest.raises(DownloadError, match=rf"{mirror}train-images-ubyte.gz: " + why.format(limit=limit)):
             load_dataset("tiny", data_dir=tmp_path / "dl", mirrors=[mirror], **FAST)
     time.sleep(0.2)
-    assert server.sent["/endless/train-images-ubyte.gz"] < limit + 16 * 2 ** 20   # the server was hung up on
+    sent = server.sent[f"/{mode}/train-images-ubyte.gz"]
+    assert sent == 0 if mode == "huge" else sent < limit + 16 * 2 ** 20   # refused unread / hung up on
     assert os.listdir(tmp_path / "dl") == []
 
 

@@ -61,7 +61,9 @@ def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_si
     expected, received = None, 0
     started = time.monotonic()
     # No socket wait may outlast the deadline either (a total silence ends at min(read, deadline)).
-    timeout = tuple(min(t, deadline) for t in timeout) if isinstance(timeout, tuple) else min(timeout, deadline)
+    finite = deadline if deadline < UNLIMITED else None
+    cap = lambda t: finite if t is None else min(t, deadline)
+    timeout = tuple(map(cap, timeout)) if isinstance(timeout, tuple) else cap(timeout)
     try:
         # identity: the body is the file itself, so Content-Length is its size and no
         # Content-Encoding layer can inflate it on the way in.

@@ -37,8 +37,10 @@ class ChecksumError(ValueError):
     """A dataset file whose content is not the official one. `reason` says what is wrong,
     without the file's name."""
 
-    def __init__(self, path, reason, advice=""):
-        super().__init__(f"{path}: {reason}" + (f". {advice}" if advice else ""))
+    def __init__(self, path, reason=None, advice=""):
+        if reason is None:               # ChecksumError("whole message"), as before
+            path, reason = None, path
+        super().__init__((f"{path}: " if path else "") + reason + (f". {advice}" if advice else ""))
         self.path, self.reason = path, reason
 
 
@@ -155,6 +157,7 @@ def search_dirs(name, data_dir=None):
 _USER_FILE_ADVICE = ("tinycnn does not modify or delete your files: replace it with a good copy, "
                      "or delete it yourself to download a fresh one (tinycnn download), or point "
                      "--data-dir / data_dir= / TINYCNN_DATA_DIR elsewhere")
+_CACHE_FILE_ADVICE = "It is in tinycnn's cache: load with download=True (or run tinycnn download) to replace it"
 
 
 def check_file(path, info):
@@ -269,7 +272,8 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
             except ChecksumError as err:
                 # Only the cache is ours to repair; anywhere else the file is the user's.
                 if not (download and _in_cache(path, dataset)):
-                    raise ChecksumError(path, err.reason, _USER_FILE_ADVICE) from None
+                    advice = _CACHE_FILE_ADVICE if _in_cache(path, dataset) else _USER_FILE_ADVICE
+                    raise ChecksumError(path, err.reason, advice) from None
                 print(f"tinycnn: {err}\ntinycnn: downloading a fresh copy.", file=sys.stderr)
                 os.remove(path)
         if not download:
