@@ -290,7 +290,7 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
                 return err.reason
             return None
         urls = [base + info.filename for base in _mirrors(dataset, mirrors)]
-        options = dict(dict(max_bytes=info.max_file_size), **download_options)
+        options = {"max_bytes": info.max_file_size, **download_options}   # the caller may widen it
         try:
             download_file(urls, dest, verify=verify, progress=progress, **options)
         except DownloadError as err:
