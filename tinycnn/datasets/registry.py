@@ -201,8 +201,9 @@ def _content(path, info):
     buffer = np.empty(capacity, np.uint8)         # takes RAM only as data arrives
     view = memoryview(buffer)
     with open(path, "rb") as f:
-        stream = gzip.GzipFile(fileobj=f, mode="rb") if f.read(2) == GZIP_MAGIC else f
+        is_gzip = f.read(2) == GZIP_MAGIC
         f.seek(0)
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if is_gzip else f
         got = read_into(stream, view[:4096])      # the header first: a wrong shape is refused now
         if info.shape is not None and got >= 4:
             header = header_bytes(info.shape)
