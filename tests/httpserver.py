@@ -8,6 +8,9 @@
     short    Content-Length says more than is sent, then the connection closes
     stall    headers, then silence for `stall_seconds` (longer than the client's read timeout)
     slow     the file in small pieces with pauses (for concurrent downloads)
+    trickle  the file one byte every `trickle_seconds` (never trips a read timeout)
+    endless  no Content-Length, then zeros until the client hangs up (or 2 GiB)
+    huge     Content-Length 10**12, then the file
 """
 import threading
 import time
@@ -16,10 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FileServer:
-    def __init__(self, files, flaky_failures=2, stall_seconds=3.0):
+    def __init__(self, files, flaky_failures=2, stall_seconds=3.0, trickle_seconds=0.5):
         self.files = dict(files)
         self.flaky_failures = flaky_failures
         self.stall_seconds = stall_seconds
+        self.trickle_seconds = trickle_seconds
+        self.sent = Counter()         # body bytes written per request path
         self.requests = []
         self.counts = Counter()
         self.stop = threading.Event()
@@ -42,8 +47,12 @@ class FileServer:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body) + (100 if mode == "short" else 0)))
+                length = {"short": len(body) + 100, "huge": 10 ** 12, "endless": None}.get(mode, len(body))
+                if length is not None:
+                    self.send_header("Content-Length", str(length))
                 self.end_headers()
+                if mode in ("trickle", "endless"):
+                    return self.dribble(body, mode)
                 if mode == "stall":
                     server.stop.wait(server.stall_seconds)
                     return
@@ -56,6 +65,24 @@ class FileServer:
                 self.wfile.write(body)
                 if mode == "short":
                     self.close_connection = True
+
+            def dribble(self, body, mode):
+                """trickle: one byte at a time; endless: 64 KiB of zeros at a time. Stops when
+                the client hangs up or the server shuts down."""
+                piece = bytes(1 << 16)
+                try:
+                    for i in range(len(body) if mode == "trickle" else 2 ** 15):
+                        if server.stop.is_set():
+                            break
+                        data = body[i:i + 1] if mode == "trickle" else piece
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                        server.sent[self.path] += len(data)
+                        if mode == "trickle":
+                            server.stop.wait(server.trickle_seconds)
+                except OSError:          # the client hung up: that is the point
+                    pass
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -67,14 +67,17 @@ def test_huge_claim_fails_at_once_without_memory(tmp_path):
     path = tmp_path / "liar.idx"
     path.write_bytes(header(dims=(10 ** 4, 10 ** 4, 10 ** 4)) + bytes(4))   # claims 10^12 bytes
     tracemalloc.start()
-    with pytest.raises(IDXFormatError, match="shorter than the header"):
+    with pytest.raises(IDXFormatError, match=r"declares shape \(10000, 10000, 10000\) of uint8, "
+                                             r"1,000,000,000,000 bytes, more than the limit max_bytes"):
         read_idx(path)
+    with pytest.raises(IDXFormatError, match=r"shorter than the header says \(4 of 1000000000000"):
+        read_idx(path, max_bytes=10 ** 13)        # allowed that big: the file's length refutes it
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 10 * 2 ** 20
     gz = tmp_path / "liar.gz"
     gz.write_bytes(gzip.compress(header(code=0x0E, dims=(10 ** 6, 10 ** 6))))
-    with pytest.raises(IDXFormatError, match="shorter than the header"):
+    with pytest.raises(IDXFormatError, match="more than the limit"):
         read_idx(gz)
 
 

@@ -154,7 +154,10 @@ def load_data(args, say):
     try:
         data = datasets.load_dataset(wanted, **options)
         return data, wanted, list(datasets.DATASETS[wanted].class_names)
-    except (datasets.DownloadError, FileNotFoundError, ValueError) as err:
+    except (datasets.DownloadError, FileNotFoundError) as err:
+        # Only "no files and no network" falls back. A damaged or unusable file or folder
+        # of the user's (ChecksumError, IDXFormatError, DataDirError) is an error: training
+        # on other data than the user pointed at, with exit status 0, would hide it.
         if name != "auto":
             raise
         say(f"MNIST could not be had, so this run uses scikit-learn's bundled 8x8 digits "
@@ -323,7 +326,7 @@ def main_with_args(args):
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
-            datasets.IDXFormatError) as err:
+            datasets.IDXFormatError, datasets.DataDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

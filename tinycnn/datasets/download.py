@@ -7,6 +7,12 @@ renamed into place (os.replace is atomic on one filesystem). So:
 - two processes downloading the same file at once each write their own temporary file;
   whichever renames last wins, and both candidates were verified, so the result is whole.
 
+Every attempt is bounded: at most max_bytes are accepted (a larger Content-Length is refused
+before the body is read; a longer body is cut off) and it must end within a total deadline,
+so neither an endless body nor a server trickling a byte at a time can fill the disk or hang
+the caller. Temporary files left by a process killed with -9 are removed by the next
+download into the same folder (see tinycnn/fileutil.py).
+
 Per mirror: connection errors, timeouts, cut-short bodies and 5xx answers are retried a
 few times with exponential backoff; a 4xx answer or a checksum mismatch moves on to the
 next mirror at once (retrying would get the same answer).
@@ -15,15 +21,22 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
 import time
 
 import requests
+import urllib3
+
+from ..fileutil import clean_stale_temps, create_temp
 
 try:
     from tqdm.auto import tqdm
 except ImportError:     # tqdm is a dependency, but a progress bar is not worth a crash
     tqdm = None
+
+
+DEADLINE_ENV = "TINYCNN_DOWNLOAD_DEADLINE"
+DEFAULT_DEADLINE = 1800.0         # seconds per file and mirror: 10 MB at 6 kB/s still fits
+UNLIMITED = float("inf")
 
 
 class DownloadError(RuntimeError):
@@ -38,11 +51,24 @@ class _NextMirror(Exception):
     """A failure the same mirror will repeat: go to the next one."""
 
 
-def _fetch_once(url, tmp_path, timeout, progress, chunk_size=1 << 16):
-    """Stream url into tmp_path; return the number of bytes written."""
+def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_size=1 << 16):
+    """Stream url into the open binary file `out`; return the number of bytes written.
+
+    Bounded in size and time: a Content-Length above max_bytes is refused before the body
+    is read, a body that runs past max_bytes is cut there, and the whole transfer must end
+    within `deadline` seconds (a read timeout alone never fires on a server that trickles
+    one byte every half second)."""
     expected, received = None, 0
+    started = time.monotonic()
+    # No socket wait may outlast the deadline either (a total silence ends at min(read, deadline)).
+    finite = deadline if deadline < UNLIMITED else None
+    cap = lambda t: finite if t is None else min(t, deadline)
+    timeout = tuple(map(cap, timeout)) if isinstance(timeout, tuple) else cap(timeout)
     try:
-        with requests.get(url, stream=True, timeout=timeout) as response:
+        # identity: the body is the file itself, so Content-Length is its size and no
+        # Content-Encoding layer can inflate it on the way in.
+        with requests.get(url, stream=True, timeout=timeout,
+                          headers={"Accept-Encoding": "identity"}) as response:
             if 400 <= response.status_code < 500:
                 raise _NextMirror(f"HTTP {response.status_code} {response.reason}")
             if response.status_code >= 500:
@@ -50,27 +76,42 @@ def _fetch_once(url, tmp_path, timeout, progress, chunk_size=1 << 16):
             response.raise_for_status()
             expected = response.headers.get("Content-Length")
             expected = int(expected) if expected and expected.isdigit() else None
+            if expected is not None and expected > max_bytes:
+                raise _NextMirror(f"Content-Length {expected:,} bytes is more than any copy of "
+                                  f"this file can be ({max_bytes:,}); not downloaded")
             bar = None
             if progress and tqdm is not None:
                 bar = tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                           desc=os.path.basename(tmp_path).split(".part")[0].lstrip("."),
-                           leave=False)
+                           desc=name, leave=False)
             try:
-                with open(tmp_path, "wb") as out:
-                    for chunk in response.iter_content(chunk_size):
-                        out.write(chunk)
-                        received += len(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
+                while True:
+                    # read1 returns what has arrived (up to chunk_size) instead of waiting
+                    # for a full chunk, so the deadline is checked at least once per read.
+                    chunk = response.raw.read1(chunk_size)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise _NextMirror(f"body goes on past {max_bytes:,} bytes, more than any "
+                                          "copy of this file can be; cut off there")
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                    elapsed = time.monotonic() - started
+                    if elapsed > deadline:
+                        raise _NextMirror(f"too slow: {received:,} bytes in {elapsed:.1f} s, past "
+                                          f"the {deadline:g} s deadline for one file (deadline=..."
+                                          f" or {DEADLINE_ENV} sets it)")
             finally:
                 if bar is not None:
                     bar.close()
-    except requests.exceptions.ChunkedEncodingError:      # the server closed the connection early
+    except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError):
+        # the server closed the connection early
         raise _Retry(f"body cut short: {received} of {expected or '?'} bytes") from None
-    except requests.exceptions.Timeout as err:
+    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as err:
         raise _Retry(f"timed out ({type(err).__name__}, timeout={timeout})") from None
-    except requests.exceptions.RequestException as err:   # refused, reset, DNS, ...
-        raise _Retry(f"{type(err).__name__}: {_root_cause(err)}") from None
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
+        raise _Retry(f"{type(err).__name__}: {_root_cause(err)}") from None   # refused, reset, DNS
     if expected is not None and received != expected:
         raise _Retry(f"body cut short: {received} of {expected} bytes")
     return received
@@ -84,28 +125,35 @@ def _root_cause(err):
 
 
 def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=1.0,
-                  progress=None):
+                  progress=None, max_bytes=None, deadline=None):
     """Download the first good copy among `urls` to `dest`; return dest.
 
     verify(path) -> None or a string saying what is wrong with the downloaded file (e.g. a
     checksum mismatch); a complaint moves on to the next mirror.
     timeout: (connect, read) seconds; retries: attempts per mirror; backoff: seconds
     before the first retry, doubling after each.
+    max_bytes: the most the file can be (default: no limit); a larger Content-Length is
+    refused unread, a longer body is cut off. Either moves on to the next mirror.
+    deadline: seconds one attempt at one mirror may take in all (default: $TINYCNN_DOWNLOAD_DEADLINE,
+    else 1800); a mirror that overruns it is left for the next.
     progress: show a progress bar (default: when stderr is a terminal).
+    Stale temporary files of killed downloads in dest's folder are removed first.
     """
     if progress is None:
         progress = sys.stderr.isatty()
+    max_bytes = UNLIMITED if max_bytes is None else max_bytes
+    deadline = _default_deadline() if deadline is None else float(deadline)
     dest = os.fspath(dest)
     folder = os.path.dirname(os.path.abspath(dest))
     os.makedirs(folder, exist_ok=True)
+    clean_stale_temps(folder)
     failures = []
     for url in urls:
         for attempt in range(1, retries + 1):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".",
-                                       suffix=".part")
-            os.close(fd)
+            fd, tmp = create_temp(dest, ".part")
             try:
-                _fetch_once(url, tmp, timeout, progress)
+                with os.fdopen(fd, "wb") as out:
+                    _fetch_once(url, out, os.path.basename(dest), timeout, progress, max_bytes, deadline)
                 problem = verify(tmp) if verify is not None else None
                 if problem:
                     raise _NextMirror(problem)
@@ -126,6 +174,19 @@ def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=
     lines = "\n".join(f"  - {url}: {why}" for url, why in failures) or "  (no mirrors given)"
     raise DownloadError(f"could not download {os.path.basename(dest)}; every mirror failed:\n"
                         f"{lines}")
+
+
+def _default_deadline():
+    value = os.environ.get(DEADLINE_ENV)
+    if not value:
+        return DEFAULT_DEADLINE
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"{DEADLINE_ENV}={value!r}: expected a number of seconds above 0")
+    return seconds
 
 
 def sha256_of(path_or_bytes):

@@ -8,6 +8,16 @@ plain or gzipped under its usual name:
 Missing files are downloaded (download=True) into the first of those that is set. Every
 file is verified before use: its bytes must match the official .gz SHA-256, or its
 decompressed content the official raw SHA-256 (recompressed copies pass the second test).
+
+Only the cache is tinycnn's: a damaged file there is downloaded again, while a damaged file
+in data_dir or $TINYCNN_DATA_DIR is the user's and is never modified or deleted; it is an
+error naming the file and what to do.
+
+Sizes are checked before memory is committed. The registry knows each file's shape, hence
+its exact decompressed size, so verification streams the file and stops at the first sign
+that it is not the official one: a file larger than that size plus gzip's framing, an IDX
+header that declares another shape, or content that runs past the size (a 1 MB gzip that
+unpacks to 1 GiB is refused after its first megabyte). Downloads are capped the same way.
 """
 import gzip
 import io
@@ -18,12 +28,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..fileutil import describe_non_file
 from .download import DownloadError, download_file, sha256_of
-from .idx import GZIP_MAGIC, IDXFormatError, read_idx
+from .idx import GZIP_MAGIC, MAX_BYTES, TYPES, IDXFormatError, header_bytes, read_idx, read_into
 
 
 class ChecksumError(ValueError):
-    """A dataset file whose content is not the official one."""
+    """A dataset file whose content is not the official one. `reason` says what is wrong,
+    without the file's name."""
+
+    def __init__(self, path, reason=None, advice=""):
+        if reason is None:               # ChecksumError("whole message"), as before
+            path, reason = None, path
+        super().__init__((f"{path}: " if path else "") + reason + (f". {advice}" if advice else ""))
+        self.path, self.reason = path, reason
+
+
+class DataDirError(ValueError):
+    """A data folder or file that cannot be used as one: a file where a folder should be, a
+    folder or a symlink loop where a file should be, a folder one cannot write to."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +54,25 @@ class FileInfo:
     filename: str                 # the official name, e.g. "train-images-idx3-ubyte.gz"
     gz_sha256: str                # SHA-256 of the official .gz download
     raw_sha256: str | None = None  # SHA-256 of the decompressed content, when known
+    shape: tuple | None = None    # the uint8 array it holds, e.g. (60000, 28, 28), when known
 
     @property
     def stem(self):               # the name without .gz
         return self.filename[:-3] if self.filename.endswith(".gz") else self.filename
+
+    @property
+    def raw_size(self):
+        """Bytes of the decompressed IDX file: exact when the shape is known, else read_idx's
+        general limit."""
+        if self.shape is None:
+            return MAX_BYTES
+        return len(header_bytes(self.shape)) + int(np.prod(self.shape, dtype=object))
+
+    @property
+    def max_file_size(self):
+        """The most any good copy can take on disk or on the wire: its content (a raw copy)
+        plus gzip's framing, generously (deflate adds 5 bytes per 64 KiB block at worst)."""
+        return self.raw_size + self.raw_size // 1024 + 65536
 
 
 @dataclass(frozen=True)
@@ -55,9 +93,9 @@ def _mnist_like(prefix=""):
             ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")]
 
 
-def _files(names, gz, raw):
+def _files(names, gz, raw, shapes=((60000, 28, 28), (60000,), (10000, 28, 28), (10000,))):
     keys = ("train_images", "train_labels", "test_images", "test_labels")
-    return {k: FileInfo(n, g, r) for k, n, g, r in zip(keys, names, gz, raw)}
+    return {k: FileInfo(n, g, r, shape) for k, n, g, r, shape in zip(keys, names, gz, raw, shapes)}
 
 
 DATASETS = {
@@ -103,44 +141,112 @@ def cache_dir(name):
 
 
 def search_dirs(name, data_dir=None):
-    """The folders searched, in order (see the module docstring)."""
+    """The folders searched, in order (see the module docstring). Raises DataDirError when
+    data_dir or $TINYCNN_DATA_DIR names something that exists but is not a folder."""
+    given = [("data_dir", data_dir), ("TINYCNN_DATA_DIR", os.environ.get("TINYCNN_DATA_DIR"))]
+    for label, folder in given:
+        if folder and os.path.lexists(folder) and not os.path.isdir(folder):
+            what = describe_non_file(folder) or "a file"
+            raise DataDirError(f"{label}={os.fspath(folder)} is {what}, not a folder: point it at "
+                               "the folder that holds the dataset's files")
     dirs = [data_dir, os.environ.get("TINYCNN_DATA_DIR"), cache_dir(name)]
     return [os.fspath(d) for d in dirs if d]
 
 
-def check_file(path, info):
-    """Read and verify one file; return its raw (decompressed) bytes.
+# What a user can do about a bad file in their own folder; tinycnn never touches it.
+_USER_FILE_ADVICE = ("tinycnn does not modify or delete your files: replace it with a good copy, "
+                     "or delete it yourself to download a fresh one (tinycnn download), or point "
+                     "--data-dir / data_dir= / TINYCNN_DATA_DIR elsewhere")
+_CACHE_FILE_ADVICE = "It is in tinycnn's cache: load with download=True (or run tinycnn download) to replace it"
 
-    Raises ChecksumError naming the file, the expected and the actual digests."""
-    with open(path, "rb") as f:
-        data = f.read()
-    file_digest = sha256_of(data)
-    if file_digest == info.gz_sha256:
-        return gzip.decompress(data)
-    raw, content = data, ""
-    if data[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(data)
-            content = f" (content {sha256_of(raw)})"
-        except (OSError, EOFError, zlib.error) as err:
-            raw, content = None, f" (and it is not a readable gzip: {err})"
-    if raw is not None and info.raw_sha256 is not None and sha256_of(raw) == info.raw_sha256:
+
+def check_file(path, info):
+    """Verify one file and return its raw (decompressed) bytes.
+
+    Streams the file, so memory stays bounded by the official content's size whatever the
+    file holds. Raises ChecksumError naming the file and what is wrong: too large for the
+    official file, an IDX header of another shape, content past the official size, an
+    unreadable gzip, or a digest mismatch (expected and actual digests)."""
+    size = os.path.getsize(path)
+    if size > info.max_file_size:
+        raise ChecksumError(path, f"not the official {info.filename}: {size:,} bytes on disk, more "
+                                  f"than any copy of it can be ({info.max_file_size:,})")
+    file_digest = sha256_of(path)
+    try:
+        raw = _content(path, info)
+    except (OSError, EOFError, zlib.error) as err:        # gzip.BadGzipFile is an OSError
+        raw, content = None, f" (and it is not a readable gzip: {err})"
+    if raw is not None and file_digest == info.gz_sha256:
         return raw
+    if raw is not None:
+        raw_digest = sha256_of(raw)
+        if raw_digest == info.raw_sha256:
+            return raw
+        content = f" (content {raw_digest})" if raw_digest != file_digest else ""   # it was gzipped
     expected = f".gz SHA-256 {info.gz_sha256}"
     if info.raw_sha256:
         expected += f" or content SHA-256 {info.raw_sha256}"
-    raise ChecksumError(f"{path}: checksum mismatch: expected {expected}; got file SHA-256 "
-                        f"{file_digest}{content}. The file is damaged or not the official one: "
-                        "delete it, then load again with download=True or copy a good file there.")
+    raise ChecksumError(path, f"checksum mismatch: expected {expected}; got file SHA-256 "
+                              f"{file_digest}{content}")
+
+
+def _content(path, info):
+    """The decompressed bytes of `path` (as they are when it is not gzip), read 1 MiB at a
+    time and never more than the official content's size plus one byte. A gzip error
+    propagates (OSError, EOFError or zlib.error)."""
+    limit = info.raw_size
+    # Deflate expands at most ~1032-fold, so a small file needs no buffer the size of the
+    # limit (which is read_idx's 256 MiB when the shape is not registered).
+    capacity = min(limit, 1032 * os.path.getsize(path) + 4096) + 1
+    buffer = np.empty(capacity, np.uint8)         # takes RAM only as data arrives
+    view = memoryview(buffer)
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == GZIP_MAGIC
+        f.seek(0)
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if is_gzip else f
+        got = read_into(stream, view[:4096])      # the header first: a wrong shape is refused now
+        if info.shape is not None and got >= 4:
+            header = header_bytes(info.shape)
+            if bytes(view[:min(got, len(header))]) != header[:got]:
+                raise ChecksumError(path, f"not the official {info.filename}: its IDX header "
+                                          f"{_describe_header(bytes(view[:got]))}, the official "
+                                          f"file holds uint8 {info.shape}")
+        got += read_into(stream, view[got:])
+    if got > limit:
+        raise ChecksumError(path, f"not the official {info.filename}: its content runs past "
+                                  f"{limit:,} bytes, the official file's size; refused there")
+    return buffer[:got].tobytes()
+
+
+def _describe_header(head):
+    """'declares int32 (5, 7)' or 'is not IDX (starts 1f8b...)' for the first bytes of a file."""
+    if len(head) >= 4 and head[:2] == b"\0\0" and head[2] in TYPES and len(head) >= 4 + 4 * head[3]:
+        ndim = head[3]
+        dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        return f"declares {TYPES[head[2]].name} {dims}"
+    return f"is not IDX (starts {head[:8].hex()})"
 
 
 def _find(info, dirs):
+    """The first of the official name or its stem in `dirs` that exists. Something there that
+    is not a regular file (a folder, a FIFO, a symlink loop) is an error, never skipped: a
+    download would otherwise try to replace it."""
     for folder in dirs:
         for candidate in (info.filename, info.stem):
             path = os.path.join(folder, candidate)
+            kind = describe_non_file(path)
+            if kind is not None:
+                raise DataDirError(f"{path}: is {kind}, where the dataset file {info.filename} "
+                                   "should be; move it away or point data_dir elsewhere")
             if os.path.isfile(path):
                 return path
     return None
+
+
+def _in_cache(path, dataset):
+    """Whether `path` lies in tinycnn's own download cache, the only folder it may repair."""
+    return os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
+        os.path.realpath(cache_dir(dataset.name))
 
 
 def _mirrors(dataset, mirrors):
@@ -152,7 +258,8 @@ def _mirrors(dataset, mirrors):
 
 def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **download_options):
     """Make sure every file of dataset `name` is present and verified; return
-    {key: raw IDX bytes}. `download_options` go to download_file (timeout, retries, ...)."""
+    {key: raw IDX bytes}. `download_options` go to download_file (timeout, retries,
+    deadline, ...)."""
     dataset = get_info(name)
     dirs = search_dirs(dataset.name, data_dir)
     target = dirs[0]
@@ -161,13 +268,13 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
         path = _find(info, dirs)
         if path is not None:
             try:
-                out[key] = check_file(path, info)
+                out[key] = _check_readable(path, info)
                 continue
             except ChecksumError as err:
-                # A damaged file in the download folder is replaced; anywhere else it is
-                # the user's, and we say so rather than touch it.
-                if not download or os.path.dirname(os.path.abspath(path)) != os.path.abspath(target):
-                    raise
+                # Only the cache is ours to repair; anywhere else the file is the user's.
+                if not (download and _in_cache(path, dataset)):
+                    advice = _CACHE_FILE_ADVICE if _in_cache(path, dataset) else _USER_FILE_ADVICE
+                    raise ChecksumError(path, err.reason, advice) from None
                 print(f"tinycnn: {err}\ntinycnn: downloading a fresh copy.", file=sys.stderr)
                 os.remove(path)
         if not download:
@@ -181,19 +288,32 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
             try:
                 check_file(tmp, info)
             except ChecksumError as err:
-                return str(err).replace(tmp + ": ", "").split(". The file")[0]
+                return err.reason
             return None
         urls = [base + info.filename for base in _mirrors(dataset, mirrors)]
+        options = {"max_bytes": info.max_file_size, **download_options}   # the caller may widen it
         try:
-            download_file(urls, dest, verify=verify, progress=progress, **download_options)
+            download_file(urls, dest, verify=verify, progress=progress, **options)
         except DownloadError as err:
             raise DownloadError(
                 f"{dataset.name}: {err}\nTo use files you already have, put the four files "
                 f"({', '.join(i.filename for i in dataset.files.values())}, gzipped or not) in "
                 f"a folder and pass data_dir=FOLDER or set TINYCNN_DATA_DIR=FOLDER; or give "
                 f"other mirrors with mirrors=[...] or {dataset.env_mirrors}.") from None
+        except OSError as err:          # the folder cannot be made or written (requests' errors are caught inside)
+            raise DataDirError(f"{target}: cannot download into this folder ({err.strerror or err}); "
+                               "pass data_dir= / --data-dir, or set XDG_CACHE_HOME, to download "
+                               "elsewhere") from None
         out[key] = check_file(dest, info)
     return out
+
+
+def _check_readable(path, info):
+    """check_file, with a file one may not read reported as a DataDirError naming it."""
+    try:
+        return check_file(path, info)
+    except PermissionError as err:
+        raise DataDirError(f"{path}: cannot read it ({err.strerror})") from None
 
 
 def get_info(name):
@@ -214,7 +334,7 @@ def load_dataset(name, data_dir=None, download=True, mirrors=None, progress=None
     arrays = {}
     for key, data in raw.items():
         try:
-            arrays[key] = read_idx(io.BytesIO(data))
+            arrays[key] = read_idx(io.BytesIO(data), max_bytes=len(data))
         except IDXFormatError as err:
             raise IDXFormatError(f"{name} {key}: {err}") from None
     for split in ("train", "test"):
