@@ -41,6 +41,9 @@ PRESETS = {
     "best": dict(arch="bnnet", schedule="onecycle", augment=True, val_fraction=0.0),      # for accuracy
 }
 SGD_LR = 0.05
+# A run whose test accuracy stays below CHANCE_FACTOR times chance (1 / classes: 15% for ten)
+# learned nothing: always answering MNIST's most common digit already scores 11.35%.
+CHANCE_FACTOR = 1.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +117,7 @@ def check_args(args, parser):
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.lr is not None and not args.lr > 0:
+    if args.lr is not None and not 0 < args.lr < float("inf"):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
@@ -246,6 +249,7 @@ def run(args):
         "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "seed": args.seed,
         "augment": bool(args.augment), "val_fraction": args.val_fraction, "train_images": len(x_tr),
         "test_accuracy": test_acc, "test_loss": test_loss,
+        "learned_nothing": bool(test_acc < CHANCE_FACTOR / len(class_names)),
         "top3_accuracy": metrics.top_k_accuracy(y_test, proba, 3),
         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / len(history["seconds"]),
         "images_per_second": len(x_tr) * len(history["seconds"]) / train_seconds,
@@ -293,9 +297,15 @@ def main(argv=None, prog=None):
 
 
 def main_with_args(args):
-    """Run the job for checked arguments; the exit status (errors printed as one line)."""
+    """Run the job for checked arguments; the exit status (errors printed as one line).
+
+    A run that ends at chance level exits with status 1 after saving everything: a script
+    that chains `tinycnn train && ...` must not go on with a model that guesses, and the
+    files are there to find out why.
+    """
+    from .io import ModelFormatError
     try:
-        run(args)
+        result = run(args)
     except TrainingInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return 130
@@ -305,5 +315,14 @@ def main_with_args(args):
     except (datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
             datasets.IDXFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ModelFormatError, ValueError) as err:        # e.g. --resume with the wrong file
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if result["learned_nothing"]:
+        chance = 1 / len(result["confusion_matrix"])
+        print(f"\nWARNING: training failed: test accuracy {result['test_accuracy']:.1%} is at chance "
+              f"level ({chance:.0%} for guessing): the model learned nothing. Try a lower --lr.",
+              file=sys.stderr)
         return 1
     return 0
