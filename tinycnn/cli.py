@@ -131,8 +131,8 @@ def cmd_evaluate(args):
     if len(classes) != 1 or int(y.max()) >= classes[0]:
         raise CommandError(f"{args.model} gives outputs of shape {classes}, but the {args.dataset} "
                            f"test set has {int(y.max()) + 1} classes")
+    proba = model.predict_proba(x)      # first: FloatingPointError if any output is NaN
     loss, acc = evaluate(model, SoftmaxCrossEntropy(), x, y)
-    proba = model.predict_proba(x)      # FloatingPointError if any output is NaN
     names = [printable(n) for n in model.class_names or range(proba.shape[1])]
     print(f"{args.dataset} test set, {len(y):,} images: accuracy {acc:.4f}, loss {loss:.4f}, "
           f"top-3 {metrics.top_k_accuracy(y, proba, 3):.4f}")

@@ -70,8 +70,9 @@ def _read_checked(path, with_training_state=False):
     (see modelcheck.py). extras: the checkpoint's __train__ JSON and optim/ arrays when
     `with_training_state`; otherwise those entries are skipped unread."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ModelFormatError(f"{path}: no such model file")
+    if not os.path.isfile(path):      # a FIFO or device would block or never end: refused
+        raise ModelFormatError(f"{path}: " + ("not a regular file" if os.path.exists(path)
+                                              else "no such model file"))
     zf, entries = modelcheck.open_npz(path)
     with zf:
         meta = modelcheck.read_json(path, zf, entries, "__meta__")

@@ -186,11 +186,12 @@ class Sequential:
             return np.empty((0,) + self.output_shapes(shape)[-1], dtype=x.dtype)
         step = min(batch_size, self.MAX_INFERENCE_SLICE)
         out = None
-        for start in range(0, len(x), step):
-            p = softmax(self.forward(x[start:start + step], training=False))
-            if out is None:
-                out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
-            out[start:start + len(p)] = p
+        with np.errstate(over="ignore", invalid="ignore"):   # checked below, as an error
+            for start in range(0, len(x), step):
+                p = softmax(self.forward(x[start:start + step], training=False))
+                if out is None:
+                    out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+                out[start:start + len(p)] = p
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():                     # a wrong answer must not pass for one
             raise FloatingPointError(

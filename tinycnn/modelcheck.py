@@ -181,8 +181,8 @@ def check_meta(path, meta, format_version, layer_types):
             raise bad(f"architecture[{i}].config", "must be an object")
     shape = meta.get("input_shape")
     if shape is not None and (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-                              or not all(_is_int(s) and 1 <= s <= 2**16 for s in shape)):
-        raise bad("input_shape", f"must be a list of 1 to 3 integers in 1..65536, got {shape!r}")
+                              or not all(_is_int(s) and 1 <= s <= 2**24 for s in shape)):
+        raise bad("input_shape", f"must be a list of 1 to 3 integers in 1..{2**24}, got {shape!r}")
     prep = meta.get("preprocessing")
     if prep is not None:
         if not isinstance(prep, dict):

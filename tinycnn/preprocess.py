@@ -37,9 +37,10 @@ def open_image(path):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as err:
         raise ValueError(f"{path}: cannot read this image ({err.strerror or err})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path}: not a regular file (a folder, pipe or device)")
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path}: not a regular file (a folder, pipe or device)")
         try:
             with warnings.catch_warnings():      # the pixel limit below is the check
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
