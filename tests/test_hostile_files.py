@@ -597,19 +597,29 @@ def other_checkpoint(files):
 
 
 @pytest.mark.parametrize("which, message", [
-    ("truncated", r"cut-ck.npz: not a readable .npz model file"),
-    ("model", r"good.npz: no __train__ entry; this is not a tinycnn file"),
-    ("other", r"fit: checkpoint .*other-ck.npz holds a different architecture \(Conv2D, ReLU, MaxPool2D, "
-              r"Flatten, Dense\) from the model being trained"),
+    ("truncated", r"error: --resume: .*cut-ck.npz: not a readable .npz model file"),
+    ("model", r"error: --resume: .*good.npz: no __train__ entry; this is not a tinycnn file"),
+    ("other", r"error: --resume .*other-ck.npz: the checkpoint holds another architecture \(Conv2D, "
+              r"ReLU, MaxPool2D, Flatten, Dense\), not lenet5 \(Conv2D, .*\) \(see --help\)$"),
 ])
 def test_resume_with_the_wrong_file(files, other_checkpoint, tmp_path, baseline, which, message):
+    """Found while checking the arguments, before the data is loaded: exit status 2."""
     import re
     path = {"model": files / "good.npz", "other": other_checkpoint, "truncated": files / "cut-ck.npz"}[which]
     if which == "truncated":
         path.write_bytes(other_checkpoint.read_bytes()[:3000])
     child = cli(baseline, "train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1", "--quiet",
-                "--no-plots", "--out", tmp_path / "run", "--resume", path, seconds=10)
+                "--no-plots", "--out", tmp_path / "run", "--resume", path, code=2)
     assert re.search(message, one_error_line(child)), child.err
+
+
+def test_resume_with_other_sizes_is_a_clear_error(other_checkpoint):
+    """Same layer types, other sizes: fit says so instead of failing to broadcast."""
+    model = tinycnn.Sequential([Conv2D(1, 3, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(3 * 13 * 13, 10)])
+    x, y = np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, int)
+    with bounded(), pytest.raises(ValueError, match=r"fit: checkpoint .*other-ck.npz holds a different "
+                                                    r"architecture .* or other sizes"):
+        tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), Adam(model), x, y, resume=other_checkpoint, log=None)
 
 
 def test_output_folders_that_are_files(files, tmp_path, baseline):

@@ -132,6 +132,8 @@ def check_args(args, parser):
                 parser.error(f"--data-dir {args.data_dir}: {info.name} files missing: {', '.join(missing)}")
     if args.resume is not None and not os.path.isfile(args.resume):
         parser.error(f"--resume {args.resume}: no such file")
+    if args.resume is not None:
+        _check_resume(args, parser)
     args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -143,6 +145,21 @@ def check_args(args, parser):
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
     if args.lr is None:
         args.lr = recipe["lr"] if args.optimizer == "adam" else SGD_LR
+
+
+def _check_resume(args, parser):
+    """The checkpoint must load and hold the chosen architecture (its sizes are checked
+    against the data's when training starts)."""
+    from .io import ModelFormatError, load_checkpoint
+    try:
+        saved = load_checkpoint(args.resume)[0]
+    except ModelFormatError as err:
+        parser.error(f"--resume: {err}")
+    kinds = [layer.name for layer in saved.layers]
+    wanted = [layer.name for layer in models.ARCHITECTURES[args.arch]().layers]
+    if kinds != wanted:
+        parser.error(f"--resume {args.resume}: the checkpoint holds another architecture "
+                     f"({', '.join(kinds)}), not {args.arch} ({', '.join(wanted)})")
 
 
 def load_data(args, say):
