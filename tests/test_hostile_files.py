@@ -580,8 +580,9 @@ def test_training_at_chance_level_exits_1_with_a_warning(tmp_path, baseline):
     the model learned nothing and exits 1. (A training run: bounded at 60 s, not 2 s.)"""
     child = cli(baseline, "train", "--dataset", "digits", "--epochs", "1", "--arch", "convnet", "--lr", "1e6",
                 "--no-plots", "--quiet", "--out", tmp_path / "run", seconds=60)
-    assert "WARNING: training failed: test accuracy 10.0% is at chance level (10% for guessing): the " \
-           "model learned nothing. Try a lower --lr." in child.err
+    assert ("WARNING: training failed: test accuracy 10.0% is at chance level (10% for guessing): the "
+            "model learned nothing in 11 steps. Is --lr 1e+06 too high, or are there too few steps "
+            "(--epochs, --batch-size)?") in child.err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["learned_nothing"] is True
     assert (tmp_path / "run" / "model.npz").exists()
@@ -634,17 +635,23 @@ def test_output_folders_that_are_files(files, tmp_path, baseline):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--steps", "0"), "--steps and --batch-size must be >= 1, got 0 and 128"),
-    (("--batch-size", "-3"), "--steps and --batch-size must be >= 1, got 20 and -3"),
+    (("--steps", "0"), "--steps must be >= 1 and --batch-size in 1..8192, got 0 and 128"),
+    (("--batch-size", "-3"), "--steps must be >= 1 and --batch-size in 1..8192, got 20 and -3"),
+    (("--batch-size", "100000000"), "--steps must be >= 1 and --batch-size in 1..8192, got 20 and 100000000"),
 ])
 def test_bench_bad_numbers(baseline, args, message):
     line = one_error_line(cli(baseline, "bench", "--arch", "convnet", *args))
     assert line == f"tinycnn bench: error: {message}"
 
 
-def test_train_lr_inf(tmp_path, baseline):
-    child = cli(baseline, "train", "--lr", "inf", "--out", tmp_path / "o", code=2)
-    assert one_error_line(child).endswith("error: --lr must be > 0, got inf (see --help)")
+@pytest.mark.parametrize("args, message", [
+    (("--lr", "inf"), "--lr must be > 0, got inf"),
+    (("--lr", "nan"), "--lr must be > 0, got nan"),
+    (("--seed", "-1"), "--seed must be >= 0, got -1"),
+])
+def test_train_bad_numbers(tmp_path, baseline, args, message):
+    child = cli(baseline, "train", *args, "--out", tmp_path / "o", code=2)
+    assert one_error_line(child).endswith(f"error: {message} (see --help)")
 
 
 def test_control_characters_in_class_names_are_escaped(files, tmp_path, baseline):

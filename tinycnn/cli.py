@@ -158,8 +158,9 @@ def cmd_download(args):
 def cmd_bench(args):
     from . import models, optim
     from .losses import SoftmaxCrossEntropy
-    if args.steps < 1 or args.batch_size < 1:
-        raise CommandError(f"--steps and --batch-size must be >= 1, got {args.steps} and {args.batch_size}")
+    if args.steps < 1 or not 1 <= args.batch_size <= 8192:
+        raise CommandError(f"--steps must be >= 1 and --batch-size in 1..8192, got {args.steps} and "
+                           f"{args.batch_size}")
     rng = np.random.default_rng(0)
     print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps "
           "(random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
@@ -231,7 +232,7 @@ def main(argv=None):
     try:
         return commands[args.command](args)
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
-            OSError, ValueError, FloatingPointError) as err:
+            OSError, ValueError, FloatingPointError, MemoryError) as err:
         print(printable(f"tinycnn {args.command}: error: {err}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -117,6 +117,8 @@ def check_args(args, parser):
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     if args.lr is not None and not 0 < args.lr < float("inf"):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if not 0 <= args.val_fraction < 1:
@@ -338,8 +340,10 @@ def main_with_args(args):
         return 1
     if result["learned_nothing"]:
         chance = 1 / len(result["confusion_matrix"])
+        steps = result["epochs"] * -(-result["train_images"] // result["batch_size"])
         print(f"\nWARNING: training failed: test accuracy {result['test_accuracy']:.1%} is at chance "
-              f"level ({chance:.0%} for guessing): the model learned nothing. Try a lower --lr.",
+              f"level ({chance:.0%} for guessing): the model learned nothing in {steps:,} steps. "
+              f"Is --lr {result['lr']:g} too high, or are there too few steps (--epochs, --batch-size)?",
               file=sys.stderr)
         return 1
     return 0
