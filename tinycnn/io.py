@@ -116,8 +116,8 @@ def _build(path, meta, weights):
     model = Sequential(layers)
     for name, layer in zip(model.names, model.layers):
         for kind, store in (("param", layer.params), ("state", layer.state)):
-            for key in store:
-                store[key] = weights[f"{kind}/{name}/{key}"]
+            for key in store:            # C order, whatever the npy header's fortran_order said
+                store[key] = np.ascontiguousarray(weights[f"{kind}/{name}/{key}"])
         for key, p in layer.params.items():      # gradients follow the parameters' dtype
             layer.grads[key] = np.zeros_like(p)
     if meta.get("input_shape"):
