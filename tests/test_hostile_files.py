@@ -363,6 +363,9 @@ def test_metadata_fields_checked(files, meta, message):
     ('{"format_version": 1, "preprocessing": {"mean": NaN, "std": 1}}',
      r"__meta__ is not valid JSON \(NaN is not a number JSON allows\)"),
     ('{"format_version": ' + "9" * 5000 + "}", r"__meta__ is not valid JSON"),
+    ('{"format_version": 1, "architecture": [' + ", ".join(['{"type": "ReLU"}'] * 2000) + "]}",
+     r"__meta__ field architecture lists 2,000 layers; at most 1,000"),
+    ('{"format_version": 1, "pad": "' + "x" * 1_100_000 + '"}', r"__meta__ is 4.4 MB; at most 4.2 MB"),
 ])
 def test_metadata_json_refused(files, text, message):
     p = variant(files, "json.npz", meta_text=text)

@@ -24,9 +24,10 @@ from .layers.base import pair
 # Limits. tinycnn's largest bundled model (bnnet) holds 0.8 MB of weights; 64 MiB is 80 times
 # that, and bounds what any file can make a load allocate (raise it here for a bigger model).
 MAX_MODEL_BYTES = 64 * 2**20
-MAX_ENTRIES = 4096                 # arrays in one file (bnnet has 26)
-MAX_JSON_BYTES = 16 * 2**20        # __meta__ / __train__ text, stored as 4-byte characters
+MAX_ENTRIES = 4096                 # entries in one file (bnnet has 23)
+MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a character; bnnet: 6 KB)
 MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
+MAX_LAYERS = 1000                  # bnnet has 17
 WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -172,6 +173,8 @@ def check_meta(path, meta, format_version, layer_types):
     if not isinstance(architecture, list) or not architecture:
         raise ModelFormatError(f"{path}: the architecture lists no layers" if architecture == []
                                else bad("architecture", "must be a list of layers"))
+    if len(architecture) > MAX_LAYERS:
+        raise bad("architecture", f"lists {len(architecture):,} layers; at most {MAX_LAYERS:,}")
     for i, spec in enumerate(architecture):
         kind = spec.get("type") if isinstance(spec, dict) else None
         if not isinstance(kind, str) or kind not in layer_types:
