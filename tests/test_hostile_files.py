@@ -269,6 +269,15 @@ def test_valid_model_plus_2gb_compressed_entry_refused_unread(files, baseline):
     assert "unexpected entries ['extra']; refused without reading them" in line
 
 
+def test_file_larger_than_any_model(tmp_path):
+    p = tmp_path / "sparse.npz"
+    with open(p, "wb") as f:              # 300 MB, sparse: no disk space used
+        f.truncate(300 * 10**6)
+    with bounded(), pytest.raises(ModelFormatError, match=r"sparse.npz: 300.0 MB is too large for a model "
+                                                          r"file \(weights, optimiser state and JSON fit in 268.4 MB\)"):
+        load_model(p)
+
+
 def test_non_array_and_duplicate_entries(files):
     p = files / "readme.npz"
     with zipfile.ZipFile(p, "w") as z:

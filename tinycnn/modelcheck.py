@@ -15,6 +15,7 @@ unread. Nothing is ever unpickled.
 import json
 import math
 import numbers
+import os
 import zipfile
 
 import numpy as np
@@ -46,6 +47,10 @@ def size_text(nbytes):
 def open_npz(path):
     """(open ZipFile, {entry name without .npy: ZipInfo}); refuses what is not an .npz of
     arrays: not a zip, too many entries, duplicate names, members that are not .npy."""
+    size = os.path.getsize(path)       # zipfile's directory costs memory in proportion to it
+    if size > 4 * MAX_MODEL_BYTES:
+        raise ModelFormatError(f"{path}: {size_text(size)} is too large for a model file (weights, "
+                               f"optimiser state and JSON fit in {size_text(4 * MAX_MODEL_BYTES)})")
     if not zipfile.is_zipfile(path):      # np.load would otherwise try to unpickle it
         raise ModelFormatError(f"{path}: not a readable .npz model file (not a zip archive; "
                                "truncated or another format)")
