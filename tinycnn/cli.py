@@ -233,7 +233,8 @@ def main(argv=None):
         return commands[args.command](args)
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
             OSError, ValueError, FloatingPointError, MemoryError) as err:
-        print(printable(f"tinycnn {args.command}: error: {err}"), file=sys.stderr)
+        message = f"tinycnn {args.command}: error: {err}"         # its own lines kept, escapes not
+        print("\n".join(map(printable, message.splitlines())), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
