@@ -233,8 +233,10 @@ def main(argv=None):
         return commands[args.command](args)
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
             OSError, ValueError, FloatingPointError, MemoryError) as err:
-        message = f"tinycnn {args.command}: error: {err}"         # its own lines kept, escapes not
-        print("\n".join(map(printable, message.splitlines())), file=sys.stderr)
+        message = f"tinycnn {args.command}: error: {err}"
+        # Download errors list one mirror a line; any other newline (in a file name, say) is escaped.
+        lines = message.splitlines() if isinstance(err, (DownloadError, ChecksumError)) else [message]
+        print("\n".join(map(printable, lines)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
