@@ -94,8 +94,7 @@ def cmd_predict(args):
         raise CommandError("no image files found in " + ", ".join(args.images))
     results, failures = predict_images(model, paths, args.show)
     for r in results:
-        others = ", ".join(f"{d} {p:.1%}" for d, p in r["top3"])
-        others = printable(others)
+        others = printable(", ".join(f"{d} {p:.1%}" for d, p in r["top3"]))
         print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}")
     for path, why in failures:
         print(printable(f"{path}: skipped: {why}"), file=sys.stderr)
