@@ -27,6 +27,22 @@ class CommandError(Exception):
     """A problem with the user's input: printed as one line, exit status 1."""
 
 
+def printable(text):
+    """`text` with control characters (ANSI escapes, newlines, ...) shown as Python escapes,
+    so that names from a file cannot drive the terminal or forge output lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _output_folder(path, option):
+    """Create `path` for figures now (before any slow work) or raise a CommandError."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CommandError(f"{option} {path}: exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"{option} {path}: cannot create this folder ({err.strerror or err})") from None
+
+
 def _load(path):
     from .io import load_model
     return load_model(path)
@@ -46,16 +62,17 @@ def expand_images(paths):
 def predict_images(model, paths, show_dir=None):
     """Predict each image file; returns (results, failures). results: list of dicts with
     path, digit, probability, top3; failures: list of (path, reason)."""
-    from .preprocess import to_mnist
+    from .preprocess import open_image, to_mnist
     results, failures = [], []
-    names = model.class_names or [str(i) for i in range(10)]
     for path in paths:
         try:
-            small = to_mnist(path)
+            picture = open_image(path)          # bounded memory; refuses pipes and huge files
+            small = to_mnist(picture)
         except (ValueError, OSError) as err:
             failures.append((path, str(err).split(": ", 1)[-1] if str(path) in str(err) else str(err)))
             continue
         proba = model.predict_proba(model.preprocess(small[None]))[0]
+        names = model.class_names or [str(i) for i in range(len(proba))]
         top = np.argsort(-proba)[:3]
         result = {"path": path, "digit": names[top[0]], "probability": float(proba[top[0]]),
                   "top3": [(names[k], float(proba[k])) for k in top], "input": small, "proba": proba}
@@ -66,22 +83,24 @@ def predict_images(model, paths, show_dir=None):
             os.makedirs(show_dir, exist_ok=True)
             stem = os.path.splitext(os.path.basename(path))[0]
             grad = saliency(model, model.preprocess(small[None]))[0][0]      # d z_pred / d input
-            plot_prediction(path, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"),
+            plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"),
                             saliency=grad)
     return results, failures
 
 
 def cmd_predict(args):
     model = _load(args.model)
+    if args.show:
+        _output_folder(args.show, "--show")
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
     results, failures = predict_images(model, paths, args.show)
     for r in results:
-        others = ", ".join(f"{d} {p:.1%}" for d, p in r["top3"])
-        print(f"{r['path']}: {r['digit']} ({r['probability']:.1%})   top 3: {others}")
+        others = printable(", ".join(f"{d} {p:.1%}" for d, p in r["top3"]))
+        print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}")
     for path, why in failures:
-        print(f"{path}: skipped: {why}", file=sys.stderr)
+        print(printable(f"{path}: skipped: {why}"), file=sys.stderr)
     if args.show and results:
         print(f"figures written to {args.show}/")
     return 1 if failures else 0
@@ -93,7 +112,7 @@ def cmd_summary(args):
     if model.preprocessing:
         print(f"preprocessing: {model.preprocessing}")
     if model.class_names:
-        print(f"classes: {', '.join(map(str, model.class_names))}")
+        print(f"classes: {', '.join(map(printable, model.class_names))}")
     return 0
 
 
@@ -102,21 +121,26 @@ def cmd_evaluate(args):
     from .losses import SoftmaxCrossEntropy
     from .train import evaluate
     model = _load(args.model)
+    if args.out:
+        _output_folder(args.out, "--out")
     if args.dataset == "digits":
         _, (x_u8, y) = datasets.load_digits(image_size=28)
     else:
         _, (x_u8, y) = datasets.load_dataset(args.dataset, data_dir=args.data_dir,
                                              download=args.data_dir is None, progress=None)
     x = model.preprocess(x_u8)
+    classes = model.output_shapes(x.shape[1:])[-1]
+    if len(classes) != 1 or int(y.max()) >= classes[0]:
+        raise CommandError(f"{args.model} gives outputs of shape {classes}, but the {args.dataset} "
+                           f"test set has {int(y.max()) + 1} classes")
+    proba = model.predict_proba(x)      # first: FloatingPointError if any output is NaN
     loss, acc = evaluate(model, SoftmaxCrossEntropy(), x, y)
-    proba = model.predict_proba(x)
-    names = model.class_names or [str(i) for i in range(proba.shape[1])]
+    names = [printable(n) for n in model.class_names or range(proba.shape[1])]
     print(f"{args.dataset} test set, {len(y):,} images: accuracy {acc:.4f}, loss {loss:.4f}, "
           f"top-3 {metrics.top_k_accuracy(y, proba, 3):.4f}")
     print(metrics.classification_report(y, proba.argmax(1), names))
     if args.out:
         from . import plotting
-        os.makedirs(args.out, exist_ok=True)
         cm = metrics.confusion_matrix(y, proba.argmax(1), len(names))
         plotting.plot_confusion_matrix(cm, names, path=os.path.join(args.out, "confusion_matrix.png"))
         plotting.plot_predictions(x_u8, y, proba, names, path=os.path.join(args.out, "predictions.png"))
@@ -136,6 +160,9 @@ def cmd_download(args):
 def cmd_bench(args):
     from . import models, optim
     from .losses import SoftmaxCrossEntropy
+    if args.steps < 1 or not 1 <= args.batch_size <= 8192:
+        raise CommandError(f"--steps must be >= 1 and --batch-size in 1..8192, got {args.steps} and "
+                           f"{args.batch_size}")
     rng = np.random.default_rng(0)
     print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps "
           "(random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
@@ -207,8 +234,11 @@ def main(argv=None):
     try:
         return commands[args.command](args)
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
-            FileNotFoundError, ValueError) as err:
-        print(f"tinycnn {args.command}: error: {err}", file=sys.stderr)
+            OSError, ValueError, FloatingPointError, MemoryError) as err:
+        message = f"tinycnn {args.command}: error: {err}"
+        # Download errors list one mirror a line; any other newline (in a file name, say) is escaped.
+        lines = message.splitlines() if isinstance(err, (DownloadError, ChecksumError)) else [message]
+        print("\n".join(map(printable, lines)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

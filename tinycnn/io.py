@@ -9,23 +9,21 @@ A training checkpoint is a model file plus
     __train__                a JSON string: epoch, step, history, random-generator states, ...
     optim/<key>/<buffer>     the optimiser's arrays (momentum, Adam moments)
 Files are written to a temporary name and renamed, so a crash never leaves a broken file.
+Loading checks every size, name, dtype and shape against the architecture before it reads
+an array (modelcheck.py), and refuses NaN or infinite weights.
 """
 import json
 import os
-import zipfile
-import zlib
 
 import numpy as np
 
+from . import modelcheck
 from .fileutil import atomic_write
 from .layers import LAYER_TYPES
 from .model import Sequential
+from .modelcheck import ModelFormatError  # noqa: F401  (tinycnn.io.ModelFormatError)
 
 FORMAT_VERSION = 1
-
-
-class ModelFormatError(ValueError):
-    """A model file that cannot be loaded; the message names the file and the fault."""
 
 
 def _json_array(obj):
@@ -62,76 +60,76 @@ def save_model(model, path):
     return atomic_savez(path, _model_arrays(model))
 
 
-def _read_npz(path):
-    """All arrays of an .npz file, read with allow_pickle=False; ModelFormatError on any fault."""
+def _known(name):
+    """Entry names a model or checkpoint file may hold (see the module docstring)."""
+    return name in ("__meta__", "__train__") or name.startswith(("param/", "state/", "optim/"))
+
+
+def _read_checked(path, with_training_state=False):
+    """(meta, weights, extras) of a model file, every bound checked before an array is read
+    (see modelcheck.py). extras: the checkpoint's __train__ JSON and optim/ arrays when
+    `with_training_state`; otherwise those entries are skipped unread."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ModelFormatError(f"{path}: no such model file")
-    if not zipfile.is_zipfile(path):      # np.load would otherwise try to unpickle it
-        raise ModelFormatError(f"{path}: not a readable .npz model file (not a zip archive; "
-                               "truncated or another format)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, KeyError) as err:
-        raise ModelFormatError(f"{path}: not a readable .npz model file (truncated or another "
-                               f"format): {err}") from None
-    except ValueError as err:      # e.g. an object array, which would need pickle
-        raise ModelFormatError(f"{path}: refused to load: {err}") from None
+    if not os.path.isfile(path):      # a FIFO or device would block or never end: refused
+        raise ModelFormatError(f"{path}: " + ("not a regular file" if os.path.exists(path)
+                                              else "no such model file"))
+    zf, entries = modelcheck.open_npz(path)
+    with zf:
+        meta = modelcheck.read_json(path, zf, entries, "__meta__")
+        unknown = sorted(k for k in entries if not _known(k))
+        if unknown:
+            raise ModelFormatError(f"{path}: unexpected entries {unknown[:4]}; refused without "
+                                   "reading them")
+        modelcheck.check_meta(path, meta, FORMAT_VERSION, LAYER_TYPES)
+        expected = modelcheck.expected_arrays(path, meta["architecture"])
+        total = modelcheck.check_weights(path, zf, entries, expected)
+        extras, names = {}, []
+        if with_training_state:     # JSON allows NaN here: a history may hold inf val losses
+            extras["__train__"] = modelcheck.read_json(path, zf, entries, "__train__", allow_nan=True)
+            names = [k for k in entries if k.startswith("optim/")]
+            for name in names:      # momentum, Adam's two moments: at most 2 per weight
+                _, dtype, nbytes = modelcheck.array_header(path, zf, name, entries[name])
+                total += nbytes
+                if dtype not in modelcheck.WEIGHT_DTYPES:
+                    raise ModelFormatError(f"{path}: optimiser entry {name!r} is {dtype}, not floats")
+            if total > 3 * modelcheck.MAX_MODEL_BYTES:
+                raise ModelFormatError(f"{path}: weights and optimiser state total "
+                                       f"{modelcheck.size_text(total)}, above three times "
+                                       "tinycnn.modelcheck.MAX_MODEL_BYTES")
+        weights = {}
+        for name in list(expected) + names:
+            array = modelcheck.read_array(path, zf, name, entries[name])
+            modelcheck.check_finite(path, name, array)
+            (weights if name in expected else extras)[name] = array
+    return meta, weights, extras
 
 
-def _meta(path, arrays, key="__meta__"):
-    if key not in arrays:
-        raise ModelFormatError(f"{path}: no {key} entry; this is not a tinycnn file")
-    try:
-        return json.loads(str(arrays[key]))
-    except json.JSONDecodeError as err:
-        raise ModelFormatError(f"{path}: {key} is not valid JSON ({err})") from None
-
-
-def _build(path, arrays):
-    meta = _meta(path, arrays)
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFormatError(f"{path}: format version {version!r} is newer than this tinycnn "
-                               f"understands ({FORMAT_VERSION}); upgrade tinycnn")
+def _build(path, meta, weights):
+    """A Sequential from checked metadata and weights (shapes already match the architecture)."""
     layers = []
-    for i, spec in enumerate(meta.get("architecture") or []):
-        kind = spec.get("type") if isinstance(spec, dict) else None
-        if kind not in LAYER_TYPES:
-            raise ModelFormatError(f"{path}: layer {i} has unknown type {kind!r}; known: "
-                                   + ", ".join(sorted(LAYER_TYPES)))
+    for i, spec in enumerate(meta["architecture"]):
+        kind = spec["type"]
         try:
             layers.append(LAYER_TYPES[kind](**spec.get("config", {})))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ModelFormatError(f"{path}: layer {i} ({kind}) has bad arguments: {err}") from None
-    if not layers:
-        raise ModelFormatError(f"{path}: the architecture lists no layers")
     model = Sequential(layers)
-    expected = {}
     for name, layer in zip(model.names, model.layers):
         for kind, store in (("param", layer.params), ("state", layer.state)):
-            for key, value in store.items():
-                expected[f"{kind}/{name}/{key}"] = (store, key, value)
-    stored = {k for k in arrays if k.startswith(("param/", "state/"))}
-    missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
-    if missing or extra:
-        raise ModelFormatError(f"{path}: arrays do not match the architecture: missing "
-                               f"{missing or 'none'}, unexpected {extra or 'none'}")
-    for full, (store, key, value) in expected.items():
-        array = arrays[full]
-        if array.shape != value.shape or array.dtype.kind != "f":
-            raise ModelFormatError(f"{path}: {full} has shape {array.shape} dtype {array.dtype}; "
-                                   f"the architecture needs shape {value.shape} floats")
-        store[key] = np.array(array, dtype=array.dtype)
-    for layer in model.layers:           # gradients follow the parameters' dtype
-        for key, p in layer.params.items():
+            for key in store:            # C order, whatever the npy header's fortran_order said
+                store[key] = np.ascontiguousarray(weights[f"{kind}/{name}/{key}"])
+        for key, p in layer.params.items():      # gradients follow the parameters' dtype
             layer.grads[key] = np.zeros_like(p)
     if meta.get("input_shape"):
         try:
             model.build(meta["input_shape"])
         except ValueError as err:
             raise ModelFormatError(f"{path}: stored input shape does not fit: {err}") from None
+        outputs = model.output_shapes(model.input_shape)[-1]
+        names = meta.get("class_names")
+        if names is not None and (len(outputs) != 1 or len(names) != outputs[0]):
+            raise ModelFormatError(f"{path}: __meta__ field class_names has {len(names)} names "
+                                   f"but the model has outputs of shape {outputs}")
     model.preprocessing = meta.get("preprocessing") or {}
     model.class_names = meta.get("class_names")
     return model
@@ -139,8 +137,9 @@ def _build(path, arrays):
 
 def load_model(path):
     """Rebuild a model saved with `save_model` / `model.save`. Raises ModelFormatError for a
-    missing, damaged, newer-format or inconsistent file."""
-    return _build(os.fspath(path), _read_npz(path))
+    missing, damaged, newer-format, inconsistent or oversized file (see modelcheck.py)."""
+    meta, weights, _ = _read_checked(path)
+    return _build(os.fspath(path), meta, weights)
 
 
 def save_checkpoint(path, model, optimizer, train_state):
@@ -156,9 +155,11 @@ def save_checkpoint(path, model, optimizer, train_state):
 def load_checkpoint(path):
     """(model, optimizer_state_dict, train_state) from a checkpoint file."""
     path = os.fspath(path)
-    arrays = _read_npz(path)
-    model = _build(path, arrays)
-    train_state = _meta(path, arrays, "__train__")
-    opt = train_state.pop("optimizer")
-    opt["buffers"] = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    meta, weights, extras = _read_checked(path, with_training_state=True)
+    model = _build(path, meta, weights)
+    train_state = extras.pop("__train__")
+    opt = train_state.pop("optimizer", None)
+    if not isinstance(opt, dict):
+        raise ModelFormatError(f"{path}: __train__ field optimizer must be an object, got {opt!r}")
+    opt["buffers"] = {k[len("optim/"):]: v for k, v in extras.items()}
     return model, opt, train_state

@@ -1,4 +1,6 @@
 """The model container: a stack of layers run in order."""
+import numbers
+
 import numpy as np
 
 from .functional import softmax
@@ -159,7 +161,10 @@ class Sequential:
         x = np.asarray(images)
         x = x.astype(np.float32) / 255 if x.dtype.kind in "iub" else x.astype(np.float32)
         if "mean" in self.preprocessing:
-            x = (x - np.float32(self.preprocessing["mean"])) / np.float32(self.preprocessing["std"])
+            std = self.preprocessing.get("std")
+            if not (isinstance(std, numbers.Real) and 0 < std < np.inf):
+                raise ValueError(f"preprocess: preprocessing['std'] must be a number > 0, got {std!r}")
+            x = (x - np.float32(self.preprocessing["mean"])) / np.float32(std)
         if self.input_shape is not None and x.ndim == len(self.input_shape):
             x = x[:, None]                    # (N, H, W) -> (N, 1, H, W)
         return x
@@ -174,14 +179,27 @@ class Sequential:
         x = self._as_input(x)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(x) == 0:                   # no images: no rows, but the right number of columns
+            shape = x.shape[1:] if x.ndim > 1 else self.input_shape
+            if shape is None:
+                raise ValueError(f"predict_proba: an empty input of shape {x.shape} and no "
+                                 "input_shape: cannot tell the number of classes")
+            return np.empty((0,) + self.output_shapes(shape)[-1], dtype=x.dtype)
         step = min(batch_size, self.MAX_INFERENCE_SLICE)
         out = None
-        for start in range(0, len(x), step):
-            p = softmax(self.forward(x[start:start + step], training=False))
-            if out is None:
-                out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
-            out[start:start + len(p)] = p
-        return out if out is not None else np.empty((0, 0), dtype=x.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):   # checked below, as an error
+            for start in range(0, len(x), step):
+                p = softmax(self.forward(x[start:start + step], training=False))
+                if out is None:
+                    out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+                out[start:start + len(p)] = p
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():                     # a wrong answer must not pass for one
+            raise FloatingPointError(
+                f"predict_proba: the model's output is NaN or infinite for {int(bad.sum())} of "
+                f"{len(out)} inputs (first: index {int(np.argmax(bad))}); its weights or its "
+                "preprocessing (std 0?) are broken, or the input holds NaN")
+        return out
 
     def predict(self, x, batch_size=256):
         """Predicted class indices (N,)."""

@@ -29,6 +29,24 @@ def _collect(params):
     return out
 
 
+def check_hyper(owner, name, value, low, high=math.inf, low_open=False, high_open=True):
+    """`value` as a float, or a ValueError naming `owner`'s parameter `name` when it is not a
+    finite number in the interval (low, high) with the ends open or closed as asked."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    above = x > low if low_open else x >= low
+    below = x < high if high_open else x <= high
+    if not (math.isfinite(x) and above and below):
+        if high == math.inf:
+            rule = f"{'>' if low_open else '>='} {low:g} and finite"
+        else:
+            rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{owner}: {name} must be {rule}, got {value!r}")
+    return x
+
+
 class Optimizer:
     """Common parts: the parameter list, lr, zero_grad and state save/restore."""
 
@@ -36,10 +54,8 @@ class Optimizer:
     buffers = ()     # names of per-parameter state arrays
 
     def __init__(self, params, lr):
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
+        self.lr = check_hyper(type(self).__name__, "lr", lr, 0, low_open=True)
         self.params = _collect(params)
-        self.lr = float(lr)
         self.steps = 0
         self.state = {key: {b: np.zeros_like(p) for b in self.buffers} for key, p, _ in self.params}
         # two scratch arrays per parameter, reused every step
@@ -91,12 +107,12 @@ class SGD(Optimizer):
     hyper = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError("SGD: momentum and weight_decay must be >= 0")
+        momentum = check_hyper("SGD", "momentum", momentum, 0, 1)
+        weight_decay = check_hyper("SGD", "weight_decay", weight_decay, 0)
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
         self.buffers = ("velocity",) if momentum else ()
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        self.momentum, self.nesterov, self.weight_decay = momentum, bool(nesterov), weight_decay
         super().__init__(params, lr)
 
     def _update(self, p, grad, state, tmp, tmp2):
@@ -132,10 +148,14 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0 or weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: need 0 <= betas < 1, eps > 0, weight_decay >= 0")
-        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        name = type(self).__name__
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: betas must be a pair of numbers, got {betas!r}") from None
+        self.betas = (check_hyper(name, "betas[0]", b1, 0, 1), check_hyper(name, "betas[1]", b2, 0, 1))
+        self.eps = check_hyper(name, "eps", eps, 0, low_open=True)
+        self.weight_decay = check_hyper(name, "weight_decay", weight_decay, 0)
         super().__init__(params, lr)
 
     def _update(self, p, grad, state, tmp, tmp2):

@@ -11,29 +11,92 @@ with a border and noise. `to_mnist` undoes each difference, in this order:
     -> resize the longer side to 20 px (antialiased) -> centre of mass to the centre
 """
 import os
+import stat
+import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 FRAME, BOX = 28, 20
+# Files above MAX_PIXELS are refused before they are decoded, except JPEGs, which libjpeg
+# decodes at 1/2, 1/4 or 1/8 scale (Image.draft) to fit. A decoded 40-megapixel RGBA image
+# is 160 MB. Every image is then box-reduced (Image.reduce) to at most WORK_SIDE pixels on
+# its longer side, plenty for a 20-pixel digit, so the float maths after it stays small.
+MAX_PIXELS = 40_000_000
+WORK_SIDE = 2048
+WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")     # 16/32-bit integer and float
+
+
+def open_image(path):
+    """Decode an image file with bounded memory: refuse what is not a regular file (a FIFO
+    would block forever) and what is too large (see MAX_PIXELS), decode JPEGs at reduced
+    scale, shrink to WORK_SIDE and apply the EXIF orientation. Any failure is a ValueError
+    naming the file."""
+    path = os.fspath(path)
+    try:   # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read this image ({err.strerror or err})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path}: not a regular file (a folder, pipe or device)")
+    with open(fd, "rb") as f:
+        try:
+            with warnings.catch_warnings():      # the pixel limit below is the check
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(f)
+                w, h = image.size
+                if w * h > MAX_PIXELS and image.format in ("JPEG", "MPO"):
+                    scale = max(w, h) / WORK_SIDE
+                    image.draft(None, (max(1, int(w / scale)), max(1, int(h / scale))))
+                if image.size[0] * image.size[1] > MAX_PIXELS:
+                    raise ValueError(f"{w}x{h} pixels is above the limit of {MAX_PIXELS:,} "
+                                     "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
+                image.load()
+        # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
+        # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
+        except Exception as err:      # noqa: BLE001
+            raise ValueError(f"{path}: cannot read this image ({err})") from None
+    return ImageOps.exif_transpose(_shrink(image))
+
+
+def _shrink(image):
+    """Box-average `image` by a whole factor so its longer side is at most WORK_SIDE."""
+    factor = -(-max(image.size) // WORK_SIDE)
+    if factor <= 1:
+        return image
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):      # modes reduce() handles
+        image = image.convert("I" if image.mode in WIDE_MODES else
+                              "RGBA" if image.mode in ("P", "PA", "La", "RGBa") else "L")
+    return image.reduce(factor)
+
+
+def _stretch(a, what):
+    """Scale values by their real range: (a - min) / (max - min). 16-bit scans often hold 10-
+    to 14-bit data, and float images any range, so nominal ranges would misjudge them."""
+    a = np.asarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"to_mnist: {what} holds NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
 def _grayscale(image):
     """Any image -> float32 (H, W) in [0, 1]."""
     if isinstance(image, (str, os.PathLike)):
-        try:
-            image = Image.open(image)
-            image.load()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{os.fspath(image) if not hasattr(image, 'size') else image}: "
-                             f"cannot read this image ({err})") from None
+        image = open_image(image)
     if isinstance(image, Image.Image):
+        image = ImageOps.exif_transpose(_shrink(image))     # no-ops after open_image
+        if image.mode in WIDE_MODES:
+            return _stretch(image, f"the {image.mode} image")
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba)
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     a = np.asarray(image)
+    if a.ndim == 2 and a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.size and a.max() > 255:
+        return _stretch(a, "the array")             # 16-bit data: not on the 0-255 scale
     if a.ndim == 3 and a.shape[2] in (3, 4):
         scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
         a = a.astype(np.float32) / scale

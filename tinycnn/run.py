@@ -41,6 +41,9 @@ PRESETS = {
     "best": dict(arch="bnnet", schedule="onecycle", augment=True, val_fraction=0.0),      # for accuracy
 }
 SGD_LR = 0.05
+# A run whose test accuracy stays below CHANCE_FACTOR times chance (1 / classes: 15% for ten)
+# learned nothing: always answering MNIST's most common digit already scores 11.35%.
+CHANCE_FACTOR = 1.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +117,9 @@ def check_args(args, parser):
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.lr is not None and not args.lr > 0:
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
@@ -129,6 +134,8 @@ def check_args(args, parser):
                 parser.error(f"--data-dir {args.data_dir}: {info.name} files missing: {', '.join(missing)}")
     if args.resume is not None and not os.path.isfile(args.resume):
         parser.error(f"--resume {args.resume}: no such file")
+    if args.resume is not None:
+        _check_resume(args, parser)
     args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -140,6 +147,21 @@ def check_args(args, parser):
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
     if args.lr is None:
         args.lr = recipe["lr"] if args.optimizer == "adam" else SGD_LR
+
+
+def _check_resume(args, parser):
+    """The checkpoint must load and hold the chosen architecture (its sizes are checked
+    against the data's when training starts)."""
+    from .io import ModelFormatError, load_checkpoint
+    try:
+        saved = load_checkpoint(args.resume)[0]
+    except ModelFormatError as err:
+        parser.error(f"--resume: {err}")
+    kinds = [layer.name for layer in saved.layers]
+    wanted = [layer.name for layer in models.ARCHITECTURES[args.arch]().layers]
+    if kinds != wanted:
+        parser.error(f"--resume {args.resume}: the checkpoint holds another architecture "
+                     f"({', '.join(kinds)}), not {args.arch} ({', '.join(wanted)})")
 
 
 def load_data(args, say):
@@ -269,6 +291,7 @@ def run(args):
         "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "seed": args.seed,
         "augment": bool(args.augment), "val_fraction": args.val_fraction, "train_images": len(x_tr),
         "test_accuracy": test_acc, "test_loss": test_loss,
+        "learned_nothing": bool(test_acc < CHANCE_FACTOR / len(class_names)),
         "top3_accuracy": metrics.top_k_accuracy(y_test, proba, 3),
         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / len(history["seconds"]),
         "images_per_second": len(x_tr) * len(history["seconds"]) / train_seconds,
@@ -316,9 +339,15 @@ def main(argv=None, prog=None):
 
 
 def main_with_args(args):
-    """Run the job for checked arguments; the exit status (errors printed as one line)."""
+    """Run the job for checked arguments; the exit status (errors printed as one line).
+
+    A run that ends at chance level exits with status 1 after saving everything: a script
+    that chains `tinycnn train && ...` must not go on with a model that guesses, and the
+    files are there to find out why.
+    """
+    from .io import ModelFormatError
     try:
-        run(args)
+        result = run(args)
     except TrainingInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return 130
@@ -328,5 +357,16 @@ def main_with_args(args):
     except (datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
             datasets.IDXFormatError, datasets.DataDirError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ModelFormatError, ValueError) as err:        # e.g. --resume with the wrong file
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if result["learned_nothing"]:
+        chance = 1 / len(result["confusion_matrix"])
+        steps = result["epochs"] * -(-result["train_images"] // result["batch_size"])
+        print(f"\nWARNING: training failed: test accuracy {result['test_accuracy']:.1%} is at chance "
+              f"level ({chance:.0%} for guessing): the model learned nothing in {steps:,} steps. "
+              f"Is --lr {result['lr']:g} too high, or are there too few steps (--epochs, --batch-size)?",
+              file=sys.stderr)
         return 1
     return 0

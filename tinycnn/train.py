@@ -125,6 +125,11 @@ def _restore(model, snapshot):
             layer.state[k][...] = v
 
 
+def _shapes(model):
+    """[(layer type, {array name: shape})]: what a checkpoint must match to be resumed."""
+    return [(l.name, {k: v.shape for k, v in {**l.params, **l.state}.items()}) for l in model.layers]
+
+
 def _check_data(x, y, what):
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
@@ -178,19 +183,29 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
 
     if resume is not None:
         saved, opt_state, state = load_checkpoint(resume)
-        if [l.name for l in saved.layers] != [l.name for l in model.layers]:
-            raise ValueError(f"fit: checkpoint {resume} holds a different architecture")
+        if _shapes(saved) != _shapes(model):
+            raise ValueError(f"fit: checkpoint {resume} holds a different architecture "
+                             f"({', '.join(l.name for l in saved.layers)}) from the model being "
+                             f"trained ({', '.join(l.name for l in model.layers)}), or other sizes")
+        try:
+            optimizer.load_state_dict(opt_state)
+            # (a checkpoint written before the norms were recorded starts them from here)
+            history = {**_norm_history(model), **state["history"]}
+            sums = {**_epoch_sums(model), **state["sums"]}
+            start_epoch, start_step = state["epoch"], state["step"]
+            shuffle_rng.bit_generator.state = state["epoch_rng"]
+            model.rng.bit_generator.state = state["model_rng"]
+            augment_rng.bit_generator.state = state["augment_rng"]
+            best.update(val_loss=state["best_val_loss"], epoch=state["best_epoch"],
+                        bad_epochs=state["bad_epochs"])
+            if not (all(isinstance(history[k], list) for k in HISTORY_KEYS)
+                    and all(isinstance(sums[k], (int, float)) for k in ("loss", "correct", "seen", "seconds"))
+                    and 0 <= start_epoch <= epochs and 0 <= start_step <= steps_per_epoch):
+                raise TypeError("history, sums, epoch or step out of shape")
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"fit: checkpoint {resume}: its training state is incomplete or "
+                             f"damaged ({type(err).__name__}: {err})") from None
         _restore(model, _snapshot(saved))
-        optimizer.load_state_dict(opt_state)
-        # (a checkpoint written before the norms were recorded starts them from here)
-        history = {**_norm_history(model), **state["history"]}
-        sums = {**_epoch_sums(model), **state["sums"]}
-        start_epoch, start_step = state["epoch"], state["step"]
-        shuffle_rng.bit_generator.state = state["epoch_rng"]
-        model.rng.bit_generator.state = state["model_rng"]
-        augment_rng.bit_generator.state = state["augment_rng"]
-        best.update(val_loss=state["best_val_loss"], epoch=state["best_epoch"],
-                    bad_epochs=state["bad_epochs"])
         if steps_per_epoch != state["steps_per_epoch"] or epochs != state["epochs"]:
             raise ValueError(f"fit: checkpoint {resume} was made with {state['epochs']} epochs "
                              f"of {state['steps_per_epoch']} steps; resume with the same data, "

@@ -1,0 +1,282 @@
+"""Checking a model file before trusting it, so that a broken or hostile file costs
+milliseconds and no memory.
+
+An .npz file is a zip archive of .npy files. Everything that decides how much memory a load
+takes can be read before any array is:
+    the zip directory        the name and declared (uncompressed) size of every entry
+    each entry's npy header  a few hundred bytes at its start: dtype and shape
+    the architecture JSON    the shape every layer's arrays must have
+`open_npz` reads the first, `array_header` the second (checked against the first),
+`check_meta` the types of the JSON's fields and `expected_arrays` the third, without building
+a layer (building one allocates its weights). io.py reads arrays only when all of these
+agree and the total is under MAX_MODEL_BYTES; anything it does not expect is refused by name,
+unread. Nothing is ever unpickled.
+"""
+import json
+import math
+import numbers
+import os
+import zipfile
+
+import numpy as np
+
+from .layers.base import pair
+
+# Limits. tinycnn's largest bundled model (bnnet) holds 0.8 MB of weights; 64 MiB is 80 times
+# that, and bounds what any file can make a load allocate (raise it here for a bigger model).
+MAX_MODEL_BYTES = 64 * 2**20
+MAX_ENTRIES = 4096                 # entries in one file (bnnet has 23)
+MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a character; bnnet: 6 KB)
+MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
+MAX_LAYERS = 1000                  # bnnet has 17
+WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ModelFormatError(ValueError):
+    """A model file that cannot be loaded; the message names the file and the fault."""
+
+
+def size_text(nbytes):
+    """1234567 -> "1.2 MB"."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1000
+
+
+def open_npz(path):
+    """(open ZipFile, {entry name without .npy: ZipInfo}); refuses what is not an .npz of
+    arrays: not a zip, too many entries, duplicate names, members that are not .npy."""
+    size = os.path.getsize(path)       # zipfile's directory costs memory in proportion to it
+    if size > 4 * MAX_MODEL_BYTES:
+        raise ModelFormatError(f"{path}: {size_text(size)} is too large for a model file (weights, "
+                               f"optimiser state and JSON fit in {size_text(4 * MAX_MODEL_BYTES)})")
+    if not zipfile.is_zipfile(path):      # np.load would otherwise try to unpickle it
+        raise ModelFormatError(f"{path}: not a readable .npz model file (not a zip archive; "
+                               "truncated or another format)")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise ModelFormatError(f"{path}: not a readable .npz model file (truncated or another "
+                               f"format): {err}") from None
+    infos = zf.infolist()
+    entries = {}
+    try:
+        if len(infos) > MAX_ENTRIES:
+            raise ModelFormatError(f"{path}: {len(infos):,} entries; a model file holds at most "
+                                   f"{MAX_ENTRIES:,}")
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise ModelFormatError(f"{path}: unexpected entry {name!r} (not an array); "
+                                       "refused without reading it")
+            if name[:-4] in entries:
+                raise ModelFormatError(f"{path}: entry {name!r} appears twice")
+            entries[name[:-4]] = info
+    except ModelFormatError:
+        zf.close()
+        raise
+    return zf, entries
+
+
+def array_header(path, zf, name, info):
+    """(shape, dtype, nbytes) of one entry from its npy header, reading no data; the header
+    must agree with the size the zip directory declares for the entry."""
+    try:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"npy format version {version} is not supported")
+            shape, _, dtype = read(f)
+            header_bytes = f.tell()
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError) as err:
+        raise ModelFormatError(f"{path}: entry {name!r} has no valid npy header ({err})") from None
+    if dtype.hasobject:
+        raise ModelFormatError(f"{path}: refused to load: entry {name!r} holds Python objects, "
+                               "which would need pickle")
+    nbytes = math.prod(shape) * dtype.itemsize        # Python ints: a 10^12 shape cannot overflow
+    if header_bytes + nbytes != info.file_size:
+        raise ModelFormatError(f"{path}: entry {name!r} declares shape {shape} {dtype} "
+                               f"({size_text(nbytes)}) but holds {size_text(info.file_size - header_bytes)}")
+    return shape, dtype, nbytes
+
+
+def read_array(path, zf, name, info):
+    """Read one entry whose header has been checked (allow_pickle=False all the same)."""
+    try:
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as err:
+        raise ModelFormatError(f"{path}: entry {name!r} cannot be read (truncated or damaged): "
+                               f"{err}") from None
+
+
+def _depth(value):
+    """How deeply lists and dicts nest in `value` (iterative: no recursion to exhaust)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path, zf, entries, key, allow_nan=False):
+    """The JSON value stored as a 0-d string array under `key`, size- and depth-checked."""
+    if key not in entries:
+        raise ModelFormatError(f"{path}: no {key} entry; this is not a tinycnn file")
+    shape, dtype, nbytes = array_header(path, zf, key, entries[key])
+    if dtype.kind != "U" or shape != ():
+        raise ModelFormatError(f"{path}: {key} must be a JSON string, got shape {shape} {dtype}")
+    if nbytes > MAX_JSON_BYTES:
+        raise ModelFormatError(f"{path}: {key} is {size_text(nbytes)}; at most {size_text(MAX_JSON_BYTES)}")
+    text = str(read_array(path, zf, key, entries[key]))
+    try:
+        value = json.loads(text, **({} if allow_nan else {"parse_constant": _refuse_constant}))
+    except RecursionError:
+        raise ModelFormatError(f"{path}: {key} is nested too deeply (more than "
+                               f"{MAX_JSON_DEPTH} levels)") from None
+    except ValueError as err:        # JSONDecodeError, NaN/Infinity, a 5000-digit integer
+        raise ModelFormatError(f"{path}: {key} is not valid JSON ({err})") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ModelFormatError(f"{path}: {key} is nested too deeply (more than "
+                               f"{MAX_JSON_DEPTH} levels)")
+    if not isinstance(value, dict):
+        raise ModelFormatError(f"{path}: {key} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_meta(path, meta, format_version, layer_types):
+    """Type-check every field of __meta__ (see io.py for the layout); ModelFormatError names
+    the first field that is wrong."""
+    def bad(field, why):
+        return ModelFormatError(f"{path}: __meta__ field {field} {why}")
+
+    version = meta.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise bad("format_version", f"must be a positive integer, got {version!r}")
+    if version > format_version:
+        raise ModelFormatError(f"{path}: format version {version!r} is newer than this tinycnn "
+                               f"understands ({format_version}); upgrade tinycnn")
+    architecture = meta.get("architecture")
+    if not isinstance(architecture, list) or not architecture:
+        raise ModelFormatError(f"{path}: the architecture lists no layers" if architecture == []
+                               else bad("architecture", "must be a list of layers"))
+    if len(architecture) > MAX_LAYERS:
+        raise bad("architecture", f"lists {len(architecture):,} layers; at most {MAX_LAYERS:,}")
+    for i, spec in enumerate(architecture):
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if not isinstance(kind, str) or kind not in layer_types:
+            raise ModelFormatError(f"{path}: layer {i} has unknown type {kind!r}; known: "
+                                   + ", ".join(sorted(layer_types)))
+        if not isinstance(spec.get("config", {}), dict):
+            raise bad(f"architecture[{i}].config", "must be an object")
+    shape = meta.get("input_shape")
+    if shape is not None and (not isinstance(shape, list) or not 1 <= len(shape) <= 3
+                              or not all(_is_int(s) and 1 <= s <= 2**24 for s in shape)):
+        raise bad("input_shape", f"must be a list of 1 to 3 integers in 1..{2**24}, got {shape!r}")
+    prep = meta.get("preprocessing")
+    if prep is not None:
+        if not isinstance(prep, dict):
+            raise bad("preprocessing", f"must be an object, got {prep!r}")
+        for key in ("mean", "std", "scale"):
+            if key in prep and not _is_number(prep[key]):
+                raise bad(f"preprocessing.{key}", f"must be a finite number, got {prep[key]!r}")
+        if ("mean" in prep) != ("std" in prep):
+            raise bad("preprocessing", "needs both mean and std, or neither")
+        if "std" in prep and not prep["std"] > 0:
+            raise bad("preprocessing.std", f"must be > 0, got {prep['std']!r}")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or not names
+                              or not all(isinstance(n, str) and len(n) <= 200 for n in names)):
+        raise bad("class_names", "must be a list of strings (at most 200 characters each)")
+
+
+def _positive(config, key, where):
+    value = config.get(key)
+    if not _is_int(value) or value < 1:
+        raise ModelFormatError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _shapes(kind, config, where):
+    """The arrays a layer of this type and config holds ({"param/W": shape, ...}), worked out
+    from the config alone. tests/test_hostile_files.py holds this equal to every layer type."""
+    if kind == "Dense":
+        d, m = _positive(config, "in_features", where), _positive(config, "out_features", where)
+        return {"param/W": (d, m), **({"param/b": (m,)} if config.get("bias", True) else {})}
+    if kind == "Conv2D":
+        c, f = _positive(config, "in_channels", where), _positive(config, "out_channels", where)
+        try:
+            kh, kw = pair(config.get("kernel_size"), "kernel_size")
+        except TypeError as err:
+            raise ModelFormatError(f"{where}: {err}") from None
+        if kh < 1 or kw < 1:
+            raise ModelFormatError(f"{where}: kernel_size must be >= 1, got {(kh, kw)}")
+        return {"param/W": (f, c, kh, kw), **({"param/b": (f,)} if config.get("bias", True) else {})}
+    if kind in ("BatchNorm1D", "BatchNorm2D"):
+        n = _positive(config, "num_features" if kind == "BatchNorm1D" else "num_channels", where)
+        return {f"{store}/{key}": (n,) for store, key in (("param", "gamma"), ("param", "beta"),
+                                                           ("state", "running_mean"), ("state", "running_var"))}
+    return {}
+
+
+def expected_arrays(path, architecture):
+    """{"param/<layer>/<name>" or "state/...": shape} that a checked architecture needs, with
+    the layer names Sequential gives (type in lower case, underscore, index)."""
+    out = {}
+    for i, spec in enumerate(architecture):
+        kind = spec["type"]
+        layer = f"{kind.lower()}_{i}"
+        for key, shape in _shapes(kind, spec.get("config", {}), f"{path}: layer {i} ({kind})").items():
+            store, name = key.split("/")
+            out[f"{store}/{layer}/{name}"] = shape
+    return out
+
+
+def check_weights(path, zf, entries, expected):
+    """Headers of the weight entries against `expected` (names, shapes, one float dtype, total
+    size), before any is read: the error names the layer's array and what is wrong."""
+    stored = {k for k in entries if k.startswith(("param/", "state/"))}
+    missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
+    if missing or extra:
+        raise ModelFormatError(f"{path}: arrays do not match the architecture: missing "
+                               f"{missing or 'none'}, unexpected {extra or 'none'}")
+    total, dtypes = 0, set()
+    for name, want in expected.items():
+        shape, dtype, nbytes = array_header(path, zf, name, entries[name])
+        if shape != tuple(want) or dtype not in WEIGHT_DTYPES:
+            raise ModelFormatError(f"{path}: {name} has shape {shape} dtype {dtype}; the "
+                                   f"architecture needs shape {tuple(want)} floats (float32 or float64)")
+        total += nbytes
+        dtypes.add(dtype)
+    if len(dtypes) > 1:
+        raise ModelFormatError(f"{path}: the weights mix dtypes ({', '.join(sorted(map(str, dtypes)))}); "
+                               "a model holds one float dtype")
+    if total > MAX_MODEL_BYTES:
+        raise ModelFormatError(f"{path}: the weights total {size_text(total)}, above the limit of "
+                               f"{size_text(MAX_MODEL_BYTES)} (tinycnn.modelcheck.MAX_MODEL_BYTES)")
+    return total
+
+
+def check_finite(path, name, array):
+    bad = array.size - np.count_nonzero(np.isfinite(array))
+    if bad:
+        raise ModelFormatError(f"{path}: {name} holds {bad:,} NaN or infinite values (saved from "
+                               "a run that diverged?); the model cannot give meaningful answers")
