@@ -139,7 +139,14 @@ def _build(path, arrays):
 
 def load_model(path):
     """Rebuild a model saved with `save_model` / `model.save`. Raises ModelFormatError for a
-    missing, damaged, newer-format or inconsistent file."""
+    missing, damaged, newer-format or inconsistent file. A pretrained model's name ("mnist",
+    see zoo.py) loads the model shipped with tinycnn, unless a file of that name exists."""
+    from . import zoo
+    if zoo.is_pretrained_name(path):
+        path = zoo.pretrained_path(path)
+    elif not os.path.exists(path):
+        raise ModelFormatError(f"{os.fspath(path)}: no such model file (pretrained models by name: "
+                               f"{', '.join(sorted(zoo.PRETRAINED))})")
     return _build(os.fspath(path), _read_npz(path))
 
 
