@@ -173,8 +173,8 @@ class DigitServer(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
-    server_version = "tinycnn"
-    sys_version = ""
+    def version_string(self):
+        return "tinycnn"
     timeout = 30                          # seconds a client may take to send its request
 
     # -- answers -----------------------------------------------------------------------------
@@ -245,15 +245,12 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
     def _read_body(self):
-        length = self.headers.get("Content-Length")
-        if length is None:
+        header = self.headers.get("Content-Length")
+        if header is None:
             raise BadRequest("a Content-Length header is required", 411)
-        try:
-            length = int(length)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise BadRequest(f"bad Content-Length {length[:20]!r}") from None
+        length = int(header) if header.strip().isdigit() else -1
+        if length < 0:
+            raise BadRequest(f"bad Content-Length {header[:20]!r}")
         if length > MAX_BODY_BYTES:       # refused unread; the connection is then closed
             raise BadRequest(f"request body is {length:,} bytes; the limit is {MAX_BODY_BYTES:,}", 413)
         return self.rfile.read(length)
