@@ -36,9 +36,9 @@ def browser_missing():
 
 
 @contextlib.contextmanager
-def running_server(model, name):
+def running_server(model, name, pretrained=None):
     """A DigitServer on a free loopback port, served from a thread; yields its URL."""
-    server = DigitServer(model, name, "127.0.0.1", 0, log=False)
+    server = DigitServer(model, name, "127.0.0.1", 0, log=False, pretrained=pretrained)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -73,18 +73,17 @@ def predict_images(model, paths, show_dir=None):
 def split_model_and_images(model, images):
     """`predict [MODEL] IMAGE...`: the first argument is the model when it is a .npz path or a
     pretrained name ("mnist") with no file of that name; otherwise it is an image too and the
-    pretrained "mnist" model is used. Returns (model, images)."""
+    pretrained "mnist" model is used. Returns (model or None for the default, images)."""
     from . import zoo
-    if model is None:
-        return "mnist", images
-    if model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
+    if model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
         return model, images
-    return "mnist", [model] + images
+    return None, [model] + images
 
 
 def cmd_predict(args):
+    from .zoo import resolve
     args.model, args.images = split_model_and_images(args.model, args.images)
-    model = _load(args.model)
+    model = _load(resolve(args.model)[0])
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
@@ -101,16 +100,18 @@ def cmd_predict(args):
 
 def cmd_serve(args):
     from .serve import serve
+    from .zoo import resolve
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
-    model = _load(args.model)
+    path, pretrained = resolve(args.model)
+    model = _load(path)
     if "TINYCNN_BACKEND" not in os.environ:
         # One image at a time: the NumPy kernels need ~25 ms of CPU per request, the Numba ones
         # (made for batches) 65-190 ms and a ~20 s compile on the first request.
         from .backend import set_backend
         set_backend("numpy")
     try:
-        return serve(model, args.model, args.host, args.port)
+        return serve(model, pretrained or args.model, args.host, args.port, pretrained=pretrained)
     except OSError as err:            # the address is taken, or not this machine's
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
 
@@ -213,7 +214,7 @@ def build_parser():
     p.add_argument("--show", metavar="DIR", help="save a figure per image (original, what the model saw, "
                                                   "probabilities) into DIR")
     p = sub.add_parser("serve", help="a local web page: draw a digit, see inside the network")
-    p.add_argument("model", nargs="?", default="mnist", metavar="MODEL",
+    p.add_argument("model", nargs="?", metavar="MODEL",
                    help="a model.npz saved by tinycnn, or mnist (default: mnist, shipped with tinycnn)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")

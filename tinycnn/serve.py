@@ -14,7 +14,7 @@ It answers
      "input":    {"width": 28, "height": 28, "data": b64},          what the model receives
      "layers":   [{"name", "kernel_size", "count", "width", "height", "scale", "data": b64}],
      "saliency": {"width": 28, "height": 28, "scale", "data": b64},
-     "seconds":  time spent on this request in the server}
+     "seconds", "cpu_seconds": wall-clock and CPU time spent on this request in the server}
 where each "data" is base64 of uint8 values, row-major (maps one after another). "input" is
 0 (black) to 255 (ink). Feature maps and saliency are signed: 128 is zero and 0 / 255 are
 -scale / +scale, with one scale (the largest |value|) per layer, so maps of a layer compare.
@@ -127,14 +127,15 @@ def prediction_json(model, seen):
             "saliency": {"width": seen.shape[1], "height": seen.shape[0], "scale": sal_scale, "data": sal}}
 
 
-def model_info(model, name):
-    """What /api/model sends: the model's name, its layers and, if pretrained, its provenance."""
+def model_info(model, name, pretrained=None):
+    """What /api/model sends: the model's name, its layers and, for a pretrained model (its
+    name in zoo.PRETRAINED), a line of its provenance."""
     from . import zoo
     info = {"name": name, "parameters": int(model.num_parameters()),
             "layers": [f"{n} ({layer.name})" for n, layer in zip(model.names, model.layers)],
             "provenance": None}
-    if zoo.is_pretrained_name(name):
-        p = zoo.provenance(name)
+    if pretrained:
+        p = zoo.provenance(pretrained)
         info["provenance"] = (f"pretrained: {p['options']['arch']}, {p['test_accuracy']:.2%} on the "
                               f"MNIST test set ({p['command']})")
     return info
@@ -145,11 +146,11 @@ class DigitServer(ThreadingHTTPServer):
 
     daemon_threads = True                 # a hung client never keeps the process alive
 
-    def __init__(self, model, name, host="127.0.0.1", port=8000, log=True):
+    def __init__(self, model, name, host="127.0.0.1", port=8000, log=True, pretrained=None):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.model, self.name, self.log = model, name, log
         self.lock = threading.Lock()
-        self.info = model_info(model, name)
+        self.info = model_info(model, name, pretrained)
         super().__init__((host, port), Handler)
 
     @property
@@ -232,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _predict(self):
         from .preprocess import to_mnist
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         body = self._read_body()
         image = decode_image(body, self.headers.get("Content-Type", ""))
         try:
@@ -242,6 +243,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             out = prediction_json(self.server.model, seen)
         out["seconds"] = round(time.perf_counter() - started, 4)
+        out["cpu_seconds"] = round(time.thread_time() - cpu, 4)      # this thread's CPU time
         return out
 
     def _read_body(self):
@@ -263,9 +265,10 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
 
-def serve(model, name, host="127.0.0.1", port=8000, out=sys.stdout):
-    """Serve the page until Ctrl-C; returns 0. Raises OSError if the address cannot be bound."""
-    server = DigitServer(model, name, host, port)
+def serve(model, name, host="127.0.0.1", port=8000, out=sys.stdout, pretrained=None):
+    """Serve the page until Ctrl-C; returns 0. Raises OSError if the address cannot be bound.
+    pretrained: the model's name in zoo.PRETRAINED, if it is one (the page shows its provenance)."""
+    server = DigitServer(model, name, host, port, pretrained=pretrained)
     if not server.loopback_only:
         print(f"WARNING: listening on {host}, not just this machine (loopback): anyone who can reach "
               f"it on port {server.server_address[1]} can use this page and its CPU. Use --host "

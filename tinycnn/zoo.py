@@ -47,3 +47,12 @@ def pretrained(name="mnist"):
 def is_pretrained_name(arg):
     """True when `arg` means a pretrained model: a known name with no file of that name."""
     return isinstance(arg, str) and arg in PRETRAINED and not os.path.exists(arg)
+
+
+def resolve(arg, default="mnist"):
+    """A command line's model argument -> (path of the model file, pretrained name or None).
+    None means the default pretrained model, whatever files the working folder holds."""
+    if arg is None or is_pretrained_name(arg):
+        name = default if arg is None else arg
+        return pretrained_path(name), name
+    return arg, None

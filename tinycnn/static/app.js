@@ -13,7 +13,7 @@ const PEN_WIDTH = 22;           // pad pixels: a digit ~200 px tall -> strokes ~
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
 const state = {strokes: [], current: null, photo: null};
-window.tinycnn = {timings: [], serverSeconds: [], predictions: 0, last: null, errors: 0};
+window.tinycnn = {timings: [], serverSeconds: [], serverCpuSeconds: [], predictions: 0, last: null, errors: 0};
 
 // -- drawing --------------------------------------------------------------------------------
 function redraw() {
@@ -138,6 +138,7 @@ async function send() {
         const ms = performance.now() - since;
         window.tinycnn.timings.push(ms);
         window.tinycnn.serverSeconds.push(answer.seconds);
+        window.tinycnn.serverCpuSeconds.push(answer.cpu_seconds);
         document.getElementById("timing").textContent =
           `Last update: ${ms.toFixed(0)} ms from your stroke to these panels (server ${(answer.seconds * 1000).toFixed(0)} ms).`;
       }
