@@ -50,7 +50,7 @@ def panels(driver):
           input: [document.getElementById('input').width, uniform(document.getElementById('input'))],
           saliency: [document.getElementById('saliency').width, uniform(document.getElementById('saliency'))],
           layers: layers,
-          explanations: [...document.querySelectorAll('section .explain')].map((p) => p.textContent.length),
+          explanations: [...document.querySelectorAll('section .explain:not(#status)')].map((p) => p.textContent.length),
           status: document.getElementById('status').textContent,
           timing: document.getElementById('timing').textContent,
           model: document.getElementById('model-info').textContent,
@@ -109,8 +109,8 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     for layer in shown["layers"]:
         assert layer["uniform"] <= len(layer["sizes"]) // 4, layer["title"]      # maps show structure
         assert "filters of 5x5 look at" in layer["explain"]
-    assert len(shown["explanations"]) >= 5 and min(shown["explanations"]) > 40
-    assert shown["model"].startswith("Model: mnist, 153,754 parameters; pretrained: fastnet, 99.")
+    assert len(shown["explanations"]) >= 5 and min(shown["explanations"]) > 30
+    assert shown["model"].startswith("Model: mnist, 153,754 parameters; pretrained fastnet, 99.")
     assert shown["timing"].startswith("Last update: ")
     assert not [e for e in logs if e["level"] == "SEVERE"], logs   # no script error, nothing blocked
 
