@@ -90,14 +90,19 @@ def draw(driver, strokes, pointer="mouse", margin=40, size=200, step_ms=8):
     actions.perform()
 
 
-def wait_idle(driver, timeout=60):
-    """Wait until the page has sent every change and painted the answer."""
+def wait_for(driver, script, timeout=60):
+    """Wait until `script` (JavaScript with a return) is true in the page."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if driver.execute_script("return window.tinycnn && window.tinycnn.idle()"):
+        if driver.execute_script(script):
             return
         time.sleep(0.05)
-    raise TimeoutError("the page did not finish predicting in time")
+    raise TimeoutError(f"the page did not get there in {timeout} s: {script}")
+
+
+def wait_idle(driver, timeout=60):
+    """Wait until the page has sent every change and painted the answer."""
+    wait_for(driver, "return window.tinycnn && window.tinycnn.idle()", timeout)
 
 
 def shrink_png(src, dst, colours=64):

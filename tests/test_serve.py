@@ -51,11 +51,14 @@ def request(url, method, path, body=None, headers=None):
     return out
 
 
-def raw(url, data):
-    """Send raw bytes on a new connection; -> the whole answer as text."""
+def raw(url, data, end_request=False):
+    """Send raw bytes on a new connection (then end the request's side of it if asked);
+    -> the whole answer as text."""
     host, port = url.split("//")[1].rstrip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(data)
+        if end_request:
+            s.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
@@ -180,6 +183,15 @@ def test_oversized_or_unsized_body_refused_unread(url):
     assert answer.startswith("HTTP/1.0 411") and "Content-Length header is required" in answer
     answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
     assert answer.startswith("HTTP/1.0 400") and "bad Content-Length '-5'" in answer
+
+
+def test_short_or_stalled_body(url, monkeypatch):
+    head = b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"
+    answer = raw(url, head, end_request=True)                       # 10 of 1000 bytes, then the end
+    assert answer.startswith("HTTP/1.0 400") and "request body ended after 10 of 1,000 bytes" in answer
+    monkeypatch.setattr(serve.Handler, "timeout", 0.5)
+    answer = raw(url, head)                                          # 10 of 1000 bytes, then silence
+    assert answer.startswith("HTTP/1.0 408") and "request body not received within 0.5 s" in answer
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])

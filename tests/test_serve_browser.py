@@ -14,7 +14,7 @@ import pytest
 import tinycnn
 from tinycnn import sketch
 
-from browser import browser_missing, chromium, draw, running_server, shrink_png, wait_idle
+from browser import browser_missing, chromium, draw, running_server, shrink_png, wait_for, wait_idle
 
 DIGITS = {"mouse": [0, 1, 2, 3, 4, 5, 6, 7, 9], "pen": [8], "touch": [3]}
 
@@ -80,6 +80,19 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
             shown = panels(driver)
             driver.save_screenshot(str(tmp_path / "serve.png"))
 
+            # A photo chosen with the file input: a pen-drawn 5 on paper, 900x1200 JPEG.
+            photo = tmp_path / "five.jpg"
+            sketch.render(sketch.digit_strokes(5, rng), np.random.default_rng(5)).save(photo, quality=85)
+            driver.find_element("id", "photo").send_keys(str(photo))
+            wait_for(driver, "return window.tinycnn.last && window.tinycnn.predictions > %d" % shown["stats"]["predictions"])
+            wait_idle(driver)
+            from_photo = panels(driver)
+            # A file that is not an image: the page says so and keeps working.
+            (tmp_path / "notes.png").write_text("not a picture")
+            driver.find_element("id", "photo").send_keys(str(tmp_path / "notes.png"))
+            wait_for(driver, "return window.tinycnn.errors > 0")
+            bad_photo = panels(driver)
+
             # Undo removes the last stroke: a 4 drawn as two strokes becomes a 1-like stroke.
             driver.find_element("id", "clear").click()
             draw(driver, [np.array([[0.35, 0.1], [0.25, 0.6], [0.75, 0.6]]), np.array([[0.6, 0.3], [0.6, 0.95]])])
@@ -96,7 +109,9 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     print("\ndrawn digits (pointer, digit, page's answer):", results)
     assert len(right) >= len(results) - 1, results               # at most one misread
     assert shown["predicted"] == "3"                              # the last one, drawn by touch
-    assert before == "4" and after_undo["predicted"] != "4" and after_undo["stats"]["errors"] == 0
+    assert from_photo["predicted"] == "5" and from_photo["input"] == [28, False]
+    assert bad_photo["status"] == "notes.png: not an image this browser can read"
+    assert before == "4" and after_undo["predicted"] != "4"
 
     # Every panel rendered: ten bars summing to ~100%, the 28x28 input, the saliency map, and
     # every convolution's maps (fastnet: 24 of 24x24, 32 of 8x8), each with its explanation.

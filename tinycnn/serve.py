@@ -255,7 +255,13 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"bad Content-Length {header[:20]!r}")
         if length > MAX_BODY_BYTES:       # refused unread; the connection is then closed
             raise BadRequest(f"request body is {length:,} bytes; the limit is {MAX_BODY_BYTES:,}", 413)
-        return self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:              # the client stopped sending (Handler.timeout)
+            raise BadRequest(f"request body not received within {self.timeout} s", 408) from None
+        if len(body) != length:
+            raise BadRequest(f"request body ended after {len(body):,} of {length:,} bytes")
+        return body
 
     def _not_allowed(self):
         self.close_connection = True
