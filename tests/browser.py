@@ -20,7 +20,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Headless on a shared machine without a display, a GPU or the internet.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,920"]
+                  "--disable-dev-shm-usage", "--window-size=1280,1040"]
 
 
 def browser_missing():

@@ -136,10 +136,18 @@ def test_predict_answers_what_the_model_computes(url, model):
     assert answer["layers"][0]["scale"] == pytest.approx(np.abs(conv0).max(), rel=1e-5)
     decoded = (unpack(answer["layers"][0]["data"]).astype(np.float32) - 127.5) / 127.5 * answer["layers"][0]["scale"]
     np.testing.assert_allclose(decoded, conv0.ravel(), atol=answer["layers"][0]["scale"] / 127)
-    # Saliency: the gradient of the predicted class's logit, same encoding.
+    # Saliency: the gradient of the predicted class's logit, and ink x gradient; same encoding,
+    # scaled to the 99th percentile of |value| (larger ones clipped).
     grad, _ = tinycnn.saliency.saliency(model, model.preprocess(seen[None]), [answer["class_index"]])
-    sal = (unpack(answer["saliency"]["data"]).astype(np.float32) - 127.5) / 127.5 * answer["saliency"]["scale"]
-    np.testing.assert_allclose(sal, grad[0, 0].ravel(), atol=answer["saliency"]["scale"] / 127)
+    for key, expected in (("saliency", grad[0, 0]), ("ink_times_gradient", seen * grad[0, 0])):
+        m = answer[key]
+        assert m["scale"] == pytest.approx(np.percentile(np.abs(expected), 99), rel=1e-5)
+        shown = (unpack(m["data"]).astype(np.float32) - 127.5) / 127.5 * m["scale"]
+        clipped = np.clip(expected, -m["scale"], m["scale"]).ravel()
+        np.testing.assert_allclose(shown, clipped, atol=m["scale"] / 127)
+        assert (np.abs(expected) > m["scale"]).mean() <= 0.011
+    no_ink = seen.ravel() == 0                                       # no ink, no push
+    assert np.all(unpack(answer["ink_times_gradient"]["data"])[no_ink] == 128)
     assert 0 < answer["seconds"] < 30
 
 
@@ -153,7 +161,7 @@ def test_data_urls_raw_and_in_json_give_the_same_answer(url):
 
 
 @pytest.mark.parametrize("body, kind, message", [
-    (b"not an image at all", "image/png", "cannot read this image"),
+    (b"not an image at all", "image/png", "not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"),
     (seven_png()[0][:200], "image/png", "cannot read this image"),                  # truncated PNG
     (b"", "image/png", "empty request body"),
     (png_of(np.full((280, 280), 255, np.uint8)), "image/png", "looks blank"),       # nothing drawn

@@ -49,6 +49,7 @@ def panels(driver):
           best: [...document.querySelectorAll('#bars .bar.best .label')].map((l) => l.textContent),
           input: [document.getElementById('input').width, uniform(document.getElementById('input'))],
           saliency: [document.getElementById('saliency').width, uniform(document.getElementById('saliency'))],
+          contribution: [document.getElementById('contribution').width, uniform(document.getElementById('contribution'))],
           layers: layers,
           explanations: [...document.querySelectorAll('section .explain:not(#status)')].map((p) => p.textContent.length),
           status: document.getElementById('status').textContent,
@@ -117,7 +118,7 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     # every convolution's maps (fastnet: 24 of 24x24, 32 of 8x8), each with its explanation.
     assert len(shown["bars"]) == 10 and sum(shown["bars"]) == pytest.approx(100, abs=1)
     assert shown["best"] == ["3"] and max(shown["bars"]) > 50
-    assert shown["input"] == [28, False] and shown["saliency"] == [28, False]
+    assert shown["input"] == [28, False] and shown["saliency"] == [28, False] and shown["contribution"] == [28, False]
     assert [len(l["sizes"]) for l in shown["layers"]] == [24, 32]
     assert {tuple(s) for s in shown["layers"][0]["sizes"]} == {(24, 24)}
     assert {tuple(s) for s in shown["layers"][1]["sizes"]} == {(8, 8)}

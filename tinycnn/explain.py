@@ -1,7 +1,7 @@
 """What a model does with one image, layer by layer: the numbers behind `tinycnn serve`'s page.
 
     look_inside(model, seen)  seen: (28, 28) float in [0, 1], the picture after to_mnist
-        -> probabilities, predicted class, every convolution's feature maps, saliency map
+        -> probabilities, predicted class, every convolution's feature maps, saliency maps
 
 Feature maps are each Conv2D layer's output before any activation: one map per filter, the
 filter's response (a weighted sum of the pixels under it, plus its bias) at every position.
@@ -41,6 +41,8 @@ def look_inside(model, seen):
         layers     each convolution's feature maps (see conv_feature_maps)
         saliency   (H, W) float32, d logit[predicted] / d pixel (summed over input channels):
                    positive where more ink would raise the predicted class's score
+        ink_times_gradient  (H, W) float32, seen * saliency: to first order, how much each
+                   pixel's ink moved the score from what a blank picture gets (up > 0, down < 0)
     Not thread-safe (layers keep caches): callers share a model under a lock.
     """
     x = model.preprocess(np.asarray(seen, dtype=np.float32)[None])        # (1, 1, H, W)
@@ -48,5 +50,6 @@ def look_inside(model, seen):
     proba = softmax(logits)[0]
     predicted = int(np.argmax(proba))
     grad, _ = saliency(model, x, target=[predicted])                    # (1, 1, H, W)
+    sal = grad[0].sum(axis=0)                                            # (H, W)
     return {"proba": proba.astype(np.float32), "predicted": predicted, "layers": layers,
-            "saliency": grad[0].sum(axis=0)}
+            "saliency": sal, "ink_times_gradient": np.asarray(seen, np.float32) * sal}

@@ -13,11 +13,13 @@ It answers
     {"predicted": "7", "class_index": 7, "class_names": [...], "probabilities": [10 floats],
      "input":    {"width": 28, "height": 28, "data": b64},          what the model receives
      "layers":   [{"name", "kernel_size", "count", "width", "height", "scale", "data": b64}],
-     "saliency": {"width": 28, "height": 28, "scale", "data": b64},
+     "saliency": {"width": 28, "height": 28, "scale", "data": b64},   d score / d pixel
+     "ink_times_gradient": {... the same},                            pixel * saliency
      "seconds", "cpu_seconds": wall-clock and CPU time spent on this request in the server}
 where each "data" is base64 of uint8 values, row-major (maps one after another). "input" is
 0 (black) to 255 (ink). Feature maps and saliency are signed: 128 is zero and 0 / 255 are
--scale / +scale, with one scale (the largest |value|) per layer, so maps of a layer compare.
+-scale / +scale, with one scale per layer (the largest |value|), so maps of a layer compare;
+for the saliency maps the 99th percentile of |value| (the few larger values are clipped).
 
 It is bounded like a real server: loopback only unless asked (a loud warning otherwise), a
 request size limit (413), images checked before decoding (400 with a JSON error for anything
@@ -93,6 +95,8 @@ def decode_image(body, content_type=""):
         image.load()
     except BadRequest:
         raise
+    except Image.UnidentifiedImageError:
+        raise BadRequest("not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
     except Exception as err:              # Pillow raises many types (OSError, SyntaxError, bombs...)
         raise BadRequest(f"cannot read this image ({type(err).__name__}: {err})") from None
     return image
@@ -102,9 +106,11 @@ def _b64_uint8(a):
     return base64.b64encode(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).decode("ascii")
 
 
-def _signed(a):
-    """Signed values -> (base64 uint8 with 128 at zero, the scale that maps to 0 and 255)."""
-    scale = float(np.abs(a).max()) or 1.0
+def _signed(a, percentile=100):
+    """Signed values -> (base64 uint8 with 128 at zero, the scale that maps to 0 and 255).
+    The scale is that percentile of |a|; values beyond it are clipped (gradients have a few
+    outliers that would otherwise leave every other pixel near white)."""
+    scale = float(np.percentile(np.abs(a), percentile)) or float(np.abs(a).max()) or 1.0
     return _b64_uint8(np.clip(np.rint(127.5 + 127.5 * a / scale), 0, 255)), scale
 
 
@@ -118,13 +124,15 @@ def prediction_json(model, seen):
         data, scale = _signed(layer["maps"])
         layers.append({"name": layer["name"], "kernel_size": layer["kernel_size"], "count": count,
                        "width": w, "height": h, "scale": scale, "data": data})
-    sal, sal_scale = _signed(r["saliency"])
+    maps = {}
+    for key in ("saliency", "ink_times_gradient"):
+        data, scale = _signed(r[key], percentile=99)
+        maps[key] = {"width": seen.shape[1], "height": seen.shape[0], "scale": scale, "data": data}
     return {"predicted": names[r["predicted"]], "class_index": r["predicted"], "class_names": names,
             "probabilities": [round(float(p), 6) for p in r["proba"]],
             "input": {"width": seen.shape[1], "height": seen.shape[0],
                       "data": _b64_uint8(np.rint(np.clip(seen, 0, 1) * 255))},
-            "layers": layers,
-            "saliency": {"width": seen.shape[1], "height": seen.shape[0], "scale": sal_scale, "data": sal}}
+            "layers": layers, **maps}
 
 
 def model_info(model, name, pretrained=None):

@@ -240,9 +240,11 @@ function show(answer) {
   small.textContent = `${(100 * answer.probabilities[best]).toFixed(1)}% sure`;
   predicted.append(small);
   showBars(answer.probabilities, answer.class_names, best);
-  const i = answer.input, s = answer.saliency;
+  const i = answer.input;
   paint(document.getElementById("input"), bytes(i.data), 0, i.width, i.height, gray);
-  paint(document.getElementById("saliency"), bytes(s.data), 0, s.width, s.height, diverging);
+  for (const [id, m] of [["saliency", answer.saliency], ["contribution", answer.ink_times_gradient]]) {
+    paint(document.getElementById(id), bytes(m.data), 0, m.width, m.height, diverging);
+  }
   showLayers(answer.layers);
   const status = document.getElementById("status");
   status.className = "explain";
