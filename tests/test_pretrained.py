@@ -82,6 +82,12 @@ def test_predict_arguments_model_or_image(first, rest, expected):
     assert cli.split_model_and_images(first, rest) == expected
 
 
+def test_predict_with_only_a_model_says_so(capsys):
+    assert cli.main(["predict", "runs/x/model.npz"]) == 1
+    assert capsys.readouterr().err == ("tinycnn predict: error: runs/x/model.npz is a model: "
+                                       "give the images to read after it\n")
+
+
 def test_predict_with_no_model_uses_the_pretrained_one(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tinycnn.backend, "_current", "numpy")      # restored afterwards
     paths = []

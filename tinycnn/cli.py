@@ -75,6 +75,8 @@ def split_model_and_images(model, images):
     pretrained name ("mnist") with no file of that name; otherwise it is an image too and the
     pretrained "mnist" model is used. Returns (model or None for the default, images)."""
     from . import zoo
+    if model is None and len(images) == 1 and images[0].lower().endswith(".npz"):
+        raise CommandError(f"{images[0]} is a model: give the images to read after it")
     if model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
         return model, images
     return None, [model] + images
