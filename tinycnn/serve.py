@@ -53,7 +53,7 @@ STATIC_FILES = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-MAX_BODY_BYTES = 8 * 2**20        # a phone photo is 2-5 MB; a 280x280 drawing ~10 KB
+MAX_BODY_BYTES = 8 * 2**20        # room for a photo; the page sends its 280x280 pad, a few KB of PNG
 MAX_PIXELS = 40_000_000           # checked from the header, before the pixels are decoded
 # The page may load and contact only this server; images may also be data: and blob: URLs.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
