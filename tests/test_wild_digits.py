@@ -1,12 +1,9 @@
-"""Digits from outside MNIST: preprocessing, prediction from files, the command line and
-the drawing pad."""
-import importlib.util
+"""Digits from outside MNIST: preprocessing, prediction from files and the command line."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -132,35 +129,6 @@ def test_big_inverted_off_centre_keeps_accuracy(trained, tmp_path):
     acc_files = np.mean([int(r["digit"]) == t for r, t in zip(results, yt)])
     acc_arrays = np.mean(model.predict(model.preprocess(xt)) == yt)
     assert acc_files >= 0.95 * acc_arrays, (acc_files, acc_arrays)
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_draw_digit_pad_with_synthetic_strokes(trained):
-    model = trained[0]
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    draw_digit = load_example("draw_digit")
-    fig = Figure()
-    FigureCanvasAgg(fig)
-    pad = draw_digit.DigitPad(model, fig)
-    rng = np.random.default_rng(3)
-    right = 0
-    for digit in range(10):
-        pad.clear()
-        assert pad.prediction is None and np.asarray(pad.image).min() == 255
-        for stroke in sketch.digit_strokes(digit, rng):
-            pad.stroke([(40 + 200 * x, 40 + 200 * y) for x, y in stroke])
-        assert pad.proba.sum() == pytest.approx(1, rel=1e-5)
-        right += pad.prediction == str(digit)
-    assert right >= 8
-    fig.canvas.draw()                                              # the figure renders
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from .gradcheck import GradcheckResult, gradcheck
 from .io import ModelFormatError, load_model, save_model
 from .model import Sequential
 from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
+from . import zoo
+from .zoo import pretrained
 
 __version__ = "0.1.0"
 
@@ -30,4 +32,4 @@ __all__ = ["Sequential", "gradcheck", "GradcheckResult", "set_backend", "get_bac
            "load_model", "save_model", "ModelFormatError", "fit", "evaluate", "TrainingDiverged",
            "TrainingInterrupted", "augment", "metrics", "optim", "plotting", "schedules", "train",
            "layers", "losses", "functional", "models", "kernels", "backend", "datasets", "saliency",
-           "__version__"]
+           "zoo", "pretrained", "__version__"]

@@ -2,7 +2,9 @@
 
     tinycnn train [options]           the main job (same options as examples/train_mnist.py)
     tinycnn evaluate MODEL            test-set report (and figures with --out)
-    tinycnn predict MODEL IMAGE...    the digit in each image file (folders: every image inside)
+    tinycnn predict [MODEL] IMAGE...  the digit in each image file (folders: every image inside);
+                                      no MODEL: the pretrained "mnist" model shipped with tinycnn
+    tinycnn serve [MODEL]             a local web page: draw a digit, see inside the network
     tinycnn summary MODEL             the layer table
     tinycnn download [DATASET]        fetch and verify a dataset into the cache
     tinycnn bench                     a quick training-speed measurement
@@ -88,10 +90,24 @@ def predict_images(model, paths, show_dir=None):
     return results, failures
 
 
+def split_model_and_images(model, images):
+    """`predict [MODEL] IMAGE...`: the first argument is the model when it is a .npz path or a
+    pretrained name ("mnist") with no file of that name; otherwise it is an image too and the
+    pretrained "mnist" model is used. Returns (model or None for the default, images)."""
+    from . import zoo
+    if model is None and len(images) == 1 and images[0].lower().endswith(".npz"):
+        raise CommandError(f"{images[0]} is a model: give the images to read after it")
+    if model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
+        return model, images
+    return None, [model] + images
+
+
 def cmd_predict(args):
-    model = _load(args.model)
+    from .zoo import resolve
+    args.model, args.images = split_model_and_images(args.model, args.images)
     if args.show:
         _output_folder(args.show, "--show")
+    model = _load(resolve(args.model)[0])
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
@@ -104,6 +120,24 @@ def cmd_predict(args):
     if args.show and results:
         print(f"figures written to {args.show}/")
     return 1 if failures else 0
+
+
+def cmd_serve(args):
+    from .serve import serve
+    from .zoo import resolve
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
+    path, pretrained = resolve(args.model)
+    model = _load(path)
+    if "TINYCNN_BACKEND" not in os.environ:
+        # One image at a time: the NumPy kernels need ~25 ms of CPU per request, the Numba ones
+        # (made for batches) 65-190 ms and a ~20 s compile on the first request.
+        from .backend import set_backend
+        set_backend("numpy")
+    try:
+        return serve(model, pretrained or args.model, args.host, args.port, pretrained=pretrained)
+    except OSError as err:            # the address is taken, or not this machine's
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
 
 
 def cmd_summary(args):
@@ -202,11 +236,21 @@ def build_parser():
                    help="test set to use (default: %(default)s)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (default: cache, download)")
     p.add_argument("--out", help="also write confusion matrix, predictions and mistakes PNGs here")
-    p = sub.add_parser("predict", help="recognise the digit in image files")
-    p.add_argument("model", help="a model.npz saved by tinycnn")
+    p = sub.add_parser("predict", help="recognise the digit in image files",
+                       description="The first argument is the model when it ends in .npz or is a "
+                       "pretrained name (mnist) with no file of that name; otherwise every argument "
+                       "is an image and the pretrained mnist model reads them.")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a model.npz saved by tinycnn, or mnist (default: mnist, shipped with tinycnn)")
     p.add_argument("images", nargs="+", help="image files, or folders of them")
     p.add_argument("--show", metavar="DIR", help="save a figure per image (original, what the model saw, "
                                                   "its saliency map, probabilities) into DIR")
+    p = sub.add_parser("serve", help="a local web page: draw a digit, see inside the network")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a model.npz saved by tinycnn, or mnist (default: mnist, shipped with tinycnn)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s; 0 picks a free one)")
     p = sub.add_parser("summary", help="print a saved model's layers")
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p = sub.add_parser("download", help="fetch and verify a dataset into the cache")
@@ -230,7 +274,7 @@ def main(argv=None):
         run.check_args(args, parser)
         return run.main_with_args(args)
     commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
-                "download": cmd_download, "bench": cmd_bench}
+                "download": cmd_download, "bench": cmd_bench, "serve": cmd_serve}
     try:
         return commands[args.command](args)
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,

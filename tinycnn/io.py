@@ -137,7 +137,15 @@ def _build(path, meta, weights):
 
 def load_model(path):
     """Rebuild a model saved with `save_model` / `model.save`. Raises ModelFormatError for a
-    missing, damaged, newer-format, inconsistent or oversized file (see modelcheck.py)."""
+    missing, damaged, newer-format, inconsistent or oversized file (see modelcheck.py).
+    A pretrained model's name ("mnist", see zoo.py) loads the model shipped with tinycnn,
+    unless a file of that name exists."""
+    from . import zoo
+    if zoo.is_pretrained_name(path):
+        path = zoo.pretrained_path(path)
+    elif not os.path.exists(path):
+        raise ModelFormatError(f"{os.fspath(path)}: no such model file (pretrained models by name: "
+                               f"{', '.join(sorted(zoo.PRETRAINED))})")
     meta, weights, _ = _read_checked(path)
     return _build(os.fspath(path), meta, weights)
 

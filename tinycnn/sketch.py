@@ -4,8 +4,8 @@
 jittered: size, slant, rotation, wobble), and `render(strokes, ...)` draws them dark on a
 large light "paper" with a pen of random width, off-centre, with uneven lighting, noise and
 a little blur, like a phone photo of a note. Used by examples/paper_digits.py to measure how
-often a model reads such pictures right, and by examples/draw_digit.py's tests to feed
-synthetic mouse strokes.
+often a model reads such pictures right, and by the browser test of `tinycnn serve`'s page
+(tests/test_serve_browser.py) to draw with real pointer events.
 """
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter

@@ -1,0 +1,288 @@
+"""`tinycnn serve`'s HTTP endpoints, called directly (the page itself: test_serve_browser.py)."""
+import base64
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import tinycnn
+from tinycnn import cli, models, serve
+from tinycnn.preprocess import to_mnist
+
+from browser import running_server
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained fastnet with MNIST's preprocessing: the HTTP layer does not need accuracy."""
+    m = models.fastnet(seed=0)
+    m.preprocessing = {"scale": 1 / 255, "mean": 0.1307, "std": 0.3081}
+    m.class_names = [str(i) for i in range(10)]
+    return m
+
+
+@pytest.fixture
+def url(model):
+    previous = tinycnn.get_backend()
+    tinycnn.set_backend("numpy")
+    with running_server(model, "test-model") as url:
+        yield url
+    tinycnn.set_backend(previous)
+
+
+def request(url, method, path, body=None, headers=None):
+    """-> (status, headers dict, body bytes), the path sent exactly as given."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    out = r.status, dict(r.getheaders()), r.read()
+    conn.close()
+    return out
+
+
+def raw(url, data, end_request=False):
+    """Send raw bytes on a new connection (then end the request's side of it if asked);
+    -> the whole answer as text."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(data)
+        if end_request:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("latin-1")
+
+
+def seven_png():
+    """A 7 drawn dark on white, as the page's pad sends it."""
+    im = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(im).line([(60, 50), (220, 50), (110, 240)], fill=0, width=22, joint="curve")
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue(), im
+
+
+def png_of(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def post(url, body, content_type="image/png"):
+    status, headers, data = request(url, "POST", "/api/predict", body, {"Content-Type": content_type})
+    assert headers["Content-Type"] == "application/json"
+    return status, json.loads(data)
+
+
+def unpack(b64):
+    return np.frombuffer(base64.b64decode(b64), dtype=np.uint8)
+
+
+def test_page_and_its_files_are_served_with_a_strict_policy(url):
+    status, headers, body = request(url, "GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<canvas id="pad"' in body and b'src="app.js"' in body
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css"), ("/index.html", "text/html")):
+        status, headers, body = request(url, "GET", path + "?v=1")        # a query string is ignored
+        assert status == 200 and headers["Content-Type"].startswith(kind) and len(body) > 500
+    # Offline: nothing in the page refers to another host (no CDN, fonts or scripts).
+    for name in os.listdir(serve.STATIC_DIR):
+        text = open(os.path.join(serve.STATIC_DIR, name), encoding="utf-8").read()
+        assert "http:" not in text and "https:" not in text and "//cdn" not in text, name
+    assert sorted(os.listdir(serve.STATIC_DIR)) == sorted({f for f, _ in serve.STATIC_FILES.values()})
+
+
+def test_model_info(url, model):
+    status, _, body = request(url, "GET", "/api/model")
+    info = json.loads(body)
+    assert status == 200 and info["name"] == "test-model" and info["parameters"] == model.num_parameters()
+    assert info["layers"][0] == "conv2d_0 (Conv2D)" and info["provenance"] is None
+    line = serve.model_info(tinycnn.pretrained("mnist"), "mnist", pretrained="mnist")["provenance"]
+    accuracy = tinycnn.zoo.provenance("mnist")["test_accuracy"]
+    assert line == (f"pretrained fastnet, {accuracy:.2%} right on the 10,000 MNIST test images "
+                    "(how it was made: tinycnn/pretrained/mnist.json)")
+
+
+def test_predict_answers_what_the_model_computes(url, model):
+    png, im = seven_png()
+    status, answer = post(url, png)
+    assert status == 200, answer
+    seen = to_mnist(im)
+    proba = model.predict_proba(model.preprocess(seen[None]))[0]
+    np.testing.assert_allclose(answer["probabilities"], proba, atol=2e-6)
+    assert answer["class_index"] == int(proba.argmax()) and answer["predicted"] == str(proba.argmax())
+    assert answer["class_names"] == [str(i) for i in range(10)]
+    # The 28x28 picture the model received, as 0..255.
+    assert (answer["input"]["width"], answer["input"]["height"]) == (28, 28)
+    np.testing.assert_array_equal(unpack(answer["input"]["data"]), np.rint(seen * 255).ravel())
+    # Each convolution's maps: fastnet has 24 of 24x24, then 32 of 8x8; signed, 128 = 0.
+    shapes = [(l["count"], l["height"], l["width"]) for l in answer["layers"]]
+    assert shapes == [(24, 24, 24), (32, 8, 8)]
+    conv0 = model.layers[0].forward(model.preprocess(seen[None]), training=False)[0]
+    assert answer["layers"][0]["scale"] == pytest.approx(np.abs(conv0).max(), rel=1e-5)
+    decoded = (unpack(answer["layers"][0]["data"]).astype(np.float32) - 127.5) / 127.5 * answer["layers"][0]["scale"]
+    np.testing.assert_allclose(decoded, conv0.ravel(), atol=answer["layers"][0]["scale"] / 127)
+    # Saliency: the gradient of the predicted class's logit, and ink x gradient; same encoding,
+    # scaled to the 99th percentile of |value| (larger ones clipped).
+    grad, _ = tinycnn.saliency.saliency(model, model.preprocess(seen[None]), [answer["class_index"]])
+    for key, expected in (("saliency", grad[0, 0]), ("ink_times_gradient", seen * grad[0, 0])):
+        m = answer[key]
+        assert m["scale"] == pytest.approx(np.percentile(np.abs(expected), 99), rel=1e-5)
+        shown = (unpack(m["data"]).astype(np.float32) - 127.5) / 127.5 * m["scale"]
+        clipped = np.clip(expected, -m["scale"], m["scale"]).ravel()
+        np.testing.assert_allclose(shown, clipped, atol=m["scale"] / 127)
+        assert (np.abs(expected) > m["scale"]).mean() <= 0.011
+    no_ink = seen.ravel() == 0                                       # no ink, no push
+    assert np.all(unpack(answer["ink_times_gradient"]["data"])[no_ink] == 128)
+    assert 0 < answer["seconds"] < 30
+
+
+def test_data_urls_raw_and_in_json_give_the_same_answer(url):
+    png, _ = seven_png()
+    data_url = b"data:image/png;base64," + base64.b64encode(png)
+    _, direct = post(url, png)
+    for body, kind in ((data_url, "text/plain"), (json.dumps({"image": data_url.decode()}), "application/json")):
+        status, answer = post(url, body, kind)
+        assert status == 200 and answer["probabilities"] == direct["probabilities"]
+
+
+@pytest.mark.parametrize("body, kind, message", [
+    (b"not an image at all", "image/png", "not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"),
+    (seven_png()[0][:200], "image/png", "cannot read this image"),                  # truncated PNG
+    (b"", "image/png", "empty request body"),
+    (png_of(np.full((280, 280), 255, np.uint8)), "image/png", "looks blank"),       # nothing drawn
+    (b"data:image/png;base64,@@@", "text/plain", "invalid base64"),
+    (b"data:image/png,abc", "text/plain", "must be base64-encoded"),
+    (b"{not json", "application/json", '{"image": "data:image/...;base64,..."}'),
+    (b'{"picture": 1}', "application/json", '{"image": "data:image/...;base64,..."}'),
+])
+def test_bad_images_get_a_400_json_error(url, body, kind, message):
+    status, answer = post(url, body, kind)
+    assert status == 400 and message in answer["error"], answer
+    assert post(url, seven_png()[0])[0] == 200                      # and the server still serves
+
+
+def test_huge_image_refused_from_its_header(url):
+    big = io.BytesIO()
+    Image.new("1", (8000, 6000), 1).save(big, "PNG")               # 48 Mpixels, a few KB on the wire
+    status, answer = post(url, big.getvalue())
+    assert status == 400 and "8000x6000 pixels; the limit is 40,000,000" in answer["error"]
+
+
+def test_oversized_or_unsized_body_refused_unread(url):
+    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 9000000\r\n\r\n")           # headers only: it must not wait for the body
+    assert answer.startswith("HTTP/1.0 413") and "the limit is 8,388,608" in answer
+    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert answer.startswith("HTTP/1.0 411") and "Content-Length header is required" in answer
+    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+    assert answer.startswith("HTTP/1.0 400") and "bad Content-Length '-5'" in answer
+
+
+def test_short_or_stalled_body(url, monkeypatch):
+    head = b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"
+    answer = raw(url, head, end_request=True)                       # 10 of 1000 bytes, then the end
+    assert answer.startswith("HTTP/1.0 400") and "request body ended after 10 of 1,000 bytes" in answer
+    monkeypatch.setattr(serve.Handler, "timeout", 0.5)
+    answer = raw(url, head)                                          # 10 of 1000 bytes, then silence
+    assert answer.startswith("HTTP/1.0 408") and "request body not received within 0.5 s" in answer
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+def test_only_get_and_post(url, method):
+    status, headers, body = request(url, method, "/")
+    assert status == 405 and headers["Allow"] == "GET, POST"
+    if method != "HEAD":
+        assert json.loads(body)["error"] == f"method {method} not allowed (only GET and POST)"
+
+
+def test_unknown_method_and_garbage_request_line(url):
+    assert raw(url, b"BREW /pot HTTP/1.1\r\n\r\n").startswith("HTTP/1.0 501")
+    answer = raw(url, b"this is not http\r\n\r\n")     # no HTTP version: answered HTTP/0.9 style, body only
+    assert json.loads(answer) == {"error": "Bad request version ('http')"}
+
+
+@pytest.mark.parametrize("path", [
+    "/../tinycnn/serve.py", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/%2E%2E%2Fserve.py",
+    "/static/../serve.py", "/..%2fserve.py", "//etc/passwd", "/etc/passwd", "/serve.py", "/app.js/..",
+    "/nope", "/api/predict", "/static/app.js", "/.%2e/zoo.py",
+])
+def test_nothing_outside_the_static_files_is_served(url, path):
+    status, _, body = request(url, "GET", path)
+    assert status == 404 and json.loads(body)["error"].startswith("not found")
+    assert b"import" not in body and b"root:" not in body
+
+
+def test_absolute_form_urls_and_unknown_post_paths(url):
+    answer = raw(url, b"GET http://127.0.0.1/../tinycnn/serve.py HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith("HTTP/1.0 404") and "import" not in answer
+    status, _, body = request(url, "POST", "/api/other", b"x")
+    assert status == 404 and "POST goes to /api/predict" in json.loads(body)["error"]
+
+
+def test_concurrent_requests_share_the_model_safely(url):
+    png, _ = seven_png()
+    expected = post(url, png)[1]
+    answers = [None] * 8
+
+    def one(i):
+        answers[i] = post(url, png)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for status, answer in answers:
+        assert status == 200
+        assert answer["probabilities"] == expected["probabilities"] and answer["saliency"] == expected["saliency"]
+        assert answer["layers"] == expected["layers"]
+
+
+def test_port_in_use_is_one_line_error(tmp_path, model, capsys, monkeypatch):
+    monkeypatch.setenv("TINYCNN_BACKEND", tinycnn.get_backend())     # keep this process's backend
+    path = model.save(tmp_path / "m.npz")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", str(path), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tinycnn serve: error: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+    assert cli.main(["serve", str(path), "--port", "70000"]) == 1
+    assert "--port must be between 0 and 65535, got 70000" in capsys.readouterr().err
+
+
+def test_cli_serve_prints_url_warns_off_loopback_and_stops_cleanly_on_ctrl_c(tmp_path, model):
+    path = model.save(tmp_path / "m.npz")
+    proc = subprocess.Popen([sys.executable, "-m", "tinycnn", "serve", str(path), "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        line = proc.stdout.readline()                       # printed once the port is bound
+        assert line.startswith(f"tinycnn serve: {path} at http://127.0.0.1:") and "(Ctrl-C stops)" in line
+        url = line.split(" at ")[1].split()[0]
+        assert request(url, "GET", "/")[0] == 200
+        assert post(url, seven_png()[0])[0] == 200
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert out.strip() == "tinycnn serve: stopped"
+    assert err.startswith("WARNING: listening on 0.0.0.0, not just this machine") and err.count("\n") == 1
+    assert "Traceback" not in err

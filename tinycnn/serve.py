@@ -1,0 +1,297 @@
+"""`tinycnn serve`: a local web page where one draws a digit and sees inside the network.
+
+Standard library only (http.server); the page is plain HTML, CSS and JavaScript in
+tinycnn/static/, with nothing fetched from elsewhere, so it works offline.
+
+    GET  /  (and /app.js, /style.css)   the page: the files in tinycnn/static/, nothing else
+    GET  /api/model                     the model being served: name, layers, provenance
+    POST /api/predict                   an image -> what the model makes of it (JSON, below)
+
+POST /api/predict takes the image as the raw request body (PNG, JPEG, ... any format Pillow
+reads) or as a data URL ("data:image/png;base64,...", raw or as {"image": "<data URL>"} JSON).
+It answers
+    {"predicted": "7", "class_index": 7, "class_names": [...], "probabilities": [10 floats],
+     "input":    {"width": 28, "height": 28, "data": b64},          what the model receives
+     "layers":   [{"name", "kernel_size", "count", "width", "height", "scale", "data": b64}],
+     "saliency": {"width": 28, "height": 28, "scale", "data": b64},   d score / d pixel
+     "ink_times_gradient": {... the same},                            pixel * saliency
+     "seconds", "cpu_seconds": wall-clock and CPU time spent on this request in the server}
+where each "data" is base64 of uint8 values, row-major (maps one after another). "input" is
+0 (black) to 255 (ink). Feature maps and saliency are signed: 128 is zero and 0 / 255 are
+-scale / +scale, with one scale per layer (the largest |value|), so maps of a layer compare;
+for the saliency maps the 99th percentile of |value| (the few larger values are clipped).
+
+It is bounded like a real server: loopback only unless asked (a loud warning otherwise), a
+request size limit (413), images checked before decoding (400 with a JSON error for anything
+that is not a readable, non-blank picture of sane size), only GET and POST (405), no file
+outside the static folder (the allowed URLs are a fixed list), one model shared under a lock
+(layers keep caches between forward and backward), and Ctrl-C stops it cleanly.
+"""
+import base64
+import binascii
+import io
+import ipaddress
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .explain import look_inside
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+# URL -> (file in STATIC_DIR, content type). Only these are served: no path is ever joined
+# from the URL, so "..", %2e%2e or absolute paths cannot reach another file.
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+MAX_BODY_BYTES = 8 * 2**20        # room for a photo; the page sends its 280x280 pad, a few KB of PNG
+MAX_PIXELS = 40_000_000           # checked from the header, before the pixels are decoded
+# The page may load and contact only this server; images may also be data: and blob: URLs.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class BadRequest(ValueError):
+    """A request the server refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(body, content_type=""):
+    """Request body -> PIL image, checked: a data URL (raw or in JSON) or an image file's bytes.
+    Raises BadRequest naming what was wrong."""
+    from PIL import Image
+    if content_type.split(";")[0].strip().lower() == "application/json":
+        try:
+            body = json.loads(body)["image"].encode("ascii")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BadRequest('JSON body must be {"image": "data:image/...;base64,..."}') from None
+    if body[:5] == b"data:":
+        header, _, payload = body.partition(b",")
+        if not header.endswith(b";base64"):
+            raise BadRequest("data URL must be base64-encoded (data:image/png;base64,...)")
+        try:
+            body = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("data URL: invalid base64") from None
+    if not body:
+        raise BadRequest("empty request body: send an image (PNG, JPEG, ...)")
+    try:
+        image = Image.open(io.BytesIO(body))
+        w, h = image.size                  # from the header: nothing decoded yet
+        if w * h > MAX_PIXELS:
+            raise BadRequest(f"image is {w}x{h} pixels; the limit is {MAX_PIXELS:,} pixels")
+        image.load()
+    except BadRequest:
+        raise
+    except Image.UnidentifiedImageError:
+        raise BadRequest("not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
+    except Exception as err:              # Pillow raises many types (OSError, SyntaxError, bombs...)
+        raise BadRequest(f"cannot read this image ({type(err).__name__}: {err})") from None
+    return image
+
+
+def _b64_uint8(a):
+    return base64.b64encode(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).decode("ascii")
+
+
+def _signed(a, percentile=100):
+    """Signed values -> (base64 uint8 with 128 at zero, the scale that maps to 0 and 255).
+    The scale is that percentile of |a|; values beyond it are clipped (gradients have a few
+    outliers that would otherwise leave every other pixel near white)."""
+    scale = float(np.percentile(np.abs(a), percentile)) or float(np.abs(a).max()) or 1.0
+    return _b64_uint8(np.clip(np.rint(127.5 + 127.5 * a / scale), 0, 255)), scale
+
+
+def prediction_json(model, seen):
+    """look_inside(model, seen) as the JSON-able dict that /api/predict sends."""
+    r = look_inside(model, seen)
+    names = [str(n) for n in (model.class_names or range(len(r["proba"])))]
+    layers = []
+    for layer in r["layers"]:
+        count, h, w = layer["maps"].shape
+        data, scale = _signed(layer["maps"])
+        layers.append({"name": layer["name"], "kernel_size": layer["kernel_size"], "count": count,
+                       "width": w, "height": h, "scale": scale, "data": data})
+    maps = {}
+    for key in ("saliency", "ink_times_gradient"):
+        data, scale = _signed(r[key], percentile=99)
+        maps[key] = {"width": seen.shape[1], "height": seen.shape[0], "scale": scale, "data": data}
+    return {"predicted": names[r["predicted"]], "class_index": r["predicted"], "class_names": names,
+            "probabilities": [round(float(p), 6) for p in r["proba"]],
+            "input": {"width": seen.shape[1], "height": seen.shape[0],
+                      "data": _b64_uint8(np.rint(np.clip(seen, 0, 1) * 255))},
+            "layers": layers, **maps}
+
+
+def model_info(model, name, pretrained=None):
+    """What /api/model sends: the model's name, its layers and, for a pretrained model (its
+    name in zoo.PRETRAINED), a line of its provenance."""
+    from . import zoo
+    info = {"name": name, "parameters": int(model.num_parameters()),
+            "layers": [f"{n} ({layer.name})" for n, layer in zip(model.names, model.layers)],
+            "provenance": None}
+    if pretrained:
+        p = zoo.provenance(pretrained)
+        info["provenance"] = (f"pretrained {p['options']['arch']}, {p['test_accuracy']:.2%} right on the "
+                              f"10,000 MNIST test images (how it was made: tinycnn/pretrained/{pretrained}.json)")
+    return info
+
+
+class DigitServer(ThreadingHTTPServer):
+    """The HTTP server: one model, shared by the request threads under `lock`."""
+
+    daemon_threads = True                 # a hung client never keeps the process alive
+
+    def __init__(self, model, name, host="127.0.0.1", port=8000, log=True, pretrained=None):
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.model, self.name, self.log = model, name, log
+        self.lock = threading.Lock()
+        self.info = model_info(model, name, pretrained)
+        super().__init__((host, port), Handler)
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        if ipaddress.ip_address(host).is_unspecified:     # 0.0.0.0 / :: - reach it locally
+            host = "127.0.0.1" if self.address_family == socket.AF_INET else "::1"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    @property
+    def loopback_only(self):
+        return ipaddress.ip_address(self.server_address[0]).is_loopback
+
+    def handle_error(self, request, client_address):
+        err = sys.exc_info()[1]
+        if isinstance(err, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return                        # the client went away: nothing to report
+        if self.log:
+            print(f"tinycnn serve: error handling a request from {client_address[0]}: "
+                  f"{type(err).__name__}: {err}", file=sys.stderr)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def version_string(self):
+        return "tinycnn"
+    timeout = 30                          # seconds a client may take to send its request
+
+    # -- answers -----------------------------------------------------------------------------
+    def _send(self, status, body, content_type, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-store")
+        for key, value in extra:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status, obj, extra=()):
+        self._send(status, json.dumps(obj).encode(), "application/json", extra)
+
+    def send_error(self, code, message=None, explain=None):
+        """Every error, including http.server's own (bad request line, 501, ...), as JSON."""
+        self.close_connection = True
+        self._json(code, {"error": message or self.responses.get(code, ("error",))[0]},
+                   [("Connection", "close")])
+
+    def log_request(self, code="-", size="-"):
+        if self.server.log and isinstance(code, int) and code >= 400:
+            print(f"tinycnn serve: {self.command} {self.path[:100]} -> {code}", file=sys.stderr)
+
+    def log_error(self, *args):
+        pass                              # log_request reports the error's status line
+
+    # -- methods -----------------------------------------------------------------------------
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path == "/api/model":
+            return self._json(200, self.server.info)
+        if path not in STATIC_FILES:
+            return self.send_error(404, f"not found: {path[:100]}")
+        filename, content_type = STATIC_FILES[path]
+        with open(os.path.join(STATIC_DIR, filename), "rb") as f:
+            self._send(200, f.read(), content_type)
+
+    def do_POST(self):
+        path = urlsplit(self.path).path
+        if path != "/api/predict":
+            return self.send_error(404, f"not found: {path[:100]} (POST goes to /api/predict)")
+        try:
+            self._json(200, self._predict())
+        except BadRequest as err:
+            self.send_error(err.status, str(err))
+        except Exception as err:          # a bug, not the client's fault: answer, keep serving
+            if self.server.log:
+                print(f"tinycnn serve: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+            self.send_error(500, "internal error (see the server's output)")
+
+    def _predict(self):
+        from .preprocess import to_mnist
+        started, cpu = time.perf_counter(), time.thread_time()
+        body = self._read_body()
+        image = decode_image(body, self.headers.get("Content-Type", ""))
+        try:
+            seen = to_mnist(image)
+        except ValueError as err:
+            raise BadRequest(str(err).removeprefix("to_mnist: ")) from None
+        with self.server.lock:
+            out = prediction_json(self.server.model, seen)
+        out["seconds"] = round(time.perf_counter() - started, 4)
+        out["cpu_seconds"] = round(time.thread_time() - cpu, 4)      # this thread's CPU time
+        return out
+
+    def _read_body(self):
+        header = self.headers.get("Content-Length")
+        if header is None:
+            raise BadRequest("a Content-Length header is required", 411)
+        length = int(header) if header.strip().isdigit() else -1
+        if length < 0:
+            raise BadRequest(f"bad Content-Length {header[:20]!r}")
+        if length > MAX_BODY_BYTES:       # refused unread; the connection is then closed
+            raise BadRequest(f"request body is {length:,} bytes; the limit is {MAX_BODY_BYTES:,}", 413)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:              # the client stopped sending (Handler.timeout)
+            raise BadRequest(f"request body not received within {self.timeout} s", 408) from None
+        if len(body) != length:
+            raise BadRequest(f"request body ended after {len(body):,} of {length:,} bytes")
+        return body
+
+    def _not_allowed(self):
+        self.close_connection = True
+        self._json(405, {"error": f"method {self.command} not allowed (only GET and POST)"},
+                   [("Allow", "GET, POST"), ("Connection", "close")])
+
+    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+
+def serve(model, name, host="127.0.0.1", port=8000, out=sys.stdout, pretrained=None):
+    """Serve the page until Ctrl-C; returns 0. Raises OSError if the address cannot be bound.
+    pretrained: the model's name in zoo.PRETRAINED, if it is one (the page shows its provenance)."""
+    server = DigitServer(model, name, host, port, pretrained=pretrained)
+    if not server.loopback_only:
+        print(f"WARNING: listening on {host}, not just this machine (loopback): anyone who can reach "
+              f"it on port {server.server_address[1]} can use this page and its CPU. Use --host "
+              "127.0.0.1 to keep it local.", file=sys.stderr)
+    print(f"tinycnn serve: {name} at {server.url}  (Ctrl-C stops)", file=out, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\ntinycnn serve: stopped", file=out)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,281 @@
+// tinycnn serve: the drawing pad and the panels. Plain JavaScript, no libraries.
+//
+// The pad keeps the drawing as a list of strokes (and an optional photo underneath), so undo
+// is "drop the last stroke and redraw". After every change the pad is sent to the server as a
+// PNG (POST /api/predict), at most one request in flight and at most one every MIN_GAP_MS,
+// so predictions follow the pen while drawing without queueing up. Each answer repaints every
+// panel; the time from the change to the repainted panels is kept in window.tinycnn.timings.
+"use strict";
+
+const MIN_GAP_MS = 60;          // throttle: at most ~16 requests a second
+const PEN_WIDTH = 22;           // pad pixels: a digit ~200 px tall -> strokes ~2 px wide at MNIST's 20 px
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const state = {strokes: [], current: null, photo: null};
+window.tinycnn = {timings: [], serverSeconds: [], serverCpuSeconds: [], predictions: 0, last: null, errors: 0};
+
+// -- drawing --------------------------------------------------------------------------------
+function redraw() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  if (state.photo) {                       // fitted inside the pad, aspect ratio kept
+    const p = state.photo, s = Math.min(pad.width / p.width, pad.height / p.height);
+    const w = p.width * s, h = p.height * s;
+    ctx.drawImage(p, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+  }
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = PEN_WIDTH;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  for (const stroke of state.strokes) {
+    ctx.beginPath();
+    ctx.moveTo(stroke[0].x, stroke[0].y);
+    if (stroke.length === 1) ctx.lineTo(stroke[0].x + 0.01, stroke[0].y);   // a dot
+    for (const pt of stroke.slice(1)) ctx.lineTo(pt.x, pt.y);
+    ctx.stroke();
+  }
+}
+
+function padPoint(event) {                  // CSS pixels -> pad pixels
+  const r = pad.getBoundingClientRect();
+  return {x: (event.clientX - r.left) * pad.width / r.width, y: (event.clientY - r.top) * pad.height / r.height};
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  pad.setPointerCapture(event.pointerId);
+  state.current = [padPoint(event)];
+  state.strokes.push(state.current);
+  redraw();
+  changed();
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!state.current) return;
+  // Coalesced events: every point the pen passed since the last frame, for smooth lines.
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+  for (const e of (events.length ? events : [event])) state.current.push(padPoint(e));
+  redraw();
+  changed();
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => { if (state.current) { state.current = null; changed(); } });
+}
+
+function undo() {
+  if (state.strokes.length) state.strokes.pop();
+  else state.photo = null;
+  redraw();
+  changed();
+}
+function clearAll() {
+  state.strokes = [];
+  state.photo = null;
+  redraw();
+  changed();
+}
+document.getElementById("undo").addEventListener("click", undo);
+document.getElementById("clear").addEventListener("click", clearAll);
+document.addEventListener("keydown", (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); undo(); }
+});
+
+// -- photos ---------------------------------------------------------------------------------
+async function usePhoto(file) {
+  if (!file) return;
+  try {
+    state.photo = await createImageBitmap(file);
+  } catch (err) {
+    showError(`${file.name}: not an image this browser can read`);
+    return;
+  }
+  state.strokes = [];
+  redraw();
+  changed();
+}
+document.getElementById("photo").addEventListener("change", (e) => usePhoto(e.target.files[0]));
+const dropZone = document.getElementById("drop-zone");
+dropZone.addEventListener("dragover", (e) => { e.preventDefault(); dropZone.classList.add("over"); });
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("over"));
+dropZone.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dropZone.classList.remove("over");
+  usePhoto(e.dataTransfer.files[0]);
+});
+
+// -- asking the server, throttled -------------------------------------------------------------
+let changedAt = null;       // performance.now() of the oldest change not sent yet
+let inFlight = false, lastSent = -Infinity, timer = null;
+
+function changed() {
+  if (changedAt === null) changedAt = performance.now();
+  schedule();
+}
+
+function schedule() {
+  if (inFlight || changedAt === null || timer !== null) return;
+  const wait = lastSent + MIN_GAP_MS - performance.now();
+  if (wait > 0) { timer = setTimeout(() => { timer = null; schedule(); }, wait); return; }
+  send();
+}
+
+async function send() {
+  const since = changedAt;
+  changedAt = null;
+  if (!state.strokes.length && !state.photo) { showEmpty(); return; }
+  inFlight = true;
+  lastSent = performance.now();
+  try {
+    const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const response = await fetch("/api/predict", {method: "POST", headers: {"Content-Type": "image/png"}, body: png});
+    const answer = await response.json();
+    if (state.strokes.length || state.photo) {   // (cleared meanwhile: the answer is stale)
+      if (!response.ok) showError(answer.error || `error ${response.status}`);
+      else show(answer);
+      // Time from the change to the repainted panels: taken once the browser has painted.
+      await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+      if (response.ok) {
+        const ms = performance.now() - since;
+        window.tinycnn.timings.push(ms);
+        window.tinycnn.serverSeconds.push(answer.seconds);
+        window.tinycnn.serverCpuSeconds.push(answer.cpu_seconds);
+        document.getElementById("timing").textContent =
+          `Last update: ${ms.toFixed(0)} ms from your stroke to these panels (server ${(answer.seconds * 1000).toFixed(0)} ms).`;
+      }
+    }
+  } catch (err) {
+    showError("the tinycnn server is not answering (was it stopped?)");
+  } finally {
+    inFlight = false;
+    schedule();                             // anything drawn meanwhile goes next
+  }
+}
+
+// -- painting the answer --------------------------------------------------------------------
+function bytes(b64) {
+  const s = atob(b64), out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+// Colour maps: gray for the input (0 black .. 255 white), and for signed values (128 = 0) a
+// diverging one: blue (negative) .. white (zero) .. orange (positive).
+const gray = (v) => [v, v, v];
+function diverging(v) {
+  const t = (v - 127.5) / 127.5;            // -1 .. 1
+  const c = t >= 0 ? [217, 72, 15] : [28, 111, 209], a = Math.abs(t);
+  return [255 + (c[0] - 255) * a, 255 + (c[1] - 255) * a, 255 + (c[2] - 255) * a];
+}
+
+function paint(canvas, values, offset, width, height, colour) {
+  canvas.width = width;
+  canvas.height = height;
+  const c = canvas.getContext("2d"), img = c.createImageData(width, height);
+  for (let i = 0; i < width * height; i++) {
+    const [r, g, b] = colour(values[offset + i]);
+    img.data.set([r, g, b, 255], 4 * i);
+  }
+  c.putImageData(img, 0, 0);
+}
+
+function showBars(probabilities, names, best) {
+  const bars = document.getElementById("bars");
+  if (bars.children.length !== probabilities.length) {
+    bars.textContent = "";
+    names.forEach((name) => {
+      const row = document.createElement("div");
+      row.className = "bar";
+      row.innerHTML = '<span class="label"></span><div class="track"><div class="fill"></div></div><span class="pct"></span>';
+      row.querySelector(".label").textContent = name;
+      bars.appendChild(row);
+    });
+  }
+  probabilities.forEach((p, i) => {
+    const row = bars.children[i];
+    row.classList.toggle("best", i === best);
+    row.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    row.querySelector(".pct").textContent = `${(100 * p).toFixed(1)}%`;
+  });
+}
+
+function showLayers(layers) {
+  const box = document.getElementById("layers");
+  const shape = layers.map((l) => `${l.name}:${l.count}`).join();
+  if (box.dataset.shape !== shape) {        // build the canvases once per model
+    box.textContent = "";
+    box.dataset.shape = shape;
+    layers.forEach((l, i) => {
+      const div = document.createElement("div");
+      div.className = "layer";
+      const looksAt = i === 0 ? "the pixels"
+        : "the maps of the layer before (pooled), so they respond to combinations of its patterns: strokes, corners, curves";
+      div.innerHTML = '<h3></h3><p class="explain"></p><div class="maps"></div>';
+      div.querySelector("h3").textContent = `${l.name}: ${l.count} maps of ${l.width}x${l.height}`;
+      div.querySelector("p").textContent = `${l.count} filters of ${l.kernel_size.join("x")} look at ${looksAt}.`;
+      const maps = div.querySelector(".maps");
+      for (let k = 0; k < l.count; k++) {
+        const c = document.createElement("canvas");
+        c.className = "pixels fmap";
+        c.title = `${l.name}, filter ${k}`;
+        maps.appendChild(c);
+      }
+      box.appendChild(div);
+    });
+  }
+  layers.forEach((l, i) => {
+    const values = bytes(l.data), size = l.width * l.height;
+    const canvases = box.children[i].querySelectorAll("canvas");
+    for (let k = 0; k < l.count; k++) paint(canvases[k], values, k * size, l.width, l.height, diverging);
+  });
+}
+
+function show(answer) {
+  window.tinycnn.predictions += 1;
+  window.tinycnn.last = answer;
+  const best = answer.class_index;
+  const predicted = document.getElementById("predicted");
+  predicted.dataset.class = answer.predicted;
+  predicted.textContent = answer.predicted;
+  const small = document.createElement("small");
+  small.textContent = `${(100 * answer.probabilities[best]).toFixed(1)}% sure`;
+  predicted.append(small);
+  showBars(answer.probabilities, answer.class_names, best);
+  const i = answer.input;
+  paint(document.getElementById("input"), bytes(i.data), 0, i.width, i.height, gray);
+  for (const [id, m] of [["saliency", answer.saliency], ["contribution", answer.ink_times_gradient]]) {
+    paint(document.getElementById(id), bytes(m.data), 0, m.width, m.height, diverging);
+  }
+  showLayers(answer.layers);
+  const status = document.getElementById("status");
+  status.className = "explain";
+  status.textContent = "";
+}
+
+function showEmpty() {
+  const predicted = document.getElementById("predicted");
+  predicted.textContent = "?";
+  delete predicted.dataset.class;
+  for (const fill of document.querySelectorAll(".fill")) fill.style.width = "0";
+  for (const pct of document.querySelectorAll(".pct")) pct.textContent = "";
+  for (const canvas of document.querySelectorAll("canvas.pixels")) canvas.width = canvas.width;   // blank
+  document.getElementById("status").textContent = "Draw a digit to start.";
+}
+
+function showError(message) {
+  window.tinycnn.errors += 1;
+  const status = document.getElementById("status");
+  status.className = "explain error";
+  status.textContent = message;
+}
+
+// True when every change has been sent and its answer painted (the browser test waits on it).
+window.tinycnn.idle = () => !inFlight && changedAt === null && timer === null;
+
+// -- start ----------------------------------------------------------------------------------
+redraw();
+showEmpty();
+fetch("/api/model").then((r) => r.json()).then((info) => {
+  document.getElementById("model-info").textContent =
+    `Model: ${info.name}, ${info.parameters.toLocaleString("en")} parameters` +
+    (info.provenance ? `; ${info.provenance}` : "") + ".";
+}).catch(() => showError("the tinycnn server is not answering"));
