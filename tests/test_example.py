@@ -34,6 +34,9 @@ def test_end_to_end_on_digits(tmp_path):
         assert key in m
     assert m["dataset"] == "digits" and m["arch"] == "lenet5" and m["test_accuracy"] > 0.5
     assert m["augment"] is True
+    # the main job makes the process-wide allocator call that importing tinycnn does not
+    assert m["machine"]["keep_freed_memory"] is (sys.platform.startswith("linux")
+                                                 and os.environ.get("TINYCNN_KEEP_MEMORY", "1") != "0")
     assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 2
 
 
