@@ -46,6 +46,8 @@ def train_once(options, seed, out, data_args, fresh):
     parser = main_job.build_parser()
     args = parser.parse_args(argv)
     main_job.check_args(args, parser)          # resolves the recipe into concrete settings
+    if "mnist" in data_args:                   # and its epochs and batch for MNIST's 54,000 images
+        main_job.fit_recipe_to_data(args, 54_000, "mnist")
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("quiet", "no_plots", "resume", "out")}
     settings["betas"] = list(settings["betas"])
     done = os.path.join(out, "metrics.json")

@@ -81,6 +81,7 @@ def test_recipe_best_sets_up_and_explicit_options_win(tmp_path):
     parser = main_job.build_parser()
     args = parser.parse_args(["--recipe", "best", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
+    main_job.fit_recipe_to_data(args, 60_000, "mnist")
     assert (args.arch, args.augment, args.schedule, args.epochs, args.batch_size, args.val_fraction) == \
         ("bnnet", True, "onecycle", 20, 128, 0.0)
     args = parser.parse_args(["--recipe", "best", "--arch", "convnet", "--epochs", "2", "--out", str(tmp_path)])
@@ -88,10 +89,32 @@ def test_recipe_best_sets_up_and_explicit_options_win(tmp_path):
     assert (args.arch, args.augment, args.epochs) == ("convnet", True, 2)
     args = parser.parse_args(["--out", str(tmp_path)])              # no recipe: the fast one
     main_job.check_args(args, parser)
+    main_job.fit_recipe_to_data(args, 54_000, "mnist")
     assert (args.arch, args.augment, args.schedule, args.epochs, args.val_fraction) == ("fastnet", False, "onecycle", 3, 0.1)
     args = parser.parse_args(["--recipe", "best", "--val-fraction", "0.2", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
     assert args.val_fraction == 0.2
+
+
+def test_recipe_fits_the_data_size(tmp_path):
+    from tinycnn import run as main_job
+    parser = main_job.build_parser()
+
+    def fitted(n_train, dataset, *argv):
+        args = parser.parse_args([*argv, "--out", str(tmp_path)])
+        main_job.check_args(args, parser)
+        note = main_job.fit_recipe_to_data(args, n_train, dataset)
+        return args.batch_size, args.epochs, note
+
+    assert fitted(54_000, "mnist") == (256, 3, None)               # MNIST: the recipe as tuned
+    assert fitted(60_000, "mnist", "--arch", "convnet") == (128, 6, None)
+    batch, epochs, note = fitted(1_293, "digits")                   # the offline fallback
+    assert (batch, epochs) == (64, 29)                              # 21 steps per epoch, >= 600 in all
+    assert "1,293 training images" in note and "batch 64" in note and "29 epochs" in note
+    assert fitted(100, "digits")[:2] == (16, 86)                    # the batch stops halving at 16
+    assert fitted(54_000, "kmnist")[:2] == fitted(54_000, "fashion-mnist")[:2] == (256, 12)
+    assert fitted(1_293, "digits", "--epochs", "2")[:2] == (64, 2)  # what the user sets wins
+    assert fitted(1_293, "digits", "--batch-size", "256")[:2] == (256, 100)
 
 
 def test_val_fraction_0_trains_on_the_whole_training_set(tmp_path):
