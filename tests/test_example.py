@@ -104,17 +104,19 @@ def test_recipe_fits_the_data_size(tmp_path):
         args = parser.parse_args([*argv, "--out", str(tmp_path)])
         main_job.check_args(args, parser)
         note = main_job.fit_recipe_to_data(args, n_train, dataset)
-        return args.batch_size, args.epochs, note
+        return args.batch_size, args.epochs, note, args.lr
 
-    assert fitted(54_000, "mnist") == (256, 3, None)               # MNIST: the recipe as tuned
-    assert fitted(60_000, "mnist", "--arch", "convnet") == (128, 6, None)
-    batch, epochs, note = fitted(1_293, "digits")                   # the offline fallback
-    assert (batch, epochs) == (64, 29)                              # 21 steps per epoch, >= 600 in all
-    assert "1,293 training images" in note and "batch 64" in note and "29 epochs" in note
-    assert fitted(100, "digits")[:2] == (16, 86)                    # the batch stops halving at 16
+    assert fitted(54_000, "mnist") == (256, 3, None, 0.01)         # MNIST: the recipe as tuned
+    assert fitted(60_000, "mnist", "--arch", "convnet") == (128, 6, None, 3e-3)
+    batch, epochs, note, lr = fitted(1_293, "digits")               # the offline fallback
+    assert (batch, epochs, lr) == (64, 20, 0.005)                   # 21 steps per epoch, >= 400 in all
+    assert "1,293 training images" in note and "batch 64, 20 epochs, lr 0.005" in note
+    assert fitted(1_293, "digits", "--optimizer", "sgd")[3] == main_job.SGD_LR
+    assert fitted(1_293, "digits", "--lr", "0.02")[3] == 0.02
+    assert fitted(100, "digits")[:2] == (16, 58)                    # the batch stops halving at 16
     assert fitted(54_000, "kmnist")[:2] == fitted(54_000, "fashion-mnist")[:2] == (256, 12)
     assert fitted(1_293, "digits", "--epochs", "2")[:2] == (64, 2)  # what the user sets wins
-    assert fitted(1_293, "digits", "--batch-size", "256")[:2] == (256, 100)
+    assert fitted(1_293, "digits", "--batch-size", "256")[:2] == (256, 67)
 
 
 def test_val_fraction_0_trains_on_the_whole_training_set(tmp_path):
