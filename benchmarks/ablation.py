@@ -26,9 +26,9 @@ from tinycnn import run as main_job
 # (name, what it adds, train_mnist.py options). Cumulative: each step keeps the ones above.
 STEPS = [
     ("baseline", "convnet (Keras example), Adam 1e-3 constant, 6 epochs",
-     ["--arch", "convnet", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6"]),
+     ["--arch", "convnet", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6", "--no-augment"]),
     ("+batchnorm", "BatchNorm2D after each convolution",
-     ["--arch", "convnet-bn", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6"]),
+     ["--arch", "convnet-bn", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6", "--no-augment"]),
     ("+augmentation", "random shifts, rotations, scaling",
      ["--arch", "convnet-bn", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6", "--augment"]),
     ("+one-cycle", "one-cycle schedule, peak lr 3e-3",

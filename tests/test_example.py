@@ -90,7 +90,10 @@ def test_recipe_best_sets_up_and_explicit_options_win(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path)])              # no recipe: the fast one
     main_job.check_args(args, parser)
     main_job.fit_recipe_to_data(args, 54_000, "mnist")
-    assert (args.arch, args.augment, args.schedule, args.epochs, args.val_fraction) == ("fastnet", False, "onecycle", 3, 0.1)
+    assert (args.arch, args.augment, args.schedule, args.epochs, args.val_fraction) == ("fastnet", True, "onecycle", 3, 0.1)
+    args = parser.parse_args(["--no-augment", "--out", str(tmp_path)])
+    main_job.check_args(args, parser)
+    assert args.augment is False
     args = parser.parse_args(["--recipe", "best", "--val-fraction", "0.2", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
     assert args.val_fraction == 0.2
