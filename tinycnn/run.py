@@ -178,8 +178,8 @@ def load_data(args, say):
 
 
 def fit_recipe_to_data(args, n_train, dataset):
-    """Fill in the batch size and epochs the user did not set, for `n_train` training images
-    (see MIN_STEPS above). Returns a sentence saying what was adapted, or None."""
+    """Fill in the batch size, epochs and learning rate the user did not set, for `n_train`
+    training images (see MIN_STEPS above). Returns a sentence saying what was adapted, or None."""
     recipe = RECIPES[args.arch]
     if args.batch_size is None:
         args.batch_size = recipe["batch_size"]
