@@ -34,14 +34,6 @@ RECIPES = {
     "lenet5": dict(epochs=6, batch_size=128, lr=3e-3, betas=(0.9, 0.999)),
     "bnnet": dict(epochs=20, batch_size=128, lr=3e-3, betas=(0.9, 0.999)),
 }
-# --recipe NAME: whole training set-ups. Any option given on the command line wins.
-# The best recipe's settings were chosen on a 90/10 split; its final model then trains on
-# all 60,000 images (val_fraction 0), the usual last step once nothing is left to choose.
-PRESETS = {
-    "fast": dict(arch="fastnet", schedule="onecycle", augment=True, val_fraction=0.1),    # the default
-    "best": dict(arch="bnnet", schedule="onecycle", augment=True, val_fraction=0.0),      # for accuracy
-}
-SGD_LR = 0.05
 # Steps, not epochs. The recipes' epochs and batch sizes were tuned on MNIST's 54,000
 # training images, and what a recipe really needs is a number of optimisation steps: on the
 # 1,293 bundled digits the same 3 epochs at batch 256 are 18 steps (89.4% test accuracy).
@@ -55,6 +47,14 @@ SGD_LR = 0.05
 MIN_STEPS = {"fashion-mnist": 2500, "kmnist": 2500}
 DEFAULT_MIN_STEPS = 400
 MIN_BATCHES_PER_EPOCH, MIN_BATCH = 16, 16
+# --recipe NAME: whole training set-ups. Any option given on the command line wins.
+# The best recipe's settings were chosen on a 90/10 split; its final model then trains on
+# all 60,000 images (val_fraction 0), the usual last step once nothing is left to choose.
+PRESETS = {
+    "fast": dict(arch="fastnet", schedule="onecycle", augment=True, val_fraction=0.1),    # the default
+    "best": dict(arch="bnnet", schedule="onecycle", augment=True, val_fraction=0.0),      # for accuracy
+}
+SGD_LR = 0.05
 
 
 class _Parser(argparse.ArgumentParser):
