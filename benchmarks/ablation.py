@@ -26,9 +26,9 @@ from tinycnn import run as main_job
 # (name, what it adds, train_mnist.py options). Cumulative: each step keeps the ones above.
 STEPS = [
     ("baseline", "convnet (Keras example), Adam 1e-3 constant, 6 epochs",
-     ["--arch", "convnet", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6"]),
+     ["--arch", "convnet", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6", "--no-augment"]),
     ("+batchnorm", "BatchNorm2D after each convolution",
-     ["--arch", "convnet-bn", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6"]),
+     ["--arch", "convnet-bn", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6", "--no-augment"]),
     ("+augmentation", "random shifts, rotations, scaling",
      ["--arch", "convnet-bn", "--lr", "1e-3", "--schedule", "constant", "--epochs", "6", "--augment"]),
     ("+one-cycle", "one-cycle schedule, peak lr 3e-3",
@@ -46,6 +46,8 @@ def train_once(options, seed, out, data_args, fresh):
     parser = main_job.build_parser()
     args = parser.parse_args(argv)
     main_job.check_args(args, parser)          # resolves the recipe into concrete settings
+    if "mnist" in data_args:                   # and its epochs and batch for MNIST's 54,000 images
+        main_job.fit_recipe_to_data(args, 54_000, "mnist")
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("quiet", "no_plots", "resume", "out")}
     settings["betas"] = list(settings["betas"])
     done = os.path.join(out, "metrics.json")

@@ -16,7 +16,7 @@ import numpy as np
 from common import machine, median_ms, repeats_from_args, table, write_json
 
 from tinycnn.kernels import fast
-from tinycnn.runtime import one_thread_pool
+from tinycnn.runtime import keep_freed_memory, one_thread_pool
 
 # name, batch, C, F, H (= W), kernel, padding
 LAYERS = [
@@ -67,6 +67,7 @@ def pair_times(x, w, b, stride, padding, need_dx, repeats):
 
 
 def main():
+    keep_freed_memory()          # as the main job runs (tinycnn/runtime.py)
     args = repeats_from_args(__doc__, default=20, quick=5)
     repeats = args.repeats
     methods, pairs = [], []

@@ -11,7 +11,7 @@ from common import machine, median_ms, repeats_from_args, table, torch_or_none, 
 import tinycnn
 from tinycnn.layers import Conv2D, Dense, MaxPool2D
 from tinycnn.losses import SoftmaxCrossEntropy
-from tinycnn.runtime import one_thread_pool
+from tinycnn.runtime import keep_freed_memory, one_thread_pool
 
 BATCH = 128
 CASES = [  # name, tinycnn layer factory, input shape, torch module factory
@@ -61,6 +61,7 @@ def loss_times(repeats):
 
 
 def main():
+    keep_freed_memory()          # as the main job runs (tinycnn/runtime.py)
     args = repeats_from_args(__doc__, default=30, quick=8)
     repeats = args.repeats
     torch = torch_or_none()

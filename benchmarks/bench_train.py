@@ -178,6 +178,10 @@ def summary_row(arch, results, peak, has_torch):
 
 
 def main():
+    # Every process here, tinycnn's and PyTorch's workers alike, gets the allocator setting
+    # the main job makes (tinycnn/runtime.py), so neither library runs on a handicapped heap.
+    from tinycnn.runtime import keep_freed_memory
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="convnet,lenet5,fastnet", help="comma-separated architectures")
     parser.add_argument("--batch", type=int, default=128, help="training batch size (default 128)")

@@ -36,6 +36,7 @@ def main():
                         help="tuning mode: train on 90%% of the training set and report accuracy on the "
                              "held-out 10%% instead of the test set (choose settings with this, never the test set)")
     args = parser.parse_args()
+    tinycnn.runtime.keep_freed_memory()      # glibc keeps freed memory for reuse (see tinycnn/runtime.py)
     (x, y), (xt, yt) = datasets.load_mnist(data_dir=args.data_dir, download=args.data_dir is None)
     if args.validate:
         (x, y), (xt, yt) = datasets.train_val_split(x, y, 0.1, seed=123)

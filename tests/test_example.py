@@ -34,6 +34,9 @@ def test_end_to_end_on_digits(tmp_path):
         assert key in m
     assert m["dataset"] == "digits" and m["arch"] == "lenet5" and m["test_accuracy"] > 0.5
     assert m["augment"] is True
+    # the main job makes the process-wide allocator call that importing tinycnn does not
+    assert m["machine"]["keep_freed_memory"] is (sys.platform.startswith("linux")
+                                                 and os.environ.get("TINYCNN_KEEP_MEMORY", "1") != "0")
     assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 2
 
 
@@ -78,6 +81,7 @@ def test_recipe_best_sets_up_and_explicit_options_win(tmp_path):
     parser = main_job.build_parser()
     args = parser.parse_args(["--recipe", "best", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
+    main_job.fit_recipe_to_data(args, 60_000, "mnist")
     assert (args.arch, args.augment, args.schedule, args.epochs, args.batch_size, args.val_fraction) == \
         ("bnnet", True, "onecycle", 20, 128, 0.0)
     args = parser.parse_args(["--recipe", "best", "--arch", "convnet", "--epochs", "2", "--out", str(tmp_path)])
@@ -85,10 +89,37 @@ def test_recipe_best_sets_up_and_explicit_options_win(tmp_path):
     assert (args.arch, args.augment, args.epochs) == ("convnet", True, 2)
     args = parser.parse_args(["--out", str(tmp_path)])              # no recipe: the fast one
     main_job.check_args(args, parser)
-    assert (args.arch, args.augment, args.schedule, args.epochs, args.val_fraction) == ("fastnet", False, "onecycle", 3, 0.1)
+    main_job.fit_recipe_to_data(args, 54_000, "mnist")
+    assert (args.arch, args.augment, args.schedule, args.epochs, args.val_fraction) == ("fastnet", True, "onecycle", 3, 0.1)
+    args = parser.parse_args(["--no-augment", "--out", str(tmp_path)])
+    main_job.check_args(args, parser)
+    assert args.augment is False
     args = parser.parse_args(["--recipe", "best", "--val-fraction", "0.2", "--out", str(tmp_path)])
     main_job.check_args(args, parser)
     assert args.val_fraction == 0.2
+
+
+def test_recipe_fits_the_data_size(tmp_path):
+    from tinycnn import run as main_job
+    parser = main_job.build_parser()
+
+    def fitted(n_train, dataset, *argv):
+        args = parser.parse_args([*argv, "--out", str(tmp_path)])
+        main_job.check_args(args, parser)
+        note = main_job.fit_recipe_to_data(args, n_train, dataset)
+        return args.batch_size, args.epochs, note, args.lr
+
+    assert fitted(54_000, "mnist") == (256, 3, None, 0.01)         # MNIST: the recipe as tuned
+    assert fitted(60_000, "mnist", "--arch", "convnet") == (128, 6, None, 3e-3)
+    batch, epochs, note, lr = fitted(1_293, "digits")               # the offline fallback
+    assert (batch, epochs, lr) == (64, 20, 0.005)                   # 21 steps per epoch, >= 400 in all
+    assert "1,293 training images" in note and "batch 64, 20 epochs, lr 0.005" in note
+    assert fitted(1_293, "digits", "--optimizer", "sgd")[3] == main_job.SGD_LR
+    assert fitted(1_293, "digits", "--lr", "0.02")[3] == 0.02
+    assert fitted(100, "digits")[:2] == (16, 58)                    # the batch stops halving at 16
+    assert fitted(54_000, "kmnist")[:2] == fitted(54_000, "fashion-mnist")[:2] == (256, 12)
+    assert fitted(1_293, "digits", "--epochs", "2")[:2] == (64, 2)  # what the user sets wins
+    assert fitted(1_293, "digits", "--batch-size", "256")[:2] == (256, 67)
 
 
 def test_val_fraction_0_trains_on_the_whole_training_set(tmp_path):

@@ -5,7 +5,7 @@ Numba-jitted CPU kernels beside readable reference ones.
     model = tinycnn.models.convnet()
     model.summary()
 """
-from . import runtime  # noqa: F401  (process set-up for speed: see runtime.py)
+from . import runtime  # noqa: F401  (tinycnn.runtime.keep_freed_memory(); importing changes nothing)
 from . import (augment, backend, datasets, functional, kernels, layers, losses, models, optim,
                saliency,
                schedules, train)

@@ -270,6 +270,8 @@ def main(argv=None):
     from .io import ModelFormatError
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .runtime import keep_freed_memory
+    keep_freed_memory()            # a tinycnn process: glibc keeps freed memory (see runtime.py)
     if args.command == "train":
         run.check_args(args, parser)
         return run.main_with_args(args)

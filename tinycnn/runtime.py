@@ -1,4 +1,5 @@
-"""How tinycnn sets up the process for speed on a CPU, in one place.
+"""How tinycnn sets up the process for speed on a CPU, in one place. Importing tinycnn
+changes nothing process-wide: what follows happens only where this file says.
 
 Two pools of threads, one job at a time. Numba's parallel kernels run on OpenMP threads;
 NumPy's matrix products run on OpenBLAS threads. Each pool keeps its threads spinning for
@@ -6,17 +7,22 @@ a while after a job, so when the two alternate (kernel, GEMM, kernel, ...) each 
 cores the other needs: measured on a 2-core machine, a convnet training step took 2-7x
 longer than with one pool. tinycnn therefore does every heavy step of a convolution inside
 its Numba kernels (including the matrix products, called per block of images from the
-Numba threads), and:
-  - keeps the BLAS behind Numba's np.dot (SciPy's OpenBLAS) single-threaded, since it is
-    called from several Numba threads at once (set once, when the fast kernels load);
-  - runs every model forward and backward pass (and so training and prediction) inside
-    `one_thread_pool()`, which limits NumPy's BLAS to one thread for the duration,
-    leaving the cores to Numba's pool.
+Numba threads), and runs every model forward and backward pass (and so training and
+prediction) inside `one_thread_pool()`. While the fast kernels are selected, that block
+holds every BLAS in the process to one thread: NumPy's, and SciPy's (the one behind
+Numba's np.dot, called from several Numba threads at once), leaving the cores to Numba's
+pool; on leaving it the previous thread counts come back. Outside it, and whenever the
+reference (NumPy) kernels are selected, no thread count is touched.
+
 Large arrays. glibc returns big freed blocks to the OS and maps fresh ones on the next
 allocation; touching a fresh page costs ~3 us on these virtual machines, so a training step
 that allocates 50 MB of temporaries pays ~40 ms in page faults alone. `keep_freed_memory()`
 asks glibc to keep freed memory for reuse instead (memory then stays at its high-water
-mark). It runs at import unless TINYCNN_KEEP_MEMORY=0.
+mark). This is a setting of the whole process, for every library in it, and cannot be
+undone, so tinycnn never makes it on import: the main job (`examples/train_mnist.py`,
+`tinycnn train`), the `tinycnn` command and the benchmarks call it first thing; call it
+yourself before training from Python for the same speed. TINYCNN_KEEP_MEMORY=0 turns the
+call into a no-op.
 """
 import contextlib
 import ctypes
@@ -25,12 +31,15 @@ import sys
 
 import threadpoolctl
 
+from .backend import get_backend
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def keep_freed_memory():
-    """Serve arrays up to 32 MB from the heap and never trim it (glibc only; else no-op)."""
-    if not sys.platform.startswith("linux"):
+    """Ask glibc to serve blocks up to 32 MB from the heap and never trim it, for the rest
+    of the process. True if it did; False on other C libraries and with TINYCNN_KEEP_MEMORY=0."""
+    if not sys.platform.startswith("linux") or os.environ.get("TINYCNN_KEEP_MEMORY", "1") == "0":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -41,13 +50,12 @@ def keep_freed_memory():
 
 
 def single_threaded_scipy_blas():
-    """Make the BLAS that Numba's np.dot calls (SciPy's) use one thread per call."""
+    """Make the BLAS that Numba's np.dot calls (SciPy's) single-threaded while tinycnn's
+    fast kernels run: load it now, so that `one_thread_pool()` finds it among the BLAS
+    libraries it holds to one thread. Changes no thread count by itself."""
+    global _blas_libs
     import scipy.linalg.cython_blas  # noqa: F401  (loads the library Numba will call)
-    controller = threadpoolctl.ThreadpoolController()
-    for lib in controller.lib_controllers:
-        if lib.user_api == "blas" and "scipy" in os.path.dirname(lib.filepath).lower() \
-                and "numpy" not in lib.filepath.lower():
-            lib.set_num_threads(1)
+    _blas_libs = None                # look for the libraries again on the next block
 
 
 _blas_libs = None
@@ -66,7 +74,12 @@ def _numpy_blas():
 @contextlib.contextmanager
 def one_thread_pool():
     """Within this block every BLAS runs single-threaded, so Numba's threads have the cores.
-    Re-entrant; the previous thread counts are restored on exit."""
+    Only while the fast (Numba) kernels are selected: the reference kernels' matrix products
+    are NumPy's own and keep all its threads. Re-entrant; the previous thread counts are
+    restored on exit."""
+    if get_backend() != "numba":
+        yield
+        return
     libs = _numpy_blas()
     before = [lib.num_threads for lib in libs]
     for lib, n in zip(libs, before):
@@ -79,6 +92,3 @@ def one_thread_pool():
             if n != 1:
                 lib.set_num_threads(n)
 
-
-if os.environ.get("TINYCNN_KEEP_MEMORY", "1") != "0":
-    keep_freed_memory()
