@@ -14,6 +14,7 @@ import numpy as np
 
 from common import machine, median_ms, repeats_from_args, table, write_json
 
+from tinycnn.runtime import keep_freed_memory
 from tinycnn import models, optim
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.train import gradient_norms
@@ -33,6 +34,7 @@ def cpu_ms(fn, repeats):
 
 def main():
     args = repeats_from_args(__doc__, default=40, quick=10)
+    keep_freed_memory()          # as the main job runs (tinycnn/runtime.py)
     rng = np.random.default_rng(0)
     rows = []
     for arch, batch in (("fastnet", 256), ("convnet", 128), ("bnnet", 128)):

@@ -180,7 +180,7 @@ def test_huge_image_refused_from_its_header(url):
     big = io.BytesIO()
     Image.new("1", (8000, 6000), 1).save(big, "PNG")               # 48 Mpixels, a few KB on the wire
     status, answer = post(url, big.getvalue())
-    assert status == 400 and "8000x6000 pixels; the limit is 40,000,000" in answer["error"]
+    assert status == 400 and "8000x6000 pixels is above the limit of 40,000,000" in answer["error"]
 
 
 def test_oversized_or_unsized_body_refused_unread(url):

@@ -41,22 +41,30 @@ def open_image(path):
         os.close(fd)
         raise ValueError(f"{path}: not a regular file (a folder, pipe or device)")
     with open(fd, "rb") as f:
-        try:
-            with warnings.catch_warnings():      # the pixel limit below is the check
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(f)
-                w, h = image.size
-                if w * h > MAX_PIXELS and image.format in ("JPEG", "MPO"):
-                    scale = max(w, h) / WORK_SIDE
-                    image.draft(None, (max(1, int(w / scale)), max(1, int(h / scale))))
-                if image.size[0] * image.size[1] > MAX_PIXELS:
-                    raise ValueError(f"{w}x{h} pixels is above the limit of {MAX_PIXELS:,} "
-                                     "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
-                image.load()
-        # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
-        # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
-        except Exception as err:      # noqa: BLE001
-            raise ValueError(f"{path}: cannot read this image ({err})") from None
+        return decode_image(f, path)
+
+
+def decode_image(f, name):
+    """Decode an image from the binary file object f with bounded memory: refuse what is too
+    large (see MAX_PIXELS), decode JPEGs at reduced scale, shrink to WORK_SIDE and apply the
+    EXIF orientation. Any failure is a ValueError starting with `name` (a path, or e.g.
+    "request body" for `tinycnn serve`)."""
+    try:
+        with warnings.catch_warnings():      # the pixel limit below is the check
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(f)
+            w, h = image.size                # from the header: nothing decoded yet
+            if w * h > MAX_PIXELS and image.format in ("JPEG", "MPO"):
+                scale = max(w, h) / WORK_SIDE
+                image.draft(None, (max(1, int(w / scale)), max(1, int(h / scale))))
+            if image.size[0] * image.size[1] > MAX_PIXELS:
+                raise ValueError(f"{w}x{h} pixels is above the limit of {MAX_PIXELS:,} "
+                                 "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
+            image.load()
+    # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
+    # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
+    except Exception as err:      # noqa: BLE001
+        raise ValueError(f"{name}: cannot read this image ({err})") from None
     return ImageOps.exif_transpose(_shrink(image))
 
 

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from . import preprocess
 from .explain import look_inside
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -54,7 +55,6 @@ STATIC_FILES = {
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 MAX_BODY_BYTES = 8 * 2**20        # room for a photo; the page sends its 280x280 pad, a few KB of PNG
-MAX_PIXELS = 40_000_000           # checked from the header, before the pixels are decoded
 # The page may load and contact only this server; images may also be data: and blob: URLs.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -71,7 +71,6 @@ class BadRequest(ValueError):
 def decode_image(body, content_type=""):
     """Request body -> PIL image, checked: a data URL (raw or in JSON) or an image file's bytes.
     Raises BadRequest naming what was wrong."""
-    from PIL import Image
     if content_type.split(";")[0].strip().lower() == "application/json":
         try:
             body = json.loads(body)["image"].encode("ascii")
@@ -87,19 +86,12 @@ def decode_image(body, content_type=""):
             raise BadRequest("data URL: invalid base64") from None
     if not body:
         raise BadRequest("empty request body: send an image (PNG, JPEG, ...)")
-    try:
-        image = Image.open(io.BytesIO(body))
-        w, h = image.size                  # from the header: nothing decoded yet
-        if w * h > MAX_PIXELS:
-            raise BadRequest(f"image is {w}x{h} pixels; the limit is {MAX_PIXELS:,} pixels")
-        image.load()
-    except BadRequest:
-        raise
-    except Image.UnidentifiedImageError:
-        raise BadRequest("not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
-    except Exception as err:              # Pillow raises many types (OSError, SyntaxError, bombs...)
-        raise BadRequest(f"cannot read this image ({type(err).__name__}: {err})") from None
-    return image
+    try:                                   # the same bounded decoder as `tinycnn predict`
+        return preprocess.decode_image(io.BytesIO(body), "image")
+    except ValueError as err:
+        if "cannot identify image file" in str(err):
+            raise BadRequest("not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
+        raise BadRequest(str(err)) from None
 
 
 def _b64_uint8(a):
