@@ -40,7 +40,10 @@ WORST = {"seconds": 0.0, "megabytes": 0.0}       # printed at the end (pytest -s
 
 @pytest.fixture(autouse=True)
 def numpy_backend():
+    previous = tinycnn.get_backend()
     tinycnn.set_backend("numpy")
+    yield
+    tinycnn.set_backend(previous)        # later test modules run on their own backend
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -608,7 +611,7 @@ def test_training_at_chance_level_exits_1_with_a_warning(tmp_path, baseline):
     child = cli(baseline, "train", "--dataset", "digits", "--epochs", "1", "--arch", "convnet", "--lr", "1e6",
                 "--no-plots", "--quiet", "--out", tmp_path / "run", seconds=60)
     assert ("WARNING: training failed: test accuracy 10.0% is at chance level (10% for guessing): the "
-            "model learned nothing in 11 steps. Is --lr 1e+06 too high, or are there too few steps "
+            "model learned nothing in 21 steps. Is --lr 1e+06 too high, or are there too few steps "
             "(--epochs, --batch-size)?") in child.err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["learned_nothing"] is True
