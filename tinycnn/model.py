@@ -1,6 +1,7 @@
 """The model container: a stack of layers run in order."""
 import numpy as np
 
+from . import warmup
 from .functional import softmax
 from .layers import Conv2D, Layer, fused
 from .runtime import one_thread_pool
@@ -175,11 +176,12 @@ class Sequential:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         step = min(batch_size, self.MAX_INFERENCE_SLICE)
         out = None
-        for start in range(0, len(x), step):
-            p = softmax(self.forward(x[start:start + step], training=False))
-            if out is None:
-                out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
-            out[start:start + len(p)] = p
+        with warmup.kernels_for_inference(self, len(x)):     # a cold start: see warmup.py
+            for start in range(0, len(x), step):
+                p = softmax(self.forward(x[start:start + step], training=False))
+                if out is None:
+                    out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+                out[start:start + len(p)] = p
         return out if out is not None else np.empty((0, 0), dtype=x.dtype)
 
     def predict(self, x, batch_size=256):
