@@ -33,6 +33,7 @@ def test_epoch_time_excludes_a_simulated_compile(monkeypatch):
             time.sleep(0.4)
 
     monkeypatch.setattr(warmup, "_run_once", slow_compile)
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "0")    # one process (no second one to share with)
     model = Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)   # no Numba kernels
     x = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
     lines = []

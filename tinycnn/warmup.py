@@ -57,7 +57,7 @@ class _CompileListener(event.Listener):
 
     def on_start(self, ev):
         if self.forbid:
-            raise _Cold(ev.data["dispatcher"].py_func.__name__)
+            raise _Cold()
         if self.depth == 0:
             if self.count == 0 and self.on_first is not None:
                 self.on_first()
@@ -84,29 +84,138 @@ def _run_once(model, training, input_shape=None):
 
 def compile_for(model, log=None, input_shape=None):
     """Compile (or load from Numba's cache) every fast kernel `model` uses, for training and
-    inference, on inputs of `input_shape` (default: the model's). Returns the seconds spent
-    compiling (0.0 when all were cached, or when the backend is "numpy" or the input shape is
-    unknown). With `log`, says when compiling starts and how long it took."""
-    input_shape = input_shape or model.input_shape
-    if get_backend() != "numba" or input_shape is None:
+    inference, on inputs of `input_shape` (default: the model's). Returns the seconds it took
+    when anything had to be compiled, else 0.0 (also when the backend is "numpy" or the input
+    shape is unknown). With `log`, says when compiling starts and how long it took.
+    On a cold cache with two or more cores, a second process shares the work (_share_work)."""
+    input_shape = tuple(input_shape or model.input_shape or ())
+    if get_backend() != "numba" or not input_shape:
         return 0.0
+    t0 = time.perf_counter()
     first = (lambda: log("compiling fast kernels (first run only) ...")) if log else None
     listener = _CompileListener(on_first=first)
     with event.install_listener("numba:compile", listener):
-        _run_once(model, True, input_shape)
+        if _two_processes() and not fast_kernels_ready(model, True, input_shape):
+            _share_work(model, input_shape)
+        _run_once(model, True, input_shape)             # loads what the other process compiled
         _run_once(model, False, input_shape)
-    if log and listener.count:
-        log(f"compiling fast kernels (first run only): {listener.seconds:.1f} s")
-    return listener.seconds
+    if not listener.count:
+        return 0.0
+    seconds = time.perf_counter() - t0
+    if log:
+        log(f"compiling fast kernels (first run only): {seconds:.1f} s")
+    return seconds
+
+
+def _two_processes():
+    return (os.cpu_count() or 1) > 1 and os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0"
+
+
+# -- two processes, one cache --------------------------------------------------------------
+# Numba compiles on one core (and holds the GIL), so on a cold cache a second process takes
+# half the kernels. Both walk the model's layers (a fused run counts as one), compiling each
+# piece's training and eval passes as a model of its own; this process walks from the input
+# forward, the other from the output back. Before compiling a kernel a process takes a lock
+# file named after the kernel and its argument types; a kernel whose lock the other holds is
+# left to it (the piece is skipped). When both are done, this process runs the whole model,
+# which loads everything from the disk cache and compiles whatever was skipped and missed.
+
+class _Busy(Exception):
+    """The other process is compiling this kernel."""
+
+
+class _KernelLocks(event.Listener):
+    """Takes a lock file before each outermost compilation; raises _Busy if it is taken."""
+
+    def __init__(self):
+        self.depth, self.held = 0, []
+
+    def on_start(self, ev):
+        if self.depth == 0:
+            function = ev.data["dispatcher"].py_func
+            name = f"{function.__module__}.{function.__qualname__}{ev.data['args']}{_where_cached()}"
+            path = os.path.join(tempfile.gettempdir(),
+                                f"tinycnn-kernel-{hashlib.sha1(name.encode()).hexdigest()[:16]}.lock")
+            if not _take_lock(path):
+                raise _Busy()
+            self.held.append(path)
+        self.depth += 1
+
+    def on_end(self, ev):
+        self.depth -= 1
+
+    def release(self):
+        """Free the locks (after the pass: Numba writes a kernel to disk after its end event)."""
+        for path in self.held:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self.held = []
+
+
+def _take_lock(path):
+    """Create the lock file `path`; False if it exists and is younger than _LOCK_STALE."""
+    try:
+        if time.time() - os.path.getmtime(path) < _LOCK_STALE:
+            return False
+        os.remove(path)                                  # left by a process that died
+    except OSError:
+        pass
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _pieces(model, input_shape):
+    """The model as Sequential runs it: one small model per layer or fused run, with its input shape."""
+    from .layers import fused
+    from .model import Sequential
+    shapes = [tuple(input_shape)] + model.output_shapes(input_shape)
+    pieces, i = [], 0
+    while i < len(model.layers):
+        n = fused.run_length(model.layers, i) or 1
+        pieces.append(Sequential(copy.deepcopy(model.layers[i:i + n]), input_shape=shapes[i]))
+        i += n
+    return pieces
+
+
+def _compile_pieces(pieces):
+    """Compile each piece's kernels, skipping kernels the other process is compiling."""
+    for piece in pieces:
+        locks = _KernelLocks()
+        try:
+            with event.install_listener("numba:compile", locks):
+                _run_once(piece, True)
+                _run_once(piece, False)
+        except _Busy:
+            pass
+        finally:
+            locks.release()
+
+
+def _share_work(model, input_shape):
+    """Compile `model`'s kernels with a second process working from the other end."""
+    from .io import save_model
+    spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
+    save_model(model, spec)
+    other = _start_process(["--share", spec, ",".join(map(str, input_shape))])
+    try:
+        _compile_pieces(_pieces(model, input_shape))
+    finally:
+        other.wait()
+        with contextlib.suppress(OSError):
+            os.remove(spec)
 
 
 _ready = {}       # model key -> True, or the time of the last probe that found it cold
 
 
-def fast_kernels_ready(model, training=False):
+def fast_kernels_ready(model, training=False, input_shape=None):
     """Whether `model`'s fast kernels are compiled (in memory or in Numba's disk cache).
     Never compiles: a probe pass stops at the first kernel that would need it."""
-    key = (_model_key(model), training)
+    input_shape = tuple(input_shape or model.input_shape)
+    key = (_model_key(model), training, input_shape)
     state = _ready.get(key)
     if state is True:
         return True
@@ -114,7 +223,7 @@ def fast_kernels_ready(model, training=False):
         return False
     try:
         with event.install_listener("numba:compile", _CompileListener(forbid=True)):
-            _run_once(model, training)
+            _run_once(model, training, input_shape)
     except _Cold:
         _ready[key] = time.monotonic()
         return False
@@ -140,8 +249,13 @@ def _model_key(model):
     """Names what decides which kernels are compiled (layers, their settings, shapes, dtype)
     and where they are cached."""
     text = repr([(layer.name, layer.config()) for layer in model.layers])
-    text += repr((model.input_shape, str(model.dtype), numba.config.CACHE_DIR, kernels.fast.__file__))
+    text += repr((model.input_shape, str(model.dtype), _where_cached()))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _where_cached():
+    """Names the Numba cache in use: NUMBA_CACHE_DIR, or __pycache__ beside this tinycnn."""
+    return f"{numba.config.CACHE_DIR}|{os.path.abspath(kernels.fast.__file__)}"
 
 
 def compile_in_background(model):
@@ -152,30 +266,32 @@ def compile_in_background(model):
     folder = tempfile.gettempdir()
     key = _model_key(model)
     lock = os.path.join(folder, f"tinycnn-compile-{key}.lock")
-    try:
-        if time.time() - os.path.getmtime(lock) < _LOCK_STALE:
-            return None
-        os.remove(lock)
-    except OSError:
-        pass
-    try:
-        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
+    if not _take_lock(lock):
         return None
     spec = os.path.join(folder, f"tinycnn-compile-{key}-{os.getpid()}.npz")
     save_model(model, spec)
+    return _start_process([spec, lock], start_new_session=True)   # outlives the command that started it
+
+
+def _start_process(args, **options):
+    """`python -m tinycnn.warmup ARGS` with this tinycnn on its path, no console."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, "-m", "tinycnn.warmup", spec, lock], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)      # survives the command that started it
+    return subprocess.Popen([sys.executable, "-m", "tinycnn.warmup", *args], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)
 
 
-def _main(spec, lock):
-    """The background process: compile the kernels of the model saved at `spec`."""
+def _main(argv):
+    """The other process: `--share SPEC SHAPE` works from the output end (see _share_work);
+    `SPEC LOCK` compiles the model saved at SPEC in the background (compile_in_background)."""
+    from .io import load_model
+    if argv[0] == "--share":
+        spec, shape = argv[1], tuple(int(s) for s in argv[2].split(","))
+        _compile_pieces(_pieces(load_model(spec), shape)[::-1])
+        return
+    spec, lock = argv[:2]
     try:
         os.nice(10)
-        from .io import load_model
         compile_for(load_model(spec))
     finally:
         for path in (spec, lock):
@@ -184,4 +300,4 @@ def _main(spec, lock):
 
 
 if __name__ == "__main__":
-    _main(*sys.argv[1:3])
+    _main(sys.argv[1:])
