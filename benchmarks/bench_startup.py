@@ -4,15 +4,17 @@ install, a CI run, or any edit to a kernel file) and with the cache a first run 
 Each measurement runs in its own process. Cold runs get a new, empty NUMBA_CACHE_DIR each;
 the warm run of the same measurement then reuses that folder. Rows:
   import tinycnn          `import tinycnn` in a new process
-  first train step MODEL  build the model, then one Adam step on a batch of 128 (the first
-                          step compiles, or loads, every kernel the model uses)
+  first train step MODEL  build the model, then `fit` one epoch of one Adam step on 128
+                          images (fit first compiles, or loads, every kernel the model uses;
+                          cold, with two cores, in two processes: see tinycnn/warmup.py)
   first predict MODEL     build the model, then predict one image (cold, a small batch runs
                           on the reference kernels while a background process compiles;
                           the run waits for that process before the next measurement)
   tinycnn predict         `python -m tinycnn predict MODEL.npz one.png`, the whole command
   main job                `examples/train_mnist.py --data-dir DIR [--epochs E]`, the whole command
-Times are wall seconds and the process's CPU seconds (user + system, all threads): on a shared
-machine the CPU seconds are the steadier figure. The in-process rows (import, first step,
+Times are wall seconds and CPU seconds (user + system, all threads, with the processes it
+waited for; not the detached background compile): on a shared machine the CPU seconds are
+the steadier figure. The in-process rows (import, first step,
 first predict) time the step itself, not the interpreter's start.
 
     python benchmarks/bench_startup.py [--quick] [--models fastnet,lenet5] [--job-epochs 1]
@@ -38,8 +40,9 @@ MODELS = ("convnet", "lenet5", "fastnet", "bnnet")
 
 
 def _cpu():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU seconds of this process and of the child processes it has waited for."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 # -- what runs inside each measured process ---------------------------------------------
@@ -84,7 +87,11 @@ def worker(kind, arch):
         c0, w0 = _cpu(), time.perf_counter()
         model = tinycnn.models.ARCHITECTURES[arch]()
         rng = np.random.default_rng(0)
-        if kind in ("train", "kernels"):
+        if kind == "train":                   # as a user's training starts: fit, one step
+            x = rng.standard_normal((128, *model.input_shape)).astype(np.float32)
+            tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), tinycnn.optim.Adam(model), x,
+                        rng.integers(0, 10, 128), epochs=1, batch_size=128, progress=False, log=None)
+        elif kind == "kernels":               # one step by hand: every kernel compiles in it
             x = rng.standard_normal((128, *model.input_shape)).astype(np.float32)
             loss, optimizer = tinycnn.losses.SoftmaxCrossEntropy(), tinycnn.optim.Adam(model)
             loss.forward(model.forward(x, training=True), rng.integers(0, 10, 128))

@@ -8,9 +8,9 @@ How the convolution is laid out, and why:
   at batch 128, 39 MB for a 5x5 one at batch 256) is never built: on these machines a
   fresh large array costs ~3 us per 4 KB page just to touch, which is more than the
   arithmetic.
-- Blocks are shared among the threads with `prange` over contiguous runs of blocks; each
-  thread owns its images' outputs (and, backward, their dx) so no two threads write the
-  same element. The weight gradient is summed per thread, then the per-thread sums are
+- Blocks are shared among the threads in contiguous runs of blocks (`_on_threads`, below,
+  says why these threads are Python's and not prange's); each thread owns its images'
+  outputs (and, backward, their dx) so no two threads write the same element. The weight gradient is summed per thread, then the per-thread sums are
   added, so results do not depend on timing.
 - The backward pass rebuilds each block's columns instead of keeping them from the forward
   pass: rebuilding from cache-hot input is cheaper than storing and re-reading them.
@@ -26,6 +26,8 @@ Functions compile on first use for the dtype they see (float32 in training, floa
 gradient checks); `cache=True` keeps the machine code on disk between runs.
 """
 import ctypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -39,17 +41,18 @@ single_threaded_scipy_blas()      # np.dot below is called from several threads 
 
 _jit = dict(cache=True, nogil=True)
 # Compile time. A cold start (empty Numba cache) compiles every kernel a model uses, and
-# most of that time is LLVM's: measured with benchmarks/bench_startup.py --kernels, 85-90%
-# of it. A parallel=True kernel is compiled about three times over (its loop body becomes a
-# "gufunc", a wrapper calls that, the kernel calls the wrapper, and LLVM optimises and
-# generates each level with the levels below linked in), so each convolution kernel cost
-# 9-12 s of CPU. The convolutions, the largest kernels, are therefore ordinary jitted
-# functions that do one thread's share of the batch (`_conv_*_blocks`, `_conv_*_images`),
-# started on Python threads by `_on_threads`; `nogil=True` lets them run at the same time.
-# The small kernels (pooling, ReLU, batch norm) keep prange.
-import threading                                    # noqa: E402  (kept beside its only use)
-from concurrent.futures import ThreadPoolExecutor   # noqa: E402
-
+# nearly all of that is LLVM's work (cProfile of one cold convolution kernel: 27 of 30 s of
+# CPU). A parallel=True kernel is generated about three times over: its loop body becomes a
+# "gufunc", a wrapper calls that, the kernel calls the wrapper, and each level is optimised
+# and turned into machine code with the levels below linked in. Each convolution kernel
+# cost 9-12 s of CPU that way. The convolutions, the largest kernels, are therefore ordinary
+# jitted functions that do one thread's share of the batch (`_conv_*_blocks`,
+# `_conv_*_images`), started on Python threads by `_on_threads`; `nogil=True` lets them run
+# at the same time. The small kernels (pooling, ReLU, batch norm) keep prange. Measured,
+# CPU seconds to compile everything fastnet's first training step needs: 33.5 -> 10.4
+# (python benchmarks/bench_startup.py --kernels prints the table per kernel); warm training
+# steps were not slower (all four built-in models alternated with the prange version in one
+# process, 8 rounds of 10 steps: CPU per step lower for each, wall medians lower too).
 _pool = None
 _pool_lock = threading.Lock()
 
