@@ -48,7 +48,8 @@ _jit = dict(cache=True, nogil=True)
 # cost 9-12 s of CPU that way. The convolutions, the largest kernels, are therefore ordinary
 # jitted functions that do one thread's share of the batch (`_conv_*_blocks`,
 # `_conv_*_images`), started on Python threads by `_on_threads`; `nogil=True` lets them run
-# at the same time. The small kernels (pooling, ReLU, batch norm) keep prange. Measured,
+# at the same time (and so does max pooling). The small kernels (ReLU, batch norm, average
+# pooling) keep prange. Measured,
 # CPU seconds to compile everything fastnet's first training step needs: 33.5 -> 10.4
 # (python benchmarks/bench_startup.py --kernels prints the table per kernel); warm training
 # steps were not slower (all four built-in models alternated with the prange version in one
@@ -730,16 +731,26 @@ def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, n
 
 # -- pooling ----------------------------------------------------------------------------
 
-@njit(parallel=True, **_jit)
 def _maxpool_forward(x, kh, kw, sh, sw, OH, OW, need_argmax):
     N, C = x.shape[0], x.shape[1]
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW) if need_argmax else (0, 0, 0, 0), dtype=np.int32)
+    nchunks = _threads_for(N * C)
+    _on_threads(nchunks, lambda t: _maxpool_forward_planes(
+        x, y, argmax, kh, kw, sh, sw, t * N * C // nchunks, (t + 1) * N * C // nchunks, need_argmax))
+    return y, argmax
+
+
+@njit(**_jit)
+def _maxpool_forward_planes(x, y, argmax, kh, kw, sh, sw, nc0, nc1, need_argmax):
+    """Planes nc0..nc1-1 (plane nc = image nc // C, channel nc % C) of _maxpool_forward."""
+    C = x.shape[1]
+    OH, OW = y.shape[2], y.shape[3]
     # The common 2x2 window with stride 2 gets its own loop: the four taps are named, so
     # the compiler keeps everything in registers (measured 2-2.5x faster than the general
     # loop with argmax, and twice that again without it, as in eval mode).
     two_by_two = kh == 2 and kw == 2 and sh == 2 and sw == 2
-    for nc in prange(N * C):
+    for nc in range(nc0, nc1):
         n, c = uintp(nc // C), uintp(nc % C)     # unsigned indices: no wrap-around checks
         plane, out = x[n, c], y[n, c]
         for a in range(uintp(OH)):
@@ -771,16 +782,23 @@ def _maxpool_forward(x, kh, kw, sh, sw, OH, OW, need_argmax):
                 out[a, b] = best
                 if need_argmax:
                     argmax[n, c, a, b] = tap
-    return y, argmax
 
 
-@njit(parallel=True, **_jit)
 def _maxpool_backward(dy, argmax, H, W, kh, kw, sh, sw):
-    N, C, OH, OW = dy.shape
-    # Each thread zeroes the planes it then scatters into (one pass over memory, not a
-    # separate np.zeros of the whole batch first).
+    N, C = dy.shape[0], dy.shape[1]
     dx = np.empty((N, C, H, W), dtype=dy.dtype)
-    for nc in prange(N * C):
+    nchunks = _threads_for(N * C)
+    _on_threads(nchunks, lambda t: _maxpool_backward_planes(
+        dy, argmax, dx, kh, kw, sh, sw, t * N * C // nchunks, (t + 1) * N * C // nchunks))
+    return dx
+
+
+@njit(**_jit)
+def _maxpool_backward_planes(dy, argmax, dx, kh, kw, sh, sw, nc0, nc1):
+    """Planes nc0..nc1-1 of _maxpool_backward. Each thread zeroes the planes it then
+    scatters into (one pass over memory, not a separate np.zeros of the whole batch first)."""
+    C, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    for nc in range(nc0, nc1):
         n, c = uintp(nc // C), uintp(nc % C)
         grad, arg, plane = dy[n, c], argmax[n, c], dx[n, c]
         plane[:] = 0
@@ -788,7 +806,6 @@ def _maxpool_backward(dy, argmax, H, W, kh, kw, sh, sw):
             for b in range(uintp(OW)):
                 tap = uintp(arg[a, b])
                 plane[a * uintp(sh) + tap // uintp(kw), b * uintp(sw) + tap % uintp(kw)] += grad[a, b]
-    return dx
 
 
 @njit(parallel=True, **_jit)
