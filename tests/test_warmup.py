@@ -106,3 +106,22 @@ def test_probe_on_an_empty_cache_compiles_nothing(tmp_path):
     ready, seconds = out.stdout.split()
     assert ready == "False" and float(seconds) < 2.0, out.stdout
     assert not any(name.endswith(".nbc") for _, _, files in os.walk(tmp_path) for name in files)
+
+
+def test_pieces_follow_the_fused_runs_and_chain_their_shapes():
+    """The two compiling processes split the model where Sequential runs it."""
+    model = tinycnn.models.lenet5()
+    pieces = warmup._pieces(model, model.input_shape)
+    assert [[layer.name for layer in p.layers] for p in pieces] == [
+        ["Conv2D", "MaxPool2D"], ["Conv2D", "MaxPool2D"], ["Flatten"], ["Dense"], ["ReLU"], ["Dense"],
+        ["ReLU"], ["Dense"]]
+    assert [p.input_shape for p in pieces[:4]] == [(1, 28, 28), (6, 14, 14), (16, 5, 5), (400,)]
+    assert pieces[0].layers[0] is not model.layers[0]          # copies: the model is not touched
+
+
+def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):
+    path = str(tmp_path / "k.lock")
+    assert warmup._take_lock(path) and not warmup._take_lock(path)
+    old = time.time() - warmup._LOCK_STALE - 1
+    os.utime(path, (old, old))                                  # its process died long ago
+    assert warmup._take_lock(path)
