@@ -149,6 +149,13 @@ def measure(name, cmd, cache_dir, in_process):
     return row
 
 
+def _shown(args):
+    """A command line as a reader would type it: paths relative to the repository, the
+    benchmark's temporary output folder as TMP."""
+    shown = [os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in args]
+    return " ".join("TMP" if a.startswith(tempfile.gettempdir()) else a for a in shown)
+
+
 def sample_files(folder):
     """A saved fastnet and one 28x28 PNG for `tinycnn predict`."""
     import numpy as np
@@ -197,8 +204,7 @@ def main():
         job = [sys.executable, os.path.join(ROOT, "examples", "train_mnist.py"), "--data-dir", args.data_dir,
                "--out", os.path.join(work, "run"), "--quiet"]
         job += ["--epochs", str(job_epochs)] if job_epochs else []
-        rows.append(measure("main job (" + " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a
-                                                    for a in job[1:]) + ")", job, fresh(), False))
+        rows.append(measure(f"main job ({_shown(job[1:])})", job, fresh(), False))
     kernel_rows = []
     if args.kernels:
         for arch in models:
@@ -219,7 +225,7 @@ def main():
         print("\nCompile time per kernel (cold, first training step; helpers counted on their own):\n")
         print(table([r for r in kernel_rows if r["CPU s"] >= 0.05], ["model", "kernel", "compiles", "CPU s", "wall s"]))
     write_json(args.json, {"machine": info, "matmul_gflops": peak, "rows": rows, "kernels": kernel_rows,
-                           "main_job": job and [os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in job]})
+                           "main_job": job and _shown(job[1:])})
 
 
 if __name__ == "__main__":
