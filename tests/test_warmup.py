@@ -125,3 +125,21 @@ def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):
     old = time.time() - warmup._LOCK_STALE - 1
     os.utime(path, (old, old))                                  # its process died long ago
     assert warmup._take_lock(path)
+
+
+def test_a_model_that_cannot_be_saved_still_predicts_while_cold(monkeypatch):
+    """No background compile without a model file for it (a user's own layer type), and no
+    error either: the prediction is served, and the lock file is not left behind."""
+    import tinycnn.io
+    tinycnn.set_backend("numba")
+
+    def refuse(model, path):
+        raise ValueError("unknown layer type")
+
+    monkeypatch.setattr(tinycnn.io, "save_model", refuse)
+    monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: False)
+    model = _small_convnet()
+    assert warmup.compile_in_background(model) is None
+    lock = os.path.join(warmup.tempfile.gettempdir(), f"tinycnn-compile-{warmup._model_key(model)}.lock")
+    assert not os.path.exists(lock)
+    assert model.predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1,)

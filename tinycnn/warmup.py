@@ -196,9 +196,9 @@ def _compile_pieces(pieces):
 
 def _share_work(model, input_shape):
     """Compile `model`'s kernels with a second process working from the other end."""
-    from .io import save_model
     spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
-    save_model(model, spec)
+    if not _saved(model, spec):
+        return                               # compile_for then compiles all of it here
     other = _start_process(["--share", spec, ",".join(map(str, input_shape))])
     try:
         _compile_pieces(_pieces(model, input_shape))
@@ -262,15 +262,29 @@ def compile_in_background(model):
     """Start a separate, low-priority process that compiles `model`'s fast kernels into
     Numba's disk cache and exits. At most one per model at a time (a lock file in the temp
     folder). Returns the process, or None when one is already running."""
-    from .io import save_model
     folder = tempfile.gettempdir()
     key = _model_key(model)
     lock = os.path.join(folder, f"tinycnn-compile-{key}.lock")
     if not _take_lock(lock):
         return None
     spec = os.path.join(folder, f"tinycnn-compile-{key}-{os.getpid()}.npz")
-    save_model(model, spec)
+    if not _saved(model, spec):
+        os.remove(lock)
+        return None
     return _start_process([spec, lock], start_new_session=True)   # outlives the command that started it
+
+
+def _saved(model, path):
+    """Save `model` for the other process; False if it cannot be saved (a layer type of the
+    user's own: the model's kernels are then compiled in this process, when first used)."""
+    from .io import save_model
+    try:
+        save_model(model, path)
+        return True
+    except Exception:                        # whatever the layer raised: it only costs speed
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        return False
 
 
 def _start_process(args, **options):
