@@ -2,14 +2,15 @@
 
 Numba compiles each fast kernel the first time it runs and keeps the machine code on disk
 (`cache=True`, in __pycache__ or NUMBA_CACHE_DIR). With an empty cache a model's first
-training step compiles every kernel the model uses: 5-15 s of CPU per model after the cuts
-described in kernels/fast.py (30-40 s before them). This module makes that cost visible and,
-for small inference jobs, avoids waiting for it:
+training step compiles every kernel the model uses: 8-15 s of CPU per built-in model after
+the cuts described in kernels/fast.py (33-43 s before them). This module makes that cost
+visible, shares it between two processes, and for small inference jobs avoids waiting:
 
 - `compile_for(model)` runs the model once on a two-image batch (training and eval passes,
   on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
-  calls it before the first epoch and logs "compiling fast kernels (first run only): 4.2 s"
-  when it compiled anything, so an epoch's time and images/s count training only.
+  calls it before the first epoch and logs "compiling fast kernels (first run only): 9.3 s"
+  when it compiled anything, so an epoch's time and images/s count training only. On a cold
+  cache with two or more cores, a second process compiles part of the kernels (_share_work).
 - `kernels_for_inference(model, n)` is used by `Sequential.predict_proba`. When the fast
   kernels this model needs are not compiled yet (a probe that forbids compiling finds out in
   milliseconds) and the batch is small (<= SMALL_BATCH images), the batch runs on the
@@ -19,8 +20,8 @@ for small inference jobs, avoids waiting for it:
   The two kernel sets compute the same function; tests/test_warmup.py holds their answers
   equal (same classes, probabilities within 1e-5).
 
-TINYCNN_BACKGROUND_COMPILE=0 turns the background process and the reference fallback off:
-every call then compiles what it needs in the foreground, as before.
+TINYCNN_BACKGROUND_COMPILE=0 turns the second process, the background process and the
+reference fallback off: every call then compiles what it needs in the foreground, as before.
 """
 import contextlib
 import copy
@@ -38,7 +39,9 @@ from numba.core import event
 from . import kernels
 from .backend import get_backend
 
-SMALL_BATCH = 64          # inference batches up to this size may run on the reference kernels
+# Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
+# of CPU there (lenet5 .. bnnet; 1 image 0.3-1.0 ms), against 8-15 s to compile the fast ones.
+SMALL_BATCH = 64
 _PROBE_INTERVAL = 1.0     # seconds between two probes of a model found cold
 _LOCK_STALE = 900         # a lock file older than this (seconds) is from a compile that died
 
