@@ -60,6 +60,7 @@ def test_cold_prediction_runs_on_reference_kernels_and_equals_the_fast_one(monke
     """While the fast kernels are not compiled, a small batch runs on the reference kernels
     (and starts the background compile once); its answer equals the fast kernels' answer."""
     tinycnn.set_backend("numba")
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
     model = _small_convnet()
     x = np.random.default_rng(1).standard_normal((5, 1, 8, 8)).astype(np.float32)
     started, reference_calls = [], []
@@ -84,6 +85,7 @@ def test_large_batches_and_the_switch_keep_the_fast_kernels(monkeypatch):
     monkeypatch.setattr(warmup, "compile_in_background", lambda model: pytest.fail("started a compile"))
     model = _small_convnet()
     tinycnn.set_backend("numba")
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
     with warmup.kernels_for_inference(model, warmup.SMALL_BATCH + 1):
         assert kernels.current() is kernels.fast
     monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "0")
@@ -137,6 +139,7 @@ def test_a_model_that_cannot_be_saved_still_predicts_while_cold(monkeypatch):
         raise ValueError("unknown layer type")
 
     monkeypatch.setattr(tinycnn.io, "save_model", refuse)
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
     monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: False)
     model = _small_convnet()
     assert warmup.compile_in_background(model) is None
