@@ -10,7 +10,7 @@ visible, shares it between two processes, and for small inference jobs avoids wa
   on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
   calls it before the first epoch and logs "compiling fast kernels (first run only): 9.3 s"
   when it compiled anything, so an epoch's time and images/s count training only. On a cold
-  cache with two or more cores, a second process compiles part of the kernels (_share_work).
+  cache with a core idle, a second process compiles part of the kernels (_share_work).
 - `kernels_for_inference(model, n)` is used by `Sequential.predict_proba`. When the fast
   kernels this model needs are not compiled yet (a probe that forbids compiling finds out in
   milliseconds) and the batch is small (<= SMALL_BATCH images), the batch runs on the
@@ -90,7 +90,7 @@ def compile_for(model, log=None, input_shape=None):
     inference, on inputs of `input_shape` (default: the model's). Returns the seconds it took
     when anything had to be compiled, else 0.0 (also when the backend is "numpy" or the input
     shape is unknown). With `log`, says when compiling starts and how long it took.
-    On a cold cache with two or more cores, a second process shares the work (_share_work)."""
+    On a cold cache with a core idle, a second process shares the work (_share_work)."""
     input_shape = tuple(input_shape or model.input_shape or ())
     if get_backend() != "numba" or not input_shape:
         return 0.0
@@ -111,7 +111,14 @@ def compile_for(model, log=None, input_shape=None):
 
 
 def _two_processes():
-    return (os.cpu_count() or 1) > 1 and os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0"
+    """Whether a second compiling process would help: only with a core idle. Measured on a
+    shared 2-core machine at load ~3.3 (no idle core), fastnet's cold first step took 7.4 s
+    in one process and 10.2 s in two: the second process's start and Numba's set-up in it
+    (typing NumPy's functions again, ~1-2 s of CPU) are then pure overhead."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return (cores > 1 and cores - load >= 1.0
+            and os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0")
 
 
 # -- two processes, one cache --------------------------------------------------------------
