@@ -95,14 +95,17 @@ def compile_for(model, log=None, input_shape=None):
     if get_backend() != "numba" or not input_shape:
         return 0.0
     t0 = time.perf_counter()
-    first = (lambda: log("compiling fast kernels (first run only) ...")) if log else None
-    listener = _CompileListener(on_first=first)
+    say_start = (lambda: log("compiling fast kernels (first run only) ...")) if log else (lambda: None)
+    shared = _two_processes() and not fast_kernels_ready(model, True, input_shape)
+    if shared:
+        say_start()
+    listener = _CompileListener(on_first=None if shared else say_start)
     with event.install_listener("numba:compile", listener):
-        if _two_processes() and not fast_kernels_ready(model, True, input_shape):
+        if shared:
             _share_work(model, input_shape)
         _run_once(model, True, input_shape)             # loads what the other process compiled
         _run_once(model, False, input_shape)
-    if not listener.count:
+    if not (shared or listener.count):
         return 0.0
     seconds = time.perf_counter() - t0
     if log:
