@@ -50,7 +50,7 @@ _jit = dict(cache=True, nogil=True)
 # `_conv_*_images`), started on Python threads by `_on_threads`; `nogil=True` lets them run
 # at the same time (and so does max pooling). The small kernels (ReLU, batch norm, average
 # pooling) keep prange. Measured,
-# CPU seconds to compile everything fastnet's first training step needs: 33.5 -> 10.4
+# CPU seconds to compile everything fastnet's first training step needs: 33.5 -> 9.4
 # (python benchmarks/bench_startup.py --kernels prints the table per kernel); warm training
 # steps were not slower (all four built-in models alternated with the prange version in one
 # process, 8 rounds of 10 steps: CPU per step lower for each, wall medians lower too).
