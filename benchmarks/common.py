@@ -71,10 +71,23 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_model():
+    """The CPU's name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine():
     import numba
     torch = torch_or_none()
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__,
             "torch": torch.__version__ if torch else None}
 

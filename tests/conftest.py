@@ -5,6 +5,10 @@ import matplotlib
 import pytest
 
 matplotlib.use("Agg")
+# Tests compile in the foreground, in the test process: no second or background compiling
+# process (tinycnn/warmup.py) competing with the suite; tests/test_warmup.py turns it on
+# where it is what is tested.
+os.environ.setdefault("TINYCNN_BACKGROUND_COMPILE", "0")
 
 import tinycnn  # noqa: E402
 

@@ -3,6 +3,7 @@ import numbers
 
 import numpy as np
 
+from . import warmup
 from .functional import softmax
 from .layers import Conv2D, Layer, fused
 from .runtime import one_thread_pool
@@ -187,7 +188,9 @@ class Sequential:
             return np.empty((0,) + self.output_shapes(shape)[-1], dtype=x.dtype)
         step = min(batch_size, self.MAX_INFERENCE_SLICE)
         out = None
-        with np.errstate(over="ignore", invalid="ignore"):   # checked below, as an error
+        # kernels_for_inference: on a cold start, small batches run on the reference kernels
+        # (see warmup.py); errstate: NaN/inf outputs are checked below, as an error.
+        with warmup.kernels_for_inference(self, len(x)), np.errstate(over="ignore", invalid="ignore"):
             for start in range(0, len(x), step):
                 p = softmax(self.forward(x[start:start + step], training=False))
                 if out is None:

@@ -1,0 +1,148 @@
+"""The first run on a machine (tinycnn/warmup.py): compile time reported apart from training,
+and small predictions answered on the reference kernels, identically, while the fast ones compile."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from numba.core import event
+
+import tinycnn
+from tinycnn import kernels, warmup
+from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D
+from tinycnn.losses import SoftmaxCrossEntropy
+from tinycnn.model import Sequential
+from tinycnn.optim import SGD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _small_convnet():
+    layers = [Conv2D(1, 4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(4 * 3 * 3, 3)]
+    return Sequential(layers, input_shape=(1, 8, 8), seed=0)
+
+
+def test_epoch_time_excludes_a_simulated_compile(monkeypatch):
+    """fit compiles before the clock starts and says so; the epoch's seconds are training only."""
+    tinycnn.set_backend("numba")
+
+    def slow_compile(model, training, input_shape=None):                 # what a cold Numba cache looks like
+        with event.trigger_event("numba:compile", data={}):
+            time.sleep(0.4)
+
+    monkeypatch.setattr(warmup, "_run_once", slow_compile)
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "0")    # one process (no second one to share with)
+    model = Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)   # no Numba kernels
+    x = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
+    lines = []
+    history = tinycnn.fit(model, SoftmaxCrossEntropy(), SGD(model, 0.1), x, np.arange(8) % 3, epochs=1,
+                          batch_size=8, progress=False, log=lines.append)
+    assert lines[0] == "compiling fast kernels (first run only) ..."
+    head, seconds = lines[1].rsplit(": ", 1)
+    assert head == "compiling fast kernels (first run only)" and seconds.endswith(" s")
+    assert float(seconds[:-2]) >= 0.8                  # two passes (training, eval), 0.4 s each
+    assert history["seconds"][0] < 0.2, history["seconds"]
+    assert lines[2].startswith("epoch 1/1") and len(lines) == 3
+
+
+def test_no_compile_line_when_the_kernels_are_cached(monkeypatch):
+    monkeypatch.setattr(warmup, "_run_once", lambda *args: None)
+    model = Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
+    lines = []
+    tinycnn.fit(model, SoftmaxCrossEntropy(), SGD(model, 0.1), np.zeros((4, 1, 4, 4), np.float32),
+                np.zeros(4, int), progress=False, log=lines.append)
+    assert not any("compiling" in line for line in lines)
+
+
+def test_cold_prediction_runs_on_reference_kernels_and_equals_the_fast_one(monkeypatch):
+    """While the fast kernels are not compiled, a small batch runs on the reference kernels
+    (and starts the background compile once); its answer equals the fast kernels' answer."""
+    tinycnn.set_backend("numba")
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
+    model = _small_convnet()
+    x = np.random.default_rng(1).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    started, reference_calls = [], []
+    real = kernels.reference.conv2d_relu_maxpool2_forward
+    monkeypatch.setattr(kernels.reference, "conv2d_relu_maxpool2_forward",
+                        lambda *a, **k: reference_calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(warmup, "compile_in_background", started.append)
+    monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: False)
+    cold = model.predict_proba(x)
+    assert reference_calls and started == [model]
+    monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: True)
+    reference_calls.clear()
+    fast = model.predict_proba(x)
+    assert not reference_calls
+    assert cold.dtype == fast.dtype == np.float32
+    np.testing.assert_array_equal(cold.argmax(axis=1), fast.argmax(axis=1))
+    np.testing.assert_allclose(cold, fast, rtol=0, atol=1e-5)
+
+
+def test_large_batches_and_the_switch_keep_the_fast_kernels(monkeypatch):
+    monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: False)
+    monkeypatch.setattr(warmup, "compile_in_background", lambda model: pytest.fail("started a compile"))
+    model = _small_convnet()
+    tinycnn.set_backend("numba")
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
+    with warmup.kernels_for_inference(model, warmup.SMALL_BATCH + 1):
+        assert kernels.current() is kernels.fast
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "0")
+    with warmup.kernels_for_inference(model, 1):
+        assert kernels.current() is kernels.fast
+
+
+def test_probe_on_an_empty_cache_compiles_nothing(tmp_path):
+    """fast_kernels_ready on a cold cache answers False without compiling (a subprocess with
+    an empty NUMBA_CACHE_DIR; a compile would take seconds and leave files in it)."""
+    code = ("import time, numpy as np\n"
+            "from tinycnn import warmup, models\n"
+            "m = models.lenet5()\n"
+            "t = time.process_time(); ready = warmup.fast_kernels_ready(m, training=True)\n"
+            "print(ready, round(time.process_time() - t, 2))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=ROOT,
+               TINYCNN_BACKEND="numba")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ready, seconds = out.stdout.split()
+    assert ready == "False" and float(seconds) < 2.0, out.stdout
+    assert not any(name.endswith(".nbc") for _, _, files in os.walk(tmp_path) for name in files)
+
+
+def test_pieces_follow_the_fused_runs_and_chain_their_shapes():
+    """The two compiling processes split the model where Sequential runs it."""
+    model = tinycnn.models.lenet5()
+    pieces = warmup._pieces(model, model.input_shape)
+    assert [[layer.name for layer in p.layers] for p in pieces] == [
+        ["Conv2D", "MaxPool2D"], ["Conv2D", "MaxPool2D"], ["Flatten"], ["Dense"], ["ReLU"], ["Dense"],
+        ["ReLU"], ["Dense"]]
+    assert [p.input_shape for p in pieces[:4]] == [(1, 28, 28), (6, 14, 14), (16, 5, 5), (400,)]
+    assert pieces[0].layers[0] is not model.layers[0]          # copies: the model is not touched
+
+
+def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):
+    path = str(tmp_path / "k.lock")
+    assert warmup._take_lock(path) and not warmup._take_lock(path)
+    old = time.time() - warmup._LOCK_STALE - 1
+    os.utime(path, (old, old))                                  # its process died long ago
+    assert warmup._take_lock(path)
+
+
+def test_a_model_that_cannot_be_saved_still_predicts_while_cold(monkeypatch):
+    """No background compile without a model file for it (a user's own layer type), and no
+    error either: the prediction is served, and the lock file is not left behind."""
+    import tinycnn.io
+    tinycnn.set_backend("numba")
+
+    def refuse(model, path):
+        raise ValueError("unknown layer type")
+
+    monkeypatch.setattr(tinycnn.io, "save_model", refuse)
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: False)
+    model = _small_convnet()
+    assert warmup.compile_in_background(model) is None
+    lock = os.path.join(warmup.tempfile.gettempdir(), f"tinycnn-compile-{warmup._model_key(model)}.lock")
+    assert not os.path.exists(lock)
+    assert model.predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1,)

@@ -1,0 +1,330 @@
+"""The first run on a machine: compiling the fast kernels, and answering while they compile.
+
+Numba compiles each fast kernel the first time it runs and keeps the machine code on disk
+(`cache=True`, in __pycache__ or NUMBA_CACHE_DIR). With an empty cache a model's first
+training step compiles every kernel the model uses: 8-15 s of CPU per built-in model after
+the cuts described in kernels/fast.py (33-43 s before them). This module makes that cost
+visible, shares it between two processes, and for small inference jobs avoids waiting:
+
+- `compile_for(model)` runs the model once on a two-image batch (training and eval passes,
+  on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
+  calls it before the first epoch and logs "compiling fast kernels (first run only): 9.3 s"
+  when it compiled anything, so an epoch's time and images/s count training only. On a cold
+  cache with a core idle, a second process compiles part of the kernels (_share_work).
+- `kernels_for_inference(model, n)` is used by `Sequential.predict_proba`. When the fast
+  kernels this model needs are not compiled yet (a probe that forbids compiling finds out in
+  milliseconds) and the batch is small (<= SMALL_BATCH images), the batch runs on the
+  reference NumPy kernels, which answer one image in milliseconds, and a separate process
+  starts compiling the fast kernels into the on-disk cache (a process, not a thread: Numba
+  holds the GIL while it compiles). Later calls, and later runs, use the fast kernels.
+  The two kernel sets compute the same function; tests/test_warmup.py holds their answers
+  equal (same classes, probabilities within 1e-5).
+
+TINYCNN_BACKGROUND_COMPILE=0 turns the second process, the background process and the
+reference fallback off: every call then compiles what it needs in the foreground, as before.
+"""
+import contextlib
+import copy
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numba
+import numpy as np
+from numba.core import event
+
+from . import kernels
+from .backend import get_backend
+
+# Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
+# of CPU there (lenet5 .. bnnet; 1 image 0.3-1.0 ms), against 8-15 s to compile the fast ones.
+SMALL_BATCH = 64
+_PROBE_INTERVAL = 1.0     # seconds between two probes of a model found cold
+_LOCK_STALE = 900         # a lock file older than this (seconds) is from a compile that died
+
+
+class _Cold(Exception):
+    """A fast kernel was about to be compiled during a probe."""
+
+
+class _CompileListener(event.Listener):
+    """Counts Numba compilations and their time (outermost ones only: a kernel's helpers
+    compile inside it); with forbid=True, stops the first one by raising _Cold."""
+
+    def __init__(self, forbid=False, on_first=None):
+        self.forbid, self.on_first = forbid, on_first
+        self.depth, self.count, self.seconds, self._t0 = 0, 0, 0.0, 0.0
+
+    def on_start(self, ev):
+        if self.forbid:
+            raise _Cold()
+        if self.depth == 0:
+            if self.count == 0 and self.on_first is not None:
+                self.on_first()
+            self.count += 1
+            self._t0 = time.perf_counter()
+        self.depth += 1
+
+    def on_end(self, ev):
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self._t0
+
+
+def _run_once(model, training, input_shape=None):
+    """One tiny forward (and, training, backward) pass on a copy of `model`."""
+    probe = copy.deepcopy(model)
+    x = np.zeros((2, *(input_shape or model.input_shape)), dtype=model.dtype)
+    if training:
+        y = probe.forward(x, training=True)
+        probe.backward(np.ones_like(y), need_dx=False)
+    else:
+        probe.forward(x, training=False)
+
+
+def compile_for(model, log=None, input_shape=None):
+    """Compile (or load from Numba's cache) every fast kernel `model` uses, for training and
+    inference, on inputs of `input_shape` (default: the model's). Returns the seconds it took
+    when anything had to be compiled, else 0.0 (also when the backend is "numpy" or the input
+    shape is unknown). With `log`, says when compiling starts and how long it took.
+    On a cold cache with a core idle, a second process shares the work (_share_work)."""
+    input_shape = tuple(input_shape or model.input_shape or ())
+    if get_backend() != "numba" or not input_shape:
+        return 0.0
+    t0 = time.perf_counter()
+    say_start = (lambda: log("compiling fast kernels (first run only) ...")) if log else (lambda: None)
+    shared = _two_processes() and not fast_kernels_ready(model, True, input_shape)
+    if shared:
+        say_start()
+    listener = _CompileListener(on_first=None if shared else say_start)
+    with event.install_listener("numba:compile", listener):
+        if shared:
+            _share_work(model, input_shape)
+        _run_once(model, True, input_shape)             # loads what the other process compiled
+        _run_once(model, False, input_shape)
+    if not (shared or listener.count):
+        return 0.0
+    seconds = time.perf_counter() - t0
+    if log:
+        log(f"compiling fast kernels (first run only): {seconds:.1f} s")
+    return seconds
+
+
+def _two_processes():
+    """Whether a second compiling process would help: only with a core idle. Measured on a
+    shared 2-core machine at load ~3.3 (no idle core), fastnet's cold first step took 7.4 s
+    in one process and 10.2 s in two: the second process's start and Numba's set-up in it
+    (typing NumPy's functions again, ~1-2 s of CPU) are then pure overhead."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return (cores > 1 and cores - load >= 1.0
+            and os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0")
+
+
+# -- two processes, one cache --------------------------------------------------------------
+# Numba compiles on one core (and holds the GIL), so on a cold cache a second process takes
+# half the kernels. Both walk the model's layers (a fused run counts as one), compiling each
+# piece's training and eval passes as a model of its own; this process walks from the input
+# forward, the other from the output back. Before compiling a kernel a process takes a lock
+# file named after the kernel and its argument types; a kernel whose lock the other holds is
+# left to it (the piece is skipped). When both are done, this process runs the whole model,
+# which loads everything from the disk cache and compiles whatever was skipped and missed.
+
+class _Busy(Exception):
+    """The other process is compiling this kernel."""
+
+
+class _KernelLocks(event.Listener):
+    """Takes a lock file before each outermost compilation; raises _Busy if it is taken."""
+
+    def __init__(self):
+        self.depth, self.held = 0, []
+
+    def on_start(self, ev):
+        if self.depth == 0:
+            function = ev.data["dispatcher"].py_func
+            name = f"{function.__module__}.{function.__qualname__}{ev.data['args']}{_where_cached()}"
+            path = os.path.join(tempfile.gettempdir(),
+                                f"tinycnn-kernel-{hashlib.sha1(name.encode()).hexdigest()[:16]}.lock")
+            if not _take_lock(path):
+                raise _Busy()
+            self.held.append(path)
+        self.depth += 1
+
+    def on_end(self, ev):
+        self.depth -= 1
+
+    def release(self):
+        """Free the locks (after the pass: Numba writes a kernel to disk after its end event)."""
+        for path in self.held:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self.held = []
+
+
+def _take_lock(path):
+    """Create the lock file `path`; False if it exists and is younger than _LOCK_STALE."""
+    try:
+        if time.time() - os.path.getmtime(path) < _LOCK_STALE:
+            return False
+        os.remove(path)                                  # left by a process that died
+    except OSError:
+        pass
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _pieces(model, input_shape):
+    """The model as Sequential runs it: one small model per layer or fused run, with its input shape."""
+    from .layers import fused
+    from .model import Sequential
+    shapes = [tuple(input_shape)] + model.output_shapes(input_shape)
+    pieces, i = [], 0
+    while i < len(model.layers):
+        n = fused.run_length(model.layers, i) or 1
+        pieces.append(Sequential(copy.deepcopy(model.layers[i:i + n]), input_shape=shapes[i]))
+        i += n
+    return pieces
+
+
+def _compile_pieces(pieces):
+    """Compile each piece's kernels, skipping kernels the other process is compiling."""
+    for piece in pieces:
+        locks = _KernelLocks()
+        try:
+            with event.install_listener("numba:compile", locks):
+                _run_once(piece, True)
+                _run_once(piece, False)
+        except _Busy:
+            pass
+        finally:
+            locks.release()
+
+
+def _share_work(model, input_shape):
+    """Compile `model`'s kernels with a second process working from the other end."""
+    spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
+    if not _saved(model, spec):
+        return                               # compile_for then compiles all of it here
+    other = _start_process(["--share", spec, ",".join(map(str, input_shape))])
+    try:
+        _compile_pieces(_pieces(model, input_shape))
+    finally:
+        other.wait()
+        with contextlib.suppress(OSError):
+            os.remove(spec)
+
+
+_ready = {}       # model key -> True, or the time of the last probe that found it cold
+
+
+def fast_kernels_ready(model, training=False, input_shape=None):
+    """Whether `model`'s fast kernels are compiled (in memory or in Numba's disk cache).
+    Never compiles: a probe pass stops at the first kernel that would need it."""
+    input_shape = tuple(input_shape or model.input_shape)
+    key = (_model_key(model), training, input_shape)
+    state = _ready.get(key)
+    if state is True:
+        return True
+    if state is not None and time.monotonic() - state < _PROBE_INTERVAL:
+        return False
+    try:
+        with event.install_listener("numba:compile", _CompileListener(forbid=True)):
+            _run_once(model, training, input_shape)
+    except _Cold:
+        _ready[key] = time.monotonic()
+        return False
+    _ready[key] = True
+    return True
+
+
+@contextlib.contextmanager
+def kernels_for_inference(model, n):
+    """Run the block on the reference kernels when the fast ones would first have to be
+    compiled for `model` and `n` images are few; start compiling them in the background."""
+    if (get_backend() != "numba" or n > SMALL_BATCH or model.input_shape is None
+            or os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") == "0"
+            or fast_kernels_ready(model)):
+        yield
+        return
+    compile_in_background(model)
+    with kernels.using(kernels.reference):
+        yield
+
+
+def _model_key(model):
+    """Names what decides which kernels are compiled (layers, their settings, shapes, dtype)
+    and where they are cached."""
+    text = repr([(layer.name, layer.config()) for layer in model.layers])
+    text += repr((model.input_shape, str(model.dtype), _where_cached()))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _where_cached():
+    """Names the Numba cache in use: NUMBA_CACHE_DIR, or __pycache__ beside this tinycnn."""
+    return f"{numba.config.CACHE_DIR}|{os.path.abspath(kernels.fast.__file__)}"
+
+
+def compile_in_background(model):
+    """Start a separate, low-priority process that compiles `model`'s fast kernels into
+    Numba's disk cache and exits. At most one per model at a time (a lock file in the temp
+    folder). Returns the process, or None when one is already running."""
+    folder = tempfile.gettempdir()
+    key = _model_key(model)
+    lock = os.path.join(folder, f"tinycnn-compile-{key}.lock")
+    if not _take_lock(lock):
+        return None
+    spec = os.path.join(folder, f"tinycnn-compile-{key}-{os.getpid()}.npz")
+    if not _saved(model, spec):
+        os.remove(lock)
+        return None
+    return _start_process([spec, lock], start_new_session=True)   # outlives the command that started it
+
+
+def _saved(model, path):
+    """Save `model` for the other process; False if it cannot be saved (a layer type of the
+    user's own: the model's kernels are then compiled in this process, when first used)."""
+    from .io import save_model
+    try:
+        save_model(model, path)
+        return True
+    except Exception:                        # whatever the layer raised: it only costs speed
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        return False
+
+
+def _start_process(args, **options):
+    """`python -m tinycnn.warmup ARGS` with this tinycnn on its path, no console."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, "-m", "tinycnn.warmup", *args], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)
+
+
+def _main(argv):
+    """The other process: `--share SPEC SHAPE` works from the output end (see _share_work);
+    `SPEC LOCK` compiles the model saved at SPEC in the background (compile_in_background)."""
+    from .io import load_model
+    if argv[0] == "--share":
+        spec, shape = argv[1], tuple(int(s) for s in argv[2].split(","))
+        _compile_pieces(_pieces(load_model(spec), shape)[::-1])
+        return
+    spec, lock = argv[:2]
+    try:
+        os.nice(10)
+        compile_for(load_model(spec))
+    finally:
+        for path in (spec, lock):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
