@@ -64,8 +64,8 @@ def test_cold_prediction_runs_on_reference_kernels_and_equals_the_fast_one(monke
     model = _small_convnet()
     x = np.random.default_rng(1).standard_normal((5, 1, 8, 8)).astype(np.float32)
     started, reference_calls = [], []
-    real = kernels.reference.conv2d_relu_maxpool2_forward
-    monkeypatch.setattr(kernels.reference, "conv2d_relu_maxpool2_forward",
+    real = kernels.reference.conv2d_forward        # (the reference kernels run unfused)
+    monkeypatch.setattr(kernels.reference, "conv2d_forward",
                         lambda *a, **k: reference_calls.append(1) or real(*a, **k))
     monkeypatch.setattr(warmup, "compile_in_background", started.append)
     monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False: False)
