@@ -2,8 +2,8 @@
 
 Numba compiles each fast kernel the first time it runs and keeps the machine code on disk
 (`cache=True`, in __pycache__ or NUMBA_CACHE_DIR). With an empty cache a model's first
-training step compiles every kernel the model uses: 8-15 s of CPU per built-in model after
-the cuts described in kernels/fast.py (33-43 s before them). This module makes that cost
+training step compiles every kernel the model uses: 33-46 s of CPU per built-in model on
+these 2-core machines (benchmarks/bench_startup.py). This module makes that cost
 visible, shares it between two processes, and for small inference jobs avoids waiting:
 
 - `compile_for(model)` runs the model once on a two-image batch (training and eval passes,
