@@ -115,9 +115,10 @@ def compile_for(model, log=None, input_shape=None):
 
 def _two_processes():
     """Whether a second compiling process would help: only with a core idle. Measured on a
-    shared 2-core machine at load ~3.3 (no idle core), fastnet's cold first step took 7.4 s
-    in one process and 10.2 s in two: the second process's start and Numba's set-up in it
-    (typing NumPy's functions again, ~1-2 s of CPU) are then pure overhead."""
+    shared 2-core machine at load ~3.3 (no idle core), with an earlier, faster-compiling
+    version of the kernels, fastnet's cold first step took 7.4 s in one process and 10.2 s
+    in two: the second process's start and Numba's set-up in it (typing NumPy's functions
+    again, ~1-2 s of CPU) are then pure overhead. With a core idle it is not yet measured."""
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return (cores > 1 and cores - load >= 1.0
