@@ -17,9 +17,7 @@ import struct
 import subprocess
 import sys
 import time
-import tracemalloc
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +29,11 @@ from tinycnn.datasets import (ChecksumError, DataDirError, DownloadError, IDXFor
 from tinycnn.datasets.idx import header_bytes
 from tinycnn.fileutil import atomic_write, clean_stale_temps
 
+from bounds import MEGABYTES, SECONDS, traced
 from httpserver import FileServer
 from test_datasets import make_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-SECONDS, MEGABYTES = 2.0, 300          # the bound on every hostile case
 MNIST = datasets.DATASETS["mnist"]
 TRAIN_IMAGES = MNIST.files["train_images"].filename
 FAST = dict(timeout=(2, 2), retries=1, backoff=0.01, progress=False)
@@ -157,19 +155,9 @@ def in_child(case, action, tmp_path, **args):
     return out
 
 
-@contextmanager
 def bounded(case):
     """Time and traced Python/NumPy memory of an in-process case, held to the bounds."""
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds = time.perf_counter() - t0
-        megabytes = tracemalloc.get_traced_memory()[1] / 2 ** 20
-        tracemalloc.stop()
-        MEASURED[case] = (seconds, megabytes)
-    assert seconds < SECONDS and megabytes < MEGABYTES, (case, seconds, megabytes)
+    return traced(lambda seconds, megabytes: MEASURED.__setitem__(case, (seconds, megabytes)))
 
 
 def snapshot(folder):

@@ -13,10 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 import zipfile
 import zlib
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -31,9 +29,10 @@ from tinycnn.modelcheck import expected_arrays
 from tinycnn.optim import SGD, Adam, AdamW
 from tinycnn.preprocess import MAX_PIXELS, open_image, to_mnist
 
+from bounds import MEGABYTES, SECONDS, traced
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, TINYCNN_BACKEND="numpy", MPLBACKEND="Agg")
-SECONDS, MEGABYTES = 2.0, 300
 MB = 2**20
 WORST = {"seconds": 0.0, "megabytes": 0.0}       # printed at the end (pytest -s) for the notes
 
@@ -55,19 +54,9 @@ def _note(seconds, megabytes):
         WORST.update(megabytes=megabytes, largest=case)
 
 
-@contextmanager
 def bounded():
     """Time and peak traced memory of the block, held under the corpus bounds."""
-    tracemalloc.start()
-    t = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds = time.perf_counter() - t
-        peak = tracemalloc.get_traced_memory()[1] / MB
-        tracemalloc.stop()
-        _note(seconds, peak)
-    assert seconds < SECONDS and peak < MEGABYTES, (seconds, peak)
+    return traced(_note)
 
 
 class Child:
