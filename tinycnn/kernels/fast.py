@@ -8,9 +8,9 @@ How the convolution is laid out, and why:
   at batch 128, 39 MB for a 5x5 one at batch 256) is never built: on these machines a
   fresh large array costs ~3 us per 4 KB page just to touch, which is more than the
   arithmetic.
-- Blocks are shared among the threads with `prange` over contiguous runs of blocks; each
-  thread owns its images' outputs (and, backward, their dx) so no two threads write the
-  same element. The weight gradient is summed per thread, then the per-thread sums are
+- Blocks are shared among the threads in contiguous runs of blocks (`_on_threads`, below,
+  says why these threads are Python's and not prange's); each thread owns its images'
+  outputs (and, backward, their dx) so no two threads write the same element. The weight gradient is summed per thread, then the per-thread sums are
   added, so results do not depend on timing.
 - The backward pass rebuilds each block's columns instead of keeping them from the forward
   pass: rebuilding from cache-hot input is cheaper than storing and re-reading them.
@@ -26,10 +26,13 @@ Functions compile on first use for the dtype they see (float32 in training, floa
 gradient checks); `cache=True` keeps the machine code on disk between runs.
 """
 import ctypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit, prange, uintp
+from numba import njit, prange, types, uintp
+from numba.extending import overload
 
 from ..runtime import single_threaded_scipy_blas
 from .reference import conv_output_size
@@ -37,6 +40,41 @@ from .reference import conv_output_size
 single_threaded_scipy_blas()      # np.dot below is called from several threads at once
 
 _jit = dict(cache=True, nogil=True)
+# Compile time. A cold start (empty Numba cache) compiles every kernel a model uses, and
+# nearly all of that is LLVM's work (cProfile of one cold convolution kernel: 27 of 30 s of
+# CPU). A parallel=True kernel is generated about three times over: its loop body becomes a
+# "gufunc", a wrapper calls that, the kernel calls the wrapper, and each level is optimised
+# and turned into machine code with the levels below linked in. Each convolution kernel
+# cost 9-12 s of CPU that way. The convolutions, the largest kernels, are therefore ordinary
+# jitted functions that do one thread's share of the batch (`_conv_*_blocks`,
+# `_conv_*_images`), started on Python threads by `_on_threads`; `nogil=True` lets them run
+# at the same time (and so does max pooling). The small kernels (ReLU, batch norm, average
+# pooling) keep prange. Measured,
+# CPU seconds to compile everything fastnet's first training step needs: 33.5 -> 9.4
+# (python benchmarks/bench_startup.py --kernels prints the table per kernel); warm training
+# steps were not slower (all four built-in models alternated with the prange version in one
+# process, 8 rounds of 10 steps: CPU per step lower for each, wall medians lower too).
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _on_threads(nchunks, share):
+    """Run share(t) for t = 0 .. nchunks-1 at the same time: share(0) on the calling thread,
+    the others on a pool of nchunks - 1 threads kept for the process. Returns when all are done."""
+    global _pool
+    if nchunks == 1:
+        share(0)
+        return
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < nchunks - 1:
+            _pool = ThreadPoolExecutor(nchunks - 1, thread_name_prefix="tinycnn-kernel")
+        pool = _pool
+    others = [pool.submit(share, t) for t in range(1, nchunks)]
+    share(0)
+    for job in others:
+        job.result()
+
+
 _BLOCK_BYTES = 1 << 19          # target size of one block's column buffer (measured: 256 KB-1 MB best)
 
 
@@ -79,23 +117,36 @@ def _gemm_for(dtype):
     return _SGEMM if dtype == np.float32 else None
 
 
-@njit(**_jit)
 def _matmul(gemm, a, trans_a, b, trans_b, c, beta):
-    """c = op(a) @ op(b) + beta * c, op(m) = m.T when trans_*; a, b, c C-contiguous."""
-    if gemm is None:                                       # (Numba compiles only one branch)
-        aa = np.ascontiguousarray(a.T) if trans_a else a
-        bb = np.ascontiguousarray(b.T) if trans_b else b
-        if beta == 0:
-            c[:] = np.dot(aa, bb)
-        else:
-            c *= beta
-            c += np.dot(aa, bb)
+    """c = op(a) @ op(b) + beta * c, op(m) = m.T when trans_*; a, b, c C-contiguous.
+    For jitted code only: the overload below picks _matmul_blas or, when gemm is None,
+    _matmul_dot while the caller is typed, so only the one in use is compiled. (An
+    `if gemm is None` inside one function compiled both branches: measured 4.3 s of CPU
+    for the unused np.dot path, 0.3 s for the BLAS call alone.)"""
+    raise TypeError("_matmul runs inside jitted kernels only")
+
+
+def _matmul_blas(gemm, a, trans_a, b, trans_b, c, beta):
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    # CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
+    gemm(101, 112 if trans_a else 111, 112 if trans_b else 111, M, N, K, 1.0,
+         a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, N)
+
+
+def _matmul_dot(gemm, a, trans_a, b, trans_b, c, beta):
+    aa = np.ascontiguousarray(a.T) if trans_a else a
+    bb = np.ascontiguousarray(b.T) if trans_b else b
+    if beta == 0:
+        c[:] = np.dot(aa, bb)
     else:
-        M, N = c.shape
-        K = a.shape[0] if trans_a else a.shape[1]
-        # CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
-        gemm(101, 112 if trans_a else 111, 112 if trans_b else 111, M, N, K, 1.0,
-             a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, N)
+        c *= beta
+        c += np.dot(aa, bb)
+
+
+@overload(_matmul, jit_options=dict(nogil=True))
+def _matmul_typed(gemm, a, trans_a, b, trans_b, c, beta):
+    return _matmul_dot if isinstance(gemm, types.NoneType) else _matmul_blas
 
 
 @njit(inline="always", **_jit)
@@ -191,39 +242,48 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
 
 # -- convolution ------------------------------------------------------------------------
 
-@njit(parallel=True, **_jit)
 def _conv_forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, relu, pool, taps, gemm):
+    N, F = x.shape[0], Wm.shape[0]
+    P = (OH // 2) * (OW // 2) if pool else OH * OW
+    y = np.empty((N, F, P), dtype=x.dtype)
+    argmax = np.empty((N, F, P) if taps else (0, 0, 0), dtype=np.int8)
+    nblocks = -(-N // group)
+    _on_threads(nchunks, lambda t: _conv_forward_blocks(
+        x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, OW, group, t * nblocks // nchunks,
+        (t + 1) * nblocks // nchunks, relu, pool, taps, gemm))
+    return y, argmax
+
+
+@njit(**_jit)
+def _conv_forward_blocks(x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, OW, group, blk0, blk1, relu, pool,
+                         taps, gemm):
+    """One thread's share of _conv_forward: the image blocks blk0..blk1-1, into y and argmax."""
     N = x.shape[0]
     F, K = Wm.shape
     P = OH * OW
     PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
-    y = np.empty((N, F, PH * PW), dtype=x.dtype)
-    argmax = np.empty((N, F, PH * PW) if taps else (0, 0, 0), dtype=np.int8)
-    nblocks = (N + group - 1) // group
-    for t in prange(nchunks):
-        for blk in range(t * nblocks // nchunks, (t + 1) * nblocks // nchunks):
-            n0, n1 = blk * group, min(N, (blk + 1) * group)
-            cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)     # (C*kh*kw, g*P)
-            for n in range(n0, n1):
-                _im2col_image(x, n, cols, (n - n0) * P, kh, kw, sh, sw, ph, pw, OH, OW)
-            out = np.empty((F, (n1 - n0) * P), dtype=x.dtype)
-            _matmul(gemm, Wm, False, cols, False, out, 0.0)        # (F, g*P), BLAS
-            for n in range(n0, n1):                                 # -> NCHW, plus bias
-                c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
-                for f in range(F):
-                    bf = b[f]
-                    if taps:
-                        _relu_maxpool2(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW),
-                                       argmax[n, f].reshape(PH, PW))
-                    elif pool:
-                        _relu_maxpool2_values(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW))
-                    elif relu:
-                        for p in range(P):
-                            y[n, f, p] = max(out[f, c0 + p] + bf, 0)
-                    else:
-                        for p in range(P):
-                            y[n, f, p] = out[f, c0 + p] + bf
-    return y, argmax
+    for blk in range(blk0, blk1):
+        n0, n1 = blk * group, min(N, (blk + 1) * group)
+        cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)     # (C*kh*kw, g*P)
+        for n in range(n0, n1):
+            _im2col_image(x, n, cols, (n - n0) * P, kh, kw, sh, sw, ph, pw, OH, OW)
+        out = np.empty((F, (n1 - n0) * P), dtype=x.dtype)
+        _matmul(gemm, Wm, False, cols, False, out, 0.0)        # (F, g*P), BLAS
+        for n in range(n0, n1):                                 # -> NCHW, plus bias
+            c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
+            for f in range(F):
+                bf = b[f]
+                if taps:
+                    _relu_maxpool2(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW),
+                                   argmax[n, f].reshape(PH, PW))
+                elif pool:
+                    _relu_maxpool2_values(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW))
+                elif relu:
+                    for p in range(P):
+                        y[n, f, p] = max(out[f, c0 + p] + bf, 0)
+                else:
+                    for p in range(P):
+                        y[n, f, p] = out[f, c0 + p] + bf
 
 
 @njit(inline="always", **_jit)
@@ -306,43 +366,53 @@ def _add_thread_parts(dW_parts, db_parts):
     return dW, db
 
 
-@njit(parallel=True, **_jit)
 def _conv_backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, group, nchunks, need_dx, relu,
                    pool, gemm):
     N, C, H, W = x.shape
     F, K = Wm.shape
-    P = OH * OW
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)  # zeroed per image
     dW_parts = np.zeros((nchunks, F, K), dtype=x.dtype)
     db_parts = np.zeros((nchunks, F), dtype=np.float64)
-    nblocks = (N + group - 1) // group
-    for t in prange(nchunks):
-        for blk in range(t * nblocks // nchunks, (t + 1) * nblocks // nchunks):
-            n0, n1 = blk * group, min(N, (blk + 1) * group)
-            cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
-            dy_blk = np.empty((F, (n1 - n0) * P), dtype=x.dtype)   # dy in the GEMM's layout
-            for n in range(n0, n1):
-                c0 = (n - n0) * P
-                _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
-                for f in range(F):
-                    if pool:                            # dy is the pooled output's gradient
-                        row = dy_blk[f, c0:c0 + P]
-                        row[:] = 0
-                        PH, PW = OH // 2, OW // 2
-                        _unpool_relu_grad(dy[n, f].reshape(PH, PW), y[n, f].reshape(PH, PW),
-                                          argmax[n, f].reshape(PH, PW), row.reshape(OH, OW))
-                        db_parts[t, f] += _sum(row)
-                    else:
-                        db_parts[t, f] += _relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
-            _matmul(gemm, dy_blk, False, cols, True, dW_parts[t], 1.0)     # dW += dY cols^T
-            if need_dx:
-                dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
-                _matmul(gemm, Wm, True, dy_blk, False, dcols, 0.0)          # W^T dY, then col2im
-                for n in range(n0, n1):
-                    dx[n] = 0
-                    _col2im_image(dcols, (n - n0) * P, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)
+    nblocks = -(-N // group)
+    _on_threads(nchunks, lambda t: _conv_backward_blocks(
+        x, dy, y, argmax, Wm, dx, dW_parts[t], db_parts[t], kh, kw, sh, sw, ph, pw, OH, OW, group,
+        t * nblocks // nchunks, (t + 1) * nblocks // nchunks, need_dx, relu, pool, gemm))
     dW, db = _add_thread_parts(dW_parts, db_parts)
     return dx, dW, db
+
+
+@njit(**_jit)
+def _conv_backward_blocks(x, dy, y, argmax, Wm, dx, dW, db, kh, kw, sh, sw, ph, pw, OH, OW, group, blk0, blk1,
+                          need_dx, relu, pool, gemm):
+    """One thread's share of _conv_backward: blocks blk0..blk1-1; their dx, and their sums
+    added into this thread's dW (F, K) and db (F,)."""
+    N = x.shape[0]
+    F, K = Wm.shape
+    P = OH * OW
+    PH, PW = OH // 2, OW // 2
+    for blk in range(blk0, blk1):
+        n0, n1 = blk * group, min(N, (blk + 1) * group)
+        cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
+        dy_blk = np.empty((F, (n1 - n0) * P), dtype=x.dtype)   # dy in the GEMM's layout
+        for n in range(n0, n1):
+            c0 = (n - n0) * P
+            _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
+            for f in range(F):
+                if pool:                            # dy is the pooled output's gradient
+                    row = dy_blk[f, c0:c0 + P]
+                    row[:] = 0
+                    _unpool_relu_grad(dy[n, f].reshape(PH, PW), y[n, f].reshape(PH, PW),
+                                      argmax[n, f].reshape(PH, PW), row.reshape(OH, OW))
+                    db[f] += _sum(row)
+                else:
+                    db[f] += _relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
+        _matmul(gemm, dy_blk, False, cols, True, dW, 1.0)     # dW += dY cols^T
+        if need_dx:
+            dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
+            _matmul(gemm, Wm, True, dy_blk, False, dcols, 0.0)          # W^T dY, then col2im
+            for n in range(n0, n1):
+                dx[n] = 0
+                _col2im_image(dcols, (n - n0) * P, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)
 
 
 # -- convolution, direct, for few channels ------------------------------------------------
@@ -467,89 +537,111 @@ def _pad_into(x, n, xp, ph, pw, Hp, Wp):
                 xp[base + w] = src[w]
 
 
-@njit(parallel=True, **_jit)
 def _conv_forward_direct(x, Wm, b, kh, kw, ph, pw, OH, OW, nchunks, relu, pool, taps):
     N, C, H, W = x.shape
     F = Wm.shape[0]
     Hp, Wp = H + 2 * ph, W + 2 * pw
-    L = (OH - 1) * Wp + OW                                  # wide outputs per plane
     offsets = _tap_offsets(C, kh, kw, Hp * Wp, Wp, 1, 0)
-    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
-    y = np.empty((N, F, PH * PW), dtype=x.dtype)
-    argmax = np.empty((N, F, PH * PW) if taps else (0, 0, 0), dtype=np.int8)
-    for t in prange(nchunks):
-        xp = np.zeros(C * Hp * Wp, dtype=x.dtype)          # the padding stays zero
-        acc = np.empty(OH * Wp, dtype=x.dtype)              # (the last Wp - OW are not used)
-        for n in range(t * N // nchunks, (t + 1) * N // nchunks):
-            _pad_into(x, n, xp, ph, pw, Hp, Wp)
-            for f in range(F):
-                acc[:] = b[f]
-                _shifted_sum(acc, xp, Wm[f], offsets, L)
-                dst = y[n, f]
-                if taps:
-                    _relu_maxpool2(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW),
-                                   argmax[n, f].reshape(PH, PW))
-                    continue
-                if pool:
-                    _relu_maxpool2_values(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW))
-                    continue
-                for oh in range(OH):                        # drop the extra columns
-                    src, out = uintp(oh * Wp), uintp(oh * OW)
-                    if relu:
-                        for ow in range(uintp(OW)):
-                            dst[out + ow] = max(acc[src + ow], 0)
-                    else:
-                        for ow in range(uintp(OW)):
-                            dst[out + ow] = acc[src + ow]
+    P = (OH // 2) * (OW // 2) if pool else OH * OW
+    y = np.empty((N, F, P), dtype=x.dtype)
+    argmax = np.empty((N, F, P) if taps else (0, 0, 0), dtype=np.int8)
+    _on_threads(nchunks, lambda t: _conv_forward_direct_images(
+        x, Wm, b, y, argmax, offsets, ph, pw, OH, OW, t * N // nchunks, (t + 1) * N // nchunks, relu, pool, taps))
     return y, argmax
 
 
-@njit(parallel=True, **_jit)
+@njit(**_jit)
+def _conv_forward_direct_images(x, Wm, b, y, argmax, offsets, ph, pw, OH, OW, n0, n1, relu, pool, taps):
+    """One thread's share of _conv_forward_direct: images n0..n1-1, into y and argmax."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    F = Wm.shape[0]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L = (OH - 1) * Wp + OW                                  # wide outputs per plane
+    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
+    xp = np.zeros(C * Hp * Wp, dtype=x.dtype)              # the padding stays zero
+    acc = np.empty(OH * Wp, dtype=x.dtype)                  # (the last Wp - OW are not used)
+    for n in range(n0, n1):
+        _pad_into(x, n, xp, ph, pw, Hp, Wp)
+        for f in range(F):
+            acc[:] = b[f]
+            _shifted_sum(acc, xp, Wm[f], offsets, L)
+            dst = y[n, f]
+            if taps:
+                _relu_maxpool2(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW),
+                               argmax[n, f].reshape(PH, PW))
+                continue
+            if pool:
+                _relu_maxpool2_values(acc.reshape(OH, Wp), acc[0] * 0, dst.reshape(PH, PW))
+                continue
+            for oh in range(OH):                        # drop the extra columns
+                src, out = uintp(oh * Wp), uintp(oh * OW)
+                if relu:
+                    for ow in range(uintp(OW)):
+                        dst[out + ow] = max(acc[src + ow], 0)
+                else:
+                    for ow in range(uintp(OW)):
+                        dst[out + ow] = acc[src + ow]
+
+
 def _conv_backward_direct(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, nchunks, need_dx, relu, pool):
     N, C, H, W = x.shape
     F, K = Wm.shape
     Hp, Wp = H + 2 * ph, W + 2 * pw
-    S, L = Hp * Wp, (OH - 1) * Wp + OW
+    S = Hp * Wp
     M = (kh - 1) * Wp + kw - 1                              # zeros in front of each dy row
     offsets = _tap_offsets(C, kh, kw, S, Wp, 1, 0)          # input position of tap, forward
     back = _tap_offsets(1, kh, kw, S, Wp, -1, M)            # dy position of tap, for dx
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)
     dW_parts = np.zeros((nchunks, F, K), dtype=x.dtype)
     db_parts = np.zeros((nchunks, F), dtype=np.float64)
-    for t in prange(nchunks):
-        xp = np.zeros(C * S, dtype=x.dtype)
-        dyw = np.zeros((F, M + S), dtype=x.dtype)          # wide dy; extra columns stay zero
-        PH, PW = OH // 2, OW // 2
-        dxp = np.empty(C * S if need_dx else 0, dtype=x.dtype)
-        for n in range(t * N // nchunks, (t + 1) * N // nchunks):
-            _pad_into(x, n, xp, ph, pw, Hp, Wp)
-            for f in range(F):
-                row = dyw[f, M:M + L]
-                src, out = dy[n, f], y[n, f]
-                if pool:                                    # dy is the pooled output's gradient
-                    row[:] = 0
-                    _unpool_relu_grad(src.reshape(PH, PW), out.reshape(PH, PW), argmax[n, f].reshape(PH, PW),
-                                      dyw[f, M:M + OH * Wp].reshape(OH, Wp))
-                else:
-                    for oh in range(OH):                    # dy (ReLU's derivative applied)
-                        i, o = uintp(oh * OW), uintp(oh * Wp)
-                        for ow in range(uintp(OW)):
-                            row[o + ow] = src[i + ow] if not relu or out[i + ow] > 0 else src[i + ow] * 0
-                db_parts[t, f] += _sum(row)
-                _shifted_dots(row, xp, offsets, L, dW_parts[t, f])
-            if need_dx:
-                dxp[:] = 0
-                for c in range(C):
-                    plane = dxp[c * S:(c + 1) * S]
-                    for f in range(F):
-                        _shifted_sum(plane, dyw[f], Wm[f, c * kh * kw:(c + 1) * kh * kw], back, S)
-                for c in range(C):                          # crop the padding
-                    for h in range(H):
-                        dst, base = dx[n, c, h], uintp(c * S + (h + ph) * Wp + pw)
-                        for w in range(uintp(W)):
-                            dst[w] = dxp[base + w]
+    _on_threads(nchunks, lambda t: _conv_backward_direct_images(
+        x, dy, y, argmax, Wm, dx, dW_parts[t], db_parts[t], offsets, back, kh, kw, ph, pw, OH, OW,
+        t * N // nchunks, (t + 1) * N // nchunks, need_dx, relu, pool))
     dW, db = _add_thread_parts(dW_parts, db_parts)
     return dx, dW, db
+
+
+@njit(**_jit)
+def _conv_backward_direct_images(x, dy, y, argmax, Wm, dx, dW, db, offsets, back, kh, kw, ph, pw, OH, OW, n0,
+                                 n1, need_dx, relu, pool):
+    """One thread's share of _conv_backward_direct: images n0..n1-1; their dx, and their
+    sums added into this thread's dW (F, K) and db (F,)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    F = Wm.shape[0]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    S, L = Hp * Wp, (OH - 1) * Wp + OW
+    M = (kh - 1) * Wp + kw - 1
+    PH, PW = OH // 2, OW // 2
+    xp = np.zeros(C * S, dtype=x.dtype)
+    dyw = np.zeros((F, M + S), dtype=x.dtype)          # wide dy; extra columns stay zero
+    dxp = np.empty(C * S if need_dx else 0, dtype=x.dtype)
+    for n in range(n0, n1):
+        _pad_into(x, n, xp, ph, pw, Hp, Wp)
+        for f in range(F):
+            row = dyw[f, M:M + L]
+            src, out = dy[n, f], y[n, f]
+            if pool:                                    # dy is the pooled output's gradient
+                row[:] = 0
+                _unpool_relu_grad(src.reshape(PH, PW), out.reshape(PH, PW), argmax[n, f].reshape(PH, PW),
+                                  dyw[f, M:M + OH * Wp].reshape(OH, Wp))
+            else:
+                for oh in range(OH):                    # dy (ReLU's derivative applied)
+                    i, o = uintp(oh * OW), uintp(oh * Wp)
+                    for ow in range(uintp(OW)):
+                        row[o + ow] = src[i + ow] if not relu or out[i + ow] > 0 else src[i + ow] * 0
+            db[f] += _sum(row)
+            _shifted_dots(row, xp, offsets, L, dW[f])
+        if need_dx:
+            dxp[:] = 0
+            for c in range(C):
+                plane = dxp[c * S:(c + 1) * S]
+                for f in range(F):
+                    _shifted_sum(plane, dyw[f], Wm[f, c * kh * kw:(c + 1) * kh * kw], back, S)
+            for c in range(C):                          # crop the padding
+                for h in range(H):
+                    dst, base = dx[n, c, h], uintp(c * S + (h + ph) * Wp + pw)
+                    for w in range(uintp(W)):
+                        dst[w] = dxp[base + w]
 
 
 def _threads_for(jobs):
@@ -639,16 +731,26 @@ def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, n
 
 # -- pooling ----------------------------------------------------------------------------
 
-@njit(parallel=True, **_jit)
 def _maxpool_forward(x, kh, kw, sh, sw, OH, OW, need_argmax):
     N, C = x.shape[0], x.shape[1]
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW) if need_argmax else (0, 0, 0, 0), dtype=np.int32)
+    nchunks = _threads_for(N * C)
+    _on_threads(nchunks, lambda t: _maxpool_forward_planes(
+        x, y, argmax, kh, kw, sh, sw, t * N * C // nchunks, (t + 1) * N * C // nchunks, need_argmax))
+    return y, argmax
+
+
+@njit(**_jit)
+def _maxpool_forward_planes(x, y, argmax, kh, kw, sh, sw, nc0, nc1, need_argmax):
+    """Planes nc0..nc1-1 (plane nc = image nc // C, channel nc % C) of _maxpool_forward."""
+    C = x.shape[1]
+    OH, OW = y.shape[2], y.shape[3]
     # The common 2x2 window with stride 2 gets its own loop: the four taps are named, so
     # the compiler keeps everything in registers (measured 2-2.5x faster than the general
     # loop with argmax, and twice that again without it, as in eval mode).
     two_by_two = kh == 2 and kw == 2 and sh == 2 and sw == 2
-    for nc in prange(N * C):
+    for nc in range(nc0, nc1):
         n, c = uintp(nc // C), uintp(nc % C)     # unsigned indices: no wrap-around checks
         plane, out = x[n, c], y[n, c]
         for a in range(uintp(OH)):
@@ -680,16 +782,23 @@ def _maxpool_forward(x, kh, kw, sh, sw, OH, OW, need_argmax):
                 out[a, b] = best
                 if need_argmax:
                     argmax[n, c, a, b] = tap
-    return y, argmax
 
 
-@njit(parallel=True, **_jit)
 def _maxpool_backward(dy, argmax, H, W, kh, kw, sh, sw):
-    N, C, OH, OW = dy.shape
-    # Each thread zeroes the planes it then scatters into (one pass over memory, not a
-    # separate np.zeros of the whole batch first).
+    N, C = dy.shape[0], dy.shape[1]
     dx = np.empty((N, C, H, W), dtype=dy.dtype)
-    for nc in prange(N * C):
+    nchunks = _threads_for(N * C)
+    _on_threads(nchunks, lambda t: _maxpool_backward_planes(
+        dy, argmax, dx, kh, kw, sh, sw, t * N * C // nchunks, (t + 1) * N * C // nchunks))
+    return dx
+
+
+@njit(**_jit)
+def _maxpool_backward_planes(dy, argmax, dx, kh, kw, sh, sw, nc0, nc1):
+    """Planes nc0..nc1-1 of _maxpool_backward. Each thread zeroes the planes it then
+    scatters into (one pass over memory, not a separate np.zeros of the whole batch first)."""
+    C, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    for nc in range(nc0, nc1):
         n, c = uintp(nc // C), uintp(nc % C)
         grad, arg, plane = dy[n, c], argmax[n, c], dx[n, c]
         plane[:] = 0
@@ -697,7 +806,6 @@ def _maxpool_backward(dy, argmax, H, W, kh, kw, sh, sw):
             for b in range(uintp(OW)):
                 tap = uintp(arg[a, b])
                 plane[a * uintp(sh) + tap // uintp(kw), b * uintp(sw) + tap % uintp(kw)] += grad[a, b]
-    return dx
 
 
 @njit(parallel=True, **_jit)
