@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit, prange, types, uintp
+from numba import njit, types, uintp
 from numba.extending import overload
 
 from ..runtime import single_threaded_scipy_blas
@@ -73,6 +73,13 @@ def _on_threads(nchunks, share):
     share(0)
     for job in others:
         job.result()
+
+
+def _split_on_threads(jobs, share, min_jobs=1):
+    """share(lo, hi) for contiguous runs lo..hi-1 of range(jobs), one run per thread (at
+    least min_jobs each, so small arrays stay on the calling thread), via _on_threads."""
+    nchunks = _threads_for(max(1, jobs // min_jobs))
+    _on_threads(nchunks, lambda t: share(t * jobs // nchunks, (t + 1) * jobs // nchunks))
 
 
 _BLOCK_BYTES = 1 << 19          # target size of one block's column buffer (measured: 256 KB-1 MB best)
@@ -207,37 +214,39 @@ def _col2im_image(cols, col0, dx, n, kh, kw, sh, sw, ph, pw, OH, OW):
                         dst[uintp(ow * sw + j - pw)] += row[base + uintp(ow)]
 
 
-@njit(parallel=True, **_jit)
-def _im2col(x, kh, kw, sh, sw, ph, pw, OH, OW):
-    N, C = x.shape[0], x.shape[1]
-    P = OH * OW
-    cols = np.empty((C * kh * kw, N * P), dtype=x.dtype)
-    for n in prange(N):
-        _im2col_image(x, n, cols, n * P, kh, kw, sh, sw, ph, pw, OH, OW)
-    return cols
+@njit(**_jit)
+def _im2col_images(x, cols, kh, kw, sh, sw, ph, pw, OH, OW, n0, n1):
+    """Images n0..n1-1's columns, into cols (C*kh*kw, N*OH*OW)."""
+    for n in range(n0, n1):
+        _im2col_image(x, n, cols, n * OH * OW, kh, kw, sh, sw, ph, pw, OH, OW)
 
 
-@njit(parallel=True, **_jit)
-def _col2im(cols, N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW):
-    P = OH * OW
-    dx = np.zeros((N, C, H, W), dtype=cols.dtype)
-    for n in prange(N):
-        _col2im_image(cols, n * P, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)
-    return dx
+@njit(**_jit)
+def _col2im_images(cols, dx, kh, kw, sh, sw, ph, pw, OH, OW, n0, n1):
+    """Images n0..n1-1 of dx (zeroed first) from their columns."""
+    for n in range(n0, n1):
+        dx[n] = 0
+        _col2im_image(cols, n * OH * OW, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
     N, C, H, W = x.shape
     OH = conv_output_size(H, kh, sh, ph)
     OW = conv_output_size(W, kw, sw, pw)
-    return _im2col(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, OH, OW)
+    x = np.ascontiguousarray(x)
+    cols = np.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
+    _split_on_threads(N, lambda n0, n1: _im2col_images(x, cols, kh, kw, sh, sw, ph, pw, OH, OW, n0, n1))
+    return cols
 
 
 def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     N, C, H, W = x_shape
     OH = conv_output_size(H, kh, sh, ph)
     OW = conv_output_size(W, kw, sw, pw)
-    return _col2im(np.ascontiguousarray(cols), N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+    cols = np.ascontiguousarray(cols)
+    dx = np.empty((N, C, H, W), dtype=cols.dtype)
+    _split_on_threads(N, lambda n0, n1: _col2im_images(cols, dx, kh, kw, sh, sw, ph, pw, OH, OW, n0, n1))
+    return dx
 
 
 # -- convolution ------------------------------------------------------------------------
@@ -644,9 +653,14 @@ def _conv_backward_direct_images(x, dy, y, argmax, Wm, dx, dW, db, offsets, back
                         dst[w] = dxp[base + w]
 
 
+# Numba's configured thread count (NUMBA_NUM_THREADS, by default the usable cores), read
+# from its config: numba.get_num_threads() would start Numba's threading layer.
+_NUM_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
 def _threads_for(jobs):
     """How many threads share `jobs` images (direct) or blocks (GEMM): one chunk each."""
-    return max(1, min(numba.get_num_threads(), jobs))
+    return max(1, min(_NUM_THREADS, jobs))
 
 
 def _blocking(N, K, P, itemsize):
@@ -735,9 +749,8 @@ def _maxpool_forward(x, kh, kw, sh, sw, OH, OW, need_argmax):
     N, C = x.shape[0], x.shape[1]
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW) if need_argmax else (0, 0, 0, 0), dtype=np.int32)
-    nchunks = _threads_for(N * C)
-    _on_threads(nchunks, lambda t: _maxpool_forward_planes(
-        x, y, argmax, kh, kw, sh, sw, t * N * C // nchunks, (t + 1) * N * C // nchunks, need_argmax))
+    _split_on_threads(N * C, lambda nc0, nc1: _maxpool_forward_planes(
+        x, y, argmax, kh, kw, sh, sw, nc0, nc1, need_argmax))
     return y, argmax
 
 
@@ -787,9 +800,7 @@ def _maxpool_forward_planes(x, y, argmax, kh, kw, sh, sw, nc0, nc1, need_argmax)
 def _maxpool_backward(dy, argmax, H, W, kh, kw, sh, sw):
     N, C = dy.shape[0], dy.shape[1]
     dx = np.empty((N, C, H, W), dtype=dy.dtype)
-    nchunks = _threads_for(N * C)
-    _on_threads(nchunks, lambda t: _maxpool_backward_planes(
-        dy, argmax, dx, kh, kw, sh, sw, t * N * C // nchunks, (t + 1) * N * C // nchunks))
+    _split_on_threads(N * C, lambda nc0, nc1: _maxpool_backward_planes(dy, argmax, dx, kh, kw, sh, sw, nc0, nc1))
     return dx
 
 
@@ -808,11 +819,18 @@ def _maxpool_backward_planes(dy, argmax, dx, kh, kw, sh, sw, nc0, nc1):
                 plane[a * uintp(sh) + tap // uintp(kw), b * uintp(sw) + tap % uintp(kw)] += grad[a, b]
 
 
-@njit(parallel=True, **_jit)
 def _avgpool_forward(x, kh, kw, sh, sw, OH, OW):
     N, C = x.shape[0], x.shape[1]
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
-    for nc in prange(N * C):
+    _split_on_threads(N * C, lambda nc0, nc1: _avgpool_forward_planes(x, y, kh, kw, sh, sw, nc0, nc1))
+    return y
+
+
+@njit(**_jit)
+def _avgpool_forward_planes(x, y, kh, kw, sh, sw, nc0, nc1):
+    """Planes nc0..nc1-1 of _avgpool_forward."""
+    C, OH, OW = x.shape[1], y.shape[2], y.shape[3]
+    for nc in range(nc0, nc1):
         n, c = nc // C, nc % C
         for a in range(OH):
             for b in range(OW):
@@ -821,22 +839,28 @@ def _avgpool_forward(x, kh, kw, sh, sw, OH, OW):
                     for j in range(kw):
                         acc += x[n, c, a * sh + i, b * sw + j]
                 y[n, c, a, b] = acc / (kh * kw)
-    return y
 
 
-@njit(parallel=True, **_jit)
 def _avgpool_backward(dy, H, W, kh, kw, sh, sw):
-    N, C, OH, OW = dy.shape
-    dx = np.zeros((N, C, H, W), dtype=dy.dtype)
-    for nc in prange(N * C):
+    N, C = dy.shape[0], dy.shape[1]
+    dx = np.empty((N, C, H, W), dtype=dy.dtype)
+    _split_on_threads(N * C, lambda nc0, nc1: _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, nc0, nc1))
+    return dx
+
+
+@njit(**_jit)
+def _avgpool_backward_planes(dy, dx, kh, kw, sh, sw, nc0, nc1):
+    """Planes nc0..nc1-1 of _avgpool_backward, each zeroed, then scattered into."""
+    C, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    for nc in range(nc0, nc1):
         n, c = nc // C, nc % C
+        dx[n, c] = 0
         for a in range(OH):
             for b in range(OW):
                 share = dy[n, c, a, b] / (kh * kw)
                 for i in range(kh):
                     for j in range(kw):
                         dx[n, c, a * sh + i, b * sw + j] += share
-    return dx
 
 
 def maxpool2d_forward(x, kh, kw, sh, sw, need_argmax=True):
@@ -861,47 +885,47 @@ def avgpool2d_backward(dy, x_shape, kh, kw, sh, sw):
 
 
 # -- ReLU ---------------------------------------------------------------------------------
-# One parallel pass that writes y and the mask together (NumPy needs one pass for each, on
-# one thread). Arrays are viewed flat and cut into one contiguous run per thread.
+# One pass that writes y and the mask together (NumPy needs one pass for each, on one
+# thread). Arrays are viewed flat and cut into one contiguous run per thread; arrays under
+# _RELU_MIN_RUN values per thread stay on the calling thread (starting a thread costs more).
 
-@njit(parallel=True, **_jit)
-def _relu_forward(x, nchunks):
-    y = np.empty_like(x)
-    mask = np.empty(x.shape, dtype=np.bool_)
-    n = x.size
-    for t in prange(nchunks):
-        # unsigned bounds: with signed ones Numba checks every index for wrap-around and the
-        # loop does not vectorise (measured 8x slower)
-        for k in range(uintp(t * n // nchunks), uintp((t + 1) * n // nchunks)):
-            v = x[k]
-            mask[k] = v > 0
-            y[k] = max(v, 0)
-    return y, mask
+_RELU_MIN_RUN = 1 << 14
 
 
-@njit(parallel=True, **_jit)
-def _relu_backward(dy, mask, nchunks):
-    dx = np.empty_like(dy)
-    n = dy.size
-    for t in prange(nchunks):
-        for k in range(uintp(t * n // nchunks), uintp((t + 1) * n // nchunks)):
-            dx[k] = dy[k] * mask[k]
-    return dx
+@njit(**_jit)
+def _relu_forward_run(x, y, mask, k0, k1):
+    # unsigned bounds: with signed ones Numba checks every index for wrap-around and the
+    # loop does not vectorise (measured 8x slower)
+    for k in range(uintp(k0), uintp(k1)):
+        v = x[k]
+        mask[k] = v > 0
+        y[k] = max(v, 0)
+
+
+@njit(**_jit)
+def _relu_backward_run(dy, mask, dx, k0, k1):
+    for k in range(uintp(k0), uintp(k1)):
+        dx[k] = dy[k] * mask[k]
 
 
 def relu_forward(x):
     flat = np.ascontiguousarray(x).reshape(-1)
-    y, mask = _relu_forward(flat, numba.get_num_threads())
+    y = np.empty_like(flat)
+    mask = np.empty(flat.shape, dtype=np.bool_)
+    _split_on_threads(flat.size, lambda k0, k1: _relu_forward_run(flat, y, mask, k0, k1), _RELU_MIN_RUN)
     return y.reshape(x.shape), mask.reshape(x.shape)
 
 
 def relu_backward(dy, mask):
     flat = np.ascontiguousarray(dy).reshape(-1)
-    return _relu_backward(flat, mask.reshape(-1), numba.get_num_threads()).reshape(dy.shape)
+    flat_mask = mask.reshape(-1)
+    dx = np.empty_like(flat)
+    _split_on_threads(flat.size, lambda k0, k1: _relu_backward_run(flat, flat_mask, dx, k0, k1), _RELU_MIN_RUN)
+    return dx.reshape(dy.shape)
 
 
 # -- Batch normalisation ------------------------------------------------------------------
-# prange over channels: each thread owns whole channels, so the per-channel sums need no
+# Channels are shared among the threads in contiguous runs: each thread owns whole channels, so the per-channel sums need no
 # merging, and each channel's values are N contiguous runs of M. Each run is summed in the
 # input's dtype (vectorised), the run sums are added in float64 (m is 10^5-10^6 values per
 # channel; one float32 running sum would lose digits). Statistics take one pass, forward
@@ -922,17 +946,16 @@ def _row_sums(a, b, shift):
     return s1, s2
 
 
-@njit(parallel=True, **_jit)
-def _batchnorm_stats(x):
-    # One pass over values shifted by the channel's first value p: with d = x - p,
-    # mean = p + E[d] and var = E[d^2] - E[d]^2. Because p is a sample of the channel,
-    # E[d]^2 is of the order of var and the subtraction loses little (the textbook
-    # E[x^2] - E[x]^2 loses everything when |mean| >> std).
-    N, C, M = x.shape
-    mean = np.empty(C, dtype=x.dtype)
-    var = np.empty(C, dtype=x.dtype)
+@njit(**_jit)
+def _batchnorm_stats_channels(x, mean, var, c0, c1):
+    """mean and var of channels c0..c1-1 of x (N, C, M).
+    One pass over values shifted by the channel's first value p: with d = x - p,
+    mean = p + E[d] and var = E[d^2] - E[d]^2. Because p is a sample of the channel,
+    E[d]^2 is of the order of var and the subtraction loses little (the textbook
+    E[x^2] - E[x]^2 loses everything when |mean| >> std)."""
+    N, M = x.shape[0], x.shape[2]
     m = N * M
-    for c in prange(C):
+    for c in range(c0, c1):
         p = x[0, c, 0]
         s1, s2 = 0.0, 0.0
         for n in range(N):
@@ -942,34 +965,28 @@ def _batchnorm_stats(x):
             s2 += r2
         e1 = s1 / m
         mean[c], var[c] = p + e1, max(s2 / m - e1 * e1, 0.0)
-    return mean, var
 
 
-@njit(parallel=True, **_jit)
-def _batchnorm_forward(x, gamma, beta, mean, inv_std):
-    N, C, M = x.shape
-    y = np.empty_like(x)
-    xhat = np.empty_like(x)
-    for c in prange(C):
+@njit(**_jit)
+def _batchnorm_forward_channels(x, gamma, beta, mean, inv_std, y, xhat, c0, c1):
+    """y and xhat of channels c0..c1-1."""
+    N, M = x.shape[0], x.shape[2]
+    for c in range(c0, c1):
         mu, s, g, b = mean[c], inv_std[c], gamma[c], beta[c]
         for n in range(N):
             for k in range(uintp(M)):
                 h = (x[n, c, k] - mu) * s
                 xhat[n, c, k] = h
                 y[n, c, k] = g * h + b
-    return y, xhat
 
 
-@njit(parallel=True, **_jit)
-def _batchnorm_backward(dy, xhat, gamma, inv_std, training):
-    N, C, M = dy.shape
-    dx = np.empty_like(dy)
-    dgamma = np.empty(C, dtype=dy.dtype)
-    dbeta = np.empty(C, dtype=dy.dtype)
-    mean_b = np.zeros(C, dtype=dy.dtype)     # dbeta / m and dgamma / m, held in dy's dtype
-    mean_g = np.zeros(C, dtype=dy.dtype)     # so the inner loop stays float32
+@njit(**_jit)
+def _batchnorm_backward_channels(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta, c0, c1):
+    """dx, dgamma and dbeta of channels c0..c1-1."""
+    N, M = dy.shape[0], dy.shape[2]
     m = N * M
-    for c in prange(C):
+    means = np.zeros(2, dtype=dy.dtype)     # dbeta / m and dgamma / m, held in dy's dtype
+    for c in range(c0, c1):                 # so the inner loop stays float32
         sb, sg = 0.0, 0.0
         for n in range(N):
             r1, r2 = _row_sums(dy[n, c], xhat[n, c], 0)
@@ -977,25 +994,39 @@ def _batchnorm_backward(dy, xhat, gamma, inv_std, training):
             sg += r2
         dbeta[c], dgamma[c] = sb, sg
         if training:
-            mean_b[c], mean_g[c] = sb / m, sg / m
-        scale, mb, mg = gamma[c] * inv_std[c], mean_b[c], mean_g[c]
+            means[0], means[1] = sb / m, sg / m
+        scale, mb, mg = gamma[c] * inv_std[c], means[0], means[1]
         for n in range(N):
             for k in range(uintp(M)):
                 dx[n, c, k] = scale * (dy[n, c, k] - mb - xhat[n, c, k] * mg)
-    return dx, dgamma, dbeta
 
 
 def batchnorm_stats(x):
-    return _batchnorm_stats(np.ascontiguousarray(x))
+    x = np.ascontiguousarray(x)
+    C = x.shape[1]
+    mean, var = np.empty(C, dtype=x.dtype), np.empty(C, dtype=x.dtype)
+    _split_on_threads(C, lambda c0, c1: _batchnorm_stats_channels(x, mean, var, c0, c1))
+    return mean, var
 
 
 def batchnorm_forward(x, gamma, beta, mean, inv_std):
+    x = np.ascontiguousarray(x)
     dt = x.dtype
-    return _batchnorm_forward(np.ascontiguousarray(x), gamma.astype(dt, copy=False), beta.astype(dt, copy=False),
-                              mean.astype(dt, copy=False), inv_std.astype(dt, copy=False))
+    gamma, beta = gamma.astype(dt, copy=False), beta.astype(dt, copy=False)
+    mean, inv_std = mean.astype(dt, copy=False), inv_std.astype(dt, copy=False)
+    y, xhat = np.empty_like(x), np.empty_like(x)
+    _split_on_threads(x.shape[1], lambda c0, c1: _batchnorm_forward_channels(
+        x, gamma, beta, mean, inv_std, y, xhat, c0, c1))
+    return y, xhat
 
 
 def batchnorm_backward(dy, xhat, gamma, inv_std, training):
+    dy = np.ascontiguousarray(dy)
     dt = dy.dtype
-    return _batchnorm_backward(np.ascontiguousarray(dy), xhat, gamma.astype(dt, copy=False),
-                               inv_std.astype(dt, copy=False), bool(training))
+    gamma, inv_std = gamma.astype(dt, copy=False), inv_std.astype(dt, copy=False)
+    C = dy.shape[1]
+    dx = np.empty_like(dy)
+    dgamma, dbeta = np.empty(C, dtype=dt), np.empty(C, dtype=dt)
+    _split_on_threads(C, lambda c0, c1: _batchnorm_backward_channels(
+        dy, xhat, gamma, inv_std, bool(training), dx, dgamma, dbeta, c0, c1))
+    return dx, dgamma, dbeta
