@@ -14,6 +14,12 @@ from numba import njit
 
 from .kernels.fast import _split_on_threads
 
+# One output value costs about as much as 32-40 values of a ReLU pass (measured: 128 28x28
+# images in 640-680 us on one thread; ReLU 2^20 values in 160 us), so _split_on_threads,
+# which counts values, shares a batch among threads only when that pays (128 images on two
+# threads: 430 us).
+_VALUE_COST = 32
+
 
 @njit(cache=True, nogil=True)
 def _affine_images(x, mats, offsets, out, n0, n1):
@@ -46,7 +52,8 @@ def affine_batch(x, mats, offsets):
     x = np.ascontiguousarray(x)
     mats, offsets = np.asarray(mats, np.float64), np.asarray(offsets, np.float64)
     out = np.empty_like(x)
-    _split_on_threads(x.shape[0], lambda n0, n1: _affine_images(x, mats, offsets, out, n0, n1))
+    _split_on_threads(x.shape[0], lambda n0, n1: _affine_images(x, mats, offsets, out, n0, n1),
+                      x[0].size * _VALUE_COST)
     return out
 
 
