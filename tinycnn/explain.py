@@ -19,16 +19,17 @@ def conv_feature_maps(model, x):
     """Run one model input x (1, C, H, W) through the layers one at a time (not fused, eval
     mode), keeping each Conv2D layer's output.
 
-    Returns (logits (1, K), layers): layers is a list of dicts with name, kernel_size and
-    maps (F, OH, OW) float32, one per Conv2D layer in order.
+    Returns (logits (1, K), layers): layers is a list of dicts with name, index (the layer's
+    position in the model), kernel_size and maps (F, OH, OW), one per Conv2D layer in order.
     """
     layers, h = [], np.asarray(x, dtype=model.dtype)
-    for name, layer in zip(model.names, model.layers):
+    for index, (name, layer) in enumerate(zip(model.names, model.layers)):
         h = layer.forward(h, training=False)
         if isinstance(layer, Conv2D):
             if layer.activation == "relu":
                 name += " + ReLU"        # the layer applies its ReLU itself: no negative values left
-            layers.append({"name": name, "kernel_size": list(layer.kernel_size), "maps": h[0].copy()})
+            layers.append({"name": name, "index": index, "kernel_size": list(layer.kernel_size),
+                           "maps": h[0].copy()})
     return h, layers
 
 

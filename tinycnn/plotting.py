@@ -139,15 +139,13 @@ def plot_feature_maps(model, image, max_maps=16, path=None):
     every convolution layer, up to `max_maps` channels each."""
     x = np.asarray(image, dtype=model.dtype)
     x = x.reshape((1,) * (4 - x.ndim) + x.shape)
-    convs = {id(layer) for _, layer in _conv_layers(model)}
-    maps, h = [], x
-    for i, (name, layer) in enumerate(zip(model.names, model.layers)):
-        h = layer.forward(h, training=False)
-        if id(layer) in convs:
-            after = i + 1 < len(model.layers) and type(model.layers[i + 1]).__name__ in ("ReLU", "LeakyReLU")
-            built_in = layer.activation == "relu"
-            maps.append((name + (" + ReLU" if after or built_in else ""),
-                         h if not after else model.layers[i + 1].forward(h)))
+    from .explain import conv_feature_maps
+    maps = []
+    for conv in conv_feature_maps(model, x)[1]:
+        name, fmap, i = conv["name"], conv["maps"][None], conv["index"]
+        if i + 1 < len(model.layers) and type(model.layers[i + 1]).__name__ in ("ReLU", "LeakyReLU"):
+            name, fmap = name + " + ReLU", model.layers[i + 1].forward(fmap)     # what the next layer sees
+        maps.append((name, fmap))
     rows = 1 + len(maps)
     cols = max_maps
     fig = Figure(figsize=(1.1 * cols, 1.3 * rows))
