@@ -4,8 +4,8 @@
 
 Table 1: milliseconds per call of the fast kernels' two convolution methods (im2col + GEMM,
 and direct, for stride 1) on the layers of the models here: forward (with its ReLU),
-backward without dx (a first layer) and with it. tinycnn/kernels/fast.py picks direct
-when C*F is at most _DIRECT_FORWARD_MAX_CF (forward) or _DIRECT_BACKWARD_MAX_CF (backward);
+backward without dx (a first layer) and with it. tinycnn/kernels/fast/conv.py picks direct
+when C*F is at most conv_direct.FORWARD_MAX_CF (forward) or BACKWARD_MAX_CF (backward);
 these are the numbers those limits come from.
 Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two
 layers' own kernels and as the fused pair (tinycnn/layers/fused.py).
@@ -41,8 +41,8 @@ def arrays(batch, C, F, H, k, p, seed=0):
 
 def method_times(x, w, b, stride, padding, method, repeats):
     limit = 0 if method == "gemm" else 10 ** 9
-    saved = fast._DIRECT_FORWARD_MAX_CF, fast._DIRECT_BACKWARD_MAX_CF
-    fast._DIRECT_FORWARD_MAX_CF = fast._DIRECT_BACKWARD_MAX_CF = limit
+    saved = fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF
+    fast.conv_direct.FORWARD_MAX_CF = fast.conv_direct.BACKWARD_MAX_CF = limit
     try:
         y, cache = fast.conv2d_forward(x, w, b, stride, padding, relu=True)
         dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
@@ -50,7 +50,7 @@ def method_times(x, w, b, stride, padding, method, repeats):
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, False), repeats),
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, True), repeats))
     finally:
-        fast._DIRECT_FORWARD_MAX_CF, fast._DIRECT_BACKWARD_MAX_CF = saved
+        fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF = saved
 
 
 def pair_times(x, w, b, stride, padding, need_dx, repeats):
@@ -82,7 +82,7 @@ def main():
                     method_times(*case, method, repeats)
             row["fast.py uses (fwd, bwd)"] = ", ".join(
                 "direct" if C * F <= limit else "gemm"
-                for limit in (fast._DIRECT_FORWARD_MAX_CF, fast._DIRECT_BACKWARD_MAX_CF))
+                for limit in (fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF))
             methods.append(row)
             if name.startswith(("lenet5", "convnet")):
                 need_dx = "conv2" in name

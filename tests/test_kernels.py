@@ -57,14 +57,14 @@ def random_conv(case):
 
 
 # The fast convolution has two methods: im2col + GEMM, and a direct one for stride 1 and
-# few channels (see fast.py). These fixtures force one for both passes.
+# few channels (see tinycnn/kernels/fast/conv_direct.py). These fixtures force one for both passes.
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
 
 
 def use_method(monkeypatch, method):
     limit = 0 if method == "gemm" else 10 ** 9
-    monkeypatch.setattr(fast, "_DIRECT_FORWARD_MAX_CF", limit)
-    monkeypatch.setattr(fast, "_DIRECT_BACKWARD_MAX_CF", limit)
+    monkeypatch.setattr(fast.conv_direct, "FORWARD_MAX_CF", limit)
+    monkeypatch.setattr(fast.conv_direct, "BACKWARD_MAX_CF", limit)
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1])
@@ -151,7 +151,7 @@ def test_conv_direct_forward_with_gemm_backward(monkeypatch):
     x = rng.standard_normal((6, 4, 9, 10)).astype(np.float32)
     w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
-    assert fast._DIRECT_BACKWARD_MAX_CF < 4 * 8 <= fast._DIRECT_FORWARD_MAX_CF
+    assert fast.conv_direct.BACKWARD_MAX_CF < 4 * 8 <= fast.conv_direct.FORWARD_MAX_CF
     y, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1), relu=True)
     y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (1, 1), relu=True)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
@@ -169,10 +169,10 @@ def test_conv_fast_np_dot_fallback_equals_the_direct_blas_call(monkeypatch):
     w = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
     dy = rng.standard_normal((7, 5, 9, 7)).astype(np.float32)
-    assert fast._SGEMM is not None, "NumPy's cblas_sgemm was not found: the fast path is not used"
+    assert fast.gemm.SGEMM is not None, "NumPy's cblas_sgemm was not found: the fast path is not used"
     results = []
-    for gemm in (fast._SGEMM, None):
-        monkeypatch.setattr(fast, "_SGEMM", gemm)
+    for gemm in (fast.gemm.SGEMM, None):
+        monkeypatch.setattr(fast.gemm, "SGEMM", gemm)
         y, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 0), relu=True)
         results.append((y, *fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (1, 0))))
     for a, c in zip(*results):
@@ -191,8 +191,9 @@ def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch, method)
     dy = rng.standard_normal((9, 4, 8, 9)).astype(np.float32)
     results = []
     for block_bytes, threads in ((1, 2), (1 << 30, 1)):
-        monkeypatch.setattr(fast, "_BLOCK_BYTES", block_bytes)
-        monkeypatch.setattr(fast, "_threads_for", lambda N: min(threads, N))
+        monkeypatch.setattr(fast.conv_gemm, "BLOCK_BYTES", block_bytes)
+        for method_module in (fast.conv_gemm, fast.conv_direct):
+            monkeypatch.setattr(method_module, "threads_for", lambda N: min(threads, N))
         y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
         results.append((y, *fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (0, 0))))
     for a, c in zip(*results):

@@ -3,21 +3,23 @@
 Each image gets its own random rotation, scale and shift (and optional shear), applied by
 inverse mapping: every output pixel asks "where in the input did I come from?" and reads
 that point by bilinear interpolation; points outside the image read the image's corner
-value (its background). Written in Numba, one image per thread, so it costs little next to
-a training step.
+value (its background). Written in Numba, the batch shared among the threads, so it costs
+little next to a training step.
 
     fit(..., augment=RandomAffine(max_shift=2, max_rotation=10, scale=(0.9, 1.1)))
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .kernels.fast.parallel import JIT, in_parallel, share_range, threads_for
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _affine_batch(x, mats, offsets):
-    # out[n, c, r, q] = bilinear(x[n, c], mats[n] @ (r, q) + offsets[n])
+@njit(**JIT)
+def _affine_share(t, nchunks, x, mats, offsets, out):
+    # out[n, c, r, q] = bilinear(x[n, c], mats[n] @ (r, q) + offsets[n]), for this share's images
     N, C, H, W = x.shape
-    out = np.empty_like(x)
-    for n in prange(N):
+    n0, n1 = share_range(t, nchunks, N)
+    for n in range(n0, n1):
         a, b, c_, d = mats[n, 0, 0], mats[n, 0, 1], mats[n, 1, 0], mats[n, 1, 1]
         oy, ox = offsets[n, 0], offsets[n, 1]
         for ch in range(C):
@@ -36,13 +38,16 @@ def _affine_batch(x, mats, offsets):
                             v = plane[yy, xx] if 0 <= yy < H and 0 <= xx < W else fill
                             acc += wy * wx * v
                     out[n, ch, r, q] = acc
-    return out
 
 
 def affine_batch(x, mats, offsets):
     """Apply one inverse affine map per image: x (N, C, H, W), mats (N, 2, 2), offsets (N, 2)
     in (row, column) order. Returns a new array of x's dtype."""
-    return _affine_batch(np.ascontiguousarray(x), np.asarray(mats, np.float64), np.asarray(offsets, np.float64))
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    in_parallel(_affine_share, threads_for(len(x)), x, np.ascontiguousarray(mats, np.float64),
+                np.ascontiguousarray(offsets, np.float64), out)
+    return out
 
 
 class RandomAffine:

@@ -38,6 +38,7 @@ from numba.core import event
 
 from . import kernels
 from .backend import get_backend
+from .kernels.fast import parallel
 
 # Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
 # of CPU there (lenet5 .. bnnet; 1 image 0.3-1.0 ms), against 8-15 s to compile the fast ones.
@@ -90,27 +91,45 @@ def compile_for(model, log=None, input_shape=None):
     inference, on inputs of `input_shape` (default: the model's). Returns the seconds it took
     when anything had to be compiled, else 0.0 (also when the backend is "numpy" or the input
     shape is unknown). With `log`, says when compiling starts and how long it took.
-    On a cold cache with a core idle, a second process shares the work (_share_work)."""
+    On a cold cache, unless TINYCNN_BACKGROUND_COMPILE=0: a second process shares the work
+    when a core is idle (_share_work), and only the kernels' shares are compiled here; the
+    parallel loop that runs them is compiled by a background process, and until it is done
+    the shares run on Python threads (kernels/fast/parallel.py: same results, bit for bit)."""
     input_shape = tuple(input_shape or model.input_shape or ())
     if get_backend() != "numba" or not input_shape:
         return 0.0
     t0 = time.perf_counter()
     say_start = (lambda: log("compiling fast kernels (first run only) ...")) if log else (lambda: None)
-    shared = _two_processes() and not fast_kernels_ready(model, True, input_shape)
-    if shared:
+    cold = _background_allowed() and not fast_kernels_ready(model, True, input_shape)
+    if cold:
         say_start()
-    listener = _CompileListener(on_first=None if shared else say_start)
+        parallel.on_python_threads_until(lambda: False)
+    listener = _CompileListener(on_first=None if cold else say_start)
     with event.install_listener("numba:compile", listener):
-        if shared:
+        if cold and _two_processes():
             _share_work(model, input_shape)
         _run_once(model, True, input_shape)             # loads what the other process compiled
         _run_once(model, False, input_shape)
-    if not (shared or listener.count):
+    if cold:
+        _finish_in_background(model)
+    if not (cold or listener.count):
         return 0.0
     seconds = time.perf_counter() - t0
     if log:
         log(f"compiling fast kernels (first run only): {seconds:.1f} s")
     return seconds
+
+
+def _background_allowed():
+    return os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0"
+
+
+def _finish_in_background(model):
+    """Start the background compile of what is left (the parallel loops) and keep the shares
+    on Python threads until it has finished (its lock file is gone)."""
+    compile_in_background(model)
+    lock = _compile_lock(model)
+    parallel.on_python_threads_until(lambda: not _lock_held(lock))
 
 
 def _two_processes():
@@ -121,8 +140,7 @@ def _two_processes():
     again, ~1-2 s of CPU) are then pure overhead. With a core idle it is not yet measured."""
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return (cores > 1 and cores - load >= 1.0
-            and os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0")
+    return cores > 1 and cores - load >= 1.0 and _background_allowed()
 
 
 # -- two processes, one cache --------------------------------------------------------------
@@ -166,14 +184,25 @@ class _KernelLocks(event.Listener):
         self.held = []
 
 
+def _compile_lock(model):
+    """The lock file a background compile of `model` holds while it runs."""
+    return os.path.join(tempfile.gettempdir(), f"tinycnn-compile-{_model_key(model)}.lock")
+
+
+def _lock_held(path):
+    """Whether the lock file `path` exists and is younger than _LOCK_STALE."""
+    try:
+        return time.time() - os.path.getmtime(path) < _LOCK_STALE
+    except OSError:
+        return False
+
+
 def _take_lock(path):
     """Create the lock file `path`; False if it exists and is younger than _LOCK_STALE."""
-    try:
-        if time.time() - os.path.getmtime(path) < _LOCK_STALE:
-            return False
+    if _lock_held(path):
+        return False
+    with contextlib.suppress(OSError):
         os.remove(path)                                  # left by a process that died
-    except OSError:
-        pass
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         return True
@@ -276,12 +305,10 @@ def compile_in_background(model):
     """Start a separate, low-priority process that compiles `model`'s fast kernels into
     Numba's disk cache and exits. At most one per model at a time (a lock file in the temp
     folder). Returns the process, or None when one is already running."""
-    folder = tempfile.gettempdir()
-    key = _model_key(model)
-    lock = os.path.join(folder, f"tinycnn-compile-{key}.lock")
+    lock = _compile_lock(model)
     if not _take_lock(lock):
         return None
-    spec = os.path.join(folder, f"tinycnn-compile-{key}-{os.getpid()}.npz")
+    spec = os.path.join(tempfile.gettempdir(), f"tinycnn-compile-{_model_key(model)}-{os.getpid()}.npz")
     if not _saved(model, spec):
         os.remove(lock)
         return None
@@ -313,13 +340,15 @@ def _main(argv):
     """The other process: `--share SPEC SHAPE` works from the output end (see _share_work);
     `SPEC LOCK` compiles the model saved at SPEC in the background (compile_in_background)."""
     from .io import load_model
-    if argv[0] == "--share":
+    if argv[0] == "--share":                  # the shares only, as compile_for does here
         spec, shape = argv[1], tuple(int(s) for s in argv[2].split(","))
+        parallel.on_python_threads_until(lambda: False)
         _compile_pieces(_pieces(load_model(spec), shape)[::-1])
         return
     spec, lock = argv[:2]
     try:
         os.nice(10)
+        os.environ["TINYCNN_BACKGROUND_COMPILE"] = "0"   # all of it, in this process
         compile_for(load_model(spec))
     finally:
         for path in (spec, lock):

@@ -1,0 +1,108 @@
+"""How the fast kernels share work among threads (tinycnn/kernels/fast/parallel.py): the
+same shares give the same results bit for bit on Numba's threads and on Python threads
+(the first run's mode), and on a first run fit switches from one to the other."""
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn import warmup
+from tinycnn.kernels.fast import parallel
+from tinycnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from tinycnn.losses import SoftmaxCrossEntropy
+from tinycnn.model import Sequential
+
+
+def _model():
+    """Every fast kernel family: direct and GEMM convolutions (one fused with its pooling),
+    batch norm, separate max pooling, ReLU."""
+    layers = [Conv2D(1, 4, 3, activation="relu"), MaxPool2D(2),          # direct, fused
+              Conv2D(4, 24, 3), BatchNorm2D(24), ReLU(), MaxPool2D(2),    # GEMM (C*F = 96)
+              Flatten(), Dense(96, 3)]
+    return Sequential(layers, input_shape=(1, 14, 14), seed=0)
+
+
+def _one_step(model, x, labels):
+    """Outputs, loss gradient w.r.t. the input and every parameter gradient of one step."""
+    loss = SoftmaxCrossEntropy()
+    out = model.forward(x, training=True)
+    loss.forward(out, labels)
+    dx = model.backward(loss.backward(), need_dx=True)
+    return [out, dx] + [g.copy() for layer in model.layers for g in layer.grads.values()]
+
+
+def test_python_threads_give_the_same_bits_as_numba_threads(monkeypatch):
+    tinycnn.set_backend("numba")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 1, 14, 14)).astype(np.float32)
+    labels = rng.integers(0, 3, 9)
+    run_shares_calls = []
+    real = parallel._run_shares
+    monkeypatch.setattr(parallel, "_run_shares", lambda *a: run_shares_calls.append(1) or real(*a))
+    on_numba = _one_step(_model(), x, labels)
+    assert run_shares_calls
+    run_shares_calls.clear()
+    try:
+        parallel.on_python_threads_until(lambda: False)
+        on_python = _one_step(_model(), x, labels)
+    finally:
+        parallel.on_python_threads_until(None)
+    assert not run_shares_calls
+    assert len(on_numba) == len(on_python) > 8
+    for a, b in zip(on_numba, on_python):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+
+
+def test_python_threads_until_done_then_numba_threads(monkeypatch):
+    calls = []
+    monkeypatch.setattr(parallel, "_run_shares", lambda pointer, nchunks, args: calls.append("numba"))
+    monkeypatch.setattr(parallel, "_on_python_threads", lambda share, nchunks, args: calls.append("python"))
+    clock = [100.0]
+    monkeypatch.setattr(parallel.time, "monotonic", lambda: clock[0])
+    done = [False]
+    x, y, mask = np.zeros(8, np.float32), np.empty(8, np.float32), np.empty(8, np.bool_)
+    share = tinycnn.kernels.fast.relu._relu_forward_share
+    try:
+        parallel.on_python_threads_until(lambda: done[0])
+        parallel.in_parallel(share, 2, x, y, mask)
+        done[0] = True
+        parallel.in_parallel(share, 2, x, y, mask)     # done() is asked again only 0.2 s later
+        clock[0] += 0.21
+        parallel.in_parallel(share, 2, x, y, mask)
+        parallel.in_parallel(share, 2, x, y, mask)
+    finally:
+        parallel.on_python_threads_until(None)
+    assert calls == ["python", "python", "numba", "numba"]
+
+
+def test_a_cold_fit_trains_on_python_threads_until_the_background_compile_is_done(monkeypatch):
+    """On a cold cache fit compiles the shares, starts the background compile, trains on
+    Python threads while its lock is held and goes back to Numba's threads once it is gone."""
+    tinycnn.set_backend("numba")
+    monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False, input_shape=None: False)
+    monkeypatch.setattr(warmup, "_two_processes", lambda: False)
+    held = [True]
+    monkeypatch.setattr(warmup, "_lock_held", lambda path: held[0])
+    started = []
+    monkeypatch.setattr(warmup, "compile_in_background", started.append)
+    modes = []
+    for name, mode in (("_run_shares", "numba"), ("_on_python_threads", "python")):
+        real = getattr(parallel, name)
+        monkeypatch.setattr(parallel, name, lambda *a, real=real, mode=mode: modes.append(mode) or real(*a))
+    model = _model()
+    rng = np.random.default_rng(1)
+    x, labels = rng.standard_normal((16, 1, 14, 14)).astype(np.float32), rng.integers(0, 3, 16)
+    lines = []
+    try:
+        tinycnn.fit(model, SoftmaxCrossEntropy(), tinycnn.optim.SGD(model, 0.01), x, labels, epochs=1, batch_size=8,
+                    progress=False, log=lines.append)
+        assert started == [model] and modes and set(modes) == {"python"}
+        assert lines[0] == "compiling fast kernels (first run only) ..."
+        held[0] = False
+        parallel._next_check = 0.0
+        modes.clear()
+        model.forward(x, training=False)
+        assert modes and set(modes) == {"numba"}
+    finally:
+        parallel.on_python_threads_until(None)

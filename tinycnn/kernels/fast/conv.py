@@ -1,0 +1,76 @@
+"""The convolution layers' fast kernels: each call picks the faster method for its shape,
+the direct one (conv_direct.py: stride 1, few channels) or im2col + GEMM (conv_gemm.py),
+separately for the forward and the backward pass (they need not agree: the GEMM backward
+rebuilds its columns from x anyway). The ReLU, and a following 2x2 max pooling, can be
+applied as each output plane is written (epilogue.py)."""
+import numpy as np
+
+from ..reference import conv_output_size
+from . import conv_direct, conv_gemm
+
+
+def _conv_shapes(x_shape, W, stride, padding):
+    N, C, H, Wd = x_shape
+    F, _, kh, kw = W.shape
+    (sh, sw), (ph, pw) = stride, padding
+    return N, C, F, kh, kw, sh, sw, ph, pw, conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
+
+
+def _forward(x, W, b, stride, padding, relu, pool, taps=False):
+    """The convolution by the faster method for its shape: y (N, F, P) and, with pool and
+    taps, each pooling window's tap of its maximum."""
+    N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
+    Wm = np.ascontiguousarray(W.reshape(F, -1))
+    bias = b if b is not None else np.zeros(F, dtype=x.dtype)
+    if conv_direct.use_direct(C, F, stride, conv_direct.FORWARD_MAX_CF):
+        return conv_direct.forward(x, Wm, bias, kh, kw, ph, pw, OH, OW, relu, pool, pool and taps)
+    return conv_gemm.forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, relu, pool, pool and taps)
+
+
+def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
+    N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
+    expected = (N, F, OH // 2, OW // 2) if pool else (N, F, OH, OW)
+    if dy.shape != expected:
+        raise ValueError(f"conv2d backward: dy has shape {dy.shape}, the forward pass gave {expected}")
+    Wm = np.ascontiguousarray(W.reshape(F, -1))
+    dy = np.ascontiguousarray(dy).reshape(N, F, -1)
+    y = y.reshape(N, F, -1) if y is not None else dy          # (read only with relu)
+    if argmax is None:
+        argmax = np.empty((0, 0, 0), dtype=np.int8)
+    if conv_direct.use_direct(C, F, stride, conv_direct.BACKWARD_MAX_CF):
+        dx, dW, db = conv_direct.backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool)
+    else:
+        dx, dW, db = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool)
+    return (dx if need_dx else None), dW.reshape(W.shape), db
+
+
+def conv2d_forward(x, W, b, stride, padding, relu=False):
+    """Returns y and, as the cache, x itself (the backward pass rebuilds what it needs from
+    it) and, with relu, y. The ReLU is applied as the output is written and its derivative
+    as dy is read: no separate passes over the activations, no mask array."""
+    x = np.ascontiguousarray(x)
+    y, _ = _forward(x, W, b, stride, padding, relu, False)
+    y = y.reshape(x.shape[0], W.shape[0], *_conv_shapes(x.shape, W, stride, padding)[-2:])
+    return y, (x, y if relu else None)
+
+
+def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
+    x, y = cache
+    return _backward(dy, x, y, None, W, stride, padding, need_dx, y is not None, False)
+
+
+def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
+    """The pooled output and, as the cache, x, the pooled output and each window's tap (int8);
+    need_argmax=False (inference) records no taps and returns no cache.
+    The convolution's full output is never written: each plane is pooled from the block's
+    GEMM result (or the direct method's accumulator) while it is still in cache."""
+    x = np.ascontiguousarray(x)
+    pooled, argmax = _forward(x, W, b, stride, padding, True, True, need_argmax)
+    _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)
+    pooled = pooled.reshape(x.shape[0], F, OH // 2, OW // 2)
+    return pooled, ((x, pooled, argmax) if need_argmax else None)
+
+
+def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
+    x, pooled, argmax = cache
+    return _backward(dpooled, x, pooled, argmax, W, stride, padding, need_dx, True, True)

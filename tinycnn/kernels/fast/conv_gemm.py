@@ -1,0 +1,221 @@
+"""The convolution as a matrix product (im2col + GEMM), for layers with many channels.
+
+The batch is cut into blocks of a few images. For each block, im2col builds its columns
+(C*kh*kw, g*OH*OW) in a small buffer (about half a megabyte, so it stays in the CPU cache),
+one BLAS matrix product turns them into the block's outputs, and the result is written out
+in NCHW with the bias (and ReLU, and pooling: epilogue.py) added. The full-batch column
+matrix (17 MB for MNIST's second conv at batch 128, 39 MB for a 5x5 one at batch 256) is
+never built: on these machines a fresh large array costs ~3 us per 4 KB page just to touch,
+which is more than the arithmetic.
+- Each thread's share is a contiguous run of blocks; it owns its images' outputs (and,
+  backward, their dx), and sums its own weight gradient (parallel.py).
+- The backward pass rebuilds each block's columns instead of keeping them from the forward
+  pass: rebuilding from cache-hot input is cheaper than storing and re-reading them.
+- im2col copies whole runs of a row at a time: for each kernel column j it works out once
+  which output columns read inside the image (lo..hi); the rest are padding zeros. No
+  per-element bounds test in the inner loop, so it compiles to straight copies.
+"""
+import numpy as np
+from numba import njit, uintp
+
+from ..reference import conv_output_size
+from .epilogue import relu_grad_row, relu_maxpool2, relu_maxpool2_values, unpool_relu_grad, vector_sum
+from .gemm import gemm_for, matmul
+from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
+
+BLOCK_BYTES = 1 << 19          # target size of one block's column buffer (measured: 256 KB-1 MB best)
+
+
+@njit(inline="always", **JIT)
+def _valid_columns(j, sw, pw, OW, W):
+    """The output columns ow for which input column ow*sw + j - pw lies inside [0, W)."""
+    lo = 0
+    while lo < OW and lo * sw + j - pw < 0:
+        lo += 1
+    hi = OW
+    while hi > lo and (hi - 1) * sw + j - pw >= W:
+        hi -= 1
+    return lo, hi
+
+
+@njit(inline="always", **JIT)
+def _im2col_image(x, n, cols, col0, kh, kw, sh, sw, ph, pw, OH, OW):
+    """Write image n's columns into cols[:, col0 : col0 + OH*OW]."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for j in range(kw):
+        lo, hi = _valid_columns(j, sw, pw, OW, W)
+        for c in range(C):
+            plane = x[n, c]
+            for i in range(kh):
+                row = cols[(c * kh + i) * kw + j]
+                for oh in range(OH):
+                    h = oh * sh + i - ph
+                    base = uintp(col0 + oh * OW)       # unsigned: no negative-index checks
+                    if h < 0 or h >= H:
+                        for ow in range(OW):
+                            row[base + uintp(ow)] = 0
+                        continue
+                    src = plane[h]
+                    for ow in range(lo):
+                        row[base + uintp(ow)] = 0
+                    for ow in range(lo, hi):
+                        row[base + uintp(ow)] = src[uintp(ow * sw + j - pw)]
+                    for ow in range(hi, OW):
+                        row[base + uintp(ow)] = 0
+
+
+@njit(inline="always", **JIT)
+def _col2im_image(cols, col0, dx, n, kh, kw, sh, sw, ph, pw, OH, OW):
+    """Add cols[:, col0 : col0 + OH*OW] back into image n of dx (the adjoint of the above)."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for j in range(kw):
+        lo, hi = _valid_columns(j, sw, pw, OW, W)
+        for c in range(C):
+            plane = dx[n, c]
+            for i in range(kh):
+                row = cols[(c * kh + i) * kw + j]
+                for oh in range(OH):
+                    h = oh * sh + i - ph
+                    if h < 0 or h >= H:
+                        continue
+                    base = uintp(col0 + oh * OW)
+                    dst = plane[h]
+                    for ow in range(lo, hi):
+                        dst[uintp(ow * sw + j - pw)] += row[base + uintp(ow)]
+
+
+@njit(**JIT)
+def _im2col_share(t, nchunks, x, cols, kh, kw, sh, sw, ph, pw, OH, OW):
+    n0, n1 = share_range(t, nchunks, x.shape[0])
+    for n in range(n0, n1):
+        _im2col_image(x, n, cols, n * OH * OW, kh, kw, sh, sw, ph, pw, OH, OW)
+
+
+@njit(**JIT)
+def _col2im_share(t, nchunks, cols, dx, kh, kw, sh, sw, ph, pw, OH, OW):
+    n0, n1 = share_range(t, nchunks, dx.shape[0])
+    for n in range(n0, n1):
+        dx[n] = 0
+        _col2im_image(cols, n * OH * OW, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    N, C, H, W = x.shape
+    OH, OW = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
+    cols = np.empty((C * kh * kw, N * OH * OW), dtype=x.dtype)
+    in_parallel(_im2col_share, threads_for(N), np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, OH, OW)
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+    N, C, H, W = x_shape
+    OH, OW = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
+    dx = np.empty((N, C, H, W), dtype=cols.dtype)
+    in_parallel(_col2im_share, threads_for(N), np.ascontiguousarray(cols), dx, kh, kw, sh, sw, ph, pw, OH, OW)
+    return dx
+
+
+def blocking(N, K, P, itemsize):
+    """Images per block (so one block's columns fill about BLOCK_BYTES) and thread shares."""
+    group = max(1, min(N, BLOCK_BYTES // (K * P * itemsize)))
+    return group, threads_for(-(-N // group))
+
+
+# -- forward -------------------------------------------------------------------------------
+
+def forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, relu, pool, taps):
+    """y (N, F, P) from x (N, C, H, W) C-contiguous and Wm (F, C*kh*kw); P = OH*OW, or the
+    pooled plane with pool. With taps, also each pooling window's tap of its maximum (int8)."""
+    N, F = x.shape[0], Wm.shape[0]
+    P = (OH // 2) * (OW // 2) if pool else OH * OW
+    y = np.empty((N, F, P), dtype=x.dtype)
+    argmax = np.empty((N, F, P) if taps else (0, 0, 0), dtype=np.int8)
+    group, nchunks = blocking(N, Wm.shape[1], OH * OW, x.itemsize)
+    in_parallel(_forward_share, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, OW, group,
+                relu, pool, taps, gemm_for(x.dtype))
+    return y, argmax
+
+
+@njit(**JIT)
+def _forward_share(t, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, OW, group, relu, pool, taps,
+                   gemm):
+    """Share t of forward: its run of blocks of `group` images, into y and argmax."""
+    N = x.shape[0]
+    F, K = Wm.shape
+    P = OH * OW
+    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
+    blk0, blk1 = share_range(t, nchunks, (N + group - 1) // group)
+    for blk in range(blk0, blk1):
+        n0, n1 = blk * group, min(N, (blk + 1) * group)
+        cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)     # (C*kh*kw, g*P)
+        for n in range(n0, n1):
+            _im2col_image(x, n, cols, (n - n0) * P, kh, kw, sh, sw, ph, pw, OH, OW)
+        out = np.empty((F, (n1 - n0) * P), dtype=x.dtype)
+        matmul(gemm, Wm, False, cols, False, out, 0.0)         # (F, g*P), BLAS
+        for n in range(n0, n1):                                 # -> NCHW, plus bias
+            c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
+            for f in range(F):
+                bf = b[f]
+                if taps:
+                    relu_maxpool2(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW),
+                                  argmax[n, f].reshape(PH, PW))
+                elif pool:
+                    relu_maxpool2_values(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW))
+                elif relu:
+                    for p in range(P):
+                        y[n, f, p] = max(out[f, c0 + p] + bf, 0)
+                else:
+                    for p in range(P):
+                        y[n, f, p] = out[f, c0 + p] + bf
+
+
+# -- backward ------------------------------------------------------------------------------
+
+def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool):
+    """dx (or an empty array), dW (F, K) and db (F,); dy (N, F, P) as forward returned y."""
+    N, C, H, W = x.shape
+    F, K = Wm.shape
+    group, nchunks = blocking(N, K, OH * OW, x.itemsize)
+    dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)   # zeroed per image
+    dW_parts = np.zeros((nchunks, F, K), dtype=x.dtype)
+    db_parts = np.zeros((nchunks, F), dtype=np.float64)
+    in_parallel(_backward_share, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw, sh, sw, ph, pw,
+                OH, OW, group, need_dx, relu, pool, gemm_for(x.dtype))
+    dW, db = add_thread_parts(dW_parts, db_parts)
+    return dx, dW, db
+
+
+@njit(**JIT)
+def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw, sh, sw, ph, pw, OH, OW,
+                    group, need_dx, relu, pool, gemm):
+    """Share t of backward: its run of blocks; their dx, and their sums added into
+    dW_parts[t] (F, K) and db_parts[t] (F,)."""
+    N = x.shape[0]
+    F, K = Wm.shape
+    P = OH * OW
+    PH, PW = OH // 2, OW // 2
+    dW, db = dW_parts[t], db_parts[t]
+    blk0, blk1 = share_range(t, nchunks, (N + group - 1) // group)
+    for blk in range(blk0, blk1):
+        n0, n1 = blk * group, min(N, (blk + 1) * group)
+        cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
+        dy_blk = np.empty((F, (n1 - n0) * P), dtype=x.dtype)   # dy in the GEMM's layout
+        for n in range(n0, n1):
+            c0 = (n - n0) * P
+            _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
+            for f in range(F):
+                if pool:                            # dy is the pooled output's gradient
+                    row = dy_blk[f, c0:c0 + P]
+                    row[:] = 0
+                    unpool_relu_grad(dy[n, f].reshape(PH, PW), y[n, f].reshape(PH, PW),
+                                     argmax[n, f].reshape(PH, PW), row.reshape(OH, OW))
+                    db[f] += vector_sum(row)
+                else:
+                    db[f] += relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
+        matmul(gemm, dy_blk, False, cols, True, dW, 1.0)      # dW += dY cols^T
+        if need_dx:
+            dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
+            matmul(gemm, Wm, True, dy_blk, False, dcols, 0.0)  # W^T dY, then col2im
+            for n in range(n0, n1):
+                dx[n] = 0
+                _col2im_image(dcols, (n - n0) * P, dx, n, kh, kw, sh, sw, ph, pw, OH, OW)

@@ -1,0 +1,141 @@
+"""How a fast kernel shares its work among threads, and why it is laid out so.
+
+Every parallel kernel here is an ordinary jitted function that does one thread's share:
+`share(t, nchunks, *args)` handles the t-th of nchunks contiguous runs of the work (images,
+blocks of images, planes, channels) and writes only its own part of the outputs.
+`in_parallel(share, nchunks, *args)` runs share(0..nchunks-1) at the same time, on Numba's
+threads (a `prange` loop). Because each share is fixed by (t, nchunks) and not by which
+thread ran it or when, results never depend on timing; sums that several shares contribute
+to (a weight gradient) are kept per share and added in a fixed order (`add_thread_parts`).
+
+Why not put the kernel's loop body straight inside the prange loop? Compile time. Numba turns
+a prange loop into three nested functions (the loop body as a "gufunc", a wrapper that calls
+it, and the kernel that calls the wrapper), and every function a level calls is linked into
+it and optimised again with it. A convolution kernel written that way cost 9-12 s of CPU to
+compile, and a model's first training step on a new machine (an empty Numba cache) 33-46 s.
+Here the prange loop is one small generic function, `_run_shares`, and the share reaches it
+as a first-class function (a pointer, `_SharePointer`), so nothing is linked into it: each
+share is compiled once as an ordinary function, and the loop once per share signature, in
+a fraction of a second (benchmarks/bench_startup.py --kernels prints the table).
+"""
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import _dispatcher, njit, prange, types
+
+JIT = dict(cache=True, nogil=True)     # every kernel: compiled once per machine, runs without the GIL
+
+
+@njit(parallel=True, **JIT)
+def _run_shares(share, nchunks, args):
+    """share(t, nchunks, *args) for t = 0 .. nchunks-1, one per Numba thread."""
+    for t in prange(nchunks):
+        share(np.int64(t), nchunks, *args)
+
+
+class _SharePointer(types.WrapperAddressProtocol):
+    """A share, compiled for one set of argument types, as a function pointer Numba can
+    call (its C entry point). Numba asks for the address and the signature when it is passed."""
+
+    def __init__(self, share, argtypes):
+        share.compile((types.int64, types.int64, *argtypes))      # (or loads it from the disk cache)
+        compiled = share.overloads[(types.int64, types.int64, *argtypes)]
+        self._signature = compiled.signature
+        self._address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
+
+    def __wrapper_address__(self):
+        return self._address
+
+    def signature(self):
+        return self._signature
+
+
+_pointers = {}      # (share, the arguments' Numba fingerprints) -> _SharePointer
+
+
+def in_parallel(share, nchunks, *args):
+    """Run share(t, nchunks, *args) for t = 0 .. nchunks-1 on Numba's threads (or, while
+    `on_python_threads_until` says so, on Python threads). A share reports nothing back and
+    must not raise: it writes into the arrays it is given."""
+    if _python_threads_wanted():
+        _on_python_threads(share, nchunks, args)
+        return
+    # compute_fingerprint is Numba's own quick key for an argument's type (~0.1 us per argument)
+    key = (share, *map(_dispatcher.compute_fingerprint, args))
+    pointer = _pointers.get(key)
+    if pointer is None:
+        pointer = _pointers[key] = _SharePointer(share, tuple(map(numba.typeof, args)))
+    _run_shares(pointer, nchunks, args)
+
+
+@njit(inline="always", **JIT)
+def share_range(t, nchunks, jobs):
+    """The contiguous run lo..hi-1 of range(jobs) that share t of nchunks handles."""
+    return t * jobs // nchunks, (t + 1) * jobs // nchunks
+
+
+def threads_for(jobs):
+    """How many shares to cut `jobs` units of work into: one per thread, at most one per job."""
+    return max(1, min(numba.get_num_threads(), jobs))
+
+
+def add_thread_parts(dW_parts, db_parts):
+    """The weight and bias gradients from each share's partial sums (dW_parts (T, ...) in
+    the kernel's dtype, db_parts (T, F) in float64), added in share order, so the result
+    does not depend on timing. db is returned in dW's dtype."""
+    dW = dW_parts[0].copy()
+    for part in dW_parts[1:]:
+        dW += part
+    db = db_parts[0].copy()
+    for part in db_parts[1:]:
+        db += part
+    return dW, db.astype(dW.dtype)
+
+
+# -- the first run on a new machine ---------------------------------------------------------
+# With an empty Numba cache, _run_shares is compiled once per share signature: 0.3-0.6 s of
+# CPU each, 5 to 10 per model (it is a prange loop, and Numba's parallel machinery is slow
+# to compile even for a loop this small). Until that is done the shares can run on Python
+# threads instead: `nogil=True` lets them run at the same time, and they are the same shares
+# with the same (t, nchunks), so the results are the same bit for bit; only each hand-off
+# costs more (~100 us against ~5 us). tinycnn.warmup does this on a first run while a
+# background process compiles _run_shares into the disk cache.
+
+_threads = None            # the Python threads, made on first use
+_until = None              # while not None: shares run on Python threads until _until() is true
+_next_check = 0.0
+
+
+def on_python_threads_until(done):
+    """From now on, run shares on Python threads until done() returns True (asked at most
+    every 0.2 s); done=None goes back to Numba's threads at once."""
+    global _until, _next_check
+    _until, _next_check = done, 0.0
+
+
+def _python_threads_wanted():
+    global _until, _next_check
+    if _until is None:
+        return False
+    now = time.monotonic()
+    if now < _next_check:
+        return True
+    _next_check = now + 0.2
+    if _until():
+        _until = None
+        return False
+    return True
+
+
+def _on_python_threads(share, nchunks, args):
+    """share(t, nchunks, *args) for t = 1 .. nchunks-1 on a pool of Python threads, t = 0 on
+    this one; returns when all are done."""
+    global _threads
+    if nchunks > 1 and _threads is None:
+        _threads = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="tinycnn")
+    others = [_threads.submit(share, t, nchunks, *args) for t in range(1, nchunks)]
+    share(0, nchunks, *args)
+    for job in others:
+        job.result()
