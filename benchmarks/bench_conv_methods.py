@@ -80,7 +80,7 @@ def main():
             for method in ("gemm", "direct"):
                 row[f"{method} fwd"], row[f"{method} bwd no dx"], row[f"{method} bwd"] = \
                     method_times(*case, method, repeats)
-            row["fast.py uses (fwd, bwd)"] = ", ".join(
+            row["fast/ uses (fwd, bwd)"] = ", ".join(
                 "direct" if C * F <= limit else "gemm"
                 for limit in (fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF))
             methods.append(row)
@@ -92,7 +92,7 @@ def main():
     print(f"Milliseconds per call, float32, median of {repeats} (fast kernels; bwd = backward; "
           "ReLU built in)\n")
     print(table(methods, ["layer", "batch", "C*F", "gemm fwd", "direct fwd", "gemm bwd no dx",
-                          "direct bwd no dx", "gemm bwd", "direct bwd", "fast.py uses (fwd, bwd)"]))
+                          "direct bwd no dx", "gemm bwd", "direct bwd", "fast/ uses (fwd, bwd)"]))
     print("\nForward + backward of the pair, milliseconds (backward without dx for a first layer)\n")
     print(table(pairs, ["conv + ReLU + max pool 2", "batch", "separate", "fused", "separate / fused"]))
     write_json(args.json, {"machine": machine(), "repeats": repeats, "methods": methods, "pairs": pairs})

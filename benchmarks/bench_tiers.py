@@ -5,7 +5,7 @@
 x (8, 16, 12, 12), W (32, 16, 3, 3), stride 1, no padding, float32: a small layer, so the
 loop tier finishes in about a second. Wall time: the median of --repeats calls (the loop tier:
 at most 3), in one process, on all cores; CPU time: the process's, averaged over the timed calls. Shows how far each step down the
-tiers (tinycnn/kernels/loops.py -> reference.py -> fast.py) moves the same computation.
+tiers (tinycnn/kernels/loops.py -> reference.py -> fast/) moves the same computation.
 """
 import time
 

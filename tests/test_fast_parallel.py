@@ -3,6 +3,7 @@ same shares give the same results bit for bit on Numba's threads and on Python t
 (the first run's mode), and on a first run fit switches from one to the other."""
 import numpy as np
 import pytest
+from numba import njit
 
 import tinycnn
 from tinycnn import warmup
@@ -104,5 +105,29 @@ def test_a_cold_fit_trains_on_python_threads_until_the_background_compile_is_don
         modes.clear()
         model.forward(x, training=False)
         assert modes and set(modes) == {"numba"}
+    finally:
+        parallel.on_python_threads_until(None)
+
+
+@njit(nogil=True)
+def _allocating_share(t, nchunks, out, n):
+    scratch = np.empty(n, dtype=np.float64)          # a share's scratch buffer
+    out[t] = scratch.size
+
+
+@pytest.mark.parametrize("python_threads", [False, True])
+def test_a_failed_allocation_inside_a_share_is_raised_not_swallowed(python_threads):
+    """A share reached through its pointer cannot raise into the loop (Numba reports the
+    error to sys.unraisablehook); in_parallel must raise it, not return half-written arrays."""
+    out = np.zeros(2)
+    try:
+        if python_threads:
+            parallel.on_python_threads_until(lambda: False)
+        parallel.in_parallel(_allocating_share, 2, out, 10)
+        assert out.tolist() == [10, 10]
+        with pytest.raises(ValueError, match="array is too big"):
+            parallel.in_parallel(_allocating_share, 2, out, 1 << 60)
+        parallel.in_parallel(_allocating_share, 2, out, 5)           # and nothing is left over
+        assert out.tolist() == [5, 5]
     finally:
         parallel.on_python_threads_until(None)

@@ -109,7 +109,7 @@ def test_conv_with_built_in_relu_is_conv_then_relu(case):
 
 @pytest.mark.parametrize("case,method", [(c, m) for c in CASES[::3] for m in ("gemm", "direct")])
 def test_conv_relu_maxpool2_fast_equals_reference(case, method, monkeypatch):
-    # The fused convolution + ReLU + 2x2 max pooling (fast.py pools each plane as it is
+    # The fused convolution + ReLU + 2x2 max pooling (the fast kernels pool each plane as it is
     # written) against the reference, which runs the three in turn.
     use_method(monkeypatch, method)
     N, C, F, H, W, kh, kw, sh, sw, ph, pw = case

@@ -1,5 +1,5 @@
 """The three kernel tiers held equal: loops.py (from the definition) == reference.py (NumPy)
-== fast.py (Numba), on random small shapes in float64 and float32; each loops kernel
+== fast/ (Numba), on random small shapes in float64 and float32; each loops kernel
 against finite differences; a whole model on the loops backend; and teaching mode (on the
 numpy and loops backends every layer runs its own passes, so a debugger visits each).
 

@@ -1,6 +1,6 @@
 """Which kernels the library runs on: three sets of the same functions (tinycnn/kernels/).
 
-    "numba"   fast.py: Numba-jitted, laid out for speed (the default)
+    "numba"   fast/: Numba-jitted, laid out for speed (the default)
     "numpy"   reference.py: vectorised NumPy, to be read next to the maths
     "loops"   loops.py: plain Python loops straight from each formula; slow, for a
               handful of small images (a learner's debugger, not training)

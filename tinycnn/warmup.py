@@ -133,14 +133,28 @@ def _finish_in_background(model):
 
 
 def _two_processes():
-    """Whether a second compiling process would help: only with a core idle. Measured on a
-    shared 2-core machine at load ~3.3 (no idle core), with an earlier, faster-compiling
-    version of the kernels, fastnet's cold first step took 7.4 s in one process and 10.2 s
-    in two: the second process's start and Numba's set-up in it (typing NumPy's functions
-    again, ~1-2 s of CPU) are then pure overhead. With a core idle it is not yet measured."""
+    """Whether a second compiling process would help: only with a core idle now. (Measured on
+    a shared 2-core machine with no idle core, with an earlier version of the kernels,
+    fastnet's cold first step took 7.4 s in one process and 10.2 s in two: the second
+    process's start and Numba's set-up in it, ~1-2 s of CPU, are then pure overhead.)"""
+    return (os.cpu_count() or 1) > 1 and _idle_cores() >= 0.9 and _background_allowed()
+
+
+def _idle_cores(interval=0.1):
+    """How many cores were idle over the last `interval` seconds (Linux's /proc/stat; else
+    cores minus the 1-minute load average, which lags by about a minute)."""
+    def idle_and_total():
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks[:8])          # idle + iowait; user .. steal
     cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return cores > 1 and cores - load >= 1.0 and _background_allowed()
+    try:
+        idle0, total0 = idle_and_total()
+        time.sleep(interval)
+        idle1, total1 = idle_and_total()
+        return cores * (idle1 - idle0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):
+        return cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
 
 
 # -- two processes, one cache --------------------------------------------------------------

@@ -4,7 +4,7 @@ The first of three tiers of the same functions (same names, signatures and cache
 
     loops.py       here: nested Python loops over the indices of the formula
     reference.py   the same results vectorised in NumPy (im2col, strided views)
-    fast.py        the same results in Numba, laid out for speed
+    fast/          the same results in Numba, laid out for speed
 
 tests/test_loops.py holds the three equal and checks each function here against finite
 differences. Select this tier with `tinycnn.set_backend("loops")` (or TINYCNN_BACKEND=loops)

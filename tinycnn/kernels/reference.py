@@ -4,10 +4,10 @@ The middle one of three tiers of the same functions (same names, signatures and 
 
     loops.py       nested loops straight from each formula (backend "loops")
     reference.py   here: the loops vectorised with NumPy (backend "numpy")
-    fast.py        the same in Numba, laid out for speed (backend "numba", the default)
+    fast/          the same in Numba, laid out for speed (backend "numba", the default)
 
-tests/test_kernels.py holds this tier and fast.py equal on many random shapes;
-tests/test_loops.py holds all three equal. im2col and col2im exist only here and in fast.py.
+tests/test_kernels.py holds this tier and fast/ equal on many random shapes;
+tests/test_loops.py holds all three equal. im2col and col2im exist only here and in fast/conv_gemm.py.
 
 Notation used throughout:
     x   (N, C, H, W)     input batch, NCHW

@@ -18,6 +18,7 @@ as a first-class function (a pointer, `_SharePointer`), so nothing is linked int
 share is compiled once as an ordinary function, and the loop once per share signature, in
 a fraction of a second (benchmarks/bench_startup.py --kernels prints the table).
 """
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,7 +68,35 @@ def in_parallel(share, nchunks, *args):
     pointer = _pointers.get(key)
     if pointer is None:
         pointer = _pointers[key] = _SharePointer(share, tuple(map(numba.typeof, args)))
+        _catch_share_errors()
     _run_shares(pointer, nchunks, args)
+    if _share_errors:
+        error = _share_errors.pop()
+        _share_errors.clear()
+        raise error
+
+
+# A share called through its pointer (its C entry point) cannot pass an exception back to the
+# loop: Numba hands it to sys.unraisablehook ("Exception ignored in: <numba.core.cpu.CPUContext>")
+# and carries on. The one thing these shares can raise is a failed allocation of a scratch
+# buffer (out of memory), and a kernel must not then return half-written arrays: so from
+# the first parallel call on, a hook in front of the existing one keeps such reports and
+# in_parallel raises them after the loop. Everything else goes on to the previous hook.
+_share_errors = []
+
+
+def _catch_share_errors():
+    previous = sys.unraisablehook
+    if getattr(previous, "_tinycnn", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.object, str) and "numba" in unraisable.object and unraisable.exc_value is not None:
+            _share_errors.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+    hook._tinycnn = True
+    sys.unraisablehook = hook
 
 
 @njit(inline="always", **JIT)
