@@ -58,8 +58,8 @@ _pointers = {}      # (share, the arguments' Numba fingerprints) -> _SharePointe
 
 def in_parallel(share, nchunks, *args):
     """Run share(t, nchunks, *args) for t = 0 .. nchunks-1 on Numba's threads (or, while
-    `on_python_threads_until` says so, on Python threads). A share reports nothing back and
-    must not raise: it writes into the arrays it is given."""
+    `on_python_threads_until` says so, on Python threads). A share returns nothing: it
+    writes into the arrays it is given. An error inside one (out of memory) is raised here."""
     if _python_threads_wanted():
         _on_python_threads(share, nchunks, args)
         return
