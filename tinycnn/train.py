@@ -221,7 +221,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                 "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
                 "bad_epochs": best["bad_epochs"]}
 
-    warmup.compile_for(model, log, x.shape[1:])   # before the clock starts: not an epoch's time
+    warmup.compile_for(model, log, x.shape[1:], augment)   # before the clock starts: not an epoch's time
     with _InterruptFlag() as interrupt, one_thread_pool():
         for epoch in range(start_epoch, epochs):
             epoch_rng = shuffle_rng.bit_generator.state      # to redo this epoch's order

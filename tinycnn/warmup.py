@@ -37,6 +37,7 @@ import numpy as np
 from numba.core import event
 
 from . import kernels
+from .augment import RandomAffine
 from .backend import get_backend
 from .kernels.fast import parallel
 
@@ -86,9 +87,10 @@ def _run_once(model, training, input_shape=None):
         probe.forward(x, training=False)
 
 
-def compile_for(model, log=None, input_shape=None):
+def compile_for(model, log=None, input_shape=None, augment=None):
     """Compile (or load from Numba's cache) every fast kernel `model` uses, for training and
-    inference, on inputs of `input_shape` (default: the model's). Returns the seconds it took
+    inference, on inputs of `input_shape` (default: the model's), and `augment`'s if it is a
+    RandomAffine. Returns the seconds it took
     when anything had to be compiled, else 0.0 (also when the backend is "numpy" or the input
     shape is unknown). With `log`, says when compiling starts and how long it took.
     On a cold cache, unless TINYCNN_BACKGROUND_COMPILE=0: a second process shares the work
@@ -110,6 +112,8 @@ def compile_for(model, log=None, input_shape=None):
             _share_work(model, input_shape)
         _run_once(model, True, input_shape)             # loads what the other process compiled
         _run_once(model, False, input_shape)
+        if isinstance(augment, RandomAffine):          # (a callable of the user's own is left alone)
+            augment(np.zeros((2, *input_shape), dtype=model.dtype), np.random.default_rng(0))
     if cold:
         _finish_in_background(model)
     if not (cold or listener.count):
@@ -363,7 +367,9 @@ def _main(argv):
     try:
         os.nice(10)
         os.environ["TINYCNN_BACKGROUND_COMPILE"] = "0"   # all of it, in this process
-        compile_for(load_model(spec))
+        model = load_model(spec)
+        augment = RandomAffine() if len(model.input_shape or ()) == 3 else None   # the main job's
+        compile_for(model, augment=augment)
     finally:
         for path in (spec, lock):
             with contextlib.suppress(OSError):
