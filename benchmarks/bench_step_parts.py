@@ -1,0 +1,134 @@
+"""Where one training step's time goes, part by part: the batch gather, augmentation, each
+layer's (or fused run's) forward and backward pass, the loss, the gradient norms fit()
+records and the optimiser step, run in the order fit() runs them, on real MNIST.
+
+    python benchmarks/bench_step_parts.py [--arch fastnet] [--batch 256] [--steps 40] [--threads 1] [--json out.json]
+
+The default is the main job's: fastnet, batch 256, Adam with its betas, augmentation on,
+the fast kernels, the allocator setting the main job makes. Each part is timed by wall
+clock and by process CPU time (all threads; a busy machine disturbs it less); the table
+gives the medians over --steps steps after 5 warm-up steps, and each part's share of the
+summed medians.
+"""
+import argparse
+import os
+import time
+
+import numba
+import numpy as np
+
+from common import ROOT, machine, table, write_json
+
+from tinycnn import datasets, models
+from tinycnn.augment import RandomAffine
+from tinycnn.layers import fused
+from tinycnn.losses import SoftmaxCrossEntropy
+from tinycnn.run import RECIPES
+from tinycnn.runtime import keep_freed_memory, one_thread_pool
+from tinycnn.train import gradient_norms
+from tinycnn import optim
+
+
+class PartTimer:
+    """Wall and process-CPU seconds of named parts, one list per part (a value per step)."""
+
+    def __init__(self):
+        self.wall, self.cpu = {}, {}
+
+    def __call__(self, name, fn, *args, **kwargs):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn(*args, **kwargs)
+        self.cpu.setdefault(name, []).append(time.process_time() - c)
+        self.wall.setdefault(name, []).append(time.perf_counter() - w)
+        return out
+
+
+def units(model):
+    """[(label, first layer index, number of layers)] as Sequential.forward runs them."""
+    out, i = [], 0
+    while i < len(model.layers):
+        n = fused.run_length(model.layers, i) or 1
+        label = " + ".join(f"{model.names[k]}" for k in range(i, i + n))
+        out.append((label, i, n))
+        i += n
+    return out
+
+
+def timed_step(model, loss, opt, augment, x, y, idx, rng, timer):
+    """One training step as fit() runs it, every part through `timer`."""
+    xb, yb = timer("batch gather x[idx]", lambda: (x[idx], y[idx]))
+    if augment is not None:
+        xb = timer("augment", augment, xb, rng)
+    xb = timer("input check/cast", model._as_input, xb)
+    states = []
+    with one_thread_pool():
+        for label, i, n in units(model):
+            layers = model.layers[i:i + n]
+            if n > 1:
+                xb, state = timer(f"fwd {label}", fused.forward, layers, xb, True)
+            else:
+                xb, state = timer(f"fwd {label}", layers[0].forward, xb, training=True), None
+            states.append((label, i, n, state))
+        timer("loss forward", loss.forward, xb, yb)
+        dy = timer("loss backward", loss.backward)
+        for label, i, n, state in reversed(states):
+            layer = model.layers[i]
+            if n > 1:
+                dy = timer(f"bwd {label}", fused.backward, layer, state, dy, i > 0)
+            elif i == 0 and layer.name == "Conv2D":
+                dy = timer(f"bwd {label}", layer.backward, dy, need_dx=False)
+            else:
+                dy = timer(f"bwd {label}", layer.backward, dy)
+        timer("gradient norms", gradient_norms, model)
+        timer("optimiser step", opt.step)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="fastnet", choices=sorted(models.ARCHITECTURES))
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the arch's recipe's)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps (default 40)")
+    parser.add_argument("--no-augment", action="store_true", help="without augmentation")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="Numba threads (default all; 1 shows each part's work without the cost of "
+                             "waking a second thread, which a busy shared machine inflates)")
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    keep_freed_memory()                          # as the main job runs (tinycnn/runtime.py)
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    recipe = RECIPES[args.arch]
+    batch = args.batch or recipe["batch_size"]
+    (x_u8, y), _ = datasets.load_mnist(data_dir=args.data_dir, download=False)
+    x = datasets.add_channel_axis(datasets.standardize(datasets.to_float(x_u8))[0])
+    model = models.ARCHITECTURES[args.arch](seed=0)
+    loss = SoftmaxCrossEntropy()
+    opt = optim.Adam(model, lr=recipe["lr"], betas=recipe["betas"])
+    augment = None if args.no_augment else RandomAffine()
+    rng, order = np.random.default_rng(1), np.random.default_rng(0).permutation(len(x))
+    timer = PartTimer()
+    for s in range(5 + args.steps):
+        if s == 5:
+            timer = PartTimer()                  # warm-up steps (compiling, first allocations) not counted
+        idx = order[(s * batch) % (len(x) - batch):][:batch]
+        timed_step(model, loss, opt, augment, x, y, idx, rng, timer)
+    wall = {k: 1e3 * float(np.median(v)) for k, v in timer.wall.items()}
+    cpu = {k: 1e3 * float(np.median(v)) for k, v in timer.cpu.items()}
+    total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
+    rows = [{"part": k, "wall ms": wall[k], "wall %": 100 * wall[k] / total_wall, "CPU ms": cpu[k],
+             "CPU %": 100 * cpu[k] / total_cpu} for k in wall]
+    rows.append({"part": "sum of the medians", "wall ms": total_wall, "wall %": 100.0, "CPU ms": total_cpu,
+                 "CPU %": 100.0})
+    print(f"{args.arch}, batch {batch}, Adam lr {recipe['lr']:g} betas {recipe['betas']}, "
+          f"{numba.get_num_threads()} Numba thread(s), "
+          f"augmentation {'off' if augment is None else 'on'}; medians of {args.steps} steps "
+          f"(milliseconds; CPU = process CPU time, all threads)\n")
+    print(table(rows, ["part", "wall ms", "wall %", "CPU ms", "CPU %"]))
+    write_json(args.json, {"machine": machine(), "arch": args.arch, "batch": batch, "steps": args.steps,
+                           "threads": numba.get_num_threads(),
+                           "wall_ms": timer.wall, "cpu_ms": timer.cpu, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
