@@ -2,13 +2,13 @@
 layer's (or fused run's) forward and backward pass, the loss, the gradient norms fit()
 records and the optimiser step, run in the order fit() runs them, on real MNIST.
 
-    python benchmarks/bench_step_parts.py [--arch fastnet] [--batch 256] [--steps 40] [--threads 1] [--json out.json]
+    python benchmarks/bench_step_parts.py [--arch fastnet] [--batch 256] [--steps 40] [--threads 2,1] [--json out.json]
 
 The default is the main job's: fastnet, batch 256, Adam with its betas, augmentation on,
 the fast kernels, the allocator setting the main job makes. Each part is timed by wall
 clock and by process CPU time (all threads; a busy machine disturbs it less); the table
 gives the medians over --steps steps after 5 warm-up steps, and each part's share of the
-summed medians.
+summed medians. With several --threads counts, the steps alternate between them.
 """
 import argparse
 import os
@@ -89,15 +89,20 @@ def main():
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the arch's recipe's)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps (default 40)")
     parser.add_argument("--no-augment", action="store_true", help="without augmentation")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="Numba threads (default all; 1 shows each part's work without the cost of "
-                             "waking a second thread, which a busy shared machine inflates)")
+    parser.add_argument("--threads", default=str(numba.get_num_threads()),
+                        help="Numba thread counts, comma-separated, alternated step by step in this one "
+                             "process, e.g. 2,1: 1 shows each part's work without the cost of waking a "
+                             "second thread, which a busy shared machine inflates (default: all threads)")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
+    try:
+        counts = [int(n) for n in args.threads.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or not all(1 <= n <= numba.config.NUMBA_NUM_THREADS for n in counts):
+        parser.error(f"--threads must be counts from 1 to {numba.config.NUMBA_NUM_THREADS}, got {args.threads!r}")
     keep_freed_memory()                          # as the main job runs (tinycnn/runtime.py)
-    if args.threads:
-        numba.set_num_threads(args.threads)
     recipe = RECIPES[args.arch]
     batch = args.batch or recipe["batch_size"]
     (x_u8, y), _ = datasets.load_mnist(data_dir=args.data_dir, download=False)
@@ -107,28 +112,34 @@ def main():
     opt = optim.Adam(model, lr=recipe["lr"], betas=recipe["betas"])
     augment = None if args.no_augment else RandomAffine()
     rng, order = np.random.default_rng(1), np.random.default_rng(0).permutation(len(x))
-    timer = PartTimer()
-    for s in range(5 + args.steps):
-        if s == 5:
-            timer = PartTimer()                  # warm-up steps (compiling, first allocations) not counted
+    timers = {n: PartTimer() for n in counts}
+    warmup = 5 * len(counts)
+    for s in range(warmup + args.steps * len(counts)):
+        n = counts[s % len(counts)]
+        if s == warmup:                          # warm-up steps (compiling, first allocations) not counted
+            timers = {n: PartTimer() for n in counts}
+        numba.set_num_threads(n)
         idx = order[(s * batch) % (len(x) - batch):][:batch]
-        timed_step(model, loss, opt, augment, x, y, idx, rng, timer)
-    wall = {k: 1e3 * float(np.median(v)) for k, v in timer.wall.items()}
-    cpu = {k: 1e3 * float(np.median(v)) for k, v in timer.cpu.items()}
-    total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
-    rows = [{"part": k, "wall ms": wall[k], "wall %": 100 * wall[k] / total_wall, "CPU ms": cpu[k],
-             "CPU %": 100 * cpu[k] / total_cpu} for k in wall]
-    rows.append({"part": "sum of the medians", "wall ms": total_wall, "wall %": 100.0, "CPU ms": total_cpu,
-                 "CPU %": 100.0})
-    print(f"{args.arch}, batch {batch}, Adam lr {recipe['lr']:g} betas {recipe['betas']}, "
-          f"{numba.get_num_threads()} Numba thread(s), "
-          f"augmentation {'off' if augment is None else 'on'}; medians of {args.steps} steps "
-          f"(milliseconds; CPU = process CPU time, all threads)\n")
-    print(table(rows, ["part", "wall ms", "wall %", "CPU ms", "CPU %"]))
+        timed_step(model, loss, opt, augment, x, y, idx, rng, timers[n])
+    rows, columns = [], ["part"]
+    for n, timer in timers.items():
+        wall = {k: 1e3 * float(np.median(v)) for k, v in timer.wall.items()}
+        cpu = {k: 1e3 * float(np.median(v)) for k, v in timer.cpu.items()}
+        wall["sum of the medians"], cpu["sum of the medians"] = sum(wall.values()), sum(cpu.values())
+        if not rows:
+            rows = [{"part": k} for k in wall]
+        for row in rows:
+            k = row["part"]
+            row.update({f"{n}T wall ms": wall[k], f"{n}T CPU ms": cpu[k],
+                        f"{n}T CPU %": 100 * cpu[k] / cpu["sum of the medians"]})
+        columns += [f"{n}T wall ms", f"{n}T CPU ms", f"{n}T CPU %"]
+    print(f"{args.arch}, batch {batch}, Adam lr {recipe['lr']:g} betas {recipe['betas']}, augmentation "
+          f"{'off' if augment is None else 'on'}; medians of {args.steps} steps per thread count "
+          f"(nT: n Numba threads, steps alternated; milliseconds; CPU = process CPU time, all threads)\n")
+    print(table(rows, columns))
     write_json(args.json, {"machine": machine(), "arch": args.arch, "batch": batch, "steps": args.steps,
-                           "threads": numba.get_num_threads(),
-                           "wall_ms": timer.wall, "cpu_ms": timer.cpu, "rows": rows})
-
+                           "wall_ms": {n: t.wall for n, t in timers.items()},
+                           "cpu_ms": {n: t.cpu for n, t in timers.items()}, "rows": rows})
 
 if __name__ == "__main__":
     main()
