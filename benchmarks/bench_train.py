@@ -23,7 +23,12 @@ PyTorch runs in these settings (`--torch`, default all; see TORCH_SETTINGS):
                   (keep freed pages: with jemalloc's default decay PyTorch still faulted
                   ~3,500 pages per fastnet step here)
 The headline ratios are against the best PyTorch setting per model (highest median
-images/s), with the untuned one (nchw) beside them.
+images/s), with the untuned one (nchw) beside them. glibc's default is adaptive: freeing a
+block it had mapped (above 128 KB) raises its mapping threshold to that block's size, up to
+32 MB, so a process that has prepared its data (a worker here frees a 26 MB array) often
+runs close to the kept setting anyway (fastnet in channels_last, batch 128: 4,300 page
+faults per step in a fresh process, 0-6 after one 26 MB array was allocated and freed).
+The faults/step column shows what each setting's process actually did.
 
 These machines' speed drifts by 10-30% over minutes, so the measurements are taken in
 `--rounds` rounds (default 3); within a round each model's tinycnn and PyTorch processes run
@@ -360,7 +365,7 @@ def main():
                 if UNTUNED in settings:
                     entry[f"{kind} x torch {UNTUNED}"] = each(results, f"torch {UNTUNED}", key)
             per_round.append(entry)
-        print(table(per_round, [c for c in per_round[0]]))
+        print(table(per_round, list(per_round[0])))
     write_json(args.json, {"machine": machine(), "batch": args.batch, "steps": steps, "rounds": runs,
                            "torch_settings": {s: TORCH_SETTINGS[s] for s in settings},
                            "glibc_tunables": GLIBC_KEEP, "jemalloc": JEMALLOC, "malloc_conf": JEMALLOC_KEEP,
