@@ -25,9 +25,10 @@ PyTorch runs in these settings (`--torch`, default all; see TORCH_SETTINGS):
 The headline ratios are against the best PyTorch setting per model (highest median
 images/s), with the untuned one (nchw) beside them. glibc's default is adaptive: freeing a
 block it had mapped (above 128 KB) raises its mapping threshold to that block's size, up to
-32 MB, so a process that has prepared its data (a worker here frees a 26 MB array) often
-runs close to the kept setting anyway (fastnet in channels_last, batch 128: 4,300 page
-faults per step in a fresh process, 0-6 after one 26 MB array was allocated and freed).
+32 MB, so a process that has prepared its data (a worker here frees float32 copies of its
+images, 26 MB at the defaults) often runs close to the kept setting anyway (fastnet in
+channels_last, batch 128: 4,300 page faults per step in a fresh process, 0-6 after one
+26 MB array was allocated and freed).
 The faults/step column shows what each setting's process actually did.
 
 These machines' speed drifts by 10-30% over minutes, so the measurements are taken in
