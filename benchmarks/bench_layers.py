@@ -1,6 +1,8 @@
 """Milliseconds per layer call at batch 128: forward, and forward+backward, for tinycnn's
 NumPy reference kernels, its Numba kernels, and PyTorch (NCHW and channels_last) when
-installed. Each figure is the median of --repeats calls after warm-up.
+installed. Each figure is the median of --repeats calls after warm-up. Both libraries run
+in this one process after tinycnn.runtime.keep_freed_memory(), so PyTorch's columns have the
+allocator setting tinycnn's have (bench_train.py compares PyTorch's allocator settings).
 
     python benchmarks/bench_layers.py [--quick] [--json out.json]
 """

@@ -1,7 +1,10 @@
 """Optimisers and learning-rate schedules.
 
 Every update is done in place on the parameter arrays, in their own dtype (float32), with
-scratch buffers allocated once: a step allocates nothing the size of a parameter.
+scratch buffers allocated once: a step allocates nothing the size of a parameter. Adam's
+dozen vectorised NumPy passes take ~0.3 ms for fastnet's 153,754 parameters, under 1% of a
+training step; one fused Numba pass was slower (0.40 ms: LLVM does not vectorise a loop
+that writes p, m and v; see benchmarks/bench_step_parts.py).
 """
 import math
 

@@ -1,0 +1,161 @@
+"""Where one training step's time goes, part by part: the batch gather, augmentation, each
+layer's (or fused run's) forward and backward pass, the loss, the gradient norms fit()
+records and the optimiser step, run in the order fit() runs them, on real MNIST.
+
+    python benchmarks/bench_step_parts.py [--arch fastnet] [--batch 256] [--steps 40] [--threads 2,1] [--json out.json]
+
+The default is the main job's: fastnet, batch 256, Adam with its betas, augmentation on,
+the fast kernels, the allocator setting the main job makes. Each part is timed by wall
+clock and by process CPU time (all threads; a busy machine disturbs it less); the table
+gives the medians over --steps steps after 5 warm-up steps, and each part's share of the
+summed medians. With several --threads counts, the steps alternate between them.
+
+What it showed (November 30, `--threads 2,1 --steps 30`, on the 2-core machine while other
+jobs kept one core busy: absolute figures are inflated, the proportions are the point).
+With one Numba thread (the work itself, 60.5 ms CPU per step) the convolutions take 89%:
+the second one's backward 44%, forward 21%, the first one's 15% and 12%. Everything else is
+about 10%: dense 512->256 forward and backward 4.2% (NumPy's BLAS at ~80 GFLOP/s, its
+one-thread peak), augmentation 2.5%, Adam 0.8% (0.43-0.49 ms for 153,754 parameters),
+the loss 0.3%, the batch gather 0.3%, the gradient norms 0.2%, the ReLU on the (256, 256)
+dense output 0.3%; Flatten returns a view (no copy) and fastnet has no dropout. With two
+threads on the busy machine, every parallel kernel also paid for waking its second thread:
+the same ReLU took 7.1 ms forward and 7.6 ms backward instead of 0.14 and 0.05, the
+augmentation 12 ms instead of 1.5. Tried and dropped, each measured interleaved in one
+process: Adam as one Numba pass (bitwise equal to the NumPy update, but LLVM does not
+vectorise a loop that writes p, m and v: 0.40 ms against NumPy's 0.26; as three loops,
+0.44-0.46 ms), and an augmentation kernel with the four taps unrolled and unsigned indices
+(bitwise equal; 1.23 against 1.22 ms on one thread, 0.71 against 0.62 on two).
+"""
+import argparse
+import os
+import time
+
+import numba
+import numpy as np
+
+from common import ROOT, machine, table, write_json
+
+from tinycnn import datasets, models
+from tinycnn.augment import RandomAffine
+from tinycnn.layers import fused
+from tinycnn.losses import SoftmaxCrossEntropy
+from tinycnn.run import RECIPES
+from tinycnn.runtime import keep_freed_memory, one_thread_pool
+from tinycnn.train import gradient_norms
+from tinycnn import optim
+
+
+class PartTimer:
+    """Wall and process-CPU seconds of named parts, one list per part (a value per step)."""
+
+    def __init__(self):
+        self.wall, self.cpu = {}, {}
+
+    def __call__(self, name, fn, *args, **kwargs):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn(*args, **kwargs)
+        self.cpu.setdefault(name, []).append(time.process_time() - c)
+        self.wall.setdefault(name, []).append(time.perf_counter() - w)
+        return out
+
+
+def units(model):
+    """[(label, first layer index, number of layers)] as Sequential.forward runs them."""
+    out, i = [], 0
+    while i < len(model.layers):
+        n = fused.run_length(model.layers, i) or 1
+        label = " + ".join(f"{model.names[k]}" for k in range(i, i + n))
+        out.append((label, i, n))
+        i += n
+    return out
+
+
+def timed_step(model, loss, opt, augment, x, y, idx, rng, timer):
+    """One training step as fit() runs it, every part through `timer`."""
+    xb, yb = timer("batch gather x[idx]", lambda: (x[idx], y[idx]))
+    if augment is not None:
+        xb = timer("augment", augment, xb, rng)
+    xb = timer("input check/cast", model._as_input, xb)
+    states = []
+    with one_thread_pool():
+        for label, i, n in units(model):
+            layers = model.layers[i:i + n]
+            if n > 1:
+                xb, state = timer(f"fwd {label}", fused.forward, layers, xb, True)
+            else:
+                xb, state = timer(f"fwd {label}", layers[0].forward, xb, training=True), None
+            states.append((label, i, n, state))
+        timer("loss forward", loss.forward, xb, yb)
+        dy = timer("loss backward", loss.backward)
+        for label, i, n, state in reversed(states):
+            layer = model.layers[i]
+            if n > 1:
+                dy = timer(f"bwd {label}", fused.backward, layer, state, dy, i > 0)
+            elif i == 0 and layer.name == "Conv2D":
+                dy = timer(f"bwd {label}", layer.backward, dy, need_dx=False)
+            else:
+                dy = timer(f"bwd {label}", layer.backward, dy)
+        timer("gradient norms", gradient_norms, model)
+        timer("optimiser step", opt.step)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="fastnet", choices=sorted(models.ARCHITECTURES))
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the arch's recipe's)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps (default 40)")
+    parser.add_argument("--no-augment", action="store_true", help="without augmentation")
+    parser.add_argument("--threads", default=str(numba.get_num_threads()),
+                        help="Numba thread counts, comma-separated, alternated step by step in this one "
+                             "process, e.g. 2,1: 1 shows each part's work without the cost of waking a "
+                             "second thread, which a busy shared machine inflates (default: all threads)")
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    try:
+        counts = [int(n) for n in args.threads.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or not all(1 <= n <= numba.config.NUMBA_NUM_THREADS for n in counts):
+        parser.error(f"--threads must be counts from 1 to {numba.config.NUMBA_NUM_THREADS}, got {args.threads!r}")
+    keep_freed_memory()                          # as the main job runs (tinycnn/runtime.py)
+    recipe = RECIPES[args.arch]
+    batch = args.batch or recipe["batch_size"]
+    (x_u8, y), _ = datasets.load_mnist(data_dir=args.data_dir, download=False)
+    x = datasets.add_channel_axis(datasets.standardize(datasets.to_float(x_u8))[0])
+    model = models.ARCHITECTURES[args.arch](seed=0)
+    loss = SoftmaxCrossEntropy()
+    opt = optim.Adam(model, lr=recipe["lr"], betas=recipe["betas"])
+    augment = None if args.no_augment else RandomAffine()
+    rng, order = np.random.default_rng(1), np.random.default_rng(0).permutation(len(x))
+    timers = {n: PartTimer() for n in counts}
+    warmup = 5 * len(counts)
+    for s in range(warmup + args.steps * len(counts)):
+        n = counts[s % len(counts)]
+        if s == warmup:                          # warm-up steps (compiling, first allocations) not counted
+            timers = {n: PartTimer() for n in counts}
+        numba.set_num_threads(n)
+        idx = order[(s * batch) % (len(x) - batch):][:batch]
+        timed_step(model, loss, opt, augment, x, y, idx, rng, timers[n])
+    rows, columns = [], ["part"]
+    for n, timer in timers.items():
+        wall = {k: 1e3 * float(np.median(v)) for k, v in timer.wall.items()}
+        cpu = {k: 1e3 * float(np.median(v)) for k, v in timer.cpu.items()}
+        wall["sum of the medians"], cpu["sum of the medians"] = sum(wall.values()), sum(cpu.values())
+        if not rows:
+            rows = [{"part": k} for k in wall]
+        for row in rows:
+            k = row["part"]
+            row.update({f"{n}T wall ms": wall[k], f"{n}T CPU ms": cpu[k],
+                        f"{n}T CPU %": 100 * cpu[k] / cpu["sum of the medians"]})
+        columns += [f"{n}T wall ms", f"{n}T CPU ms", f"{n}T CPU %"]
+    print(f"{args.arch}, batch {batch}, Adam lr {recipe['lr']:g} betas {recipe['betas']}, augmentation "
+          f"{'off' if augment is None else 'on'}; medians of {args.steps} steps per thread count "
+          f"(nT: n Numba threads, steps alternated; milliseconds; CPU = process CPU time, all threads)\n")
+    print(table(rows, columns))
+    write_json(args.json, {"machine": machine(), "arch": args.arch, "batch": batch, "steps": args.steps,
+                           "wall_ms": {n: t.wall for n, t in timers.items()},
+                           "cpu_ms": {n: t.cpu for n, t in timers.items()}, "rows": rows})
+
+if __name__ == "__main__":
+    main()
