@@ -2,15 +2,20 @@
 
 Numba compiles each fast kernel the first time it runs and keeps the machine code on disk
 (`cache=True`, in __pycache__ or NUMBA_CACHE_DIR). With an empty cache a model's first
-training step compiles every kernel the model uses: 33-46 s of CPU per built-in model on
-these 2-core machines (benchmarks/bench_startup.py). This module makes that cost
-visible, shares it between two processes, and for small inference jobs avoids waiting:
+training step compiles every kernel the model uses: 9-14 s of CPU per built-in model on
+these 2-core machines (33-46 s before the kernels were written as shares: see
+kernels/fast/parallel.py; benchmarks/bench_startup.py measures it). This module makes that
+cost visible, shares it between two processes, defers part of it, and for small inference
+jobs avoids waiting:
 
 - `compile_for(model)` runs the model once on a two-image batch (training and eval passes,
   on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
-  calls it before the first epoch and logs "compiling fast kernels (first run only): 9.3 s"
+  calls it before the first epoch and logs "compiling fast kernels (first run only): 5.4 s"
   when it compiled anything, so an epoch's time and images/s count training only. On a cold
-  cache with a core idle, a second process compiles part of the kernels (_share_work).
+  cache it compiles only the kernels' shares, with a second process taking part of them
+  when a core is idle (_share_work); the parallel loop that runs the shares is compiled by
+  a background process, and until that is done the shares run on Python threads (the same
+  results, bit for bit).
 - `kernels_for_inference(model, n)` is used by `Sequential.predict_proba`. When the fast
   kernels this model needs are not compiled yet (a probe that forbids compiling finds out in
   milliseconds) and the batch is small (<= SMALL_BATCH images), the batch runs on the
@@ -21,7 +26,7 @@ visible, shares it between two processes, and for small inference jobs avoids wa
   equal (same classes, probabilities within 1e-5).
 
 TINYCNN_BACKGROUND_COMPILE=0 turns the second process, the background process and the
-reference fallback off: every call then compiles what it needs in the foreground, as before.
+reference fallback off: every call then compiles what it needs in the foreground.
 """
 import contextlib
 import copy
