@@ -1,12 +1,27 @@
-"""The convolution layers' fast kernels: each call picks the faster method for its shape,
-the direct one (conv_direct.py: stride 1, few channels) or im2col + GEMM (conv_gemm.py),
-separately for the forward and the backward pass (they need not agree: the GEMM backward
-rebuilds its columns from x anyway). The ReLU, and a following 2x2 max pooling, can be
-applied as each output plane is written (epilogue.py)."""
+"""The convolution layers' fast kernels: each call picks the faster method for its shape:
+Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
+else the direct method (conv_direct.py: stride 1, few channels) or im2col + GEMM
+(conv_gemm.py), the last two chosen separately for the forward and the backward pass (they
+need not agree: the GEMM backward rebuilds its columns from x anyway). The ReLU, and a
+following 2x2 max pooling, are applied as each output plane is written (epilogue.py).
+All methods keep the same cache, so either pass may run by any of them."""
+import os
+
 import numpy as np
 
 from ..reference import conv_output_size
-from . import conv_direct, conv_gemm
+from ..winograd import applies as winograd_applies
+from . import conv_direct, conv_gemm, conv_winograd
+
+# Winograd for 3x3, stride-1 layers with at least this many input channels (it lost to the
+# direct method on a first layer, 1 -> 32 channels: benchmarks/bench_winograd.py).
+# TINYCNN_WINOGRAD=0 turns it off.
+WINOGRAD_MIN_C = 32
+WINOGRAD = os.environ.get("TINYCNN_WINOGRAD", "1") != "0"
+
+
+def _winograd(x_shape, W, stride):
+    return WINOGRAD and winograd_applies(W.shape, stride) and x_shape[1] >= WINOGRAD_MIN_C
 
 
 def _conv_shapes(x_shape, W, stride, padding):
@@ -49,6 +64,8 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
     it) and, with relu, y. The ReLU is applied as the output is written and its derivative
     as dy is read: no separate passes over the activations, no mask array."""
     x = np.ascontiguousarray(x)
+    if _winograd(x.shape, W, stride):
+        return conv_winograd.conv2d_forward(x, W, b, stride, padding, relu)
     y, _ = _forward(x, W, b, stride, padding, relu, False)
     y = y.reshape(x.shape[0], W.shape[0], *_conv_shapes(x.shape, W, stride, padding)[-2:])
     return y, (x, y if relu else None)
@@ -56,6 +73,8 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
 
 def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     x, y = cache
+    if _winograd(x.shape, W, stride):
+        return conv_winograd.conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx)
     return _backward(dy, x, y, None, W, stride, padding, need_dx, y is not None, False)
 
 
@@ -63,8 +82,11 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
     """The pooled output and, as the cache, x, the pooled output and each window's tap (int8);
     need_argmax=False (inference) records no taps and returns no cache.
     The convolution's full output is never written: each plane is pooled from the block's
-    GEMM result (or the direct method's accumulator) while it is still in cache."""
+    GEMM result (or the direct method's accumulator, or Winograd's output tile) while it is
+    still in cache."""
     x = np.ascontiguousarray(x)
+    if _winograd(x.shape, W, stride):
+        return conv_winograd.conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax)
     pooled, argmax = _forward(x, W, b, stride, padding, True, True, need_argmax)
     _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)
     pooled = pooled.reshape(x.shape[0], F, OH // 2, OW // 2)
@@ -73,4 +95,6 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
     x, pooled, argmax = cache
+    if _winograd(x.shape, W, stride):
+        return conv_winograd.conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx)
     return _backward(dpooled, x, pooled, argmax, W, stride, padding, need_dx, True, True)

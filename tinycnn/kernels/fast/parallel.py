@@ -18,6 +18,7 @@ as a first-class function (a pointer, `_SharePointer`), so nothing is linked int
 share is compiled once as an ordinary function, and the loop once per share signature, in
 a fraction of a second (benchmarks/bench_startup.py --kernels prints the table).
 """
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -140,7 +141,7 @@ def add_thread_parts(dW_parts, db_parts):
 # costs more (~100 us against ~5 us). tinycnn.warmup does this on a first run while a
 # background process compiles _run_shares into the disk cache.
 
-_threads = None            # the Python threads, made on first use
+_threads = None            # (process id, the Python threads), made on first use in each process
 _until = None              # while not None: shares run on Python threads until _until() is true
 _next_check = 0.0
 
@@ -168,11 +169,12 @@ def _python_threads_wanted():
 
 def _on_python_threads(share, nchunks, args):
     """share(t, nchunks, *args) for t = 1 .. nchunks-1 on a pool of Python threads, t = 0 on
-    this one; returns when all are done."""
+    this one; returns when all are done. (A process made by fork inherits the pool object
+    but none of its threads, so each process makes its own.)"""
     global _threads
-    if nchunks > 1 and _threads is None:
-        _threads = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="tinycnn")
-    others = [_threads.submit(share, t, nchunks, *args) for t in range(1, nchunks)]
+    if nchunks > 1 and (_threads is None or _threads[0] != os.getpid()):
+        _threads = os.getpid(), ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "tinycnn")
+    others = [_threads[1].submit(share, t, nchunks, *args) for t in range(1, nchunks)]
     share(0, nchunks, *args)
     for job in others:
         job.result()
