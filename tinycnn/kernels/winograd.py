@@ -180,3 +180,235 @@ def conv2d_backward_numpy(dy, cache, x_shape, W, stride, padding, need_dx=True):
         dV = np.matmul(transform_weights(W).transpose(0, 2, 1), dM)   # U^T dM: (16, C, T)
         dx = _input_tiles_adjoint(dV, x_shape, padding, TH, TW)
     return dx, dW, db
+
+
+# -- the Numba version -------------------------------------------------------------------
+# Laid out like fast.py's im2col + GEMM convolution: the batch is cut into blocks of a few
+# images, whose V (16, C, g*T) and M (16, F, g*T) together fill about _BLOCK_BYTES (so they
+# stay in cache); each block runs its 16 products through fast._matmul (NumPy's sgemm for
+# float32); blocks are shared among the threads in contiguous runs, each thread owning its
+# images' outputs and dx, and summing its own dU and db (added in a fixed order after).
+# The tile transforms read and write through small zero-bordered scratch planes, so their
+# loops need no bounds tests: the padded input (2*TH + 2, 2*TW + 2) going in, the whole
+# tiles' output (2*TH, 2*TW) coming out (cropped to OH x OW as the bias is added).
+# One parallel kernel serves both passes, and its loop body is a single call (every function
+# a parallel kernel calls is optimised again with it, so they are kept out of it).
+
+_BLOCK = _BLOCK_BYTES            # target bytes of one block's V and M (or V, dM and dV)
+
+
+@njit(**_jit)
+def _tiles_of_image(x, n, xp, rows, V, q0, ph, pw, TH, TW):
+    """V[:, c, q0 + th*TW + tw] = B^T d B for every 4x4 tile d of image n, every channel.
+    xp (2*TH + 2, 2*TW + 2) must have a zero border (only the interior is written);
+    rows (4, 2*TW + 2) is scratch."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Wp = xp.shape[1]
+    for c in range(C):
+        for h in range(H):                                  # the image into the padded plane
+            src, dst = x[n, c, h], xp[h + ph]
+            for w in range(W):
+                dst[w + pw] = src[w]
+        for th in range(TH):
+            r0, r1, r2, r3 = xp[2 * th], xp[2 * th + 1], xp[2 * th + 2], xp[2 * th + 3]
+            for w in range(Wp):                             # B^T d: the 4 rows, whole width
+                rows[0, w] = r0[w] - r2[w]
+                rows[1, w] = r1[w] + r2[w]
+                rows[2, w] = r2[w] - r1[w]
+                rows[3, w] = r1[w] - r3[w]
+            q = q0 + th * TW
+            for k in range(4):                              # (B^T d) B: columns, per tile
+                t = rows[k]
+                v0, v1, v2, v3 = V[4 * k, c, q:], V[4 * k + 1, c, q:], V[4 * k + 2, c, q:], V[4 * k + 3, c, q:]
+                for tw in range(TW):
+                    s = 2 * tw
+                    v0[tw] = t[s] - t[s + 2]
+                    v1[tw] = t[s + 1] + t[s + 2]
+                    v2[tw] = t[s + 2] - t[s + 1]
+                    v3[tw] = t[s + 1] - t[s + 3]
+
+
+@njit(**_jit)
+def _image_of_tiles(dV, q0, dxp, rows, dx, n, ph, pw, TH, TW):
+    """The adjoint of _tiles_of_image: dx[n] from dV[:, :, q0 : q0 + TH*TW], each tile's
+    B dV B^T added where tiles overlap. dxp and rows are scratch, as there."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    Wp = dxp.shape[1]
+    for c in range(C):
+        dxp[:] = 0
+        for th in range(TH):
+            rows[:] = 0
+            q = q0 + th * TW
+            for k in range(4):                              # adjoint of the column step
+                t = rows[k]
+                v0, v1, v2, v3 = dV[4 * k, c, q:], dV[4 * k + 1, c, q:], dV[4 * k + 2, c, q:], dV[4 * k + 3, c, q:]
+                for tw in range(TW):
+                    s = 2 * tw
+                    a0, a1, a2, a3 = v0[tw], v1[tw], v2[tw], v3[tw]
+                    t[s] += a0
+                    t[s + 1] += a1 - a2 + a3
+                    t[s + 2] += a1 + a2 - a0
+                    t[s + 3] -= a3
+            r0, r1, r2, r3 = dxp[2 * th], dxp[2 * th + 1], dxp[2 * th + 2], dxp[2 * th + 3]
+            for w in range(Wp):                             # adjoint of the row step
+                t0, t1, t2, t3 = rows[0, w], rows[1, w], rows[2, w], rows[3, w]
+                r0[w] += t0
+                r1[w] += t1 - t2 + t3
+                r2[w] += t1 + t2 - t0
+                r3[w] -= t3
+        for h in range(H):                                  # crop the padding
+            src, dst = dxp[h + ph], dx[n, c, h]
+            for w in range(W):
+                dst[w] = src[w + pw]
+
+
+@njit(**_jit)
+def _outputs_of_tiles(Mb, q0, plane, y, n, b, relu):
+    """y[n] = A^T M A per tile, plus bias (and ReLU), from Mb[:, :, q0 : q0 + TH*TW];
+    plane (2*TH, 2*TW) is scratch holding whole tiles, cropped to y's OH x OW."""
+    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    TH, TW = plane.shape[0] // 2, plane.shape[1] // 2
+    for f in range(F):
+        m = Mb[:, f, q0:]
+        for th in range(TH):
+            o0, o1 = plane[2 * th], plane[2 * th + 1]
+            for tw in range(TW):
+                p = th * TW + tw
+                # A^T m: rows 0+1+2 and 1-2-3, for each of the 4 columns
+                u00, u01, u02, u03 = m[0, p] + m[4, p] + m[8, p], m[1, p] + m[5, p] + m[9, p], \
+                    m[2, p] + m[6, p] + m[10, p], m[3, p] + m[7, p] + m[11, p]
+                u10, u11, u12, u13 = m[4, p] - m[8, p] - m[12, p], m[5, p] - m[9, p] - m[13, p], \
+                    m[6, p] - m[10, p] - m[14, p], m[7, p] - m[11, p] - m[15, p]
+                s = 2 * tw                                  # (A^T m) A: the same on columns
+                o0[s], o0[s + 1] = u00 + u01 + u02, u01 - u02 - u03
+                o1[s], o1[s + 1] = u10 + u11 + u12, u11 - u12 - u13
+        bf, out = b[f], y[n, f]
+        for h in range(OH):
+            src, dst = plane[h], out[h]
+            for w in range(OW):
+                dst[w] = max(src[w] + bf, 0) if relu else src[w] + bf
+
+
+@njit(**_jit)
+def _tiles_of_gradient(dy, y, n, plane, dMb, q0, relu, db):
+    """dMb[:, f, q0 + th*TW + tw] = A dY A^T for every 2x2 tile dY of dy[n, f], with the
+    ReLU's derivative applied (where relu: dy passes where y > 0); db[f] += the tile sums.
+    plane (2*TH, 2*TW) is scratch whose part past dy's OH x OW must be zero."""
+    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    TH, TW = plane.shape[0] // 2, plane.shape[1] // 2
+    for f in range(F):
+        total = 0.0
+        for h in range(OH):
+            g, o, dst = dy[n, f, h], y[n, f, h], plane[h]
+            for w in range(OW):
+                v = g[w] if not relu or o[w] > 0 else g[w] * 0
+                dst[w] = v
+                total += v
+        db[f] += total
+        m = dMb[:, f, q0:]
+        for th in range(TH):
+            r0, r1 = plane[2 * th], plane[2 * th + 1]
+            for tw in range(TW):
+                p, s = th * TW + tw, 2 * tw
+                d00, d01, d10, d11 = r0[s], r0[s + 1], r1[s], r1[s + 1]
+                e00, e01, e02, e03 = d00, d00 + d01, d00 - d01, -d01       # dY A^T, row 0
+                e10, e11, e12, e13 = d10, d10 + d11, d10 - d11, -d11       # and row 1
+                m[0, p], m[1, p], m[2, p], m[3, p] = e00, e01, e02, e03    # A (dY A^T)
+                m[4, p], m[5, p], m[6, p], m[7, p] = e00 + e10, e01 + e11, e02 + e12, e03 + e13
+                m[8, p], m[9, p], m[10, p], m[11, p] = e00 - e10, e01 - e11, e02 - e12, e03 - e13
+                m[12, p], m[13, p], m[14, p], m[15, p] = -e10, -e11, -e12, -e13
+
+
+@njit(**_jit)
+def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu, need_dx,
+           gemm):
+    """Thread t's contiguous run of blocks: the forward pass (writes y) or the backward pass
+    (writes dx and thread t's dU_parts[t], db_parts[t])."""
+    N, C = x.shape[0], x.shape[1]
+    F, T = U.shape[1], TH * TW
+    nblocks = (N + group - 1) // group
+    xp = np.zeros((2 * TH + 2, 2 * TW + 2), dtype=x.dtype)     # zero border, see _tiles_of_image
+    rows = np.empty((4, 2 * TW + 2), dtype=x.dtype)
+    plane = np.zeros((2 * TH, 2 * TW), dtype=x.dtype)
+    V_buf = np.empty(16 * C * group * T, dtype=x.dtype)
+    M_buf = np.empty(16 * F * group * T, dtype=x.dtype)
+    dV_buf = np.empty(0 if forward or not need_dx else 16 * C * group * T, dtype=x.dtype)
+    for blk in range(t * nblocks // nchunks, (t + 1) * nblocks // nchunks):
+        n0, n1 = blk * group, min(N, (blk + 1) * group)
+        cols = (n1 - n0) * T
+        V = V_buf[:16 * C * cols].reshape(16, C, cols)          # (16, C, g*T)
+        M = M_buf[:16 * F * cols].reshape(16, F, cols)          # (16, F, g*T): M, or dM
+        for n in range(n0, n1):
+            _tiles_of_image(x, n, xp, rows, V, (n - n0) * T, ph, pw, TH, TW)
+        if forward:
+            for xi in range(16):
+                _matmul(gemm, U[xi], False, V[xi], False, M[xi], 0.0)      # M = U V
+            for n in range(n0, n1):
+                _outputs_of_tiles(M, (n - n0) * T, plane, y, n, b, relu)
+            continue
+        for n in range(n0, n1):
+            _tiles_of_gradient(dy, y, n, plane, M, (n - n0) * T, relu, db_parts[t])
+        for xi in range(16):
+            _matmul(gemm, M[xi], False, V[xi], True, dU_parts[t, xi], 1.0)    # dU += dM V^T
+        if need_dx:
+            dV = dV_buf[:16 * C * cols].reshape(16, C, cols)
+            for xi in range(16):
+                _matmul(gemm, U[xi], True, M[xi], False, dV[xi], 0.0)         # dV = U^T dM
+            for n in range(n0, n1):
+                _image_of_tiles(dV, (n - n0) * T, xp, rows, dx, n, ph, pw, TH, TW)
+                xp[:] = 0                                   # (its border must be zero again)
+
+
+@njit(parallel=True, **_jit)
+def _on_threads(nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu, need_dx,
+                gemm):
+    for t in prange(nchunks):
+        _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu,
+               need_dx, gemm)
+
+
+def _blocking(N, C, F, T, itemsize, backward):
+    """Images per block (so V and M, plus dV backward, fill about _BLOCK) and thread chunks."""
+    per_image = 16 * T * itemsize * (2 * C + F if backward else C + F)
+    group = max(1, min(N, _BLOCK // per_image))
+    return group, _threads_for(-(-N // group))
+
+
+def _run(forward, x, W, b, y, dy, need_dx, relu, padding, TH, TW):
+    """Both passes' call of _on_threads; returns (dx, dU, db) (backward) or nothing useful."""
+    N, C, H, Wd = x.shape
+    F = W.shape[0]
+    dt = x.dtype
+    group, nchunks = _blocking(N, C, F, TH * TW, x.itemsize, not forward)
+    U = transform_weights(W.astype(dt, copy=False))
+    bias = b.astype(dt, copy=False) if b is not None else np.zeros(F, dtype=dt)
+    dx = np.empty((N if need_dx else 0, C, H, Wd), dtype=dt)
+    dU_parts = np.zeros((0 if forward else nchunks, 16, F, C), dtype=dt)
+    db_parts = np.zeros((0 if forward else nchunks, F), dtype=np.float64)
+    _on_threads(nchunks, forward, x, U, bias, y, dy, dx, dU_parts, db_parts, padding[0], padding[1], TH, TW,
+                group, relu, need_dx, _gemm_for(dt))
+    return dx, dU_parts, db_parts
+
+
+def conv2d_forward(x, W, b, stride, padding, relu=False):
+    """As fast.conv2d_forward, by Winograd F(2x2, 3x3): returns y (N, F, OH, OW) and, as the
+    cache, x (the backward pass transforms it again) and, with relu, y."""
+    x = np.ascontiguousarray(x)
+    OH, OW, TH, TW = tiling(x.shape, W.shape, stride, padding)
+    y = np.empty((x.shape[0], W.shape[0], OH, OW), dtype=x.dtype)
+    _run(True, x, W, b, y, y[:0], False, relu, padding, TH, TW)
+    return y, (x, y if relu else None)
+
+
+def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
+    """As fast.conv2d_backward: (dx or None, dW, db). dW = G^T dU G from the threads' dU."""
+    x, y = cache
+    OH, OW, TH, TW = tiling(x.shape, W.shape, stride, padding)
+    expected = (x.shape[0], W.shape[0], OH, OW)
+    if dy.shape != expected:
+        raise ValueError(f"winograd conv2d backward: dy has shape {dy.shape}, the forward pass gave {expected}")
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    dx, dU_parts, db_parts = _run(False, x, W, None, dy if y is None else y, dy, need_dx, y is not None,
+                                  padding, TH, TW)
+    dU, db = _add_thread_parts(dU_parts, db_parts)
+    return (dx if need_dx else None), weight_gradient(dU).astype(x.dtype, copy=False), db
