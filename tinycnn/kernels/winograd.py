@@ -54,7 +54,7 @@ Both take and return what kernels.reference.conv2d_forward / conv2d_backward do,
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uintp
 
 from .fast import _BLOCK_BYTES, _add_thread_parts, _gemm_for, _matmul, _threads_for
 
@@ -192,9 +192,11 @@ def conv2d_backward_numpy(dy, cache, x_shape, W, stride, padding, need_dx=True):
 # stay in cache); each block runs its 16 products through fast._matmul (NumPy's sgemm for
 # float32); blocks are shared among the threads in contiguous runs, each thread owning its
 # images' outputs and dx, and summing its own dU and db (added in a fixed order after).
-# The tile transforms read and write through small zero-bordered scratch planes, so their
-# loops need no bounds tests: the padded input (2*TH + 2, 2*TW + 2) going in, the whole
-# tiles' output (2*TH, 2*TW) coming out (cropped to OH x OW as the bias is added).
+# The tile transforms go through small scratch arrays so their loops need no bounds tests
+# and run along contiguous memory: the input through a zero-bordered padded plane
+# (2*TH + 2, 2*TW + 2); the outputs (and dy, backward) through 4 rows of T tiles, row
+# 2a + b holding pixel (a, b) of every 2x2 tile, so the 16-value transforms run one tile per
+# step of a loop over tiles that reads and writes 16 + 4 contiguous streams (it vectorises).
 # One parallel kernel serves both passes, and its loop body is a single call (every function
 # a parallel kernel calls is optimised again with it, so they are kept out of it).
 
@@ -205,31 +207,28 @@ _BLOCK = _BLOCK_BYTES            # target bytes of one block's V and M (or V, dM
 def _tiles_of_image(x, n, xp, rows, V, q0, ph, pw, TH, TW):
     """V[:, c, q0 + th*TW + tw] = B^T d B for every 4x4 tile d of image n, every channel.
     xp (2*TH + 2, 2*TW + 2) must have a zero border (only the interior is written);
-    rows (4, 2*TW + 2) is scratch."""
+    rows (4, 2*TW + 2) is scratch. (Arrays are indexed, not sliced into views, in the
+    loops: each view costs a reference count.)"""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Wp = xp.shape[1]
+    Wp = uintp(xp.shape[1])
     for c in range(C):
         for h in range(H):                                  # the image into the padded plane
-            src, dst = x[n, c, h], xp[h + ph]
-            for w in range(W):
-                dst[w + pw] = src[w]
+            for w in range(uintp(W)):
+                xp[h + ph, w + uintp(pw)] = x[n, c, h, w]
         for th in range(TH):
-            r0, r1, r2, r3 = xp[2 * th], xp[2 * th + 1], xp[2 * th + 2], xp[2 * th + 3]
+            r = 2 * th
             for w in range(Wp):                             # B^T d: the 4 rows, whole width
-                rows[0, w] = r0[w] - r2[w]
-                rows[1, w] = r1[w] + r2[w]
-                rows[2, w] = r2[w] - r1[w]
-                rows[3, w] = r1[w] - r3[w]
-            q = q0 + th * TW
-            for k in range(4):                              # (B^T d) B: columns, per tile
-                t = rows[k]
-                v0, v1, v2, v3 = V[4 * k, c, q:], V[4 * k + 1, c, q:], V[4 * k + 2, c, q:], V[4 * k + 3, c, q:]
-                for tw in range(TW):
-                    s = 2 * tw
-                    v0[tw] = t[s] - t[s + 2]
-                    v1[tw] = t[s + 1] + t[s + 2]
-                    v2[tw] = t[s + 2] - t[s + 1]
-                    v3[tw] = t[s + 1] - t[s + 3]
+                d0, d1, d2, d3 = xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w]
+                rows[0, w], rows[1, w], rows[2, w], rows[3, w] = d0 - d2, d1 + d2, d2 - d1, d1 - d3
+            q = uintp(q0 + th * TW)
+            for k in range(4):                              # (B^T d) B: the columns, per tile
+                for tw in range(uintp(TW)):
+                    s = tw + tw
+                    t0, t1, t2, t3 = rows[k, s], rows[k, s + 1], rows[k, s + 2], rows[k, s + 3]
+                    V[4 * k, c, q + tw] = t0 - t2
+                    V[4 * k + 1, c, q + tw] = t1 + t2
+                    V[4 * k + 2, c, q + tw] = t2 - t1
+                    V[4 * k + 3, c, q + tw] = t1 - t3
 
 
 @njit(**_jit)
@@ -237,90 +236,100 @@ def _image_of_tiles(dV, q0, dxp, rows, dx, n, ph, pw, TH, TW):
     """The adjoint of _tiles_of_image: dx[n] from dV[:, :, q0 : q0 + TH*TW], each tile's
     B dV B^T added where tiles overlap. dxp and rows are scratch, as there."""
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
-    Wp = dxp.shape[1]
+    Wp = uintp(dxp.shape[1])
     for c in range(C):
         dxp[:] = 0
         for th in range(TH):
             rows[:] = 0
-            q = q0 + th * TW
+            q = uintp(q0 + th * TW)
             for k in range(4):                              # adjoint of the column step
-                t = rows[k]
-                v0, v1, v2, v3 = dV[4 * k, c, q:], dV[4 * k + 1, c, q:], dV[4 * k + 2, c, q:], dV[4 * k + 3, c, q:]
-                for tw in range(TW):
-                    s = 2 * tw
-                    a0, a1, a2, a3 = v0[tw], v1[tw], v2[tw], v3[tw]
-                    t[s] += a0
-                    t[s + 1] += a1 - a2 + a3
-                    t[s + 2] += a1 + a2 - a0
-                    t[s + 3] -= a3
-            r0, r1, r2, r3 = dxp[2 * th], dxp[2 * th + 1], dxp[2 * th + 2], dxp[2 * th + 3]
+                for tw in range(uintp(TW)):
+                    s = tw + tw
+                    a0, a1, a2, a3 = dV[4 * k, c, q + tw], dV[4 * k + 1, c, q + tw], \
+                        dV[4 * k + 2, c, q + tw], dV[4 * k + 3, c, q + tw]
+                    rows[k, s] += a0
+                    rows[k, s + 1] += a1 - a2 + a3
+                    rows[k, s + 2] += a1 + a2 - a0
+                    rows[k, s + 3] -= a3
+            r = 2 * th
             for w in range(Wp):                             # adjoint of the row step
                 t0, t1, t2, t3 = rows[0, w], rows[1, w], rows[2, w], rows[3, w]
-                r0[w] += t0
-                r1[w] += t1 - t2 + t3
-                r2[w] += t1 + t2 - t0
-                r3[w] -= t3
+                dxp[r, w] += t0
+                dxp[r + 1, w] += t1 - t2 + t3
+                dxp[r + 2, w] += t1 + t2 - t0
+                dxp[r + 3, w] -= t3
         for h in range(H):                                  # crop the padding
-            src, dst = dxp[h + ph], dx[n, c, h]
-            for w in range(W):
-                dst[w] = src[w + pw]
+            for w in range(uintp(W)):
+                dx[n, c, h, w] = dxp[h + ph, w + uintp(pw)]
 
 
 @njit(**_jit)
-def _outputs_of_tiles(Mb, q0, plane, y, n, b, relu):
-    """y[n] = A^T M A per tile, plus bias (and ReLU), from Mb[:, :, q0 : q0 + TH*TW];
-    plane (2*TH, 2*TW) is scratch holding whole tiles, cropped to y's OH x OW."""
+def _outputs_of_tiles(M, q0, Y, y, n, b, relu):
+    """y[n] = A^T M A per tile, plus bias (and ReLU), from M[:, :, q0 : q0 + T].
+    Y (4, T) is scratch: Y[2a + b, th*TW + tw] becomes output pixel (2*th + a, 2*tw + b)."""
     F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
-    TH, TW = plane.shape[0] // 2, plane.shape[1] // 2
+    TW = (OW + 1) // 2
     for f in range(F):
-        m = Mb[:, f, q0:]
-        for th in range(TH):
-            o0, o1 = plane[2 * th], plane[2 * th + 1]
-            for tw in range(TW):
-                p = th * TW + tw
-                # A^T m: rows 0+1+2 and 1-2-3, for each of the 4 columns
-                u00, u01, u02, u03 = m[0, p] + m[4, p] + m[8, p], m[1, p] + m[5, p] + m[9, p], \
-                    m[2, p] + m[6, p] + m[10, p], m[3, p] + m[7, p] + m[11, p]
-                u10, u11, u12, u13 = m[4, p] - m[8, p] - m[12, p], m[5, p] - m[9, p] - m[13, p], \
-                    m[6, p] - m[10, p] - m[14, p], m[7, p] - m[11, p] - m[15, p]
-                s = 2 * tw                                  # (A^T m) A: the same on columns
-                o0[s], o0[s + 1] = u00 + u01 + u02, u01 - u02 - u03
-                o1[s], o1[s + 1] = u10 + u11 + u12, u11 - u12 - u13
-        bf, out = b[f], y[n, f]
-        for h in range(OH):
-            src, dst = plane[h], out[h]
+        for p in range(uintp(Y.shape[1])):      # one tile per p; every load and store runs
+            q = uintp(q0) + p                   # along p, so the loop vectorises
+            u0 = M[0, f, q] + M[4, f, q] + M[8, f, q]            # A^T m, row 0 (4 columns)
+            u1 = M[1, f, q] + M[5, f, q] + M[9, f, q]
+            u2 = M[2, f, q] + M[6, f, q] + M[10, f, q]
+            u3 = M[3, f, q] + M[7, f, q] + M[11, f, q]
+            Y[0, p], Y[1, p] = u0 + u1 + u2, u1 - u2 - u3       # (A^T m) A, row 0
+            u0 = M[4, f, q] - M[8, f, q] - M[12, f, q]           # A^T m, row 1
+            u1 = M[5, f, q] - M[9, f, q] - M[13, f, q]
+            u2 = M[6, f, q] - M[10, f, q] - M[14, f, q]
+            u3 = M[7, f, q] - M[11, f, q] - M[15, f, q]
+            Y[2, p], Y[3, p] = u0 + u1 + u2, u1 - u2 - u3       # (A^T m) A, row 1
+        bf = b[f]
+        for h in range(OH):                     # tiles -> image, plus bias (and ReLU)
+            r, base = (h & 1) * 2, (h >> 1) * TW
             for w in range(OW):
-                dst[w] = max(src[w] + bf, 0) if relu else src[w] + bf
+                v = Y[r + (w & 1), base + (w >> 1)] + bf
+                y[n, f, h, w] = max(v, 0) if relu else v
 
 
 @njit(**_jit)
-def _tiles_of_gradient(dy, y, n, plane, dMb, q0, relu, db):
-    """dMb[:, f, q0 + th*TW + tw] = A dY A^T for every 2x2 tile dY of dy[n, f], with the
-    ReLU's derivative applied (where relu: dy passes where y > 0); db[f] += the tile sums.
-    plane (2*TH, 2*TW) is scratch whose part past dy's OH x OW must be zero."""
+def _times_AT(d0, d1, negate, M, xi, f, q0):
+    """M[xi + l, f, q0 + p] = +-((d0[p], d1[p]) A^T)[l], l = 0..3: (d0, d0 + d1, d0 - d1, -d1).
+    One output row per call: a loop with 2 input and 4 output streams vectorises; with all
+    16 outputs in one loop it did not (measured 3x slower)."""
+    q0 = uintp(q0)
+    for p in range(uintp(d0.shape[0])):
+        a, b = (-d0[p], -d1[p]) if negate else (d0[p], d1[p])
+        M[xi, f, q0 + p], M[xi + 1, f, q0 + p], M[xi + 2, f, q0 + p], M[xi + 3, f, q0 + p] = a, a + b, a - b, -b
+
+
+@njit(**_jit)
+def _tiles_of_gradient(dy, y, n, D, M, q0, relu, db):
+    """M[:, f, q0 + th*TW + tw] = A dY A^T for every 2x2 tile dY of dy[n, f], with the
+    ReLU's derivative applied (where relu: dy passes where y > 0); db[f] += the sum of dy.
+    D (8, T) is scratch: rows 0-3 laid out as _outputs_of_tiles' Y (tiles past the edge
+    get zeros), rows 4-5 and 6-7 the sum and the difference of dY's two rows."""
     F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-    TH, TW = plane.shape[0] // 2, plane.shape[1] // 2
+    TW = (OW + 1) // 2
     for f in range(F):
+        if OH % 2 or OW % 2:
+            D[:4] = 0
         total = 0.0
-        for h in range(OH):
-            g, o, dst = dy[n, f, h], y[n, f, h], plane[h]
-            for w in range(OW):
-                v = g[w] if not relu or o[w] > 0 else g[w] * 0
-                dst[w] = v
-                total += v
+        for h in range(OH):                     # image -> tiles (the ReLU's derivative applied)
+            r, base = (h & 1) * 2, (h >> 1) * TW
+            row = dy[n, f, h, 0] * 0
+            for w in range(OW):                 # (a multiply, not a branch: signs are random,
+                v = dy[n, f, h, w] * (not relu or y[n, f, h, w] > 0)    # a branch mispredicts)
+                D[r + (w & 1), base + (w >> 1)] = v
+                row += v
+            total += row
         db[f] += total
-        m = dMb[:, f, q0:]
-        for th in range(TH):
-            r0, r1 = plane[2 * th], plane[2 * th + 1]
-            for tw in range(TW):
-                p, s = th * TW + tw, 2 * tw
-                d00, d01, d10, d11 = r0[s], r0[s + 1], r1[s], r1[s + 1]
-                e00, e01, e02, e03 = d00, d00 + d01, d00 - d01, -d01       # dY A^T, row 0
-                e10, e11, e12, e13 = d10, d10 + d11, d10 - d11, -d11       # and row 1
-                m[0, p], m[1, p], m[2, p], m[3, p] = e00, e01, e02, e03    # A (dY A^T)
-                m[4, p], m[5, p], m[6, p], m[7, p] = e00 + e10, e01 + e11, e02 + e12, e03 + e13
-                m[8, p], m[9, p], m[10, p], m[11, p] = e00 - e10, e01 - e11, e02 - e12, e03 - e13
-                m[12, p], m[13, p], m[14, p], m[15, p] = -e10, -e11, -e12, -e13
+        for p in range(uintp(D.shape[1])):      # row 0 + row 1 of dY, row 0 - row 1
+            D[4, p], D[5, p] = D[0, p] + D[2, p], D[1, p] + D[3, p]
+            D[6, p], D[7, p] = D[0, p] - D[2, p], D[1, p] - D[3, p]
+        # A dY has rows dY[0], dY[0] + dY[1], dY[0] - dY[1], -dY[1]; each times A^T
+        _times_AT(D[0], D[1], False, M, 0, f, q0)
+        _times_AT(D[4], D[5], False, M, 4, f, q0)
+        _times_AT(D[6], D[7], False, M, 8, f, q0)
+        _times_AT(D[2], D[3], True, M, 12, f, q0)
 
 
 @njit(**_jit)
@@ -333,7 +342,7 @@ def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, 
     nblocks = (N + group - 1) // group
     xp = np.zeros((2 * TH + 2, 2 * TW + 2), dtype=x.dtype)     # zero border, see _tiles_of_image
     rows = np.empty((4, 2 * TW + 2), dtype=x.dtype)
-    plane = np.zeros((2 * TH, 2 * TW), dtype=x.dtype)
+    tiles8 = np.zeros((8, T), dtype=x.dtype)                   # 2x2 tiles, see _outputs_of_tiles
     V_buf = np.empty(16 * C * group * T, dtype=x.dtype)
     M_buf = np.empty(16 * F * group * T, dtype=x.dtype)
     dV_buf = np.empty(0 if forward or not need_dx else 16 * C * group * T, dtype=x.dtype)
@@ -348,10 +357,10 @@ def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, 
             for xi in range(16):
                 _matmul(gemm, U[xi], False, V[xi], False, M[xi], 0.0)      # M = U V
             for n in range(n0, n1):
-                _outputs_of_tiles(M, (n - n0) * T, plane, y, n, b, relu)
+                _outputs_of_tiles(M, (n - n0) * T, tiles8[:4], y, n, b, relu)
             continue
         for n in range(n0, n1):
-            _tiles_of_gradient(dy, y, n, plane, M, (n - n0) * T, relu, db_parts[t])
+            _tiles_of_gradient(dy, y, n, tiles8, M, (n - n0) * T, relu, db_parts[t])
         for xi in range(16):
             _matmul(gemm, M[xi], False, V[xi], True, dU_parts[t, xi], 1.0)    # dU += dM V^T
         if need_dx:
