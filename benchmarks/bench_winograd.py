@@ -1,6 +1,10 @@
 """Winograd F(2x2, 3x3) against the fast kernels' convolution, on the models' 3x3 layers.
 
     python benchmarks/bench_winograd.py [--quick] [--repeats R] [--json out.json]
+    TINYCNN_BENCH_THREADS=1 python benchmarks/bench_winograd.py    # one thread each
+
+(One thread each compares the methods' arithmetic without the threads' waiting: Numba's
+OpenMP threads spin while they wait, and that counts as CPU time.)
 
 For each 3x3 layer of tinycnn.models (batch 128, float32) and each pass (forward; backward
 without dx, as a first layer runs it; backward with dx) this times
@@ -11,10 +15,14 @@ a load that comes and goes on the machine falls on both methods alike. Reported 
 the median over the rounds of wall-clock ms per call with its range (min-max), the
 median process CPU ms per call (user + system, all threads: steadier than wall-clock time
 when other jobs share the cores), and fast / winograd (above 1: Winograd is faster).
+Winograd runs twice: its default (thread chunks on Python threads) and "winograd-prange"
+(the same chunks from one Numba parallel kernel).
 """
+import os
 import resource
 import time
 
+import numba
 import numpy as np
 
 from common import machine, matmul_peak_gflops, repeats_from_args, table, write_json
@@ -30,7 +38,30 @@ LAYERS = [
     ("bnnet conv3 64->64, 10x10", 64, 64, 10, 0, False, False),
 ]
 BATCH = 128
-METHODS = {"fast": fast, "winograd": winograd}
+
+
+class _WinogradOnNumbaThreads:
+    """winograd's kernels with their chunks run by the parallel (prange) kernel instead of
+    Python threads (winograd.PYTHON_THREADS)."""
+
+    @staticmethod
+    def _with_prange(fn, *args, **kwargs):
+        before, winograd.PYTHON_THREADS = winograd.PYTHON_THREADS, False
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            winograd.PYTHON_THREADS = before
+
+    def conv2d_forward(self, *args, **kwargs):
+        return self._with_prange(winograd.conv2d_forward, *args, **kwargs)
+
+    def conv2d_backward(self, *args, **kwargs):
+        return self._with_prange(winograd.conv2d_backward, *args, **kwargs)
+
+
+# fast: what tinycnn runs now; winograd: chunks on Python threads (its default);
+# winograd-prange: the same chunks on Numba's threads, from one parallel kernel
+METHODS = {"fast": fast, "winograd": winograd, "winograd-prange": _WinogradOnNumbaThreads()}
 PASSES = ("fwd", "bwd no dx", "bwd")
 
 
@@ -67,10 +98,12 @@ def time_per_call(fn, repeats):
 def main():
     keep_freed_memory()          # as the main job runs (tinycnn/runtime.py)
     args = repeats_from_args(__doc__, default=10, quick=3)
+    threads = int(os.environ.get("TINYCNN_BENCH_THREADS", numba.get_num_threads()))
+    numba.set_num_threads(threads)          # (the methods' thread chunks follow this count)
     rounds = 3 if args.quick else 7
     info = machine()
     info["matmul_peak_gflops"] = matmul_peak_gflops()
-    print(f"machine: {info}\n")
+    info["threads"] = threads
     with one_thread_pool():
         fns = {(layer[0], m): calls(module, *layer_case(*layer[1:]))
                for layer in LAYERS for m, module in METHODS.items()}
@@ -82,6 +115,8 @@ def main():
             for (name, m), fn_set in fns.items():
                 for p, fn in fn_set.items():
                     samples[name, m, p].append(time_per_call(fn, args.repeats))
+    info["numba_threading_layer"] = numba.threading_layer()     # (known once a parallel kernel ran)
+    print(f"machine: {info}\n")
     rows = []
     for layer in LAYERS:
         for p in PASSES:
@@ -91,13 +126,18 @@ def main():
                 cpu = [s[1] for s in samples[layer[0], m, p]]
                 row[f"{m} ms"], row[f"{m} cpu ms"] = float(np.median(wall)), float(np.median(cpu))
                 row[f"{m} range"] = f"{min(wall):.2f}-{max(wall):.2f}"
-            row["fast / winograd"] = row["fast ms"] / row["winograd ms"]
-            row["fast / winograd (cpu)"] = row["fast cpu ms"] / row["winograd cpu ms"]
+            for m in list(METHODS)[1:]:
+                row[f"fast / {m}"] = row["fast ms"] / row[f"{m} ms"]
+                row[f"fast / {m} (cpu)"] = row["fast cpu ms"] / row[f"{m} cpu ms"]
             rows.append(row)
     print(f"Milliseconds per call, batch {BATCH}, float32: median of {rounds} interleaved rounds of "
-          f"{args.repeats} calls (range min-max); cpu = process CPU time per call, all threads\n")
-    print(table(rows, ["layer", "pass", "fast ms", "fast range", "winograd ms", "winograd range",
-                       "fast / winograd", "fast cpu ms", "winograd cpu ms", "fast / winograd (cpu)"]))
+          f"{args.repeats} calls (range min-max); cpu = process CPU time per call, all threads; "
+          "fast / x above 1: x is faster\n")
+    print(table(rows, ["layer", "pass"] + [f"{m} {k}" for m in METHODS for k in ("ms", "range")]
+                + [f"fast / {m}" for m in list(METHODS)[1:]]))
+    print()
+    print(table(rows, ["layer", "pass"] + [f"{m} cpu ms" for m in METHODS]
+                + [f"fast / {m} (cpu)" for m in list(METHODS)[1:]]))
     write_json(args.json, {"machine": info, "batch": BATCH, "rounds": rounds, "repeats": args.repeats,
                            "rows": rows})
 

@@ -158,3 +158,15 @@ def test_fast_backward_checks_dy_shape():
     _, cache = winograd.conv2d_forward(x, w, b, *args)
     with pytest.raises(ValueError, match=r"dy has shape \(2, 4, 7, 8\), the forward pass gave \(2, 4, 7, 9\)"):
         winograd.conv2d_backward(dy[..., :-1], cache, x.shape, w, *args)
+
+
+def test_numba_threads_give_the_python_threads_results(monkeypatch):
+    # The thread chunks from the parallel kernel instead of the Python threads: the same
+    # work per chunk, so the same bits. (float32 only: the parallel kernel compiles slowly.)
+    x, w, b, dy, args = conv_case((5, 3, 4, 7, 8, 1), np.float32)
+    monkeypatch.setattr(winograd, "_BLOCK", 1)                     # one image per block
+    expected = run(*FAST, x, w, b, dy, args, True)
+    monkeypatch.setattr(winograd, "PYTHON_THREADS", False)
+    got = run(*FAST, x, w, b, dy, args, True)
+    for name, e, g in zip(NAMES, expected, got):
+        np.testing.assert_array_equal(g, e, err_msg=name)

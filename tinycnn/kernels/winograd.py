@@ -52,7 +52,8 @@ per block of images with BLAS products, laid out like kernels/fast.py's convolut
 Both take and return what kernels.reference.conv2d_forward / conv2d_backward do, for
 3x3 kernels and stride 1 only (`applies` says whether a layer qualifies).
 """
-import numba
+import concurrent.futures
+
 import numpy as np
 from numba import njit, prange, uintp
 
@@ -373,7 +374,7 @@ def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, 
 
 
 @njit(parallel=True, **_jit)
-def _on_threads(nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu, need_dx,
+def _on_numba_threads(nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu, need_dx,
                 gemm):
     for t in prange(nchunks):
         _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu,
@@ -387,8 +388,32 @@ def _blocking(N, C, F, T, itemsize, backward):
     return group, _threads_for(-(-N // group))
 
 
+_pool = None            # (the Python threads for _on_python_threads, made on first use)
+
+
+def _on_python_threads(nchunks, *args):
+    """_on_numba_threads without a parallel kernel: chunk 0 on the calling thread, the others
+    on a pool of Python threads (_chunk releases the GIL: nogil=True). Nothing to compile
+    beyond _chunk; a hand-off to the pool costs tens of microseconds."""
+    global _pool
+    if nchunks > 1 and (_pool is None or _pool[0] < nchunks - 1):
+        _pool = (nchunks - 1, concurrent.futures.ThreadPoolExecutor(nchunks - 1, "tinycnn-winograd"))
+    others = [_pool[1].submit(_chunk, t, nchunks, *args) for t in range(1, nchunks)]
+    _chunk(0, nchunks, *args)
+    for job in others:
+        job.result()
+
+
+# Which runs the thread chunks. Measured on this 2-core machine (shared with other jobs;
+# benchmarks/bench_winograd.py, batch 128, the models' 3x3 layers): Python threads were
+# as fast as the parallel kernel or faster (1.0-1.4x wall-clock, 1.1-1.5x CPU time, as the
+# OpenMP threads spin while they wait), and spare ~12 s of CPU compiling it on a cold
+# start (the parallel kernel re-optimises everything _chunk calls).
+PYTHON_THREADS = True
+
+
 def _run(forward, x, W, b, y, dy, need_dx, relu, padding, TH, TW):
-    """Both passes' call of _on_threads; returns (dx, dU, db) (backward) or nothing useful."""
+    """Both passes' run over the thread chunks; returns (dx, dU, db) (backward) or nothing useful."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
     dt = x.dtype
@@ -398,8 +423,9 @@ def _run(forward, x, W, b, y, dy, need_dx, relu, padding, TH, TW):
     dx = np.empty((N if need_dx else 0, C, H, Wd), dtype=dt)
     dU_parts = np.zeros((0 if forward else nchunks, 16, F, C), dtype=dt)
     db_parts = np.zeros((0 if forward else nchunks, F), dtype=np.float64)
-    _on_threads(nchunks, forward, x, U, bias, y, dy, dx, dU_parts, db_parts, padding[0], padding[1], TH, TW,
-                group, relu, need_dx, _gemm_for(dt))
+    run_chunks = _on_python_threads if PYTHON_THREADS else _on_numba_threads
+    run_chunks(nchunks, forward, x, U, bias, y, dy, dx, dU_parts, db_parts, padding[0], padding[1], TH, TW,
+               group, relu, need_dx, _gemm_for(dt))
     return dx, dU_parts, db_parts
 
 
