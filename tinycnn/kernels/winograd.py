@@ -449,5 +449,6 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     dx, dU_parts, db_parts = _run(False, x, W, None, dy if y is None else y, dy, need_dx, y is not None,
                                   padding, TH, TW)
-    dU, db = _add_thread_parts(dU_parts, db_parts)
-    return (dx if need_dx else None), weight_gradient(dU).astype(x.dtype, copy=False), db
+    nchunks, _, F, C = dU_parts.shape                     # (summed as fast.py's 3-d dW parts are:
+    dU, db = _add_thread_parts(dU_parts.reshape(nchunks, 16 * F, C), db_parts)   # one compiled copy)
+    return (dx if need_dx else None), weight_gradient(dU.reshape(16, F, C)).astype(x.dtype, copy=False), db
