@@ -41,8 +41,8 @@ form: both have the forward's 2.25x saving on their matrix products.
 Rounding: the transforms add and subtract up to 9 inputs (B^T d B) and 9 products
 (A^T M A) around the sum over channels, so float32 results round differently from a
 direct convolution's, but for this small tile not by more: on the 3x3 layers of the models
-here the largest float32 error of y, dx and dW was 2-4e-7 of the largest value, against
-2-5e-7 for fast.py's im2col + GEMM (tests/test_winograd.py measures it and bounds it; larger
+here the largest float32 error of y, dx and dW was 2-6e-7 of the largest value, against
+1-5e-7 for im2col + GEMM (tests/test_winograd.py measures it and bounds it; larger
 tiles such as F(4x4, 3x3) have transform entries up to 8 and are known to lose more: not
 measured here).
 
