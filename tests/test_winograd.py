@@ -171,3 +171,34 @@ def test_numba_threads_give_the_python_threads_results(monkeypatch):
     got = run(*FAST, x, w, b, dy, args, True)
     for name, e, g in zip(NAMES, expected, got):
         np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+POOL_CASES = [(1, 1, 2, 4, 4, 0), (2, 3, 4, 7, 9, 1), (3, 2, 3, 8, 5, 0), (5, 4, 3, 6, 7, 1)]
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_relu_maxpool2_fast_equals_twin_and_reference(case):
+    # Convolution + ReLU + 2x2 max pooling: the Numba version pools each tile as it is
+    # transformed (one window per tile); the twin runs the reference pooling after the
+    # twin convolution; the reference runs its own three steps.
+    x, w, b, _, args = conv_case(case, np.float64)
+    pooled_ref, cache_ref = reference.conv2d_relu_maxpool2_forward(x, w, b, *args)
+    dpooled = np.random.default_rng(5).standard_normal(pooled_ref.shape)
+    expected = (pooled_ref,) + reference.conv2d_relu_maxpool2_backward(dpooled, cache_ref, x.shape, w, *args)
+    assert pooled_ref.size < 20 or 0.2 < (pooled_ref > 0).mean() < 1     # (the ReLU's gate matters)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        cast = lambda a: a.astype(dtype)
+        for forward, backward in ((winograd.conv2d_relu_maxpool2_forward_numpy,
+                                   winograd.conv2d_relu_maxpool2_backward_numpy),
+                                  (winograd.conv2d_relu_maxpool2_forward, winograd.conv2d_relu_maxpool2_backward)):
+            pooled, cache = forward(cast(x), cast(w), cast(b), *args)
+            got = (pooled,) + backward(cast(dpooled), cache, x.shape, cast(w), *args)
+            for name, e, g in zip(NAMES, expected, got):
+                assert g.dtype == dtype, (forward.__name__, name)
+                np.testing.assert_allclose(g, e, rtol=tol, atol=tol, err_msg=f"{forward.__name__} {name} {dtype}")
+            without_taps, no_cache = forward(cast(x), cast(w), cast(b), *args, need_argmax=False)
+            np.testing.assert_array_equal(without_taps, pooled)
+            assert no_cache is None
+            dx_none, dW_only, _ = backward(cast(dpooled), cache, x.shape, cast(w), *args, need_dx=False)
+            assert dx_none is None
+            np.testing.assert_array_equal(dW_only, got[2])

@@ -57,6 +57,7 @@ import concurrent.futures
 import numpy as np
 from numba import njit, prange, uintp
 
+from . import reference
 from .fast import _BLOCK_BYTES, _add_thread_parts, _gemm_for, _matmul, _threads_for
 
 _jit = dict(cache=True, nogil=True)
@@ -187,6 +188,17 @@ def conv2d_backward_numpy(dy, cache, x_shape, W, stride, padding, need_dx=True):
     return dx, dW, db
 
 
+def conv2d_relu_maxpool2_forward_numpy(x, W, b, stride, padding, need_argmax=True):
+    """The ReLU convolution above, then reference.maxpool2d_forward's 2x2 pooling."""
+    return reference.conv_then_pool_forward(conv2d_forward_numpy, reference.maxpool2d_forward, x, W, b, stride,
+                                            padding, need_argmax)
+
+
+def conv2d_relu_maxpool2_backward_numpy(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
+    return reference.conv_then_pool_backward(conv2d_backward_numpy, reference.maxpool2d_backward, dpooled, cache,
+                                             x_shape, W, stride, padding, need_dx)
+
+
 # -- the Numba version -------------------------------------------------------------------
 # Laid out like fast.py's im2col + GEMM convolution: the batch is cut into blocks of a few
 # images, whose V (16, C, g*T) and M (16, F, g*T) together fill about _BLOCK_BYTES (so they
@@ -265,11 +277,13 @@ def _image_of_tiles(dV, q0, dxp, rows, dx, n, ph, pw, TH, TW):
 
 
 @njit(**_jit)
-def _outputs_of_tiles(M, q0, Y, y, n, b, relu):
+def _outputs_of_tiles(M, q0, Y, y, argmax, n, b, relu, pool, taps, TW):
     """y[n] = A^T M A per tile, plus bias (and ReLU), from M[:, :, q0 : q0 + T].
-    Y (4, T) is scratch: Y[2a + b, th*TW + tw] becomes output pixel (2*th + a, 2*tw + b)."""
-    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
-    TW = (OW + 1) // 2
+    Y (4, T) is scratch: Y[2a + b, th*TW + tw] becomes output pixel (2*th + a, 2*tw + b).
+    With pool, y[n] is the ReLU's 2x2 max pooling instead: each window is one tile, so it is
+    pooled straight from Y (with taps, argmax[n] gets each window's tap 0..3, row-major, of
+    its first maximum, as fast.py's fused kernel records it)."""
+    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]        # (pooled sizes, with pool)
     for f in range(F):
         for p in range(uintp(Y.shape[1])):      # one tile per p; every load and store runs
             q = uintp(q0) + p                   # along p, so the loop vectorises
@@ -284,6 +298,19 @@ def _outputs_of_tiles(M, q0, Y, y, n, b, relu):
             u3 = M[7, f, q] - M[11, f, q] - M[15, f, q]
             Y[2, p], Y[3, p] = u0 + u1 + u2, u1 - u2 - u3       # (A^T m) A, row 1
         bf = b[f]
+        if pool:
+            for th in range(OH):
+                for tw in range(OW):
+                    p = th * TW + tw
+                    best, tap = Y[0, p] + bf, 0
+                    for k in range(1, 4):
+                        v = Y[k, p] + bf
+                        if v > best:                # strict: the first maximum wins ties
+                            best, tap = v, k
+                    y[n, f, th, tw] = max(best, 0)
+                    if taps:
+                        argmax[n, f, th, tw] = tap
+            continue
         for h in range(OH):                     # tiles -> image, plus bias (and ReLU)
             r, base = (h & 1) * 2, (h >> 1) * TW
             for w in range(OW):
@@ -303,25 +330,34 @@ def _times_AT(d0, d1, negate, M, xi, f, q0):
 
 
 @njit(**_jit)
-def _tiles_of_gradient(dy, y, n, D, M, q0, relu, db):
+def _tiles_of_gradient(dy, y, argmax, n, D, M, q0, relu, pool, db, TW):
     """M[:, f, q0 + th*TW + tw] = A dY A^T for every 2x2 tile dY of dy[n, f], with the
-    ReLU's derivative applied (where relu: dy passes where y > 0); db[f] += the sum of dy.
+    ReLU's derivative applied (where relu: dy passes where y > 0); db[f] += the sum of dY.
+    With pool, dy and y are the pooled output's gradient and the pooled output, and each
+    tile's dY is zero but at its window's tap argmax[n] (the adjoint of the pooling).
     D (8, T) is scratch: rows 0-3 laid out as _outputs_of_tiles' Y (tiles past the edge
     get zeros), rows 4-5 and 6-7 the sum and the difference of dY's two rows."""
-    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-    TW = (OW + 1) // 2
+    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]        # (pooled sizes, with pool)
     for f in range(F):
-        if OH % 2 or OW % 2:
-            D[:4] = 0
         total = 0.0
-        for h in range(OH):                     # image -> tiles (the ReLU's derivative applied)
-            r, base = (h & 1) * 2, (h >> 1) * TW
-            row = dy[n, f, h, 0] * 0
-            for w in range(OW):                 # (a multiply, not a branch: signs are random,
-                v = dy[n, f, h, w] * (not relu or y[n, f, h, w] > 0)    # a branch mispredicts)
-                D[r + (w & 1), base + (w >> 1)] = v
-                row += v
-            total += row
+        if pool:                                # window (th, tw) -> its tap of tile th*TW + tw
+            D[:4] = 0
+            for th in range(OH):
+                for tw in range(OW):
+                    v = dy[n, f, th, tw] * (y[n, f, th, tw] > 0)
+                    D[argmax[n, f, th, tw], th * TW + tw] = v
+                    total += v
+        else:
+            if OH % 2 or OW % 2:
+                D[:4] = 0
+            for h in range(OH):                 # image -> tiles (the ReLU's derivative applied)
+                r, base = (h & 1) * 2, (h >> 1) * TW
+                row = dy[n, f, h, 0] * 0
+                for w in range(OW):             # (a multiply, not a branch: signs are random,
+                    v = dy[n, f, h, w] * (not relu or y[n, f, h, w] > 0)    # a branch mispredicts)
+                    D[r + (w & 1), base + (w >> 1)] = v
+                    row += v
+                total += row
         db[f] += total
         for p in range(uintp(D.shape[1])):      # row 0 + row 1 of dY, row 0 - row 1
             D[4, p], D[5, p] = D[0, p] + D[2, p], D[1, p] + D[3, p]
@@ -334,10 +370,10 @@ def _tiles_of_gradient(dy, y, n, D, M, q0, relu, db):
 
 
 @njit(**_jit)
-def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu, need_dx,
-           gemm):
-    """Thread t's contiguous run of blocks: the forward pass (writes y) or the backward pass
-    (writes dx and thread t's dU_parts[t], db_parts[t])."""
+def _chunk(t, nchunks, forward, x, U, b, y, dy, argmax, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu,
+           pool, taps, need_dx, gemm):
+    """Thread t's contiguous run of blocks: the forward pass (writes y, and argmax with
+    taps) or the backward pass (writes dx and thread t's dU_parts[t], db_parts[t])."""
     N, C = x.shape[0], x.shape[1]
     F, T = U.shape[1], TH * TW
     nblocks = (N + group - 1) // group
@@ -358,10 +394,10 @@ def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, 
             for xi in range(16):
                 _matmul(gemm, U[xi], False, V[xi], False, M[xi], 0.0)      # M = U V
             for n in range(n0, n1):
-                _outputs_of_tiles(M, (n - n0) * T, tiles8[:4], y, n, b, relu)
+                _outputs_of_tiles(M, (n - n0) * T, tiles8[:4], y, argmax, n, b, relu, pool, taps, TW)
             continue
         for n in range(n0, n1):
-            _tiles_of_gradient(dy, y, n, tiles8, M, (n - n0) * T, relu, db_parts[t])
+            _tiles_of_gradient(dy, y, argmax, n, tiles8, M, (n - n0) * T, relu, pool, db_parts[t], TW)
         for xi in range(16):
             _matmul(gemm, M[xi], False, V[xi], True, dU_parts[t, xi], 1.0)    # dU += dM V^T
         if need_dx:
@@ -374,11 +410,11 @@ def _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, 
 
 
 @njit(parallel=True, **_jit)
-def _on_numba_threads(nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu, need_dx,
-                gemm):
+def _on_numba_threads(nchunks, forward, x, U, b, y, dy, argmax, dx, dU_parts, db_parts, ph, pw, TH, TW, group,
+                      relu, pool, taps, need_dx, gemm):
     for t in prange(nchunks):
-        _chunk(t, nchunks, forward, x, U, b, y, dy, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu,
-               need_dx, gemm)
+        _chunk(t, nchunks, forward, x, U, b, y, dy, argmax, dx, dU_parts, db_parts, ph, pw, TH, TW, group, relu,
+               pool, taps, need_dx, gemm)
 
 
 def _blocking(N, C, F, T, itemsize, backward):
@@ -388,6 +424,7 @@ def _blocking(N, C, F, T, itemsize, backward):
     return group, _threads_for(-(-N // group))
 
 
+_NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.int8)     # argmax where none is read or written
 _pool = None            # (the Python threads for _on_python_threads, made on first use)
 
 
@@ -412,7 +449,7 @@ def _on_python_threads(nchunks, *args):
 PYTHON_THREADS = True
 
 
-def _run(forward, x, W, b, y, dy, need_dx, relu, padding, TH, TW):
+def _run(forward, x, W, b, y, dy, argmax, need_dx, relu, pool, taps, padding, TH, TW):
     """Both passes' run over the thread chunks; returns (dx, dU, db) (backward) or nothing useful."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
@@ -424,8 +461,8 @@ def _run(forward, x, W, b, y, dy, need_dx, relu, padding, TH, TW):
     dU_parts = np.zeros((0 if forward else nchunks, 16, F, C), dtype=dt)
     db_parts = np.zeros((0 if forward else nchunks, F), dtype=np.float64)
     run_chunks = _on_python_threads if PYTHON_THREADS else _on_numba_threads
-    run_chunks(nchunks, forward, x, U, bias, y, dy, dx, dU_parts, db_parts, padding[0], padding[1], TH, TW,
-               group, relu, need_dx, _gemm_for(dt))
+    run_chunks(nchunks, forward, x, U, bias, y, dy, argmax, dx, dU_parts, db_parts, padding[0], padding[1], TH,
+               TW, group, relu, pool, taps, need_dx, _gemm_for(dt))
     return dx, dU_parts, db_parts
 
 
@@ -435,7 +472,7 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
     x = np.ascontiguousarray(x)
     OH, OW, TH, TW = tiling(x.shape, W.shape, stride, padding)
     y = np.empty((x.shape[0], W.shape[0], OH, OW), dtype=x.dtype)
-    _run(True, x, W, b, y, y[:0], False, relu, padding, TH, TW)
+    _run(True, x, W, b, y, y[:0], _NO_TAPS, False, relu, False, False, padding, TH, TW)
     return y, (x, y if relu else None)
 
 
@@ -447,8 +484,36 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     if dy.shape != expected:
         raise ValueError(f"winograd conv2d backward: dy has shape {dy.shape}, the forward pass gave {expected}")
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
-    dx, dU_parts, db_parts = _run(False, x, W, None, dy if y is None else y, dy, need_dx, y is not None,
-                                  padding, TH, TW)
+    return _backward(x, W, padding, dy, dy if y is None else y, _NO_TAPS, need_dx, y is not None, False, TH, TW)
+
+
+def _backward(x, W, padding, dy, y, argmax, need_dx, relu, pool, TH, TW):
+    """Both backward passes: (dx or None, dW, db), dW = G^T dU G from the threads' dU."""
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    dx, dU_parts, db_parts = _run(False, x, W, None, y, dy, argmax, need_dx, relu, pool, False, padding, TH, TW)
     nchunks, _, F, C = dU_parts.shape                     # (summed as fast.py's 3-d dW parts are:
     dU, db = _add_thread_parts(dU_parts.reshape(nchunks, 16 * F, C), db_parts)   # one compiled copy)
     return (dx if need_dx else None), weight_gradient(dU.reshape(16, F, C)).astype(x.dtype, copy=False), db
+
+
+def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
+    """As fast.conv2d_relu_maxpool2_forward: the ReLU convolution's 2x2 max pooling
+    (N, F, OH // 2, OW // 2) and, as the cache, x, the pooled output and each window's tap
+    (int8); need_argmax=False records no taps and returns no cache. Each pooling window is
+    one Winograd tile, pooled as the tile is transformed: the full output is never written."""
+    x = np.ascontiguousarray(x)
+    OH, OW, TH, TW = tiling(x.shape, W.shape, stride, padding)
+    pooled = np.empty((x.shape[0], W.shape[0], OH // 2, OW // 2), dtype=x.dtype)
+    argmax = np.empty(pooled.shape, dtype=np.int8) if need_argmax else _NO_TAPS
+    _run(True, x, W, b, pooled, pooled[:0], argmax, False, True, True, need_argmax, padding, TH, TW)
+    return pooled, ((x, pooled, argmax) if need_argmax else None)
+
+
+def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
+    """As fast.conv2d_relu_maxpool2_backward: (dx or None, dW, db)."""
+    x, pooled, argmax = cache
+    OH, OW, TH, TW = tiling(x.shape, W.shape, stride, padding)
+    if dpooled.shape != pooled.shape:
+        raise ValueError(f"winograd conv2d backward: dy has shape {dpooled.shape}, the forward pass gave "
+                         f"{pooled.shape}")
+    return _backward(x, W, padding, dpooled, pooled, argmax, need_dx, True, True, TH, TW)
