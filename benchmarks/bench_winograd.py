@@ -9,7 +9,8 @@ OpenMP threads spin while they wait, and that counts as CPU time.)
 For each 3x3 layer of tinycnn.models (batch 128, float32) and each pass (forward; backward
 without dx, as a first layer runs it; backward with dx) this times
 tinycnn.kernels.fast.conv2d_forward / conv2d_backward (the method fast.py picks for the
-shape) and tinycnn.kernels.winograd's. Everything runs in one process, in interleaved
+shape) and tinycnn.kernels.winograd's; for convnet's conv2 also the fused convolution +
+ReLU + 2x2 max pooling (conv2d_relu_maxpool2_*), as its training step runs it. Everything runs in one process, in interleaved
 rounds: each round times every layer, pass and method in turn (`--repeats` calls each), so
 a load that comes and goes on the machine falls on both methods alike. Reported per figure:
 the median over the rounds of wall-clock ms per call with its range (min-max), the
@@ -30,12 +31,14 @@ from common import machine, matmul_peak_gflops, repeats_from_args, table, write_
 from tinycnn.kernels import fast, winograd
 from tinycnn.runtime import keep_freed_memory, one_thread_pool
 
-# name, C, F, H (= W), padding, ReLU built in (as the model's layer runs it), bias
+# name, C, F, H (= W), padding, ReLU built in, bias, 2x2 max pooling fused (as convnet's
+# training runs its conv2: tinycnn/layers/fused.py)
 LAYERS = [
-    ("convnet conv1 1->32, 28x28", 1, 32, 28, 0, True, True),
-    ("convnet conv2 32->64, 13x13", 32, 64, 13, 0, True, True),
-    ("bnnet conv2 32->64, 12x12", 32, 64, 12, 0, False, False),
-    ("bnnet conv3 64->64, 10x10", 64, 64, 10, 0, False, False),
+    ("convnet conv1 1->32, 28x28", 1, 32, 28, 0, True, True, False),
+    ("convnet conv2 32->64, 13x13", 32, 64, 13, 0, True, True, False),
+    ("convnet conv2 + max pool 2, fused", 32, 64, 13, 0, True, True, True),
+    ("bnnet conv2 32->64, 12x12", 32, 64, 12, 0, False, False, False),
+    ("bnnet conv3 64->64, 10x10", 64, 64, 10, 0, False, False, False),
 ]
 BATCH = 128
 
@@ -58,6 +61,12 @@ class _WinogradOnNumbaThreads:
     def conv2d_backward(self, *args, **kwargs):
         return self._with_prange(winograd.conv2d_backward, *args, **kwargs)
 
+    def conv2d_relu_maxpool2_forward(self, *args, **kwargs):
+        return self._with_prange(winograd.conv2d_relu_maxpool2_forward, *args, **kwargs)
+
+    def conv2d_relu_maxpool2_backward(self, *args, **kwargs):
+        return self._with_prange(winograd.conv2d_relu_maxpool2_backward, *args, **kwargs)
+
 
 # fast: what tinycnn runs now; winograd: chunks on Python threads (its default);
 # winograd-prange: the same chunks on Numba's threads, from one parallel kernel
@@ -65,21 +74,27 @@ METHODS = {"fast": fast, "winograd": winograd, "winograd-prange": _WinogradOnNum
 PASSES = ("fwd", "bwd no dx", "bwd")
 
 
-def layer_case(C, F, H, p, relu, bias, seed=0):
+def layer_case(C, F, H, p, relu, bias, pool, seed=0):
     rng = np.random.default_rng(seed)
     x = np.maximum(rng.standard_normal((BATCH, C, H, H)), 0).astype(np.float32)   # post-ReLU input
     w = (rng.standard_normal((F, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
     b = (0.1 * rng.standard_normal(F)).astype(np.float32) if bias else None
-    return x, w, b, ((1, 1), (p, p)), relu
+    return x, w, b, ((1, 1), (p, p)), relu, pool
 
 
-def calls(module, x, w, b, args, relu):
+def calls(module, x, w, b, args, relu, pool):
     """The three passes of one method as argument-less functions."""
-    y, cache = module.conv2d_forward(x, w, b, *args, relu=relu)
+    if pool:
+        forward = lambda: module.conv2d_relu_maxpool2_forward(x, w, b, *args)
+        backward = module.conv2d_relu_maxpool2_backward
+    else:
+        forward = lambda: module.conv2d_forward(x, w, b, *args, relu=relu)
+        backward = module.conv2d_backward
+    y, cache = forward()
     dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-    return {"fwd": lambda: module.conv2d_forward(x, w, b, *args, relu=relu),
-            "bwd no dx": lambda: module.conv2d_backward(dy, cache, x.shape, w, *args, need_dx=False),
-            "bwd": lambda: module.conv2d_backward(dy, cache, x.shape, w, *args, need_dx=True)}
+    return {"fwd": forward,
+            "bwd no dx": lambda: backward(dy, cache, x.shape, w, *args, need_dx=False),
+            "bwd": lambda: backward(dy, cache, x.shape, w, *args, need_dx=True)}
 
 
 def cpu_seconds():

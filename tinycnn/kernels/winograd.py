@@ -50,7 +50,10 @@ Two versions of the same steps: conv2d_forward_numpy / conv2d_backward_numpy, Nu
 written to be read next to the formulas above; conv2d_forward / conv2d_backward, Numba,
 per block of images with BLAS products, laid out like kernels/fast.py's convolution.
 Both take and return what kernels.reference.conv2d_forward / conv2d_backward do, for
-3x3 kernels and stride 1 only (`applies` says whether a layer qualifies).
+3x3 kernels and stride 1 only (`applies` says whether a layer qualifies). Likewise
+conv2d_relu_maxpool2_forward / _backward (and their _numpy twins) for a ReLU convolution
+followed by 2x2 max pooling: a 2x2 output tile is exactly one pooling window, so the Numba
+version pools each tile as it leaves the output transform.
 """
 import concurrent.futures
 
