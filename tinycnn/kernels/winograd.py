@@ -444,11 +444,12 @@ def _on_python_threads(nchunks, *args):
         job.result()
 
 
-# Which runs the thread chunks. Measured on this 2-core machine (shared with other jobs;
-# benchmarks/bench_winograd.py, batch 128, the models' 3x3 layers): Python threads were
-# as fast as the parallel kernel or faster (1.0-1.4x wall-clock, 1.1-1.5x CPU time, as the
-# OpenMP threads spin while they wait), and spare ~12 s of CPU compiling it on a cold
-# start (the parallel kernel re-optimises everything _chunk calls).
+# Which runs the thread chunks. Measured on a 2-core machine shared with other jobs
+# (benchmarks/bench_winograd.py, batch 128, the models' 3x3 layers, 2 threads): Python
+# threads took 1.2-1.7x less wall-clock time than the parallel kernel and 1.2-1.8x less CPU
+# time (OpenMP's threads spin while they wait); on one thread the two were equal. They also
+# spare ~12 s of CPU compiling the parallel kernel on a cold start (it re-optimises
+# everything _chunk calls).
 PYTHON_THREADS = True
 
 
