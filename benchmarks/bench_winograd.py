@@ -10,9 +10,10 @@ For each 3x3 layer of tinycnn.models (batch 128, float32) and each pass (forward
 without dx, as a first layer runs it; backward with dx) this times
 tinycnn.kernels.fast.conv2d_forward / conv2d_backward (the method fast.py picks for the
 shape) and tinycnn.kernels.winograd's; for convnet's conv2 also the fused convolution +
-ReLU + 2x2 max pooling (conv2d_relu_maxpool2_*), as its training step runs it. Everything runs in one process, in interleaved
-rounds: each round times every layer, pass and method in turn (`--repeats` calls each), so
-a load that comes and goes on the machine falls on both methods alike. Reported per figure:
+ReLU + 2x2 max pooling (conv2d_relu_maxpool2_*), as its training step runs it. Everything
+runs in one process, in interleaved rounds: each round times every layer, pass and method
+in turn (`--repeats` calls each), so a load that comes and goes on the machine falls on
+all methods alike. Reported per figure:
 the median over the rounds of wall-clock ms per call with its range (min-max), the
 median process CPU ms per call (user + system, all threads: steadier than wall-clock time
 when other jobs share the cores), and fast / winograd (above 1: Winograd is faster).

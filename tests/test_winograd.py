@@ -1,7 +1,10 @@
 """Winograd F(2x2, 3x3) (tinycnn/kernels/winograd.py): the NumPy twin against the reference
 convolution, the Numba version against the twin, gradients against finite differences,
 and float32 rounding against a bound."""
+import os
 import re
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -202,3 +205,30 @@ def test_relu_maxpool2_fast_equals_twin_and_reference(case):
             dx_none, dW_only, _ = backward(cast(dpooled), cache, x.shape, cast(w), *args, need_dx=False)
             assert dx_none is None
             np.testing.assert_array_equal(dW_only, got[2])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_python_threads_work_in_a_forked_child(monkeypatch):
+    # A child made by fork inherits the pool object but none of its threads: work handed
+    # to it there would wait forever. The child must make its own.
+    x, w, b, dy, args = conv_case((5, 3, 4, 7, 8, 1), np.float32)
+    monkeypatch.setattr(winograd, "_BLOCK", 1)                     # several chunks
+    monkeypatch.setattr(winograd, "_threads_for", lambda jobs: 2)
+    expected, _ = winograd.conv2d_forward(x, w, b, *args)          # (the parent's pool exists now)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                   # the child: answer, then leave
+        try:
+            y, _ = winograd.conv2d_forward(x, w, b, *args)
+            os.write(write, b"same" if np.array_equal(y, expected) else b"differ")
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's convolution did not finish in 60 s")
+        time.sleep(0.05)
+    assert os.read(read, 16) == b"same"

@@ -56,6 +56,7 @@ followed by 2x2 max pooling: a 2x2 output tile is exactly one pooling window, so
 version pools each tile as it leaves the output transform.
 """
 import concurrent.futures
+import os
 
 import numpy as np
 from numba import njit, prange, uintp
@@ -88,7 +89,8 @@ def tiling(x_shape, W_shape, stride, padding):
     ph, pw = padding
     OH, OW = H + 2 * ph - 2, Wd + 2 * pw - 2
     if OH < 1 or OW < 1:
-        raise ValueError(f"winograd conv2d: input {H}x{Wd} with padding {tuple(padding)} is smaller than the 3x3 kernel")
+        raise ValueError(f"winograd conv2d: input {H}x{Wd} with padding {tuple(padding)} is smaller than the 3x3 "
+                         "kernel")
     return OH, OW, (OH + 1) // 2, (OW + 1) // 2
 
 
@@ -428,17 +430,18 @@ def _blocking(N, C, F, T, itemsize, backward):
 
 
 _NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.int8)     # argmax where none is read or written
-_pool = None            # (the Python threads for _on_python_threads, made on first use)
+_pool = None            # (process id, size, Python threads) for _on_python_threads
 
 
 def _on_python_threads(nchunks, *args):
     """_on_numba_threads without a parallel kernel: chunk 0 on the calling thread, the others
     on a pool of Python threads (_chunk releases the GIL: nogil=True). Nothing to compile
-    beyond _chunk; a hand-off to the pool costs tens of microseconds."""
+    beyond _chunk; a hand-off to the pool costs tens of microseconds. The pool is made on
+    first use, and again in a forked child (which inherits the pool but not its threads)."""
     global _pool
-    if nchunks > 1 and (_pool is None or _pool[0] < nchunks - 1):
-        _pool = (nchunks - 1, concurrent.futures.ThreadPoolExecutor(nchunks - 1, "tinycnn-winograd"))
-    others = [_pool[1].submit(_chunk, t, nchunks, *args) for t in range(1, nchunks)]
+    if nchunks > 1 and (_pool is None or _pool[0] != os.getpid() or _pool[1] < nchunks - 1):
+        _pool = (os.getpid(), nchunks - 1, concurrent.futures.ThreadPoolExecutor(nchunks - 1, "tinycnn-winograd"))
+    others = [_pool[2].submit(_chunk, t, nchunks, *args) for t in range(1, nchunks)]
     _chunk(0, nchunks, *args)
     for job in others:
         job.result()
