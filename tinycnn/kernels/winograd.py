@@ -216,7 +216,7 @@ def conv2d_relu_maxpool2_backward_numpy(dpooled, cache, x_shape, W, stride, padd
 # 2a + b holding pixel (a, b) of every 2x2 tile, so the output transform is one loop over
 # tiles reading 16 and writing 4 contiguous streams (it vectorises; the gradient's is cut
 # into 4 such loops, see _times_AT). Measured on convnet's conv2, batch 128, one thread,
-# the transforms take 1-1.7 ms each, the 16 products per block the rest (~4 ms forward).
+# the transforms take 0.8-1.7 ms each, the 16 products per block the rest (~4 ms forward).
 # The blocks' thread chunks run on Python threads (_on_python_threads) or from one parallel
 # kernel (_on_numba_threads) whose loop body is a single call; see PYTHON_THREADS.
 
