@@ -450,12 +450,13 @@ def _on_python_threads(nchunks, *args):
         job.result()
 
 
-# Which runs the thread chunks. Measured on a 2-core machine shared with other jobs
-# (benchmarks/bench_winograd.py, batch 128, the models' 3x3 layers, 2 threads): Python
-# threads took 1.2-1.7x less wall-clock time than the parallel kernel and 1.2-1.8x less CPU
-# time (OpenMP's threads spin while they wait); on one thread the two were equal. They also
-# spare ~12 s of CPU compiling the parallel kernel on a cold start (it re-optimises
-# everything _chunk calls).
+# Which runs the thread chunks. Measured with benchmarks/bench_winograd.py (batch 128, the
+# models' 3x3 layers, 2 threads, a 2-core machine shared with other jobs): at load ~1 the
+# parallel kernel was 1.2-1.3x faster on forward passes (its OpenMP threads spin, so they
+# are awake when work comes) and equal on backward passes, where Python threads used
+# 5-15% less CPU; at load 3.5-5 Python threads took 1.2-1.7x less wall-clock time. Python
+# threads also spare ~12 s of CPU compiling the parallel kernel on a cold start (it
+# re-optimises everything _chunk calls), hence the default.
 PYTHON_THREADS = True
 
 
