@@ -72,9 +72,9 @@ def test_fast_equals_twin(case, relu):
 def test_fast_blocks_and_threads_do_not_change_results(monkeypatch):
     # One image per block (many blocks over the threads) against one block for the batch.
     x, w, b, dy, args = conv_case((5, 3, 4, 7, 8, 1), np.float64)
-    monkeypatch.setattr(conv_winograd, "_BLOCK", 1)
+    monkeypatch.setattr(fast.conv_gemm, "BLOCK_BYTES", 1)
     small = run(*FAST, x, w, b, dy, args, True)
-    monkeypatch.setattr(conv_winograd, "_BLOCK", 1 << 30)
+    monkeypatch.setattr(fast.conv_gemm, "BLOCK_BYTES", 1 << 30)
     large = run(*FAST, x, w, b, dy, args, True)
     for name, s, l in zip(NAMES, small, large):
         np.testing.assert_allclose(s, l, rtol=1e-13, atol=1e-13, err_msg=name)

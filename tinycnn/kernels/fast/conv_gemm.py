@@ -115,9 +115,10 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     return dx
 
 
-def blocking(N, K, P, itemsize):
-    """Images per block (so one block's columns fill about BLOCK_BYTES) and thread shares."""
-    group = max(1, min(N, BLOCK_BYTES // (K * P * itemsize)))
+def blocking(N, bytes_per_image):
+    """Images per block (so one block's buffers fill about BLOCK_BYTES) and thread shares.
+    Also used by conv_winograd.py, whose blocks hold its transformed tiles instead."""
+    group = max(1, min(N, BLOCK_BYTES // bytes_per_image))
     return group, threads_for(-(-N // group))
 
 
@@ -130,7 +131,7 @@ def forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, relu, pool, taps):
     P = (OH // 2) * (OW // 2) if pool else OH * OW
     y = np.empty((N, F, P), dtype=x.dtype)
     argmax = np.empty((N, F, P) if taps else (0, 0, 0), dtype=np.int8)
-    group, nchunks = blocking(N, Wm.shape[1], OH * OW, x.itemsize)
+    group, nchunks = blocking(N, Wm.shape[1] * OH * OW * x.itemsize)   # columns (C*kh*kw, OH*OW)
     in_parallel(_forward_share, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, OW, group,
                 relu, pool, taps, gemm_for(x.dtype))
     return y, argmax
@@ -175,7 +176,7 @@ def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu
     """dx (or an empty array), dW (F, K) and db (F,); dy (N, F, P) as forward returned y."""
     N, C, H, W = x.shape
     F, K = Wm.shape
-    group, nchunks = blocking(N, K, OH * OW, x.itemsize)
+    group, nchunks = blocking(N, K * OH * OW * x.itemsize)
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)   # zeroed per image
     dW_parts = np.zeros((nchunks, F, K), dtype=x.dtype)
     db_parts = np.zeros((nchunks, F), dtype=np.float64)

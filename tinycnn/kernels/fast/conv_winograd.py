@@ -2,9 +2,9 @@
 tinycnn/kernels/winograd.py; this is the fast version, with the same signatures as
 conv.py's kernels.
 
-Laid out like conv_gemm.py's im2col + GEMM convolution: the batch is cut into blocks of a few
-images, whose V (16, C, g*T) and M (16, F, g*T) together fill about BLOCK_BYTES (so they
-stay in cache); each block runs its 16 products through gemm.matmul (NumPy's sgemm for
+Laid out like conv_gemm.py's im2col + GEMM convolution: the batch is cut into blocks of a
+few images, whose V (16, C, g*T) and M (16, F, g*T) together fill about
+conv_gemm.BLOCK_BYTES (so they stay in cache; conv_gemm.blocking); each block runs its 16 products through gemm.matmul (NumPy's sgemm for
 float32); blocks are shared among the threads in contiguous runs, each thread owning its
 images' outputs and dx, and summing its own dU and db (added in a fixed order after).
 The tile transforms go through small scratch arrays so their loops need no bounds tests
@@ -21,12 +21,9 @@ import numpy as np
 from numba import njit, uintp
 
 from ..winograd import tiling, transform_weights, weight_gradient
-from .conv_gemm import BLOCK_BYTES
+from .conv_gemm import blocking
 from .gemm import gemm_for, matmul
 from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
-
-_BLOCK = BLOCK_BYTES             # target bytes of one block's V and M (or V, dM and dV)
-
 
 @njit(**JIT)
 def _tiles_of_image(x, n, xp, rows, V, q0, ph, pw, TH, TW):
@@ -238,11 +235,9 @@ def _backward_share(t, nchunks, x, U, y, dy, argmax, dx, dU_parts, db_parts, ph,
                 xp[:] = 0                                   # (its border must be zero again)
 
 
-def _blocking(N, C, F, T, itemsize, backward):
-    """Images per block (so V and M, plus dV backward, fill about _BLOCK) and thread shares."""
-    per_image = 16 * T * itemsize * (2 * C + F if backward else C + F)
-    group = max(1, min(N, _BLOCK // per_image))
-    return group, threads_for(-(-N // group))
+def _bytes_per_image(C, F, T, itemsize, backward):
+    """One image's share of a block: V and M forward; V, dM and dV backward (16 values per tile)."""
+    return 16 * T * itemsize * (2 * C + F if backward else C + F)
 
 
 _NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.int8)     # argmax where none is read or written
@@ -252,7 +247,7 @@ def _forward(x, W, b, y, argmax, relu, pool, taps, padding, TH, TW):
     """Writes y (and argmax) from x (N, C, H, W), W (F, C, 3, 3), b (F,) or None."""
     N, C = x.shape[0], x.shape[1]
     F, dt = W.shape[0], x.dtype
-    group, nchunks = _blocking(N, C, F, TH * TW, x.itemsize, False)
+    group, nchunks = blocking(N, _bytes_per_image(C, F, TH * TW, x.itemsize, False))
     U = transform_weights(W.astype(dt, copy=False))                 # (16, F, C)
     bias = b.astype(dt, copy=False) if b is not None else np.zeros(F, dtype=dt)
     in_parallel(_forward_share, nchunks, x, U, bias, y, argmax, padding[0], padding[1], TH, TW, group, relu, pool,
@@ -276,7 +271,6 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     expected = (x.shape[0], W.shape[0], OH, OW)
     if dy.shape != expected:
         raise ValueError(f"winograd conv2d backward: dy has shape {dy.shape}, the forward pass gave {expected}")
-    dy = np.ascontiguousarray(dy, dtype=x.dtype)
     return _backward(x, W, padding, dy, dy if y is None else y, _NO_TAPS, need_dx, y is not None, False, TH, TW)
 
 
@@ -285,7 +279,7 @@ def _backward(x, W, padding, dy, y, argmax, need_dx, relu, pool, TH, TW):
     N, C, H, Wd = x.shape
     F, dt = W.shape[0], x.dtype
     dy = np.ascontiguousarray(dy, dtype=dt)
-    group, nchunks = _blocking(N, C, F, TH * TW, x.itemsize, True)
+    group, nchunks = blocking(N, _bytes_per_image(C, F, TH * TW, x.itemsize, True))
     U = transform_weights(W.astype(dt, copy=False))
     dx = np.empty((N if need_dx else 0, C, H, Wd), dtype=dt)
     dU_parts = np.zeros((nchunks, 16, F, C), dtype=dt)

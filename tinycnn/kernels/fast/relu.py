@@ -1,16 +1,15 @@
 """ReLU: one parallel pass that writes y and the mask together (NumPy needs one pass for
 each, on one thread). Arrays are viewed flat and cut into one contiguous run per thread."""
-import numba
 import numpy as np
 from numba import njit, uintp
 
-from .parallel import JIT, in_parallel, share_range
+from .parallel import JIT, in_parallel, share_range, threads_for
 
 
 def relu_forward(x):
     flat = np.ascontiguousarray(x).reshape(-1)
     y, mask = np.empty_like(flat), np.empty(flat.shape, dtype=np.bool_)
-    in_parallel(_relu_forward_share, numba.get_num_threads(), flat, y, mask)
+    in_parallel(_relu_forward_share, threads_for(flat.size), flat, y, mask)
     return y.reshape(x.shape), mask.reshape(x.shape)
 
 
@@ -28,7 +27,7 @@ def _relu_forward_share(t, nchunks, x, y, mask):
 def relu_backward(dy, mask):
     flat = np.ascontiguousarray(dy).reshape(-1)
     dx = np.empty_like(flat)
-    in_parallel(_relu_backward_share, numba.get_num_threads(), flat, mask.reshape(-1), dx)
+    in_parallel(_relu_backward_share, threads_for(flat.size), flat, mask.reshape(-1), dx)
     return dx.reshape(dy.shape)
 
 
