@@ -4,8 +4,8 @@ conv.py's kernels.
 
 Laid out like conv_gemm.py's im2col + GEMM convolution: the batch is cut into blocks of a
 few images, whose V (16, C, g*T) and M (16, F, g*T) together fill about
-conv_gemm.BLOCK_BYTES (so they stay in cache; conv_gemm.blocking); each block runs its 16 products through gemm.matmul (NumPy's sgemm for
-float32); blocks are shared among the threads in contiguous runs, each thread owning its
+conv_gemm.BLOCK_BYTES (so they stay in cache; conv_gemm.blocking); each block runs its 16
+products through gemm.matmul (NumPy's sgemm for float32); blocks are shared among the threads in contiguous runs, each thread owning its
 images' outputs and dx, and summing its own dU and db (added in a fixed order after).
 The tile transforms go through small scratch arrays so their loops need no bounds tests
 and run along contiguous memory: the input through a zero-bordered padded plane
