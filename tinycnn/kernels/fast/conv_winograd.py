@@ -5,15 +5,16 @@ conv.py's kernels.
 Laid out like conv_gemm.py's im2col + GEMM convolution: the batch is cut into blocks of a
 few images, whose V (16, C, g*T) and M (16, F, g*T) together fill about
 conv_gemm.BLOCK_BYTES (so they stay in cache; conv_gemm.blocking); each block runs its 16
-products through gemm.matmul (NumPy's sgemm for float32); blocks are shared among the threads in contiguous runs, each thread owning its
-images' outputs and dx, and summing its own dU and db (added in a fixed order after).
-The tile transforms go through small scratch arrays so their loops need no bounds tests
-and run along contiguous memory: the input through a zero-bordered padded plane
-(2*TH + 2, 2*TW + 2); the outputs (and dy, backward) through 4 rows of T tiles, row
-2a + b holding pixel (a, b) of every 2x2 tile, so the output transform is one loop over
-tiles reading 16 and writing 4 contiguous streams (it vectorises; the gradient's is cut
-into 4 such loops, see _times_AT). Measured on convnet's conv2, batch 128, one thread,
-the transforms take 0.8-1.7 ms each, the 16 products per block the rest (~4 ms forward).
+products through gemm.matmul (NumPy's sgemm for float32); blocks are shared among the
+threads in contiguous runs, each thread owning its images' outputs and dx, and summing its
+own dU and db (added in a fixed order after). The tile transforms go through small scratch
+arrays so their loops need no bounds tests and run along contiguous memory: the input
+through a zero-bordered padded plane (2*TH + 2, 2*TW + 2); the outputs (and dy, backward)
+through 4 rows of T tiles, row 2a + b holding pixel (a, b) of every 2x2 tile, so the
+output transform is one loop over tiles reading 16 and writing 4 contiguous streams (it
+vectorises; the gradient's is cut into 4 such loops, see _times_AT). Measured on convnet's
+conv2, batch 128, one thread, the transforms take 0.8-1.7 ms each, the 16 products per
+block the rest (~4 ms forward).
 Each thread's share (_forward_share, _backward_share) is a contiguous run of blocks, run
 by parallel.in_parallel.
 """
