@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tinycnn
-from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, fused
+from tinycnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, fused
 from tinycnn.models import bnnet, convnet, convnet_bn, fastnet, lenet5
 
 
@@ -118,6 +118,80 @@ def test_which_layers_fuse():
     assert fused.run_length([relu_conv, MaxPool2D(2, stride=1)], 0) == 0
     assert fused.run_length([relu_conv, ReLU(), MaxPool2D(2)], 0) == 0
     assert fused.run_length(fastnet(batchnorm=True).layers, 0) == 0           # batch norm between
+
+
+def _normalised_convs(bias, seed=0):
+    """Conv2D + BatchNorm2D in each eval fold the kernels have (+ ReLU + MaxPool2D(2), + ReLU,
+    alone), with running statistics, gamma and beta drawn away from their defaults."""
+    rng = np.random.default_rng(seed)
+    model = tinycnn.Sequential([
+        Conv2D(2, 4, 3, bias=bias), BatchNorm2D(4), ReLU(), MaxPool2D(2),      # 12x12 -> 10x10 -> 5x5
+        Conv2D(4, 6, 3, padding=1, bias=bias), BatchNorm2D(6), ReLU(),         # 5x5
+        Conv2D(6, 5, 3, bias=bias), BatchNorm2D(5),                            # 3x3
+        Flatten(), Dense(45, 3)], input_shape=(2, 12, 12), seed=seed)
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm2D):
+            n = layer.num_features
+            layer.params["gamma"][...] = rng.uniform(0.5, 2.0, n)
+            layer.params["beta"][...] = rng.normal(0, 0.5, n)
+            layer.state["running_mean"][...] = rng.normal(0, 0.5, n)
+            layer.state["running_var"][...] = rng.uniform(0.2, 3.0, n)
+        elif isinstance(layer, Conv2D) and bias:
+            layer.params["b"][...] = rng.normal(0, 0.5, layer.params["b"].shape)
+    return model
+
+
+def test_which_layers_fold_batch_norm_in_eval_mode():
+    layers = _normalised_convs(bias=False).layers
+    assert [fused.run_length(layers, i, training=False) for i in (0, 4, 7)] == [4, 3, 2]
+    assert [fused.run_length(layers, i, training=True) for i in (0, 4, 7)] == [0, 0, 0]
+    relu_conv = Conv2D(2, 4, 3, activation="relu")                # ReLU before the normalisation
+    assert fused.run_length([relu_conv, BatchNorm2D(4), ReLU()], 0, training=False) == 0
+    assert fused.run_length([Conv2D(2, 4, 3), BatchNorm1D(4)], 0, training=False) == 0
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_batch_norm_folded_into_the_convolution_gives_the_layers_results(bias, monkeypatch):
+    # In eval mode Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))) run as one convolution with
+    # the normalisation folded into its filters (layers/fused.py): float32 rounding apart, the
+    # layers' own output. A backward pass after it (a saliency map) runs the layers' own passes,
+    # so dx and the first run's gradients are exactly theirs (later layers read a folded
+    # output, so their weight gradients differ by its rounding).
+    model = _normalised_convs(bias)
+    x = np.random.default_rng(1).standard_normal((7, 2, 12, 12)).astype(np.float32)
+    dy = np.random.default_rng(2).standard_normal((7, 3)).astype(np.float32)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", enabled)
+        y = model.forward(x, training=False)
+        assert sorted(model._fused) == ([3, 6, 8] if enabled else [])      # the three runs folded
+        dx = model.backward(dy)
+        results.append((y, dx, {(n, k): g.copy() for n, k, _, g in model.parameters()}))
+    (y, dx, grads), (y_layers, dx_layers, grads_layers) = results
+    assert not np.array_equal(y, y_layers)                  # (it did take the other route)
+    np.testing.assert_allclose(y, y_layers, rtol=1e-5, atol=1e-5 * np.abs(y_layers).max())
+    np.testing.assert_array_equal(dx, dx_layers)
+    for name, g in grads.items():
+        if name[0] in ("conv2d_0", "batchnorm2d_1"):
+            np.testing.assert_array_equal(g, grads_layers[name], err_msg=str(name))
+        else:
+            np.testing.assert_allclose(g, grads_layers[name], rtol=1e-4, atol=1e-5, err_msg=str(name))
+    for layer in model.layers:                               # eval never moves the running statistics
+        if isinstance(layer, BatchNorm2D):
+            assert layer.state["running_var"].min() >= 0.2
+
+
+def test_bnnet_predictions_with_batch_norm_folded():
+    model = tinycnn.models.bnnet(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):                                       # running statistics from real passes
+        model.forward(rng.random((32, 1, 28, 28)).astype(np.float32), training=True)
+    x = rng.random((40, 1, 28, 28)).astype(np.float32)
+    folded = model.predict_proba(x, batch_size=100)
+    with tinycnn.kernels.using(tinycnn.kernels.reference):
+        reference = model.predict_proba(x, batch_size=100)
+    np.testing.assert_array_equal(folded.argmax(1), reference.argmax(1))
+    np.testing.assert_allclose(folded, reference, rtol=1e-4, atol=1e-6)
 
 
 def test_seed_makes_initialisation_and_dropout_reproducible():

@@ -82,7 +82,7 @@ class Sequential:
         with one_thread_pool():
             i = 0
             while i < len(layers):
-                n = fused.run_length(layers, i)
+                n = fused.run_length(layers, i, training)
                 if n:
                     x, state = fused.forward(layers[i:i + n], x, training)
                     self._fused[i + n - 1] = (i, state)

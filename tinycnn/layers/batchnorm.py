@@ -61,10 +61,22 @@ class _BatchNorm(Layer):
             self.state["running_var"] += (mom * (unbiased - self.state["running_var"])).astype(x.dtype)
         else:
             mu, var = self.state["running_mean"], self.state["running_var"]
-        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
+        inv_std = self._inv_std(var, x.dtype)
         y, xhat = impl.batchnorm_forward(x3, self.params["gamma"], self.params["beta"], mu, inv_std)
         self.cache = (impl, xhat, inv_std, training)
         return y.reshape(x.shape)
+
+    def _inv_std(self, var, dtype):
+        return (1 / np.sqrt(var + self.eps)).astype(dtype)
+
+    def eval_scale_shift(self, dtype=np.float32):
+        """(scale, shift), per channel, with which the eval-mode output is x * scale + shift:
+        gamma * (x - running_mean) / sqrt(running_var + eps) + beta, so
+        scale = gamma / sqrt(running_var + eps) and shift = beta - running_mean * scale.
+        At inference a convolution followed by this layer is one convolution with its
+        filters times scale (layers/fused.py folds them)."""
+        scale = (self.params["gamma"] * self._inv_std(self.state["running_var"], dtype)).astype(dtype)
+        return scale, (self.params["beta"] - self.state["running_mean"] * scale).astype(dtype)
 
     def backward(self, dy):
         impl, xhat, inv_std, training = self._cached()

@@ -29,11 +29,30 @@ feature-map plots), save and load as their own layers, and the NumPy reference k
 the pair as the two passes in turn, so both backends give the layers' own results
 (tests/test_model.py holds the fused and unfused paths equal).
 
+At inference a batch normalisation after a convolution is folded into it. In eval mode
+BatchNorm2D is a fixed affine map per channel f, y = scale[f] * z + shift[f] with
+scale = gamma / sqrt(running_var + eps) and shift = beta - running_mean * scale, and z is the
+convolution, z[f] = sum(W[f] * x) + b[f]. So
+
+    y[f] = sum((scale[f] * W[f]) * x) + (scale[f] * b[f] + shift[f])
+
+is one convolution with filters scale[f] * W[f] and bias scale[f] * b[f] + shift[f]. A
+Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))) run in eval mode is therefore the one fused
+kernel above: bnnet's convolution output is no longer written, read and rewritten by the
+normalisation, the ReLU and the pooling, each a pass over the largest arrays of the network
+(at a batch of 1000, its first one is 74 MB). Training cannot fold: there the normalisation
+uses the batch's own statistics, and its gradient flows through them. The folded filters
+round differently in float32 (by about 1e-7 of the values); tests/test_model.py holds the
+folded and unfolded outputs equal to that, and docs/07-batchnorm.md checks the algebra.
+A backward pass after a folded eval pass (a saliency map) runs the layers' own eval passes
+from the cached input, then their backward passes.
+
 Only the fast kernels fuse: on the "numpy" and "loops" backends (teaching mode, below) every
 layer runs its own passes, so stepping through a model in a debugger visits each of them.
 """
 from .. import kernels
 from .activations import ReLU
+from .batchnorm import BatchNorm2D
 from .conv import Conv2D
 from .pooling import MaxPool2D
 
@@ -48,20 +67,28 @@ def teaching_mode():
     return kernels.current() is not kernels.fast
 
 
-def run_length(layers, i):
+def _is_pool2(layer):
+    return type(layer) is MaxPool2D and layer.kernel_size == (2, 2) and layer.stride == (2, 2)
+
+
+def run_length(layers, i, training=True):
     """How many layers from layers[i] on run as one fused step: 2 for Conv2D(activation="relu")
     + MaxPool2D(2); 3 for Conv2D + MaxPool2D(2) + ReLU (as in fastnet: max and ReLU commute,
-    relu(max(a)) = max(relu(a)), so the pair computes the same values and gradients);
-    otherwise 0, and always 0 in teaching mode."""
+    relu(max(a)) = max(relu(a)), so the pair computes the same values and gradients); in eval
+    mode also 2, 3 or 4 for Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))), the normalisation
+    folded into the convolution; otherwise 0, and always 0 in teaching mode."""
     if not ENABLED or teaching_mode():
         return 0
-    conv, pool, after = (layers[k] if k < len(layers) else None for k in (i, i + 1, i + 2))
-    if not (type(conv) is Conv2D and type(pool) is MaxPool2D
-            and pool.kernel_size == (2, 2) and pool.stride == (2, 2)):
+    conv, second, third, fourth = (layers[k] if k < len(layers) else None for k in range(i, i + 4))
+    if type(conv) is not Conv2D:
+        return 0
+    if not training and conv.activation is None and type(second) is BatchNorm2D:
+        return 2 if type(third) is not ReLU else (4 if _is_pool2(fourth) else 3)
+    if not _is_pool2(second):
         return 0
     if conv.activation == "relu":
         return 2
-    return 3 if type(after) is ReLU else 0
+    return 3 if type(third) is ReLU else 0
 
 
 def forward(layers, x, training=True):
@@ -70,6 +97,8 @@ def forward(layers, x, training=True):
     recomputes them from x."""
     conv = layers[0]
     conv._check_input(x, 4, "(N, C, H, W)")
+    if type(layers[1]) is BatchNorm2D:
+        return _folded_forward(layers, x), _Folded(layers, x)
     impl = kernels.current()
     y, cache = impl.conv2d_relu_maxpool2_forward(x, conv.params["W"], conv.params.get("b"),
                                                  conv.stride, conv.padding, need_argmax=training)
@@ -80,6 +109,8 @@ def forward(layers, x, training=True):
 
 def backward(conv, state, dy, need_dx=True):
     """dx of the fused layers (None without need_dx), filling conv's gradients."""
+    if isinstance(state, _Folded):
+        return state.backward(dy, need_dx)
     impl, cache, x = state
     W, b = conv.params["W"], conv.params.get("b")
     if cache is None:
@@ -87,3 +118,39 @@ def backward(conv, state, dy, need_dx=True):
     dx, dW, db = impl.conv2d_relu_maxpool2_backward(dy, cache, x.shape, W, conv.stride, conv.padding, need_dx)
     conv.store_grads(dW, db)
     return dx
+
+
+def _folded_forward(layers, x):
+    """Eval mode: Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))) as one convolution with the
+    normalisation folded into its filters and bias (see the module's docstring)."""
+    conv, bn = layers[0], layers[1]
+    W = conv.params["W"]
+    scale, shift = bn.eval_scale_shift(W.dtype)
+    W_folded = W * scale[:, None, None, None]                        # (F, C, kh, kw)
+    b = conv.params.get("b")
+    b_folded = shift if b is None else b * scale + shift              # (F,)
+    impl = kernels.current()
+    if len(layers) == 4:
+        y, _ = impl.conv2d_relu_maxpool2_forward(x, W_folded, b_folded, conv.stride, conv.padding,
+                                                 need_argmax=False)
+    else:
+        y, _ = impl.conv2d_forward(x, W_folded, b_folded, conv.stride, conv.padding, relu=len(layers) == 3)
+    for layer in layers:
+        layer.cache = None
+    return y
+
+
+class _Folded:
+    """What a folded eval pass keeps: its layers and their input."""
+
+    def __init__(self, layers, x):
+        self.layers, self.x = list(layers), x
+
+    def backward(self, dy, need_dx):
+        """The layers' own eval passes from the input, then their backward passes."""
+        h = self.x
+        for layer in self.layers:
+            h = layer.forward(h, training=False)
+        for layer in self.layers[:0:-1]:
+            dy = layer.backward(dy)
+        return self.layers[0].backward(dy, need_dx=need_dx)
