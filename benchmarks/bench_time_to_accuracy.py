@@ -330,6 +330,20 @@ def summary(runs, libs):
     return rows, best
 
 
+def curve_rows(results):
+    """One row per evaluation of a round: the step, and each library's training seconds and
+    test accuracy there (the libraries' accuracies should move together: same recipe)."""
+    libs = list(results)
+    rows = []
+    for i, point in enumerate(results[libs[0]]["curve"]):
+        row = {"step": point["step"]}
+        for lib in libs:
+            other = results[lib]["curve"][i]
+            row[f"{lib} s"], row[f"{lib} acc"] = other["train_seconds"], f"{other['test_accuracy']:.4f}"
+        rows.append(row)
+    return rows
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="fastnet", help="model, with its recipe from run.RECIPES "
@@ -432,6 +446,9 @@ def main():
                "final test acc", "train s", "img/s", "augment s", "eval s (not counted)", "warm-up s (not counted)",
                "train CPU s"]
     print(table(rows, columns + (["tinycnn time x", "tinycnn time x per round"] if best else [])))
+    print("\nTest accuracy at each evaluation, and the training seconds until then (last round):\n")
+    curve = curve_rows(runs[-1])
+    print(table(curve, list(curve[0])))
     write_json(args.json, {"machine": {**info, "matmul_gflops": peak}, "arch": args.arch, "target": args.target,
                            "epochs": args.epochs, "torch_settings": {s: TORCH_SETTINGS[s] for s in args.settings},
                            "best_torch": best and best["library"], "rows": rows,

@@ -140,5 +140,5 @@ def test_pytorch_trains_the_same_steps(numpy_backend):
         losses[lib] = bench.train_to_target(*make(subject), data, rec.batch_size, steps, schedule, rec.seed,
                                             RandomAffine(), eval_every=steps, target=1.0)["losses"]
     assert len(losses["torch"]) == steps
-    np.testing.assert_allclose(losses["torch"][0], losses["tinycnn"][0], rtol=1e-5)
-    np.testing.assert_allclose(losses["torch"], losses["tinycnn"], rtol=1e-4)
+    # (measured: equal to 2.4e-7 over the 6 steps, on the reference kernels)
+    np.testing.assert_allclose(losses["torch"], losses["tinycnn"], rtol=1e-5)
