@@ -353,7 +353,8 @@ def parse_args():
                              f"from {', '.join(TORCH_SETTINGS)}; empty: tinycnn only)")
     parser.add_argument("--target", type=float, default=None, help="test accuracy to reach (default 0.99, quick 0.9)")
     parser.add_argument("--epochs", type=float, default=None,
-                        help="train this many epochs, fractions allowed (default the recipe's, quick 0.2)")
+                        help="train this many epochs, fractions allowed; the one cycle spans the run so set "
+                             "(default the recipe's, quick 0.2)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="steps between test evaluations (default a quarter epoch, quick 10)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 2, quick 1)")
