@@ -189,6 +189,32 @@ def torch_model(torch, arch):
     raise ValueError(f"no PyTorch twin for {arch!r}; there are: {', '.join(TORCH_TWINS)}")
 
 
+def copy_weights(model, twin):
+    """tinycnn's parameters and BN statistics into the twin, layer by layer in order (the
+    twin's parameter-free layers, ReLU and pooling, are skipped on both sides). Used by
+    tests/test_bench_twins.py and by bench_time_to_accuracy.py (the same initial weights)."""
+    import torch
+    ours = [layer for layer in model.layers if layer.params]
+    theirs = [m for m in twin if any(True for _ in m.parameters(recurse=False))]
+    assert [type(m).__name__ for m in theirs] == [
+        {"Conv2D": "Conv2d", "Dense": "Linear", "BatchNorm2D": "BatchNorm2d", "BatchNorm1D": "BatchNorm1d"}[l.name]
+        for l in ours]
+    with torch.no_grad():
+        for layer, module in zip(ours, theirs):
+            if layer.name == "Conv2D" or layer.name == "Dense":
+                W = layer.params["W"] if layer.name == "Conv2D" else layer.params["W"].T   # Dense: (in, out)
+                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(W)))
+                assert (module.bias is None) == ("b" not in layer.params), f"bias differs at {layer}"
+                if module.bias is not None:
+                    module.bias.copy_(torch.from_numpy(layer.params["b"]))
+            else:
+                module.weight.copy_(torch.from_numpy(layer.params["gamma"]))
+                module.bias.copy_(torch.from_numpy(layer.params["beta"]))
+                module.running_mean.copy_(torch.from_numpy(layer.state["running_mean"]))
+                module.running_var.copy_(torch.from_numpy(layer.state["running_var"]))
+                assert (module.eps, module.momentum) == (layer.eps, layer.momentum)
+
+
 def worker_torch(arch, batch, steps, data_dir, layout):
     torch = torch_or_none()
     x, y, source = mnist_batches(batch, steps + 5, data_dir)

@@ -12,31 +12,7 @@ import tinycnn
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_train import TORCH_TWINS, torch_model  # noqa: E402
-
-
-def copy_weights(model, twin):
-    """tinycnn's parameters and BN statistics into the twin, layer by layer in order (the
-    twin's parameter-free layers, ReLU and pooling, are skipped on both sides)."""
-    ours = [layer for layer in model.layers if layer.params]
-    theirs = [m for m in twin if any(True for _ in m.parameters(recurse=False))]
-    assert [type(m).__name__ for m in theirs] == [
-        {"Conv2D": "Conv2d", "Dense": "Linear", "BatchNorm2D": "BatchNorm2d", "BatchNorm1D": "BatchNorm1d"}[l.name]
-        for l in ours]
-    with torch.no_grad():
-        for layer, module in zip(ours, theirs):
-            if layer.name == "Conv2D" or layer.name == "Dense":
-                W = layer.params["W"] if layer.name == "Conv2D" else layer.params["W"].T   # Dense: (in, out)
-                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(W)))
-                assert (module.bias is None) == ("b" not in layer.params), f"bias differs at {layer}"
-                if module.bias is not None:
-                    module.bias.copy_(torch.from_numpy(layer.params["b"]))
-            else:
-                module.weight.copy_(torch.from_numpy(layer.params["gamma"]))
-                module.bias.copy_(torch.from_numpy(layer.params["beta"]))
-                module.running_mean.copy_(torch.from_numpy(layer.state["running_mean"]))
-                module.running_var.copy_(torch.from_numpy(layer.state["running_var"]))
-                assert (module.eps, module.momentum) == (layer.eps, layer.momentum)
+from bench_train import TORCH_TWINS, copy_weights, torch_model  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", TORCH_TWINS)
