@@ -6,7 +6,9 @@ Each measurement runs in its own process (so peak memory is its own, the two lib
 thread pools never meet, and each process has its own allocator setting). Training:
 `--steps` Adam steps at the given batch size after 5 warm-up steps; images/s = images /
 wall time; seconds per epoch = 60,000 / images/s. Inference: batches of 1000 in eval mode,
-for at least a second after one warm-up batch. Each worker also reports its minor page
+for at least a second after one warm-up batch; PyTorch's channels_last settings also time
+the model as its inference guidance tunes it (torch.jit.optimize_for_inference of the
+scripted model: frozen, batch norm folded, oneDNN's kernels) and count the faster of the two. Each worker also reports its minor page
 faults and process CPU time per training step (resource.getrusage), which show whether
 its allocator setting took effect and how busy the machine was.
 
@@ -236,7 +238,22 @@ def worker_torch(arch, batch, steps, data_dir, layout):
     xi = x[:1000] if len(x) >= 1000 else x.repeat(-(-1000 // len(x)), 1, 1, 1)[:1000]
     with torch.no_grad():
         infer = inference_images_per_second(lambda: model(xi), len(xi))
-    return {**train, "infer_img_s": infer, "peak_rss_mb": peak_rss_mb(), "data": source}
+        frozen = frozen_for_inference(torch, model, xi) if layout == "channels_last" else None
+        infer_frozen = inference_images_per_second(lambda: frozen(xi), len(xi)) if frozen else None
+    return {**train, "infer_img_s": max(infer, infer_frozen or 0), "infer_eager_img_s": infer,
+            "infer_frozen_img_s": infer_frozen, "peak_rss_mb": peak_rss_mb(), "data": source}
+
+
+def frozen_for_inference(torch, model, x):
+    """PyTorch's own inference tuning: TorchScript, frozen, optimize_for_inference (folds
+    batch norm into the convolutions, as tinycnn's eval mode does, and picks oneDNN's
+    kernels); None if it fails for this model."""
+    try:
+        frozen = torch.jit.optimize_for_inference(torch.jit.script(model))
+        frozen(x)
+        return frozen
+    except Exception:          # only costs PyTorch its best inference figure; eager is kept
+        return None
 
 
 def run_worker(lib, arch, batch, steps, data_dir, layout, allocator):
@@ -291,7 +308,8 @@ def torch_rows(arch, results, settings):
     """Every PyTorch setting's medians for one model (a row each)."""
     med = lambda lib, key: float(np.median([r[lib][key] for r in results]))
     return [{"model": arch, "PyTorch setting": s, "train img/s": med(f"torch {s}", "train_img_s"),
-             "infer img/s": med(f"torch {s}", "infer_img_s"), "faults/step": med(f"torch {s}", "faults_per_step"),
+             "infer img/s": med(f"torch {s}", "infer_img_s"), "infer eager img/s": med(f"torch {s}", "infer_eager_img_s"),
+             "faults/step": med(f"torch {s}", "faults_per_step"),
              "CPU ms/step": med(f"torch {s}", "cpu_ms_per_step"),
              "peak MB": max(r[f"torch {s}"]["peak_rss_mb"] for r in results),
              "tinycnn train x": float(np.median([r["tinycnn"]["train_img_s"] / r[f"torch {s}"]["train_img_s"]
@@ -373,10 +391,12 @@ def main():
         ratios += ["tinycnn infer img/s", "best torch infer", "best torch infer img/s", "infer x best torch"]
         ratios += [f"infer x torch {UNTUNED}"] if UNTUNED in settings else []
         print(table(rows, ratios))
-        print("\nEvery PyTorch setting (faults/step: minor page faults per training step; CPU ms/step: "
+        print("\nEvery PyTorch setting (infer: the faster of eager and, in channels_last, TorchScript's "
+              "optimize_for_inference; faults/step: minor page faults per training step; CPU ms/step: "
               "process CPU time, all threads):\n")
         print(table([row for arch, results in runs.items() for row in torch_rows(arch, results, settings)],
-                    ["model", "PyTorch setting", "train img/s", "infer img/s", "faults/step", "CPU ms/step",
+                    ["model", "PyTorch setting", "train img/s", "infer img/s", "infer eager img/s", "faults/step",
+                     "CPU ms/step",
                      "peak MB", "tinycnn train x"]))
         print("\ntinycnn:\n")
     print(table(rows, columns))
