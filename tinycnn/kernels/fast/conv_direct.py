@@ -22,8 +22,14 @@ at batch 1000 12.4 -> 4.7 ms, the convnet's 1->32 3x3 at batch 128 1.5 -> 1.1 ms
 8->16 3x3 3.5 -> 2.8 ms; from 16->32 (C*F = 512) on BLAS wins, and by 1.5x at 32->64.
 LeNet's 6->16 (96) is close: LeNet-5's inference measured 22.1 ms per 1000 images with it
 on BLAS, 22.7 direct (alternated in one process), so it stays on BLAS. Backward, the weight
-gradient's dot products run well below the forward's multiply-adds, so direct wins only
-for the thinnest layer (1->6: 14.5 -> 9.1 ms without dx; 1->32: 2.4 -> 3.2 ms, a loss).
+gradient's dot products run well below the forward's multiply-adds, so direct won only for
+the thinnest layer (1->6: 14.5 -> 9.1 ms without dx; 1->32: 2.4 -> 3.2 ms, a loss), and
+since the GEMM backward sums dW^T when that is the taller matrix (conv_gemm.py), not even
+there: 1->6 at batch 1000 7.8 ms by GEMM against 12.7 direct, and LeNet-5's training step
+5.58 against 5.88 ms at batch 128 (10 rounds alternated in one process; 8.60 / 9.23 on one
+thread, 9.48 / 10.17 at batch 256). So the backward pass is GEMM for every layer
+(BACKWARD_MAX_CF = 0); the direct one stays, as a second derivation of the same gradients
+that tests/test_kernels.py holds equal to the reference, and for layers thinner than these.
 The two passes need not agree: the GEMM backward rebuilds its columns from x anyway.
 """
 import numpy as np
@@ -33,7 +39,7 @@ from .epilogue import relu_maxpool2, relu_maxpool2_values, unpool_relu_grad, vec
 from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
 
 FORWARD_MAX_CF = 64     # the direct forward pass when C*F <= this
-BACKWARD_MAX_CF = 16    # the direct backward pass when C*F <= this
+BACKWARD_MAX_CF = 0     # the direct backward pass when C*F <= this: never, at present (above)
 
 
 def use_direct(C, F, stride, max_cf):
