@@ -16,7 +16,9 @@ class Sequential:
     reverse, each layer turning the gradient of its output into the gradient of its input
     and filling its own `grads` on the way. (One shortcut: a Conv2D(activation="relu")
     followed by MaxPool2D(2), or a Conv2D, MaxPool2D(2) and ReLU, runs as one fused step,
-    with exactly the layers' results; see layers/fused.py. Not on the "numpy" and "loops"
+    with exactly the layers' results, and in eval mode a Conv2D + BatchNorm2D (+ ReLU
+    (+ MaxPool2D(2))) runs as one convolution with the normalisation folded into it, equal
+    up to float32 rounding; see layers/fused.py. Not on the "numpy" and "loops"
     backends: there every layer runs its own passes.)
 
     seed: when given, every layer's parameters are re-drawn from

@@ -1,5 +1,6 @@
 """A Conv2D(activation="relu") followed by MaxPool2D(2) run as one step, for speed; also a
-Conv2D, MaxPool2D(2) and ReLU, which compute the same (max and ReLU commute).
+Conv2D, MaxPool2D(2) and ReLU, which compute the same (max and ReLU commute); and in eval
+mode a Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))) as one convolution (last section).
 
 `Sequential` runs such a pair through the kernels' conv2d_relu_maxpool2_forward and
 _backward instead of the two layers' own passes. Why it pays: the convolution's output is
@@ -37,8 +38,9 @@ convolution, z[f] = sum(W[f] * x) + b[f]. So
     y[f] = sum((scale[f] * W[f]) * x) + (scale[f] * b[f] + shift[f])
 
 is one convolution with filters scale[f] * W[f] and bias scale[f] * b[f] + shift[f]. A
-Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))) run in eval mode is therefore the one fused
-kernel above: bnnet's convolution output is no longer written, read and rewritten by the
+Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D(2))) run in eval mode is therefore one convolution
+with the ReLU applied as its output is written (and, with the pooling, the fused kernel
+above): bnnet's convolution output is no longer written, read and rewritten by the
 normalisation, the ReLU and the pooling, each a pass over the largest arrays of the network
 (at a batch of 1000, its first one is 74 MB). Training cannot fold: there the normalisation
 uses the batch's own statistics, and its gradient flows through them. The folded filters
