@@ -181,6 +181,25 @@ def test_batch_norm_folded_into_the_convolution_gives_the_layers_results(bias, m
             assert layer.state["running_var"].min() >= 0.2
 
 
+def test_batch_norm_fold_in_float64_and_with_a_channel_switched_off(monkeypatch):
+    # The folded filters take the model's dtype (a float32 fold of a float64 model would
+    # err by 1e-7, not 1e-15); gamma = 0 makes a channel's filter all zeros and its output
+    # beta (then ReLU'd): the fold must give exactly that, not a NaN.
+    model = _normalised_convs(bias=True).to(np.float64)
+    model.layers[1].params["gamma"][1] = 0.0
+    x = np.random.default_rng(3).standard_normal((3, 2, 12, 12))
+    outputs = []
+    for enabled in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", enabled)
+        outputs.append(model.forward(x, training=False))
+        assert sorted(model._fused) == ([3, 6, 8] if enabled else [])
+    assert outputs[0].dtype == np.float64
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
+    pooled = fused._folded_forward(model.layers[:4], x)          # (3, 4, 5, 5): the first run
+    beta = model.layers[1].params["beta"][1]
+    np.testing.assert_array_equal(pooled[:, 1], max(beta, 0.0))
+
+
 def test_bnnet_predictions_with_batch_norm_folded():
     model = tinycnn.models.bnnet(seed=0)
     rng = np.random.default_rng(0)
