@@ -96,7 +96,7 @@ def run_length(layers, i, training=True):
 def forward(layers, x, training=True):
     """The fused layers' output and the state `backward` needs (layers[0] is the Conv2D).
     In eval mode no taps are recorded; a backward pass after it (a saliency map) first
-    recomputes them from x."""
+    recomputes them from x. A Conv2D + BatchNorm2D run (eval mode only) is folded."""
     conv = layers[0]
     conv._check_input(x, 4, "(N, C, H, W)")
     if type(layers[1]) is BatchNorm2D:
@@ -153,6 +153,6 @@ class _Folded:
         h = self.x
         for layer in self.layers:
             h = layer.forward(h, training=False)
-        for layer in self.layers[:0:-1]:
+        for layer in self.layers[:0:-1]:        # the layers after the convolution, last first
             dy = layer.backward(dy)
         return self.layers[0].backward(dy, need_dx=need_dx)
