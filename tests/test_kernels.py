@@ -90,6 +90,18 @@ def test_conv_fast_equals_reference(case, method, monkeypatch):
     np.testing.assert_array_equal(dW_only, grads_fast[1])
 
 
+# The GEMM backward sums dW^T when K = C*kh*kw >= F and dW otherwise (fast/conv_gemm.py);
+# only one of CASES has K < F, so two more (N, C, F, H, W, kh, kw, sh, sw, ph, pw) here.
+WIDE_DW = [(3, 1, 7, 9, 9, 2, 2, 1, 1, 0, 0), (2, 2, 7, 8, 9, 1, 3, 2, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("case", WIDE_DW)
+def test_conv_gemm_backward_with_fewer_taps_than_filters(case, monkeypatch):
+    _, C, F, _, _, kh, kw = case[:7]
+    assert C * kh * kw < F
+    test_conv_fast_equals_reference(case, "gemm", monkeypatch)
+
+
 @pytest.mark.parametrize("case", CASES[::5])           # (these all keep 20-80% of the outputs)
 def test_conv_with_built_in_relu_is_conv_then_relu(case):
     # relu=True must be exactly max(conv, 0) forward, and backward the plain convolution's
