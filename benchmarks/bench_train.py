@@ -8,9 +8,10 @@ thread pools never meet, and each process has its own allocator setting). Traini
 wall time; seconds per epoch = 60,000 / images/s. Inference: batches of 1000 in eval mode,
 for at least a second after one warm-up batch; PyTorch's channels_last settings also time
 the model as its inference guidance tunes it (torch.jit.optimize_for_inference of the
-scripted model: frozen, batch norm folded, oneDNN's kernels) and count the faster of the two. Each worker also reports its minor page
-faults and process CPU time per training step (resource.getrusage), which show whether
-its allocator setting took effect and how busy the machine was.
+scripted model: frozen, batch norm folded, oneDNN's kernels) and count the faster of the
+two. Each worker also reports its minor page faults and process CPU time per training step
+(resource.getrusage), which show whether its allocator setting took effect and how busy the
+machine was.
 
 PyTorch runs in these settings (`--torch`, default all; see TORCH_SETTINGS):
     nchw          NCHW, glibc's default allocator settings: PyTorch untuned
@@ -308,7 +309,8 @@ def torch_rows(arch, results, settings):
     """Every PyTorch setting's medians for one model (a row each)."""
     med = lambda lib, key: float(np.median([r[lib][key] for r in results]))
     return [{"model": arch, "PyTorch setting": s, "train img/s": med(f"torch {s}", "train_img_s"),
-             "infer img/s": med(f"torch {s}", "infer_img_s"), "infer eager img/s": med(f"torch {s}", "infer_eager_img_s"),
+             "infer img/s": med(f"torch {s}", "infer_img_s"),
+             "infer eager img/s": med(f"torch {s}", "infer_eager_img_s"),
              "faults/step": med(f"torch {s}", "faults_per_step"),
              "CPU ms/step": med(f"torch {s}", "cpu_ms_per_step"),
              "peak MB": max(r[f"torch {s}"]["peak_rss_mb"] for r in results),
