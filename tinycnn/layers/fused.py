@@ -132,10 +132,10 @@ def _folded_forward(layers, x):
     b = conv.params.get("b")
     b_folded = shift if b is None else b * scale + shift              # (F,)
     impl = kernels.current()
-    if len(layers) == 4:
+    if len(layers) == 4:                                             # + ReLU + MaxPool2D(2)
         y, _ = impl.conv2d_relu_maxpool2_forward(x, W_folded, b_folded, conv.stride, conv.padding,
                                                  need_argmax=False)
-    else:
+    else:                                                            # (+ ReLU)
         y, _ = impl.conv2d_forward(x, W_folded, b_folded, conv.stride, conv.padding, relu=len(layers) == 3)
     for layer in layers:
         layer.cache = None
