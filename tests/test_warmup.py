@@ -121,16 +121,6 @@ def test_pieces_follow_the_fused_runs_and_chain_their_shapes():
     assert pieces[0].layers[0] is not model.layers[0]          # copies: the model is not touched
 
 
-def test_pieces_hold_the_batch_norm_folds_of_eval_mode():
-    """bnnet fuses nothing in training but folds each Conv2D + BatchNorm2D (+ ReLU (+ MaxPool2D))
-    in eval: a piece per fold, so the shares also compile the folded kernels predict_proba runs."""
-    model = tinycnn.models.bnnet()
-    pieces = warmup._pieces(model, model.input_shape)
-    assert [[layer.name for layer in p.layers] for p in pieces][:3] == [
-        ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D"], ["Conv2D", "BatchNorm2D", "ReLU"],
-        ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D"]]
-
-
 def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):
     path = str(tmp_path / "k.lock")
     assert warmup._take_lock(path) and not warmup._take_lock(path)

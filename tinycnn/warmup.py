@@ -234,16 +234,13 @@ def _take_lock(path):
 
 
 def _pieces(model, input_shape):
-    """The model as Sequential runs it: one small model per layer or fused run, with its input shape.
-    Split where eval mode fuses: that covers every training run too, and a batch normalisation
-    folded only in eval (Conv2D + BatchNorm2D ...) runs, in a training pass of its piece, as its
-    layers in turn, just as the model's own training pass does."""
+    """The model as Sequential runs it: one small model per layer or fused run, with its input shape."""
     from .layers import fused
     from .model import Sequential
     shapes = [tuple(input_shape)] + model.output_shapes(input_shape)
     pieces, i = [], 0
     while i < len(model.layers):
-        n = fused.run_length(model.layers, i, training=False) or 1
+        n = fused.run_length(model.layers, i) or 1
         pieces.append(Sequential(copy.deepcopy(model.layers[i:i + n]), input_shape=shapes[i]))
         i += n
     return pieces
