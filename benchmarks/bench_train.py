@@ -253,7 +253,8 @@ def frozen_for_inference(torch, model, x):
         frozen = torch.jit.optimize_for_inference(torch.jit.script(model))
         frozen(x)
         return frozen
-    except Exception:          # only costs PyTorch its best inference figure; eager is kept
+    except Exception as error:   # only costs PyTorch its best inference figure; eager is kept
+        print(f"optimize_for_inference failed, eager only: {type(error).__name__}: {error}", file=sys.stderr)
         return None
 
 
@@ -263,6 +264,9 @@ def run_worker(lib, arch, batch, steps, data_dir, layout, allocator):
                          text=True, cwd=ROOT, env=worker_env(allocator))
     if out.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{out.stderr}")
+    for line in out.stderr.splitlines():
+        if line.startswith("optimize_for_inference failed"):      # say so: its figure is eager only
+            print(f"{lib} {arch} {layout} {allocator}: {line}", file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

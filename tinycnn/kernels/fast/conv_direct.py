@@ -25,7 +25,8 @@ on BLAS, 22.7 direct (alternated in one process), so it stays on BLAS. Backward,
 gradient's dot products run well below the forward's multiply-adds, so direct won only for
 the thinnest layer (1->6: 14.5 -> 9.1 ms without dx; 1->32: 2.4 -> 3.2 ms, a loss), and
 since the GEMM backward sums dW^T when that is the taller matrix (conv_gemm.py), not even
-there: 1->6 at batch 1000 7.8 ms by GEMM against 12.7 direct, and LeNet-5's training step
+there: 1->6 at batch 1000 7.8 ms by GEMM against 12.7 direct (a later run, on a machine
+whose speed drifts between runs: compare within a run), and LeNet-5's training step
 5.58 against 5.88 ms at batch 128 (10 rounds alternated in one process; 8.60 / 9.23 on one
 thread, 9.48 / 10.17 at batch 256). So the backward pass is GEMM for every layer
 (BACKWARD_MAX_CF = 0); the direct one stays, as a second derivation of the same gradients
