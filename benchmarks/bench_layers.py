@@ -21,6 +21,9 @@ CASES = [  # name, tinycnn layer factory, input shape, torch module factory
     ("conv 32->64 3x3, 13x13", lambda: Conv2D(32, 64, 3), (BATCH, 32, 13, 13), lambda nn: nn.Conv2d(32, 64, 3)),
     ("conv 32->64 3x3 + ReLU", lambda: Conv2D(32, 64, 3, activation="relu"), (BATCH, 32, 13, 13),
      lambda nn: nn.Sequential(nn.Conv2d(32, 64, 3), nn.ReLU())),
+    ("fastnet conv 1->24 5x5, 28x28", lambda: Conv2D(1, 24, 5), (BATCH, 1, 28, 28), lambda nn: nn.Conv2d(1, 24, 5)),
+    ("fastnet conv 24->32 5x5, 12x12", lambda: Conv2D(24, 32, 5), (BATCH, 24, 12, 12),
+     lambda nn: nn.Conv2d(24, 32, 5)),
     ("max pool 2, 32x26x26", lambda: MaxPool2D(2), (BATCH, 32, 26, 26), lambda nn: nn.MaxPool2d(2)),
     ("dense 1600->10", lambda: Dense(1600, 10), (BATCH, 1600), lambda nn: nn.Linear(1600, 10)),
 ]
