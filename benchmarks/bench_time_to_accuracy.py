@@ -86,14 +86,10 @@ def recipe(arch, n_train):
 def recipe_data(data_dir, val_fraction, seed):
     """(x_train, y_train, x_test, y_test): the recipe's training part of MNIST and the test
     set, float32 (N, 1, 28, 28) standardised with the training part's mean and std, int64 labels."""
-    from tinycnn import datasets
+    from tinycnn import datasets, run
     (x, y), (x_test, y_test) = datasets.load_mnist(data_dir=data_dir, download=False)
-    if val_fraction > 0:
-        (x, y), _ = datasets.train_val_split(x, y, val_fraction, seed=seed)
-    x, mean, std = datasets.standardize(datasets.to_float(x))
-    x_test = datasets.standardize(datasets.to_float(x_test), mean, std)[0]
-    return (datasets.add_channel_axis(x), y.astype(np.int64),
-            datasets.add_channel_axis(x_test), y_test.astype(np.int64))
+    (x, y), _, x_test, _ = run.prepare_data(x, y, x_test, val_fraction, seed)     # the main job's own
+    return x, y.astype(np.int64), x_test, y_test.astype(np.int64)
 
 
 def total_steps(n_train, batch, epochs):

@@ -282,6 +282,21 @@ def draw(out, model, history, x_test_images, x_test, y_test, proba, cm, class_na
     return list(figures)
 
 
+def prepare_data(x_train_u8, y_train, x_test_u8, val_fraction, seed):
+    """The job's validation split (stratified, seeded; none when val_fraction is 0) and
+    preprocessing: scale to [0, 1], then standardise with the training part's mean and std
+    (saved with the model), and add the channel axis. Returns (x_train, y_train), validation
+    ((x_val, y_val) or None), x_test and (mean, std)."""
+    if val_fraction > 0:
+        (x_tr_u8, y_tr), (x_val_u8, y_val) = datasets.train_val_split(x_train_u8, y_train, val_fraction, seed=seed)
+    else:
+        x_tr_u8, y_tr = x_train_u8, y_train
+    x_tr, mean, std = datasets.standardize(datasets.to_float(x_tr_u8))
+    prep = lambda images: datasets.add_channel_axis(datasets.standardize(datasets.to_float(images), mean, std)[0])
+    validation = (prep(x_val_u8), y_val) if val_fraction > 0 else None
+    return (datasets.add_channel_axis(x_tr), y_tr), validation, prep(x_test_u8), (mean, std)
+
+
 def run(args):
     """The whole job for parsed arguments; returns the metrics dict."""
     say = (lambda *a, **k: None) if args.quiet else print
@@ -292,18 +307,8 @@ def run(args):
     say(f"dataset: {dataset} ({len(x_train_u8):,} training and {len(x_test_u8):,} test images, "
         f"{x_train_u8.shape[1]}x{x_train_u8.shape[2]})")
 
-    # Validation split (stratified, seeded; none when val_fraction is 0) and preprocessing:
-    # scale to [0, 1], then standardise with the training part's mean and std, which are
-    # saved with the model.
-    if args.val_fraction > 0:
-        (x_tr_u8, y_tr), (x_val_u8, y_val) = datasets.train_val_split(x_train_u8, y_train_all,
-                                                                     args.val_fraction, seed=args.seed)
-    else:
-        x_tr_u8, y_tr = x_train_u8, y_train_all
-    x_tr, mean, std = datasets.standardize(datasets.to_float(x_tr_u8))
-    prep = lambda images: datasets.add_channel_axis(datasets.standardize(datasets.to_float(images), mean, std)[0])
-    x_tr, x_test = datasets.add_channel_axis(x_tr), prep(x_test_u8)
-    validation = (prep(x_val_u8), y_val) if args.val_fraction > 0 else None
+    (x_tr, y_tr), validation, x_test, (mean, std) = prepare_data(x_train_u8, y_train_all, x_test_u8,
+                                                                 args.val_fraction, args.seed)
 
     model = build_model(args, x_tr.shape[1:], len(class_names))
     model.preprocessing = {"scale": 1 / 255, "mean": mean, "std": std}
