@@ -95,11 +95,13 @@ def _backward_share(t, nchunks, dy, xhat, gamma, inv_std, training, dx, dgamma, 
     N, C, M = dy.shape
     m = N * M
     held = np.zeros(2, dtype=dy.dtype)       # dbeta / m and dgamma / m (training only), held in
-    c0, c1 = share_range(t, nchunks, C)      # dy's dtype so the inner loop stays float32
+    zero = held[0]                           # dy's dtype so the inner loop stays float32
+    c0, c1 = share_range(t, nchunks, C)
     for c in range(c0, c1):
         sb, sg = 0.0, 0.0
         for n in range(N):
-            r1, r2 = _row_sums(dy[n, c], xhat[n, c], 0)
+            # (shift 0 in dy's dtype: an int 0 made Numba compile a second, float64 _row_sums)
+            r1, r2 = _row_sums(dy[n, c], xhat[n, c], zero)
             sb += r1
             sg += r2
         dbeta[c], dgamma[c] = sb, sg
