@@ -16,7 +16,10 @@ vectorises; the gradient's is cut into 4 such loops, see _times_AT). Measured on
 conv2, batch 128, one thread, the transforms take 0.8-1.7 ms each, the 16 products per
 block the rest (~4 ms forward).
 Each thread's share (_forward_share, _backward_share) is a contiguous run of blocks, run
-by parallel.in_parallel.
+by parallel.in_parallel. The transforms are inlined into the shares (inline="always"): as
+functions of their own, each was compiled twice on a first run, alone and again linked into
+each share (Winograd's two shares took 6.2 s of CPU to compile that way, 4.9 s inlined, with
+the same machine code speed: `python benchmarks/bench_startup.py --kernels`).
 """
 import numpy as np
 from numba import njit, uintp
@@ -26,7 +29,7 @@ from .conv_gemm import blocking
 from .gemm import gemm_for, matmul
 from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _tiles_of_image(x, n, xp, rows, V, q0, ph, pw, TH, TW):
     """V[:, c, q0 + th*TW + tw] = B^T d B for every 4x4 tile d of image n, every channel.
     xp (2*TH + 2, 2*TW + 2) must have a zero border (only the interior is written);
@@ -54,7 +57,7 @@ def _tiles_of_image(x, n, xp, rows, V, q0, ph, pw, TH, TW):
                     V[4 * k + 3, c, q + tw] = t1 - t3
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _image_of_tiles(dV, q0, dxp, rows, dx, n, ph, pw, TH, TW):
     """The adjoint of _tiles_of_image: dx[n] from dV[:, :, q0 : q0 + TH*TW], each tile's
     B dV B^T added where tiles overlap. dxp and rows are scratch, as there."""
@@ -86,7 +89,7 @@ def _image_of_tiles(dV, q0, dxp, rows, dx, n, ph, pw, TH, TW):
                 dx[n, c, h, w] = dxp[h + ph, w + uintp(pw)]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _outputs_of_tiles(M, q0, Y, y, argmax, n, b, relu, pool, taps, TW):
     """y[n] = A^T M A per tile, plus bias (and ReLU), from M[:, :, q0 : q0 + T].
     Y (4, T) is scratch: Y[2a + b, th*TW + tw] becomes output pixel (2*th + a, 2*tw + b).
@@ -128,7 +131,7 @@ def _outputs_of_tiles(M, q0, Y, y, argmax, n, b, relu, pool, taps, TW):
                 y[n, f, h, w] = max(v, 0) if relu else v
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _times_AT(d0, d1, negate, M, xi, f, q0):
     """M[xi + l, f, q0 + p] = +-((d0[p], d1[p]) A^T)[l], l = 0..3: (d0, d0 + d1, d0 - d1, -d1).
     One output row per call: a loop with 2 input and 4 output streams vectorises; with all
@@ -142,7 +145,7 @@ def _times_AT(d0, d1, negate, M, xi, f, q0):
 _DM_ROWS = (0, 4, 6, 2)         # where _tiles_of_gradient's D holds A dY's row r (2 rows each)
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _tiles_of_gradient(dy, y, argmax, n, D, M, q0, relu, pool, db, TW):
     """M[:, f, q0 + th*TW + tw] = A dY A^T for every 2x2 tile dY of dy[n, f], with the
     ReLU's derivative applied (where relu: dy passes where y > 0); db[f] += the sum of dY.
@@ -176,9 +179,8 @@ def _tiles_of_gradient(dy, y, argmax, n, D, M, q0, relu, pool, db, TW):
             D[4, p], D[5, p] = D[0, p] + D[2, p], D[1, p] + D[3, p]
             D[6, p], D[7, p] = D[0, p] - D[2, p], D[1, p] - D[3, p]
         # A dY has rows dY[0], dY[0] + dY[1], dY[0] - dY[1], -dY[1] (D's rows 0-1, 4-5, 6-7
-        # and 2-3, negated); each times A^T. One call in a loop rather than four calls with
-        # constant arguments: Numba compiles a function once per constant value it is passed
-        # (it would make four copies of _times_AT, ~0.8 s of CPU on a first run).
+        # and 2-3, negated); each times A^T. One call in a loop rather than four calls: each
+        # call site would be inlined as a copy of its own, compiled on a first run.
         for r in range(4):
             k = _DM_ROWS[r]
             _times_AT(D[k], D[k + 1], r == 3, M, 4 * r, f, q0)

@@ -167,11 +167,21 @@ def _python_threads_wanted():
     return True
 
 
+_compiled = set()          # (share, the arguments' fingerprints) compiled for _on_python_threads
+
+
 def _on_python_threads(share, nchunks, args):
     """share(t, nchunks, *args) for t = 1 .. nchunks-1 on a pool of Python threads, t = 0 on
     this one; returns when all are done. (A process made by fork inherits the pool object
     but none of its threads, so each process makes its own.)"""
     global _threads
+    key = (share, *map(_dispatcher.compute_fingerprint, args))
+    if key not in _compiled:
+        # Compile (or load) the share here, before a pool thread calls it: tinycnn.warmup
+        # watches compilations on this thread and may stop one (another process is compiling
+        # that kernel); a pool thread would then compile it all the same, a second time.
+        share.compile((types.int64, types.int64, *map(numba.typeof, args)))
+        _compiled.add(key)
     if nchunks > 1 and (_threads is None or _threads[0] != os.getpid()):
         _threads = os.getpid(), ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "tinycnn")
     others = [_threads[1].submit(share, t, nchunks, *args) for t in range(1, nchunks)]
