@@ -131,3 +131,82 @@ def test_a_failed_allocation_inside_a_share_is_raised_not_swallowed(python_threa
         assert out.tolist() == [5, 5]
     finally:
         parallel.on_python_threads_until(None)
+
+
+@njit(nogil=True)
+def _scaling_share(t, nchunks, out, k):
+    out[t] = k * (t + 1)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_on_python_threads_a_share_is_compiled_on_the_calling_thread_only():
+    """warmup stops a compilation on its own thread when another process has taken that
+    kernel; no pool thread may then compile it anyway (a second, wasted compile). Here the
+    calling thread's compilation is stopped: nothing else may compile the share."""
+    import threading
+    import time
+    from numba.core import event
+    caller, compiled_on = threading.get_ident(), []
+
+    class StopOnTheCaller(event.Listener):
+        def on_start(self, ev):
+            if threading.get_ident() == caller:
+                raise _Stopped()
+            compiled_on.append(threading.get_ident())
+
+        def on_end(self, ev):
+            pass
+
+    out = np.zeros(3)
+    try:
+        parallel.on_python_threads_until(lambda: False)
+        with event.install_listener("numba:compile", StopOnTheCaller()):
+            with pytest.raises(_Stopped):
+                parallel.in_parallel(_scaling_share, 3, out, 2.0)
+            time.sleep(0.5)                          # time for a pool thread to have started one
+        assert compiled_on == [] and not _scaling_share.signatures
+        parallel.in_parallel(_scaling_share, 3, out, 2.0)
+    finally:
+        parallel.on_python_threads_until(None)
+    assert out.tolist() == [2.0, 4.0, 6.0]
+
+
+def test_no_kernel_is_compiled_twice_for_a_constant_argument(tmp_path):
+    """Numba compiles a jitted function once per literal value it is passed as a constant
+    (Literal[int](0), Literal[bool](True)): four calls of one helper with constant arguments
+    were four compilations on a first run. With an empty cache (a subprocess: helpers loaded
+    inside a cached kernel are never compiled on their own), every fast kernel and helper a
+    model with convolutions by all three methods and batch norm runs is compiled once per
+    argument types."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np\n"
+            "from numba import types\n"
+            "from numba.core.registry import CPUDispatcher\n"
+            "from tinycnn import models\n"
+            "from tinycnn.kernels.fast import parallel\n"
+            "parallel.on_python_threads_until(lambda: False)\n"     # (no parallel loops to compile)
+            "model = models.convnet_bn()\n"
+            "y = model.forward(np.zeros((2, 1, 28, 28), np.float32), training=True)\n"
+            "model.backward(np.ones_like(y), need_dx=False)\n"
+            "model.forward(np.zeros((2, 1, 28, 28), np.float32), training=False)\n"
+            "for name, module in list(sys.modules.items()):\n"
+            "    if name.startswith('tinycnn.kernels.fast'):\n"
+            "        for attr, d in vars(module).items():\n"
+            "            if isinstance(d, CPUDispatcher) and d.signatures:\n"
+            "                plain = {tuple(types.unliteral(a) for a in s) for s in d.signatures}\n"
+            "                print(attr, len(d.signatures), len(plain))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=root,
+               TINYCNN_BACKEND="numba")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()]
+    names = {name for name, _, _ in rows}
+    assert {"_backward_share", "_forward_share", "_row_sums", "_stats_share"} <= names, names
+    assert [row for row in rows if row[1] != row[2]] == []
+    assert ["_row_sums", "1", "1"] in rows           # (its shift once an int 0: a second, float64 copy)

@@ -110,15 +110,47 @@ def test_probe_on_an_empty_cache_compiles_nothing(tmp_path):
     assert not any(name.endswith(".nbc") for _, _, files in os.walk(tmp_path) for name in files)
 
 
-def test_pieces_follow_the_fused_runs_and_chain_their_shapes():
-    """The two compiling processes split the model where Sequential runs it."""
-    model = tinycnn.models.lenet5()
-    pieces = warmup._pieces(model, model.input_shape)
-    assert [[layer.name for layer in p.layers] for p in pieces] == [
-        ["Conv2D", "MaxPool2D"], ["Conv2D", "MaxPool2D"], ["Flatten"], ["Dense"], ["ReLU"], ["Dense"],
-        ["ReLU"], ["Dense"]]
-    assert [p.input_shape for p in pieces[:4]] == [(1, 28, 28), (6, 14, 14), (16, 5, 5), (400,)]
-    assert pieces[0].layers[0] is not model.layers[0]          # copies: the model is not touched
+def test_the_plan_lists_every_share_once_longest_first_and_compiles_none(tmp_path):
+    """The two compiling processes split the model's kernels by a plan made without compiling
+    them (a subprocess with an empty NUMBA_CACHE_DIR: a share compiled would leave files)."""
+    code = ("from tinycnn import warmup, models\n"
+            "m = models.convnet()\n"
+            "plan = warmup._plan(m, m.input_shape)\n"
+            "print(' '.join(warmup._kernel_name(share) for share, _ in plan))\n"
+            "print(len(set(plan)) == len(plan), all(not share.overloads for share, _ in plan))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=ROOT,
+               TINYCNN_BACKEND="numba")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    names, checks = out.stdout.splitlines()
+    # convnet: conv 1->32 (direct forward, GEMM backward), conv 32->64 (Winograd), longest first
+    assert names.split() == ["conv_winograd._backward_share", "conv_gemm._backward_share",
+                             "conv_winograd._forward_share", "conv_direct._forward_share"], names
+    assert checks == "True True"
+    assert not any(name.endswith(".nbc") for _, _, files in os.walk(tmp_path) for name in files)
+
+
+class _FakeShare:
+    """Stands in for a jitted share: records what it was asked to compile."""
+
+    def __init__(self, name):
+        self.overloads, self.compiled = {}, []
+        self.py_func = lambda: None
+        self.py_func.__qualname__ = name
+
+    def compile(self, signature):
+        self.compiled.append(signature)
+        self.overloads[signature] = object()
+
+
+def test_a_kernel_the_other_process_holds_is_left_to_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(warmup.tempfile, "gettempdir", lambda: str(tmp_path))
+    mine, theirs, done = _FakeShare("mine"), _FakeShare("theirs"), _FakeShare("done")
+    done.overloads[("sig",)] = object()                         # compiled already: nothing to do
+    assert warmup._take_lock(warmup._kernel_lock(theirs, ("sig",)))     # the other process's
+    warmup._compile_plan([(mine, ("sig",)), (theirs, ("sig",)), (done, ("sig",))])
+    assert mine.compiled == [("sig",)] and theirs.compiled == [] and done.compiled == []
+    assert not os.path.exists(warmup._kernel_lock(mine, ("sig",)))      # released after compiling
 
 
 def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):

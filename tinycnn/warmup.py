@@ -168,43 +168,60 @@ def _idle_cores(interval=0.1):
 
 # -- two processes, one cache --------------------------------------------------------------
 # Numba compiles on one core (and holds the GIL), so on a cold cache a second process takes
-# half the kernels. Both walk the model's layers (a fused run counts as one), compiling each
-# piece's training and eval passes as a model of its own; this process walks from the input
-# forward, the other from the output back. Before compiling a kernel a process takes a lock
-# file named after the kernel and its argument types; a kernel whose lock the other holds is
-# left to it (the piece is skipped). When both are done, this process runs the whole model,
-# which loads everything from the disk cache and compiles whatever was skipped and missed.
+# part of the kernels. Both first list what a training step and an eval pass of the model
+# would run (_plan: a pass with parallel.recording_shares, which compiles none of the
+# shares), longest to compile first, then go down the list, each compiling the kernels the
+# other has not taken: before compiling one, a process takes a lock file named after the
+# kernel and its signature, and a kernel whose lock the other holds is left to it. Taking
+# the longest first balances the two (the second process starts about a second later).
+# When both are done, this process runs the whole model, which loads everything from the
+# disk cache (and compiles whatever the plan missed).
 
-class _Busy(Exception):
-    """The other process is compiling this kernel."""
+# CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
+# --kernels`, November 30): only the order matters. Other shares count as 0.3 s.
+_COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_share": 2.4,
+                    "conv_winograd._forward_share": 2.3, "conv_gemm._forward_share": 2.2,
+                    "conv_direct._backward_share": 2.2, "conv_direct._forward_share": 1.7,
+                    "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
 
 
-class _KernelLocks(event.Listener):
-    """Takes a lock file before each outermost compilation; raises _Busy if it is taken."""
+def _kernel_name(share):
+    return f"{share.py_func.__module__.rsplit('.', 1)[-1]}.{share.py_func.__qualname__}"
 
-    def __init__(self):
-        self.depth, self.held = 0, []
 
-    def on_start(self, ev):
-        if self.depth == 0:
-            function = ev.data["dispatcher"].py_func
-            name = f"{function.__module__}.{function.__qualname__}{ev.data['args']}{_where_cached()}"
-            path = os.path.join(tempfile.gettempdir(),
-                                f"tinycnn-kernel-{hashlib.sha1(name.encode()).hexdigest()[:16]}.lock")
-            if not _take_lock(path):
-                raise _Busy()
-            self.held.append(path)
-        self.depth += 1
+def _plan(model, input_shape):
+    """[(share, signature)] for every share a training step and an eval pass of `model` run,
+    each once, longest to compile first; None if the recording pass fails."""
+    try:
+        with parallel.recording_shares() as found, np.errstate(all="ignore"):
+            _run_once(model, True, input_shape)
+            _run_once(model, False, input_shape)
+    except Exception:                        # (meaningless values met a check): no plan
+        return None
+    plan = list(dict.fromkeys(found))        # first occurrences, in order
+    return sorted(plan, key=lambda kernel: -_COMPILE_SECONDS.get(_kernel_name(kernel[0]), 0.3))
 
-    def on_end(self, ev):
-        self.depth -= 1
 
-    def release(self):
-        """Free the locks (after the pass: Numba writes a kernel to disk after its end event)."""
-        for path in self.held:
+def _compile_plan(plan):
+    """Compile (or load from the disk cache) each kernel of the plan that the other process
+    has not taken."""
+    for share, signature in plan or ():
+        if signature in share.overloads:
+            continue
+        lock = _kernel_lock(share, signature)
+        if not _take_lock(lock):
+            continue                         # the other process is compiling it
+        try:
+            share.compile(signature)
+        finally:
             with contextlib.suppress(OSError):
-                os.remove(path)
-        self.held = []
+                os.remove(lock)
+
+
+def _kernel_lock(share, signature):
+    """The lock file of one kernel: its function, signature and cache."""
+    name = f"{share.py_func.__module__}.{share.py_func.__qualname__}{signature}{_where_cached()}"
+    return os.path.join(tempfile.gettempdir(), f"tinycnn-kernel-{hashlib.sha1(name.encode()).hexdigest()[:16]}.lock")
 
 
 def _compile_lock(model):
@@ -233,41 +250,14 @@ def _take_lock(path):
         return False
 
 
-def _pieces(model, input_shape):
-    """The model as Sequential runs it: one small model per layer or fused run, with its input shape."""
-    from .layers import fused
-    from .model import Sequential
-    shapes = [tuple(input_shape)] + model.output_shapes(input_shape)
-    pieces, i = [], 0
-    while i < len(model.layers):
-        n = fused.run_length(model.layers, i) or 1
-        pieces.append(Sequential(copy.deepcopy(model.layers[i:i + n]), input_shape=shapes[i]))
-        i += n
-    return pieces
-
-
-def _compile_pieces(pieces):
-    """Compile each piece's kernels, skipping kernels the other process is compiling."""
-    for piece in pieces:
-        locks = _KernelLocks()
-        try:
-            with event.install_listener("numba:compile", locks):
-                _run_once(piece, True)
-                _run_once(piece, False)
-        except _Busy:
-            pass
-        finally:
-            locks.release()
-
-
 def _share_work(model, input_shape):
-    """Compile `model`'s kernels with a second process working from the other end."""
+    """Compile `model`'s kernels with a second process going down the same plan."""
     spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
     if not _saved(model, spec):
         return                               # compile_for then compiles all of it here
     other = _start_process(["--share", spec, ",".join(map(str, input_shape))])
     try:
-        _compile_pieces(_pieces(model, input_shape))
+        _compile_plan(_plan(model, input_shape))
     finally:
         other.wait()
         with contextlib.suppress(OSError):
@@ -360,13 +350,12 @@ def _start_process(args, **options):
 
 
 def _main(argv):
-    """The other process: `--share SPEC SHAPE` works from the output end (see _share_work);
+    """The other process: `--share SPEC SHAPE` goes down the plan with this one (_share_work);
     `SPEC LOCK` compiles the model saved at SPEC in the background (compile_in_background)."""
     from .io import load_model
     if argv[0] == "--share":                  # the shares only, as compile_for does here
         spec, shape = argv[1], tuple(int(s) for s in argv[2].split(","))
-        parallel.on_python_threads_until(lambda: False)
-        _compile_pieces(_pieces(load_model(spec), shape)[::-1])
+        _compile_plan(_plan(load_model(spec), shape))
         return
     spec, lock = argv[:2]
     try:

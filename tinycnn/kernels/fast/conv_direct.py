@@ -106,15 +106,11 @@ def _shifted_dots(g, src, offsets, n, out):
         k += 1
 
 
-@njit(**JIT)
 def _tap_offsets(C, kh, kw, plane, Wp, sign, shift):
-    """shift + sign * (c*plane + i*Wp + j) for every tap (c, i, j), in W.reshape(F, -1)'s order."""
-    offsets = np.empty(C * kh * kw, dtype=np.intp)
-    for c in range(C):
-        for i in range(kh):
-            for j in range(kw):
-                offsets[(c * kh + i) * kw + j] = shift + sign * (c * plane + i * Wp + j)
-    return offsets
+    """shift + sign * (c*plane + i*Wp + j) for every tap (c, i, j), in W.reshape(F, -1)'s order.
+    (NumPy, not jitted: a few hundred values, and nothing to compile on a first run.)"""
+    c, i, j = np.arange(C)[:, None, None], np.arange(kh)[None, :, None], np.arange(kw)[None, None, :]
+    return (shift + sign * (c * plane + i * Wp + j)).ravel().astype(np.intp)
 
 
 @njit(inline="always", **JIT)

@@ -27,7 +27,7 @@ from numba import njit, uintp
 from ..winograd import tiling, transform_weights, weight_gradient
 from .conv_gemm import blocking
 from .gemm import gemm_for, matmul
-from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
+from .parallel import JIT, add_thread_parts, in_parallel, share_range
 
 @njit(inline="always", **JIT)
 def _tiles_of_image(x, n, xp, rows, V, q0, ph, pw, TH, TW):
