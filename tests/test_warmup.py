@@ -153,6 +153,23 @@ def test_a_kernel_the_other_process_holds_is_left_to_it(monkeypatch, tmp_path):
     assert not os.path.exists(warmup._kernel_lock(mine, ("sig",)))      # released after compiling
 
 
+def test_the_split_gives_the_later_process_less_and_every_kernel_to_one_of_them(monkeypatch):
+    """The second process starts compiling about a second later: the cut that finishes first."""
+    shares = {name: _FakeShare(name) for name in ("big", "mid", "small", "tiny", "wee")}
+    monkeypatch.setattr(warmup, "_kernel_name", lambda share: share.py_func.__qualname__)
+    monkeypatch.setattr(warmup, "_COMPILE_SECONDS", {"big": 2.5, "mid": 2.1, "small": 1.6, "tiny": 0.2})
+    plan = [(shares[name], ("sig",)) for name in ("big", "mid", "small", "tiny", "wee")]   # (wee: 0.3 s)
+    mine, theirs = warmup._split(plan)
+    # this process 2.1 + 1.6 (+ 0.2) = 3.9 s, the other 1.0 late + 2.5 (+ 0.3) = 3.8 s; giving
+    # this process the longest instead would end at 2.5 + 1.6 = 4.1 s or later
+    assert [k[0].py_func.__qualname__ for k in mine] == ["mid", "small", "tiny"]
+    assert [k[0].py_func.__qualname__ for k in theirs] == ["big", "wee"]
+    monkeypatch.setattr(warmup, "_COMPILE_SECONDS", {})
+    many = [(_FakeShare(f"k{i}"), ("sig",)) for i in range(30)]     # past the 12 tried every way
+    mine, theirs = warmup._split(many)
+    assert sorted(map(id, mine + theirs)) == sorted(map(id, many)) and len(mine) > len(theirs)
+
+
 def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):
     path = str(tmp_path / "k.lock")
     assert warmup._take_lock(path) and not warmup._take_lock(path)

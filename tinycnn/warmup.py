@@ -170,19 +170,20 @@ def _idle_cores(interval=0.1):
 # Numba compiles on one core (and holds the GIL), so on a cold cache a second process takes
 # part of the kernels. Both first list what a training step and an eval pass of the model
 # would run (_plan: a pass with parallel.recording_shares, which compiles none of the
-# shares), longest to compile first, then go down the list, each compiling the kernels the
-# other has not taken: before compiling one, a process takes a lock file named after the
-# kernel and its signature, and a kernel whose lock the other holds is left to it. Taking
-# the longest first balances the two (the second process starts about a second later).
-# When both are done, this process runs the whole model, which loads everything from the
-# disk cache (and compiles whatever the plan missed).
+# shares), and cut the list in two by estimated compile time (_split: the second process
+# starts compiling about a second later, so it gets that much less). Each compiles its part,
+# then helps with the other's, last kernels first: before compiling a kernel a process takes
+# a lock file named after the kernel and its signature, and a kernel whose lock the other
+# holds is left to it. When both are done, this process runs the whole model, which loads
+# everything from the disk cache (and compiles whatever the plan missed).
 
 # CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
-# --kernels`, November 30): only the order matters. Other shares count as 0.3 s.
+# --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s.
 _COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_share": 2.4,
                     "conv_winograd._forward_share": 2.3, "conv_gemm._forward_share": 2.2,
                     "conv_direct._backward_share": 2.2, "conv_direct._forward_share": 1.7,
                     "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
+_SECOND_PROCESS_LATE = 1.0      # s: the second process's start-up and imports (measured 0.9-1.0)
 
 
 def _kernel_name(share):
@@ -199,13 +200,39 @@ def _plan(model, input_shape):
     except Exception:                        # (meaningless values met a check): no plan
         return None
     plan = list(dict.fromkeys(found))        # first occurrences, in order
-    return sorted(plan, key=lambda kernel: -_COMPILE_SECONDS.get(_kernel_name(kernel[0]), 0.3))
+    return sorted(plan, key=lambda kernel: -_compile_seconds(kernel))
+
+
+def _compile_seconds(kernel):
+    return _COMPILE_SECONDS.get(_kernel_name(kernel[0]), 0.3)
+
+
+def _split(plan):
+    """(this process's kernels, the second process's): the cut of the plan after which both
+    would finish first, by _COMPILE_SECONDS, with the second starting _SECOND_PROCESS_LATE
+    later. Every cut of the 12 longest kernels is tried (4,096 at most), and the rest, which
+    are short, go one by one to whichever process would be free first."""
+    big, small = plan[:12], plan[12:]
+    costs = [_compile_seconds(kernel) for kernel in big]
+    best = None
+    for mask in range(1 << len(big)):        # bit i set: big[i] is this process's
+        mine = sum(cost for i, cost in enumerate(costs) if mask >> i & 1)
+        finish = max(mine, _SECOND_PROCESS_LATE + sum(costs) - mine)
+        if best is None or finish < best[0]:
+            best = finish, mask
+    mine = [kernel for i, kernel in enumerate(big) if best[1] >> i & 1]
+    theirs = [kernel for i, kernel in enumerate(big) if not best[1] >> i & 1]
+    for kernel in small:
+        busy_mine = sum(map(_compile_seconds, mine))
+        busy_theirs = _SECOND_PROCESS_LATE + sum(map(_compile_seconds, theirs))
+        (mine if busy_mine <= busy_theirs else theirs).append(kernel)
+    return mine, theirs
 
 
 def _compile_plan(plan):
     """Compile (or load from the disk cache) each kernel of the plan that the other process
     has not taken."""
-    for share, signature in plan or ():
+    for share, signature in plan:
         if signature in share.overloads:
             continue
         lock = _kernel_lock(share, signature)
@@ -257,7 +284,10 @@ def _share_work(model, input_shape):
         return                               # compile_for then compiles all of it here
     other = _start_process(["--share", spec, ",".join(map(str, input_shape))])
     try:
-        _compile_plan(_plan(model, input_shape))
+        plan = _plan(model, input_shape)
+        if plan is not None:
+            mine, theirs = _split(plan)
+            _compile_plan(mine + theirs[::-1])
     finally:
         other.wait()
         with contextlib.suppress(OSError):
@@ -355,7 +385,10 @@ def _main(argv):
     from .io import load_model
     if argv[0] == "--share":                  # the shares only, as compile_for does here
         spec, shape = argv[1], tuple(int(s) for s in argv[2].split(","))
-        _compile_plan(_plan(load_model(spec), shape))
+        plan = _plan(load_model(spec), shape)
+        if plan is not None:
+            mine, theirs = _split(plan)
+            _compile_plan(theirs + mine[::-1])
         return
     spec, lock = argv[:2]
     try:
