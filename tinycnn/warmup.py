@@ -2,7 +2,7 @@
 
 Numba compiles each fast kernel the first time it runs and keeps the machine code on disk
 (`cache=True`, in __pycache__ or NUMBA_CACHE_DIR). With an empty cache a model's first
-training step compiles every kernel the model uses: 9-14 s of CPU per built-in model on
+training step compiles every kernel the model uses: 6-11 s of CPU per built-in model on
 these 2-core machines (33-46 s before the kernels were written as shares: see
 kernels/fast/parallel.py; benchmarks/bench_startup.py measures it). This module makes that
 cost visible, shares it between two processes, defers part of it, and for small inference
