@@ -12,6 +12,8 @@ from tinycnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.model import Sequential
 
+from cold import run_with_empty_cache
+
 
 def _model():
     """Every fast kernel family: direct and GEMM convolutions (one fused with its pooling),
@@ -181,9 +183,6 @@ def test_no_kernel_is_compiled_twice_for_a_constant_argument(tmp_path):
     inside a cached kernel are never compiled on their own), every fast kernel and helper a
     model with convolutions by all three methods and batch norm runs is compiled once per
     argument types."""
-    import os
-    import subprocess
-    import sys
     code = ("import sys, numpy as np\n"
             "from numba import types\n"
             "from numba.core.registry import CPUDispatcher\n"
@@ -200,12 +199,7 @@ def test_no_kernel_is_compiled_twice_for_a_constant_argument(tmp_path):
             "            if isinstance(d, CPUDispatcher) and d.signatures:\n"
             "                plain = {tuple(types.unliteral(a) for a in s) for s in d.signatures}\n"
             "                print(attr, len(d.signatures), len(plain))\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=root,
-               TINYCNN_BACKEND="numba")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines()]
+    rows = [line.split() for line in run_with_empty_cache(code, tmp_path).splitlines()]
     names = {name for name, _, _ in rows}
     assert {"_backward_share", "_forward_share", "_row_sums", "_stats_share"} <= names, names
     assert [row for row in rows if row[1] != row[2]] == []

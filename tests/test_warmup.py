@@ -1,8 +1,6 @@
 """The first run on a machine (tinycnn/warmup.py): compile time reported apart from training,
 and small predictions answered on the reference kernels, identically, while the fast ones compile."""
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,8 +14,7 @@ from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.model import Sequential
 from tinycnn.optim import SGD
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from cold import compiled_nothing, run_with_empty_cache
 
 def _small_convnet():
     layers = [Conv2D(1, 4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(4 * 3 * 3, 3)]
@@ -101,13 +98,9 @@ def test_probe_on_an_empty_cache_compiles_nothing(tmp_path):
             "m = models.lenet5()\n"
             "t = time.process_time(); ready = warmup.fast_kernels_ready(m, training=True)\n"
             "print(ready, round(time.process_time() - t, 2))\n")
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=ROOT,
-               TINYCNN_BACKEND="numba")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    ready, seconds = out.stdout.split()
-    assert ready == "False" and float(seconds) < 2.0, out.stdout
-    assert not any(name.endswith(".nbc") for _, _, files in os.walk(tmp_path) for name in files)
+    ready, seconds = run_with_empty_cache(code, tmp_path).split()
+    assert ready == "False" and float(seconds) < 2.0, (ready, seconds)
+    assert compiled_nothing(tmp_path)
 
 
 def test_the_plan_lists_every_share_once_longest_first_and_compiles_none(tmp_path):
@@ -118,16 +111,12 @@ def test_the_plan_lists_every_share_once_longest_first_and_compiles_none(tmp_pat
             "plan = warmup._plan(m, m.input_shape)\n"
             "print(' '.join(warmup._kernel_name(share) for share, _ in plan))\n"
             "print(len(set(plan)) == len(plan), all(not share.overloads for share, _ in plan))\n")
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=ROOT,
-               TINYCNN_BACKEND="numba")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    names, checks = out.stdout.splitlines()
+    names, checks = run_with_empty_cache(code, tmp_path).splitlines()
     # convnet: conv 1->32 (direct forward, GEMM backward), conv 32->64 (Winograd), longest first
     assert names.split() == ["conv_winograd._backward_share", "conv_gemm._backward_share",
                              "conv_winograd._forward_share", "conv_direct._forward_share"], names
     assert checks == "True True"
-    assert not any(name.endswith(".nbc") for _, _, files in os.walk(tmp_path) for name in files)
+    assert compiled_nothing(tmp_path)
 
 
 class _FakeShare:
