@@ -142,6 +142,30 @@ def test_a_kernel_the_other_process_holds_is_left_to_it(monkeypatch, tmp_path):
     assert not os.path.exists(warmup._kernel_lock(mine, ("sig",)))      # released after compiling
 
 
+class _Process:
+    def __init__(self, running):
+        self.running = running
+
+    def poll(self):
+        return None if self.running else 0
+
+
+def test_a_kernel_the_other_process_holds_is_waited_for_then_loaded_while_it_runs(monkeypatch, tmp_path):
+    """The first process, done with its part, waits for the other's kernels and loads them
+    as they are written, rather than after the other exits; not once the other has stopped."""
+    import threading
+    monkeypatch.setattr(warmup.tempfile, "gettempdir", lambda: str(tmp_path))
+    theirs = _FakeShare("theirs")
+    lock = warmup._kernel_lock(theirs, ("sig",))
+    assert warmup._take_lock(lock)
+    warmup._compile_plan([(theirs, ("sig",))], _Process(running=False))      # stopped: not waited for
+    assert theirs.compiled == []
+    threading.Timer(0.2, os.remove, [lock]).start()                           # done in 0.2 s
+    t0 = time.perf_counter()
+    warmup._compile_plan([(theirs, ("sig",))], _Process(running=True))
+    assert theirs.compiled == [("sig",)] and time.perf_counter() - t0 >= 0.15
+
+
 def test_the_split_gives_the_later_process_less_and_every_kernel_to_one_of_them(monkeypatch):
     """The second process starts compiling about a second later: the cut that finishes first."""
     shares = {name: _FakeShare(name) for name in ("big", "mid", "small", "tiny", "wee")}

@@ -114,7 +114,7 @@ def compile_for(model, log=None, input_shape=None, augment=None):
     listener = _CompileListener(on_first=None if cold else say_start)
     with event.install_listener("numba:compile", listener):
         if cold and _two_processes():
-            _share_work(model, input_shape)
+            _share_work(model, input_shape, isinstance(augment, RandomAffine))
         _run_once(model, True, input_shape)             # loads what the other process compiled
         _run_once(model, False, input_shape)
         if isinstance(augment, RandomAffine):          # (a callable of the user's own is left alone)
@@ -169,13 +169,15 @@ def _idle_cores(interval=0.1):
 # -- two processes, one cache --------------------------------------------------------------
 # Numba compiles on one core (and holds the GIL), so on a cold cache a second process takes
 # part of the kernels. Both first list what a training step and an eval pass of the model
-# would run (_plan: a pass with parallel.recording_shares, which compiles none of the
-# shares), and cut the list in two by estimated compile time (_split: the second process
-# starts compiling about a second later, so it gets that much less). Each compiles its part,
-# then helps with the other's, last kernels first: before compiling a kernel a process takes
-# a lock file named after the kernel and its signature, and a kernel whose lock the other
-# holds is left to it. When both are done, this process runs the whole model, which loads
-# everything from the disk cache (and compiles whatever the plan missed).
+# (and the main job's augmentation) would run (_plan: a pass with parallel.recording_shares,
+# which compiles none of the shares), and cut the list in two by estimated compile time
+# (_split: the second process starts compiling about a second later, so it gets that much
+# less). Each compiles its part, then helps with the other's, last kernels first: before
+# compiling a kernel a process takes a lock file named after the kernel and its signature,
+# and a kernel whose lock the other holds is left to it, except that this process, at the
+# end, waits for it and loads it from the disk cache as soon as it is written. Then this
+# process runs the whole model, which finds everything compiled (and compiles whatever the
+# plan missed).
 
 # CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
 # --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s.
@@ -190,13 +192,16 @@ def _kernel_name(share):
     return f"{share.py_func.__module__.rsplit('.', 1)[-1]}.{share.py_func.__qualname__}"
 
 
-def _plan(model, input_shape):
-    """[(share, signature)] for every share a training step and an eval pass of `model` run,
-    each once, longest to compile first; None if the recording pass fails."""
+def _plan(model, input_shape, augment=False):
+    """[(share, signature)] for every share a training step and an eval pass of `model` run
+    (and, with augment, RandomAffine), each once, longest to compile first; None if the
+    recording pass fails."""
     try:
         with parallel.recording_shares() as found, np.errstate(all="ignore"):
             _run_once(model, True, input_shape)
             _run_once(model, False, input_shape)
+            if augment:
+                RandomAffine()(np.zeros((2, *input_shape), dtype=model.dtype), np.random.default_rng(0))
     except Exception:                        # (meaningless values met a check): no plan
         return None
     plan = list(dict.fromkeys(found))        # first occurrences, in order
@@ -229,20 +234,24 @@ def _split(plan):
     return mine, theirs
 
 
-def _compile_plan(plan):
+def _compile_plan(plan, other=None):
     """Compile (or load from the disk cache) each kernel of the plan that the other process
-    has not taken."""
+    has not taken. With `other` (that process), a kernel it is compiling is waited for and
+    then loaded, while it runs, instead of being left to it."""
     for share, signature in plan:
         if signature in share.overloads:
             continue
         lock = _kernel_lock(share, signature)
-        if not _take_lock(lock):
-            continue                         # the other process is compiling it
-        try:
-            share.compile(signature)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(lock)
+        while not _take_lock(lock):          # the other process is compiling it
+            if other is None or other.poll() is not None:
+                break                        # (left to it; or it has stopped: see compile_for)
+            time.sleep(0.02)
+        else:
+            try:
+                share.compile(signature)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.remove(lock)
 
 
 def _kernel_lock(share, signature):
@@ -277,17 +286,19 @@ def _take_lock(path):
         return False
 
 
-def _share_work(model, input_shape):
-    """Compile `model`'s kernels with a second process going down the same plan."""
+def _share_work(model, input_shape, augment=False):
+    """Compile `model`'s kernels (and, with augment, RandomAffine's) with a second process
+    going down the same plan."""
     spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
     if not _saved(model, spec):
         return                               # compile_for then compiles all of it here
-    other = _start_process(["--share", spec, ",".join(map(str, input_shape))])
+    other = _start_process(["--share", spec, ",".join(map(str, input_shape)), str(int(augment))])
     try:
-        plan = _plan(model, input_shape)
+        plan = _plan(model, input_shape, augment)
         if plan is not None:
             mine, theirs = _split(plan)
-            _compile_plan(mine + theirs[::-1])
+            _compile_plan(mine)
+            _compile_plan(theirs[::-1], other)           # its last ones first; wait for the rest
     finally:
         other.wait()
         with contextlib.suppress(OSError):
@@ -380,12 +391,12 @@ def _start_process(args, **options):
 
 
 def _main(argv):
-    """The other process: `--share SPEC SHAPE` goes down the plan with this one (_share_work);
+    """The other process: `--share SPEC SHAPE AUGMENT` goes down the plan with this one (_share_work);
     `SPEC LOCK` compiles the model saved at SPEC in the background (compile_in_background)."""
     from .io import load_model
     if argv[0] == "--share":                  # the shares only, as compile_for does here
-        spec, shape = argv[1], tuple(int(s) for s in argv[2].split(","))
-        plan = _plan(load_model(spec), shape)
+        spec, shape, augment = argv[1], tuple(int(s) for s in argv[2].split(",")), argv[3:] == ["1"]
+        plan = _plan(load_model(spec), shape, augment)
         if plan is not None:
             mine, theirs = _split(plan)
             _compile_plan(theirs + mine[::-1])
