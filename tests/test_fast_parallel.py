@@ -204,3 +204,17 @@ def test_no_kernel_is_compiled_twice_for_a_constant_argument(tmp_path):
     assert {"_backward_share", "_forward_share", "_row_sums", "_stats_share"} <= names, names
     assert [row for row in rows if row[1] != row[2]] == []
     assert ["_row_sums", "1", "1"] in rows           # (its shift once an int 0: a second, float64 copy)
+
+
+def test_recording_shares_on_one_thread_leaves_the_others_computing():
+    """warmup's planning pass runs nothing on its own thread only: a prediction on another
+    thread meanwhile gets real results."""
+    import threading
+    out, other = np.zeros(2), np.zeros(2)
+    with parallel.recording_shares() as found:
+        parallel.in_parallel(_scaling_share, 2, out, 3.0)                  # recorded, not run
+        worker = threading.Thread(target=parallel.in_parallel, args=(_scaling_share, 2, other, 3.0))
+        worker.start()
+        worker.join()
+    assert out.tolist() == [0.0, 0.0] and other.tolist() == [3.0, 6.0]
+    assert [share for share, _ in found] == [_scaling_share]

@@ -21,6 +21,7 @@ a fraction of a second (benchmarks/bench_startup.py --kernels prints the table).
 import contextlib
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,8 +71,9 @@ def in_parallel(share, nchunks, *args):
     """Run share(t, nchunks, *args) for t = 0 .. nchunks-1 on Numba's threads (or, while
     `on_python_threads_until` says so, on Python threads). A share returns nothing: it
     writes into the arrays it is given. An error inside one (out of memory) is raised here."""
-    if _recording is not None:
-        _recording.append((share, (types.int64, types.int64, *map(numba.typeof, args))))
+    recording = _this_thread.recording
+    if recording is not None:
+        recording.append((share, (types.int64, types.int64, *map(numba.typeof, args))))
         return
     if _python_threads_wanted():
         _on_python_threads(share, nchunks, args)
@@ -89,21 +91,25 @@ def in_parallel(share, nchunks, *args):
         raise error
 
 
-_recording = None          # a list while recording_shares() runs
+class _ThisThread(threading.local):
+    recording = None       # a list while recording_shares() runs on this thread
+
+
+_this_thread = _ThisThread()
 
 
 @contextlib.contextmanager
 def recording_shares():
-    """Within this block in_parallel runs nothing: it appends (share, the signature it would
-    be compiled for) to the list this yields. tinycnn.warmup learns so, in a fraction of a
-    second, which kernels a model's first run will compile. The kernels' outputs are left
-    unwritten, so whatever the pass computes from them is meaningless."""
-    global _recording
-    _recording = found = []
+    """Within this block, on this thread, in_parallel runs nothing: it appends (share, the
+    signature it would be compiled for) to the list this yields. tinycnn.warmup learns so,
+    in a fraction of a second, which kernels a model's first run will compile. The kernels'
+    outputs are left unwritten, so whatever the pass computes from them is meaningless.
+    (Other threads, say one predicting while this one starts training, run as usual.)"""
+    _this_thread.recording = found = []
     try:
         yield found
     finally:
-        _recording = None
+        _this_thread.recording = None
 
 
 # A share called through its pointer (its C entry point) cannot pass an exception back to the
