@@ -6,11 +6,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_with_empty_cache(code, cache_dir):
+def run_with_empty_cache(code, cache_dir, env=None):
     """stdout of `python -c code` on the fast kernels, with NUMBA_CACHE_DIR=cache_dir (empty)
-    and no second or background compiling process."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), TINYCNN_BACKGROUND_COMPILE="0", PYTHONPATH=ROOT,
-               TINYCNN_BACKEND="numba")
+    and, unless `env` says otherwise, no second or background compiling process."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "TINYCNN_BACKGROUND_COMPILE": "0", "PYTHONPATH": ROOT,
+           "TINYCNN_BACKEND": "numba", **(env or {})}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -145,9 +145,9 @@ class _Stopped(Exception):
 
 
 def test_on_python_threads_a_share_is_compiled_on_the_calling_thread_only():
-    """warmup stops a compilation on its own thread when another process has taken that
-    kernel; no pool thread may then compile it anyway (a second, wasted compile). Here the
-    calling thread's compilation is stopped: nothing else may compile the share."""
+    """warmup's readiness probe stops a compilation on its own thread (it must not compile);
+    no pool thread may then compile the share anyway. Here the calling thread's compilation
+    is stopped: nothing else may compile the share."""
     import threading
     import time
     from numba.core import event

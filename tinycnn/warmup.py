@@ -3,10 +3,10 @@
 Numba compiles each fast kernel the first time it runs and keeps the machine code on disk
 (`cache=True`, in __pycache__ or NUMBA_CACHE_DIR). With an empty cache a model's first
 training step compiles every kernel the model uses: 6-11 s of CPU per built-in model on
-these 2-core machines (33-46 s before the kernels were written as shares: see
-kernels/fast/parallel.py; benchmarks/bench_startup.py measures it). This module makes that
-cost visible, shares it between two processes, defers part of it, and for small inference
-jobs avoids waiting:
+these 2-core machines for the shares, 2.6-5.6 s more for the parallel loops (33-46 s
+before the kernels were written as shares: see kernels/fast/parallel.py;
+benchmarks/bench_startup.py measures it). This module makes that cost visible, shares it
+between two processes, defers part of it, and for small inference jobs avoids waiting:
 
 - `compile_for(model)` runs the model once on a two-image batch (training and eval passes,
   on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
@@ -31,6 +31,7 @@ reference fallback off: every call then compiles what it needs in the foreground
 import contextlib
 import copy
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -186,6 +187,7 @@ _COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_s
                     "conv_direct._backward_share": 2.2, "conv_direct._forward_share": 1.7,
                     "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
 _SECOND_PROCESS_LATE = 1.0      # s: the second process's start-up and imports (measured 0.9-1.0)
+_SHARE_TIMEOUT = 300            # s: a second process not done by then (it hangs) is stopped
 
 
 def _kernel_name(share):
@@ -195,7 +197,8 @@ def _kernel_name(share):
 def _plan(model, input_shape, augment=False):
     """[(share, signature)] for every share a training step and an eval pass of `model` run
     (and, with augment, RandomAffine), each once, longest to compile first; None if the
-    recording pass fails."""
+    recording pass fails (a layer of the user's own that checks the meaningless values it
+    gets, say: everything then compiles in this process, as without a plan)."""
     try:
         with parallel.recording_shares() as found, np.errstate(all="ignore"):
             _run_once(model, True, input_shape)
@@ -213,10 +216,10 @@ def _compile_seconds(kernel):
 
 
 def _split(plan):
-    """(this process's kernels, the second process's): the cut of the plan after which both
-    would finish first, by _COMPILE_SECONDS, with the second starting _SECOND_PROCESS_LATE
-    later. Every cut of the 12 longest kernels is tried (4,096 at most), and the rest, which
-    are short, go one by one to whichever process would be free first."""
+    """(this process's kernels, the second process's): the division of the plan with which
+    the later of the two would finish soonest, by _COMPILE_SECONDS, the second process
+    starting _SECOND_PROCESS_LATE later. Every division of the 12 longest kernels is tried
+    (4,096 at most); the rest, which are short, go one by one to whichever would be free first."""
     big, small = plan[:12], plan[12:]
     costs = [_compile_seconds(kernel) for kernel in big]
     best = None
@@ -234,19 +237,20 @@ def _split(plan):
     return mine, theirs
 
 
-def _compile_plan(plan, other=None):
+def _compile_plan(plan, other=None, deadline=math.inf):
     """Compile (or load from the disk cache) each kernel of the plan that the other process
-    has not taken. With `other` (that process), a kernel it is compiling is waited for and
-    then loaded, while it runs, instead of being left to it."""
+    has not taken. With `other` (that process), a kernel it is compiling is waited for, until
+    time.monotonic() passes `deadline`, and then loaded, while it runs, instead of being left
+    to it."""
     for share, signature in plan:
         if signature in share.overloads:
             continue
         lock = _kernel_lock(share, signature)
         while not _take_lock(lock):          # the other process is compiling it
-            if other is None or other.poll() is not None:
+            if other is None or other.poll() is not None or time.monotonic() > deadline:
                 break                        # (left to it; or it has stopped: see compile_for)
             time.sleep(0.02)
-        else:
+        else:                                # (only once the lock is taken)
             try:
                 share.compile(signature)
             finally:
@@ -274,11 +278,19 @@ def _lock_held(path):
 
 
 def _take_lock(path):
-    """Create the lock file `path`; False if it exists and is younger than _LOCK_STALE."""
+    """Create the lock file `path`; False if another process holds it (it exists and is
+    younger than _LOCK_STALE). Creating is the test: of two processes creating it at once
+    exactly one succeeds. Only a stale file (its process died) is removed first."""
+    if _create(path):
+        return True
     if _lock_held(path):
         return False
     with contextlib.suppress(OSError):
         os.remove(path)                                  # left by a process that died
+    return _create(path)
+
+
+def _create(path):
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         return True
@@ -292,13 +304,24 @@ def _share_work(model, input_shape, augment=False):
     spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
     if not _saved(model, spec):
         return                               # compile_for then compiles all of it here
-    other = _start_process(["--share", spec, ",".join(map(str, input_shape)), str(int(augment))])
+    try:
+        other = _start_process(["--share", spec, ",".join(map(str, input_shape)), str(int(augment))])
+    except OSError:                          # no Python to start (a frozen app): all of it here
+        os.remove(spec)
+        return
+    deadline = time.monotonic() + _SHARE_TIMEOUT
     try:
         plan = _plan(model, input_shape, augment)
         if plan is not None:
             mine, theirs = _split(plan)
             _compile_plan(mine)
-            _compile_plan(theirs[::-1], other)           # its last ones first; wait for the rest
+            _compile_plan(theirs[::-1], other, deadline)  # its last ones first; wait for the rest
+        other.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:        # it hangs: stop it (the final pass compiles the rest)
+        other.kill()
+    except BaseException:                    # Ctrl-C, say: stop it too, rather than wait for it
+        other.kill()
+        raise
     finally:
         other.wait()
         with contextlib.suppress(OSError):
@@ -366,7 +389,12 @@ def compile_in_background(model):
     if not _saved(model, spec):
         os.remove(lock)
         return None
-    return _start_process([spec, lock], start_new_session=True)   # outlives the command that started it
+    try:
+        return _start_process([spec, lock], start_new_session=True)   # outlives the command that started it
+    except OSError:                          # (the kernels then compile here, when first used)
+        for path in (spec, lock):
+            os.remove(path)
+        return None
 
 
 def _saved(model, path):

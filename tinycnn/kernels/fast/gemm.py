@@ -8,6 +8,9 @@ from numba.extending import overload
 from ...runtime import single_threaded_scipy_blas
 from .parallel import JIT
 
+single_threaded_scipy_blas()      # np.dot below is called from several threads at once
+
+
 
 # Numba's np.dot calls SciPy's BLAS. For this library's thin products NumPy's own OpenBLAS
 # is up to 2x faster (measured single-threaded: LeNet's 6x25 @ 25x4704 at 13 GFLOP/s via
@@ -43,21 +46,9 @@ def _find_numpy_sgemm():
 SGEMM = _find_numpy_sgemm()
 
 
-_scipy_blas_loaded = False
-
-
 def gemm_for(dtype):
-    """NumPy's sgemm for float32 (passed to the kernels as their `gemm`), else None (np.dot).
-    Before the first np.dot kernel runs, SciPy's BLAS (which np.dot calls from several threads
-    at once) is loaded, so that runtime.one_thread_pool holds it to one thread: only then,
-    because loading it takes 0.13 s, which every `import tinycnn` paid before."""
-    global _scipy_blas_loaded
-    if dtype == np.float32 and SGEMM is not None:
-        return SGEMM
-    if not _scipy_blas_loaded:
-        single_threaded_scipy_blas()
-        _scipy_blas_loaded = True
-    return None
+    """NumPy's sgemm for float32 (passed to the kernels as their `gemm`), else None (np.dot)."""
+    return SGEMM if dtype == np.float32 else None
 
 
 def matmul(gemm, a, trans_a, b, trans_b, c, beta):

@@ -204,9 +204,10 @@ def _on_python_threads(share, nchunks, args):
     global _threads
     key = (share, *map(_dispatcher.compute_fingerprint, args))
     if key not in _compiled:
-        # Compile (or load) the share here, before a pool thread calls it: tinycnn.warmup
-        # watches compilations on this thread and may stop one (another process is compiling
-        # that kernel); a pool thread would then compile it all the same, a second time.
+        # Compile (or load) the share here, before a pool thread calls it: tinycnn.warmup's
+        # readiness probe stops a compilation on this thread (it must not compile), and a
+        # pool thread would then compile the share all the same, for seconds. (Before the
+        # first run's plan, the second process's locks stopped them too: a second compile.)
         share.compile((types.int64, types.int64, *map(numba.typeof, args)))
         _compiled.add(key)
     if nchunks > 1 and (_threads is None or _threads[0] != os.getpid()):
