@@ -44,9 +44,9 @@ class _SharePointer(types.WrapperAddressProtocol):
     """A share, compiled for one set of argument types, as a function pointer Numba can
     call (its C entry point). Numba asks for the address and the signature when it is passed."""
 
-    def __init__(self, share, argtypes):
-        share.compile((types.int64, types.int64, *argtypes))      # (or loads it from the disk cache)
-        compiled = share.overloads[(types.int64, types.int64, *argtypes)]
+    def __init__(self, share, signature):
+        share.compile(signature)                                  # (or loads it from the disk cache)
+        compiled = share.overloads[signature]
         self._signature = compiled.signature
         self._address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
         self.numba_type = types.FunctionType(compiled.signature)
@@ -67,22 +67,32 @@ def _typeof_share_pointer(pointer, context):
 _pointers = {}      # (share, the arguments' Numba fingerprints) -> _SharePointer
 
 
+def _key(share, args):
+    """A quick key for (share, its arguments' types): compute_fingerprint is Numba's own
+    (~0.1 us per argument), where numba.typeof takes microseconds."""
+    return (share, *map(_dispatcher.compute_fingerprint, args))
+
+
+def _signature(args):
+    """The Numba signature a share is compiled for, (t, nchunks, *args)."""
+    return (types.int64, types.int64, *map(numba.typeof, args))
+
+
 def in_parallel(share, nchunks, *args):
     """Run share(t, nchunks, *args) for t = 0 .. nchunks-1 on Numba's threads (or, while
     `on_python_threads_until` says so, on Python threads). A share returns nothing: it
     writes into the arrays it is given. An error inside one (out of memory) is raised here."""
     recording = _this_thread.recording
     if recording is not None:
-        recording.append((share, (types.int64, types.int64, *map(numba.typeof, args))))
+        recording.append((share, _signature(args)))
         return
     if _python_threads_wanted():
         _on_python_threads(share, nchunks, args)
         return
-    # compute_fingerprint is Numba's own quick key for an argument's type (~0.1 us per argument)
-    key = (share, *map(_dispatcher.compute_fingerprint, args))
+    key = _key(share, args)
     pointer = _pointers.get(key)
     if pointer is None:
-        pointer = _pointers[key] = _SharePointer(share, tuple(map(numba.typeof, args)))
+        pointer = _pointers[key] = _SharePointer(share, _signature(args))
         _catch_share_errors()
     _run_shares(pointer, nchunks, args)
     if _share_errors:
@@ -194,7 +204,7 @@ def _python_threads_wanted():
     return True
 
 
-_compiled = set()          # (share, the arguments' fingerprints) compiled for _on_python_threads
+_compiled = set()          # _key()s of the shares compiled for _on_python_threads
 
 
 def _on_python_threads(share, nchunks, args):
@@ -202,13 +212,13 @@ def _on_python_threads(share, nchunks, args):
     this one; returns when all are done. (A process made by fork inherits the pool object
     but none of its threads, so each process makes its own.)"""
     global _threads
-    key = (share, *map(_dispatcher.compute_fingerprint, args))
+    key = _key(share, args)
     if key not in _compiled:
         # Compile (or load) the share here, before a pool thread calls it: tinycnn.warmup's
         # readiness probe stops a compilation on this thread (it must not compile), and a
         # pool thread would then compile the share all the same, for seconds. (Before the
         # first run's plan, the second process's locks stopped them too: a second compile.)
-        share.compile((types.int64, types.int64, *map(numba.typeof, args)))
+        share.compile(_signature(args))
         _compiled.add(key)
     if nchunks > 1 and (_threads is None or _threads[0] != os.getpid()):
         _threads = os.getpid(), ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "tinycnn")
