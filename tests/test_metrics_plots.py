@@ -44,3 +44,20 @@ def test_every_plot_writes_a_png(tmp_path):
         fig = make(path)
         assert fig is not None and path.stat().st_size > 5000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("wrong", [1, 16])
+def test_the_mistakes_title_does_not_overlap_the_images_titles(wrong, tmp_path):
+    """With a single mistake the figure is one image wide: its title once sat on the image's
+    own "pred / true" title (seen in a run on the digits)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 10
+    proba = np.full((20, 10), 0.01)
+    proba[np.arange(20), (y + (np.arange(20) < wrong)) % 10] = 0.9
+    fig = plotting.plot_mistakes(rng.random((20, 28, 28)), y, proba, path=tmp_path / "m.png")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    top = fig._suptitle.get_window_extent(renderer)
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    assert len(titles) == wrong and not any(top.overlaps(t) for t in titles)

@@ -65,7 +65,9 @@ def plot_confusion_matrix(cm, class_names=None, path=None, title="Confusion matr
 def _image_grid(images, titles, colours, path, cols, suptitle):
     n = len(images)
     rows, cols = _grid(n, cols)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
+    # constrained layout keeps the suptitle above the images' own titles; the width floor
+    # leaves the suptitle room when there are only one or two images
+    fig = Figure(figsize=(max(1.6 * cols, 3.2), 1.8 * rows + 0.3), layout="constrained")
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(images[i], cmap="gray")
