@@ -82,9 +82,8 @@ def in_parallel(share, nchunks, *args):
     """Run share(t, nchunks, *args) for t = 0 .. nchunks-1 on Numba's threads (or, while
     `on_python_threads_until` says so, on Python threads). A share returns nothing: it
     writes into the arrays it is given. An error inside one (out of memory) is raised here."""
-    recording = _this_thread.recording
-    if recording is not None:
-        recording.append((share, _signature(args)))
+    if _recordings and _this_thread.recording is not None:     # (a global test first: this is
+        _this_thread.recording.append((share, _signature(args)))   # every kernel call's path)
         return
     if _python_threads_wanted():
         _on_python_threads(share, nchunks, args)
@@ -106,6 +105,8 @@ class _ThisThread(threading.local):
 
 
 _this_thread = _ThisThread()
+_recordings = 0            # how many threads are recording now
+_recordings_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -115,11 +116,16 @@ def recording_shares():
     in a fraction of a second, which kernels a model's first run will compile. The kernels'
     outputs are left unwritten, so whatever the pass computes from them is meaningless.
     (Other threads, say one predicting while this one starts training, run as usual.)"""
+    global _recordings
     _this_thread.recording = found = []
+    with _recordings_lock:
+        _recordings += 1
     try:
         yield found
     finally:
         _this_thread.recording = None
+        with _recordings_lock:
+            _recordings -= 1
 
 
 # A share called through its pointer (its C entry point) cannot pass an exception back to the
