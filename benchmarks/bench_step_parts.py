@@ -2,13 +2,23 @@
 layer's (or fused run's) forward and backward pass, the loss, the gradient norms fit()
 records and the optimiser step, run in the order fit() runs them, on real MNIST.
 
-    python benchmarks/bench_step_parts.py [--arch fastnet] [--batch 256] [--steps 40] [--threads 2,1] [--json out.json]
+    python benchmarks/bench_step_parts.py [--arch fastnet] [--batch 256] [--steps 40] [--threads 2,1]
+                                          [--torch cl+jemalloc] [--json out.json]
 
 The default is the main job's: fastnet, batch 256, Adam with its betas, augmentation on,
 the fast kernels, the allocator setting the main job makes. Each part is timed by wall
 clock and by process CPU time (all threads; a busy machine disturbs it less); the table
 gives the medians over --steps steps after 5 warm-up steps, and each part's share of the
 summed medians. With several --threads counts, the steps alternate between them.
+
+--torch SETTING (one of bench_train.py's: cl+jemalloc, cl+tunables, ...; PyTorch installed)
+then runs the model's PyTorch twin in a process of its own with that setting (bench_train's
+environment and checks), the same batch size and Adam settings, no augmentation, and prints
+its step time and its operators' own times per step (torch.profiler, grouped by operator and
+input shapes; the profiler's "self CPU" time of each operator on the calling thread, which
+includes the work of PyTorch's intra-op threads it waits for). Its rows name the same
+layers by their shapes, so the two tables show, layer by layer, where each library spends
+a step. The step time is measured without the profiler.
 
 What it showed (November 30, `--threads 2,1 --steps 30`, on the 2-core machine while other
 jobs kept one core busy: absolute figures are inflated, the proportions are the point).
@@ -27,13 +37,17 @@ vectorise a loop that writes p, m and v: 0.40 ms against NumPy's 0.26; as three 
 (bitwise equal; 1.23 against 1.22 ms on one thread, 0.71 against 0.62 on two).
 """
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numba
 import numpy as np
 
-from common import ROOT, machine, table, write_json
+from bench_train import JEMALLOC, TORCH_SETTINGS, check_allocator, mnist_batches, torch_model, worker_env
+from common import ROOT, machine, table, torch_or_none, write_json
 
 from tinycnn import datasets, models
 from tinycnn.augment import RandomAffine
@@ -99,6 +113,70 @@ def timed_step(model, loss, opt, augment, x, y, idx, rng, timer):
         timer("optimiser step", opt.step)
 
 
+def torch_worker(arch, batch, steps, data_dir, allocator):
+    """In its own process: PyTorch's twin trained as timed_step trains tinycnn's model (same
+    batch, Adam's lr and betas from the recipe; no augmentation), its step time, and each
+    operator's self time per step (ms), by torch.profiler."""
+    check_allocator(allocator)
+    torch = torch_or_none()
+    from torch.profiler import ProfilerActivity, profile
+    recipe = RECIPES[arch]
+    x, y, source = mnist_batches(batch, 8, data_dir)
+    x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(y)
+    model = torch_model(torch, arch).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"], betas=recipe["betas"])
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step(i):
+        i %= 8
+        opt.zero_grad()
+        lossf(model(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch]).backward()
+        opt.step()
+    for i in range(5):
+        step(i)
+    walls = []
+    for i in range(steps):
+        t = time.perf_counter()
+        step(i)
+        walls.append(time.perf_counter() - t)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for i in range(steps):
+            step(i)
+    ops = [{"op": e.key, "shapes": str([s for s in e.input_shapes if s])[1:-1],
+            "ms": e.self_cpu_time_total / 1e3 / steps}
+           for e in prof.key_averages(group_by_input_shape=True) if e.self_cpu_time_total > 0]
+    return {"wall_ms": 1e3 * float(np.median(walls)), "ops": sorted(ops, key=lambda o: -o["ms"]),
+            "data": source, "torch": torch.__version__}
+
+
+def torch_table(arch, batch, steps, data_dir, setting, top=16):
+    """Runs torch_worker in a process with bench_train's environment for `setting`; prints
+    and returns its result."""
+    layout, allocator = TORCH_SETTINGS[setting]
+    if layout != "channels_last":
+        raise SystemExit(f"--torch {setting}: this table profiles PyTorch's channels_last settings only")
+    if allocator == "jemalloc" and not os.path.exists(JEMALLOC):
+        raise SystemExit(f"--torch {setting}: {JEMALLOC} not found (apt-get install libjemalloc2)")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", arch, str(batch), str(steps),
+                          data_dir, allocator], capture_output=True, text=True, cwd=ROOT, env=worker_env(allocator))
+    if out.returncode != 0:
+        raise SystemExit(f"the PyTorch worker failed:\n{out.stderr}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    ops, total = result["ops"], sum(o["ms"] for o in result["ops"])
+    rows = [{"PyTorch operator": o["op"], "input shapes": o["shapes"], "ms per step": o["ms"],
+             "% of op time": 100 * o["ms"] / total} for o in ops[:top]]
+    rest = sum(o["ms"] for o in ops[top:])
+    rows += [{"PyTorch operator": f"the other {len(ops) - top} operators", "input shapes": "",
+              "ms per step": rest, "% of op time": 100 * rest / total},
+             {"PyTorch operator": "sum (profiled)", "input shapes": "", "ms per step": total, "% of op time": 100.0}]
+    print(f"\nPyTorch {result['torch']} twin, {setting} (its own process), batch {batch}, Adam as above, no "
+          f"augmentation, {result['data']}: {result['wall_ms']:.2f} ms per step (median of {steps}, "
+          f"unprofiled); operators' self time per step, under torch.profiler:\n")
+    print(table(rows, ["PyTorch operator", "input shapes", "ms per step", "% of op time"]))
+    return {"setting": setting, **result}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="fastnet", choices=sorted(models.ARCHITECTURES))
@@ -110,8 +188,20 @@ def main():
                              "process, e.g. 2,1: 1 shows each part's work without the cost of waking a "
                              "second thread, which a busy shared machine inflates (default: all threads)")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    parser.add_argument("--torch", metavar="SETTING", help="also profile PyTorch's twin in this bench_train.py "
+                        "setting, e.g. cl+jemalloc (PyTorch's best on this machine), in its own process")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--torch-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.torch_worker:
+        arch, batch, steps, data_dir, allocator = args.torch_worker
+        print(json.dumps(torch_worker(arch, int(batch), int(steps), data_dir, allocator)))
+        return
+    if args.torch is not None:
+        if args.torch not in TORCH_SETTINGS:
+            parser.error(f"--torch must be one of {', '.join(TORCH_SETTINGS)}, got {args.torch!r}")
+        if torch_or_none() is None:
+            parser.error("--torch needs PyTorch (pip install torch)")
     try:
         counts = [int(n) for n in args.threads.split(",")]
     except ValueError:
@@ -153,9 +243,10 @@ def main():
           f"{'off' if augment is None else 'on'}; medians of {args.steps} steps per thread count "
           f"(nT: n Numba threads, steps alternated; milliseconds; CPU = process CPU time, all threads)\n")
     print(table(rows, columns))
+    torch_result = torch_table(args.arch, batch, args.steps, args.data_dir, args.torch) if args.torch else None
     write_json(args.json, {"machine": machine(), "arch": args.arch, "batch": batch, "steps": args.steps,
                            "wall_ms": {n: t.wall for n, t in timers.items()},
-                           "cpu_ms": {n: t.cpu for n, t in timers.items()}, "rows": rows})
+                           "cpu_ms": {n: t.cpu for n, t in timers.items()}, "rows": rows, "torch": torch_result})
 
 if __name__ == "__main__":
     main()
