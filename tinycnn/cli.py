@@ -157,6 +157,10 @@ def cmd_evaluate(args):
     model = _load(args.model)
     if args.out:
         _output_folder(args.out, "--out")
+    if args.data_dir is not None and args.dataset != "digits":
+        from .run import data_dir_problem
+        if problem := data_dir_problem(args.data_dir, args.dataset):
+            raise CommandError(problem)
     if args.dataset == "digits":
         _, (x_u8, y) = datasets.load_digits(image_size=28)
     else:
@@ -258,9 +262,11 @@ def build_parser():
                    help="(default: %(default)s)")
     p.add_argument("--data-dir", help="download here instead of the cache")
     p = sub.add_parser("bench", help="a quick training-speed measurement")
-    p.add_argument("--arch", nargs="+", default=["convnet", "lenet5", "fastnet"], choices=sorted(ARCHITECTURES))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--arch", nargs="+", default=["convnet", "lenet5", "fastnet"], choices=sorted(ARCHITECTURES),
+                   help="architectures to time (default: convnet lenet5 fastnet)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20,
+                   help="timed Adam steps per architecture, after 3 warm-up steps (default: %(default)s)")
     return parser
 
 

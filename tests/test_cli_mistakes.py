@@ -1,0 +1,55 @@
+"""Mistakes a first-time user makes on the command line: each gets one line naming what was
+wrong, and a non-zero exit status, never a traceback. (More cases, with hostile files, are in
+test_hostile_files.py and test_hostile_data.py.)"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinycnn
+from tinycnn import layers as L
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_FILES = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+               "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz")
+
+
+def one_error_line(*argv, cwd):
+    """Run `python -m tinycnn ARGV` in `cwd`; return (exit status, its single stderr line)."""
+    env = dict(os.environ, TINYCNN_BACKEND="numpy",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "tinycnn", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return proc.returncode, lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    tinycnn.Sequential([L.Flatten(), L.Dense(28 * 28, 10)], input_shape=(1, 28, 28), seed=0).save(path)
+    return path
+
+
+def test_evaluate_with_an_empty_or_missing_data_dir(model_file, tmp_path):
+    """Said as `train` says it, in the command line's words (before: '... and download=False')."""
+    (tmp_path / "empty").mkdir()
+    status, line = one_error_line("evaluate", model_file, "--data-dir", "empty", cwd=tmp_path)
+    assert status == 1
+    assert line == f"tinycnn evaluate: error: --data-dir empty: mnist files missing: {MNIST_FILES}"
+    status, line = one_error_line("evaluate", model_file, "--data-dir", "nowhere", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn evaluate: error: --data-dir nowhere: no such folder")
+
+
+def test_train_out_naming_a_file(model_file, tmp_path):
+    """--out pointing at the model file by mistake: refused before anything is written."""
+    before = model_file.read_bytes()
+    status, line = one_error_line("train", "--dataset", "digits", "--epochs", "1", "--out", model_file,
+                                  cwd=tmp_path)
+    assert status == 2
+    assert line == f"tinycnn: error: --out {model_file}: exists and is not a folder (see --help)"
+    assert model_file.read_bytes() == before and os.listdir(tmp_path) == []
