@@ -238,7 +238,8 @@ def build_parser():
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS) + ["digits"],
                    help="test set to use (default: %(default)s)")
-    p.add_argument("--data-dir", help="folder holding the dataset's files (default: cache, download)")
+    p.add_argument("--data-dir", help="folder holding the dataset's IDX files (gzipped or not); default: "
+                                      "$TINYCNN_DATA_DIR, then the download cache (downloading what is missing)")
     p.add_argument("--out", help="also write confusion matrix, predictions and mistakes PNGs here")
     p = sub.add_parser("predict", help="recognise the digit in image files",
                        description="The first argument is the model when it ends in .npz or is a "
