@@ -53,3 +53,21 @@ def test_train_out_naming_a_file(model_file, tmp_path):
     assert status == 2
     assert line == f"tinycnn: error: --out {model_file}: exists and is not a folder (see --help)"
     assert model_file.read_bytes() == before and os.listdir(tmp_path) == []
+
+
+def test_predict_with_the_model_given_last(model_file, tmp_path):
+    """`predict digit.png model.npz` used to read the model as an image ('skipped: cannot read
+    this image (cannot identify image file <_io.BufferedReader name=3>)') after running the
+    pretrained model on digit.png."""
+    status, line = one_error_line("predict", "digit.png", model_file, cwd=tmp_path)
+    assert status == 1
+    assert line == (f"tinycnn predict: error: {model_file} is a model file, not an image: give the "
+                    "model first (tinycnn predict MODEL IMAGE...)")
+
+
+def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    status, line = one_error_line("predict", model_file, "notes.txt", cwd=tmp_path)
+    assert status == 1
+    assert line == ("notes.txt: skipped: cannot read this image (cannot identify image file: not "
+                    "PNG, JPEG or another format Pillow reads)")

@@ -97,9 +97,13 @@ def split_model_and_images(model, images):
     from . import zoo
     if model is None and len(images) == 1 and images[0].lower().endswith(".npz"):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
-    if model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
-        return model, images
-    return None, [model] + images
+    if not (model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model)):
+        model, images = None, [model] + images
+    stray = [p for p in images if p.lower().endswith(".npz")]
+    if stray:                        # e.g. `predict digit.png model.npz`: the model given last
+        raise CommandError(f"{stray[0]} is a model file, not an image: give the model first "
+                           "(tinycnn predict MODEL IMAGE...)")
+    return model, images
 
 
 def cmd_predict(args):
