@@ -51,7 +51,7 @@ def test_train_out_naming_a_file(model_file, tmp_path):
     status, line = one_error_line("train", "--dataset", "digits", "--epochs", "1", "--out", model_file,
                                   cwd=tmp_path)
     assert status == 2
-    assert line == f"tinycnn: error: --out {model_file}: exists and is not a folder (see --help)"
+    assert line == f"tinycnn train: error: --out {model_file}: exists and is not a folder (see --help)"
     assert model_file.read_bytes() == before and os.listdir(tmp_path) == []
 
 

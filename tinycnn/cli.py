@@ -236,8 +236,9 @@ def build_parser():
                      "Train, evaluate and use digit recognisers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    run.add_train_arguments(sub.add_parser("train", help="train, evaluate, save and draw (the main job)",
-                                           description=run.build_parser().description))
+    # Kept so that train's own checks (run.check_args) say "tinycnn train: error: ...".
+    parser.train_parser = run.add_train_arguments(sub.add_parser(
+        "train", help="train, evaluate, save and draw (the main job)", description=run.build_parser().description))
     p = sub.add_parser("evaluate", help="report a saved model's accuracy on a test set")
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS) + ["digits"],
@@ -264,7 +265,7 @@ def build_parser():
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p = sub.add_parser("download", help="fetch and verify a dataset into the cache")
     p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
-                   help="(default: %(default)s)")
+                   help="dataset to fetch (default: %(default)s)")
     p.add_argument("--data-dir", help="download here instead of the cache")
     p = sub.add_parser("bench", help="a quick training-speed measurement")
     p.add_argument("--arch", nargs="+", default=["convnet", "lenet5", "fastnet"], choices=sorted(ARCHITECTURES),
@@ -284,7 +285,7 @@ def main(argv=None):
     from .runtime import keep_freed_memory
     keep_freed_memory()            # a tinycnn process: glibc keeps freed memory (see runtime.py)
     if args.command == "train":
-        run.check_args(args, parser)
+        run.check_args(args, parser.train_parser)
         return run.main_with_args(args)
     commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
                 "download": cmd_download, "bench": cmd_bench, "serve": cmd_serve}
