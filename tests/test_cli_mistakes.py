@@ -71,3 +71,15 @@ def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):
     assert status == 1
     assert line == ("notes.txt: skipped: cannot read this image (cannot identify image file: not "
                     "PNG, JPEG or another format Pillow reads)")
+
+
+def test_bench_says_which_kernels_it_timed(tmp_path):
+    """TINYCNN_BACKEND=numpy (set in one_error_line's way) times the reference kernels: the
+    header says so, so that a slow number is not read as the fast path's."""
+    env = dict(os.environ, TINYCNN_BACKEND="numpy",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "tinycnn", "bench", "--arch", "lenet5", "--steps", "1",
+                           "--batch-size", "8"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert ", numpy kernels (random 28x28 inputs" in proc.stdout.splitlines()[0]

@@ -206,8 +206,9 @@ def cmd_bench(args):
         raise CommandError(f"--steps must be >= 1 and --batch-size in 1..8192, got {args.steps} and "
                            f"{args.batch_size}")
     rng = np.random.default_rng(0)
-    print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps "
-          "(random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
+    from .backend import get_backend
+    print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps, "
+          f"{get_backend()} kernels (random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
     for arch in args.arch:
         model, loss = models.ARCHITECTURES[arch](), SoftmaxCrossEntropy()
         opt = optim.Adam(model)
