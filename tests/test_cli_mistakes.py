@@ -16,12 +16,17 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
                "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz")
 
 
-def one_error_line(*argv, cwd):
-    """Run `python -m tinycnn ARGV` in `cwd`; return (exit status, its single stderr line)."""
+def tinycnn_cli(*argv, cwd):
+    """Run `python -m tinycnn ARGV` in `cwd` on the NumPy kernels (nothing to compile)."""
     env = dict(os.environ, TINYCNN_BACKEND="numpy",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "tinycnn", *map(str, argv)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "tinycnn", *map(str, argv)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(*argv, cwd):
+    """Run `python -m tinycnn ARGV` in `cwd`; return (exit status, its single stderr line)."""
+    proc = tinycnn_cli(*argv, cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -74,12 +79,8 @@ def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):
 
 
 def test_bench_says_which_kernels_it_timed(tmp_path):
-    """TINYCNN_BACKEND=numpy (set in one_error_line's way) times the reference kernels: the
-    header says so, so that a slow number is not read as the fast path's."""
-    env = dict(os.environ, TINYCNN_BACKEND="numpy",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "tinycnn", "bench", "--arch", "lenet5", "--steps", "1",
-                           "--batch-size", "8"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    """Under TINYCNN_BACKEND=numpy it times the reference kernels: the header says so, so that
+    a slow number is not read as the fast path's."""
+    proc = tinycnn_cli("bench", "--arch", "lenet5", "--steps", "1", "--batch-size", "8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert ", numpy kernels (random 28x28 inputs" in proc.stdout.splitlines()[0]
