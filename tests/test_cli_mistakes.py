@@ -50,6 +50,15 @@ def test_evaluate_with_an_empty_or_missing_data_dir(model_file, tmp_path):
     assert (status, line) == (1, "tinycnn evaluate: error: --data-dir nowhere: no such folder")
 
 
+def test_data_dir_naming_the_parent_folder(tmp_path):
+    """`--data-dir data` when the files are in data/mnist: the message points there."""
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    status, line = one_error_line("train", "--data-dir", "data", cwd=tmp_path)
+    assert status == 2
+    assert line == (f"tinycnn train: error: --data-dir data: mnist files missing: {MNIST_FILES} "
+                    f"(did you mean --data-dir {os.path.join('data', 'mnist')}?) (see --help)")
+
+
 def test_train_out_naming_a_file(model_file, tmp_path):
     """--out pointing at the model file by mistake: refused before anything is written."""
     before = model_file.read_bytes()

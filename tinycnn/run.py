@@ -169,7 +169,9 @@ def data_dir_problem(data_dir, dataset):
     missing = [f.filename for f in info.files.values()
                if not any(os.path.isfile(os.path.join(data_dir, n)) for n in (f.filename, f.stem))]
     if missing:
-        return f"--data-dir {data_dir}: {info.name} files missing: {', '.join(missing)}"
+        inside = os.path.join(data_dir, info.name)       # the parent folder given by mistake
+        hint = f" (did you mean --data-dir {inside}?)" if os.path.isdir(inside) else ""
+        return f"--data-dir {data_dir}: {info.name} files missing: {', '.join(missing)}{hint}"
     return None
 
 
