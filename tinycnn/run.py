@@ -389,8 +389,9 @@ def run(args):
           f"top-3 {result['top3_accuracy']:.4f}")
     if not args.quiet:
         print(metrics.classification_report(y_test, pred, class_names))
+    resumed = ", the epochs before --resume included" if args.resume else ""   # total: this process only
     print(f"training: {train_seconds:.1f}s ({result['seconds_per_epoch']:.1f}s per epoch, "
-          f"{result['images_per_second']:,.0f} images/s); total {result['total_seconds']:.1f}s")
+          f"{result['images_per_second']:,.0f} images/s{resumed}); total {result['total_seconds']:.1f}s")
     print(f"reloaded {model_path}: test accuracy {(reloaded_proba.argmax(1) == y_test).mean():.4f}, "
           "predictions identical to the trained model")
     print(f"saved to {args.out}/: model.npz, metrics.json, history.json, checkpoint.npz"
