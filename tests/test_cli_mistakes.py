@@ -75,8 +75,13 @@ def test_predict_with_the_model_given_last(model_file, tmp_path):
     pretrained model on digit.png."""
     status, line = one_error_line("predict", "digit.png", model_file, cwd=tmp_path)
     assert status == 1
-    assert line == (f"tinycnn predict: error: {model_file} is a model file, not an image: give the "
+    assert line == (f"tinycnn predict: error: {model_file} is a model, not an image: give the "
                     "model first (tinycnn predict MODEL IMAGE...)")
+
+
+def test_predict_with_the_pretrained_name_and_no_image(tmp_path):
+    status, line = one_error_line("predict", "mnist", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn predict: error: mnist is a model: give the images to read after it")
 
 
 def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):

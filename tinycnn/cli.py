@@ -95,13 +95,16 @@ def split_model_and_images(model, images):
     pretrained name ("mnist") with no file of that name; otherwise it is an image too and the
     pretrained "mnist" model is used. Returns (model or None for the default, images)."""
     from . import zoo
-    if model is None and len(images) == 1 and images[0].lower().endswith(".npz"):
+
+    def is_model(arg):
+        return arg.lower().endswith(".npz") or zoo.is_pretrained_name(arg)
+    if model is None and len(images) == 1 and is_model(images[0]):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
-    if not (model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model)):
+    if not (model is None or is_model(model)):
         model, images = None, [model] + images
-    stray = [p for p in images if p.lower().endswith(".npz")]
+    stray = [p for p in images if is_model(p)]
     if stray:                        # e.g. `predict digit.png model.npz`: the model given last
-        raise CommandError(f"{stray[0]} is a model file, not an image: give the model first "
+        raise CommandError(f"{stray[0]} is a model, not an image: give the model first "
                            "(tinycnn predict MODEL IMAGE...)")
     return model, images
 
