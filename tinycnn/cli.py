@@ -253,7 +253,7 @@ def build_parser():
     p = sub.add_parser("predict", help="recognise the digit in image files",
                        description="The first argument is the model when it ends in .npz or is a "
                        "pretrained name (mnist) with no file of that name; otherwise every argument "
-                       "is an image and the pretrained mnist model reads them.")
+                       "is an image and the pretrained mnist model reads them. Give the model first.")
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="a model.npz saved by tinycnn, or mnist (default: mnist, shipped with tinycnn)")
     p.add_argument("images", nargs="+", help="image files, or folders of them")
