@@ -113,7 +113,7 @@ def test_all_mirrors_failing_gives_one_error_naming_each(tiny):
     text = str(err.value)
     for mirror, why in zip(mirrors, ("HTTP 404", "HTTP 500", "checksum mismatch", "body cut short")):
         assert f"{mirror}train-images-ubyte.gz: {why}" in text
-    assert "data_dir=" in text and "TINYCNN_DATA_DIR" in text
+    assert "data_dir=" in text and "--data-dir FOLDER" in text and "TINYCNN_DATA_DIR" in text
     assert os.listdir(datasets.cache_dir("tiny")) == []    # nothing half-written
 
 

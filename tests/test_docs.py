@@ -203,7 +203,11 @@ def test_checker_says_which_file_it_cannot_use(tmp_path, capsys):
     assert exercises.main([str(tmp_path / "no_such_exercise.py")]) == 2
     assert "no_such_exercise.py: not an exercise name" in capsys.readouterr().err
     assert exercises.main([str(tmp_path / "dense_backward.py")]) == 2
-    assert "dense_backward.py: no such file" in capsys.readouterr().err
+    assert "dense_backward.py: no such file (the stub to fill in is docs/exercises/dense_backward.py)" \
+        in capsys.readouterr().err
+    assert exercises.main(["dense_backward"]) == 2                     # the name alone
+    assert capsys.readouterr().err == ("error: dense_backward: no such file (the stub to fill in is "
+                                       "docs/exercises/dense_backward.py)\n")
     (tmp_path / "sigmoid_backward.py").write_text("def sigmoid_backward(x, dy):\n    return (\n")
     assert exercises.main([str(tmp_path / "sigmoid_backward.py")]) == 1
     assert "could not load" in capsys.readouterr().out

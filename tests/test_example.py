@@ -119,6 +119,9 @@ def test_recipe_fits_the_data_size(tmp_path):
     assert fitted(100, "digits")[:2] == (16, 58)                    # the batch stops halving at 16
     assert fitted(54_000, "kmnist")[:2] == fitted(54_000, "fashion-mnist")[:2] == (256, 12)
     assert fitted(1_293, "digits", "--epochs", "2")[:2] == (64, 2)  # what the user sets wins
+    note = fitted(1_293, "digits", "--epochs", "2")[2]               # and no step floor is claimed
+    assert "batch 64, 2 epochs (--epochs), lr 0.005" in note and "at least" not in note, note
+    assert "a run here takes at least 400 steps)" in fitted(1_293, "digits")[2]
     assert fitted(1_293, "digits", "--batch-size", "256")[:2] == (256, 67)
 
 

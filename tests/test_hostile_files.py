@@ -618,7 +618,8 @@ def other_checkpoint(files):
 
 @pytest.mark.parametrize("which, message", [
     ("truncated", r"error: --resume: .*cut-ck.npz: not a readable .npz model file"),
-    ("model", r"error: --resume: .*good.npz: no __train__ entry; this is not a tinycnn file"),
+    ("model", r"error: --resume: .*good.npz: a saved model, not a checkpoint \(no training state\); "
+              r"resume from the checkpoint.npz saved beside it \(see --help\)$"),
     ("other", r"error: --resume .*other-ck.npz: the checkpoint holds another architecture \(Conv2D, "
               r"ReLU, MaxPool2D, Flatten, Dense\), not lenet5 \(Conv2D, .*\) \(see --help\)$"),
 ])

@@ -95,11 +95,18 @@ def split_model_and_images(model, images):
     pretrained name ("mnist") with no file of that name; otherwise it is an image too and the
     pretrained "mnist" model is used. Returns (model or None for the default, images)."""
     from . import zoo
-    if model is None and len(images) == 1 and images[0].lower().endswith(".npz"):
+
+    def is_model(arg):
+        return arg.lower().endswith(".npz") or zoo.is_pretrained_name(arg)
+    if model is None and len(images) == 1 and is_model(images[0]):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
-    if model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
-        return model, images
-    return None, [model] + images
+    if not (model is None or is_model(model)):
+        model, images = None, [model] + images
+    stray = [p for p in images if is_model(p)]
+    if stray:                        # e.g. `predict digit.png model.npz`: the model given last
+        raise CommandError(f"{stray[0]} is a model, not an image: give the model first "
+                           "(tinycnn predict MODEL IMAGE...)")
+    return model, images
 
 
 def cmd_predict(args):
@@ -157,6 +164,10 @@ def cmd_evaluate(args):
     model = _load(args.model)
     if args.out:
         _output_folder(args.out, "--out")
+    if args.data_dir is not None and args.dataset != "digits":
+        from .run import data_dir_problem
+        if problem := data_dir_problem(args.data_dir, args.dataset):
+            raise CommandError(problem)
     if args.dataset == "digits":
         _, (x_u8, y) = datasets.load_digits(image_size=28)
     else:
@@ -198,8 +209,9 @@ def cmd_bench(args):
         raise CommandError(f"--steps must be >= 1 and --batch-size in 1..8192, got {args.steps} and "
                            f"{args.batch_size}")
     rng = np.random.default_rng(0)
-    print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps "
-          "(random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
+    from .backend import get_backend
+    print(f"training speed, batch {args.batch_size}, {args.steps} Adam steps after 3 warm-up steps, "
+          f"{get_backend()} kernels (random 28x28 inputs; full comparisons: benchmarks/bench_train.py)")
     for arch in args.arch:
         model, loss = models.ARCHITECTURES[arch](), SoftmaxCrossEntropy()
         opt = optim.Adam(model)
@@ -228,18 +240,20 @@ def build_parser():
                      "Train, evaluate and use digit recognisers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    run.add_train_arguments(sub.add_parser("train", help="train, evaluate, save and draw (the main job)",
-                                           description=run.build_parser().description))
+    # Kept so that train's own checks (run.check_args) say "tinycnn train: error: ...".
+    parser.train_parser = run.add_train_arguments(sub.add_parser(
+        "train", help="train, evaluate, save and draw (the main job)", description=run.build_parser().description))
     p = sub.add_parser("evaluate", help="report a saved model's accuracy on a test set")
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS) + ["digits"],
                    help="test set to use (default: %(default)s)")
-    p.add_argument("--data-dir", help="folder holding the dataset's files (default: cache, download)")
+    p.add_argument("--data-dir", help="folder holding the dataset's IDX files (gzipped or not); default: "
+                                      "$TINYCNN_DATA_DIR, then the download cache (downloading what is missing)")
     p.add_argument("--out", help="also write confusion matrix, predictions and mistakes PNGs here")
     p = sub.add_parser("predict", help="recognise the digit in image files",
                        description="The first argument is the model when it ends in .npz or is a "
                        "pretrained name (mnist) with no file of that name; otherwise every argument "
-                       "is an image and the pretrained mnist model reads them.")
+                       "is an image and the pretrained mnist model reads them. Give the model first.")
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="a model.npz saved by tinycnn, or mnist (default: mnist, shipped with tinycnn)")
     p.add_argument("images", nargs="+", help="image files, or folders of them")
@@ -255,12 +269,14 @@ def build_parser():
     p.add_argument("model", help="a model.npz saved by tinycnn")
     p = sub.add_parser("download", help="fetch and verify a dataset into the cache")
     p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
-                   help="(default: %(default)s)")
+                   help="dataset to fetch (default: %(default)s)")
     p.add_argument("--data-dir", help="download here instead of the cache")
     p = sub.add_parser("bench", help="a quick training-speed measurement")
-    p.add_argument("--arch", nargs="+", default=["convnet", "lenet5", "fastnet"], choices=sorted(ARCHITECTURES))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--arch", nargs="+", default=["convnet", "lenet5", "fastnet"], choices=sorted(ARCHITECTURES),
+                   help="architectures to time (default: convnet lenet5 fastnet)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20,
+                   help="timed Adam steps per architecture, after 3 warm-up steps (default: %(default)s)")
     return parser
 
 
@@ -273,7 +289,7 @@ def main(argv=None):
     from .runtime import keep_freed_memory
     keep_freed_memory()            # a tinycnn process: glibc keeps freed memory (see runtime.py)
     if args.command == "train":
-        run.check_args(args, parser)
+        run.check_args(args, parser.train_parser)
         return run.main_with_args(args)
     commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
                 "download": cmd_download, "bench": cmd_bench, "serve": cmd_serve}

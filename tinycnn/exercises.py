@@ -295,7 +295,8 @@ def main(argv=None):
               f"{', '.join(sorted(EXERCISES))} (the file name says which one)", file=sys.stderr)
         return 2
     if not path.is_file():
-        print(f"error: {path}: no such file", file=sys.stderr)
+        print(f"error: {path}: no such file (the stub to fill in is docs/exercises/{name}.py)",
+              file=sys.stderr)
         return 2
     exercise = EXERCISES[name]
     print(f"Checking {exercise.signature}  from {path}  (derived in docs/{exercise.chapter})")

@@ -85,6 +85,9 @@ def _read_checked(path, with_training_state=False):
         total = modelcheck.check_weights(path, zf, entries, expected)
         extras, names = {}, []
         if with_training_state:     # JSON allows NaN here: a history may hold inf val losses
+            if "__train__" not in entries:     # model.npz given where checkpoint.npz is needed
+                raise ModelFormatError(f"{path}: a saved model, not a checkpoint (no training "
+                                       "state); resume from the checkpoint.npz saved beside it")
             extras["__train__"] = modelcheck.read_json(path, zf, entries, "__train__", allow_nan=True)
             names = [k for k in entries if k.startswith("optim/")]
             for name in names:      # momentum, Adam's two moments: at most 2 per weight

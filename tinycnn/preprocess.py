@@ -61,6 +61,9 @@ def decode_image(f, name):
                 raise ValueError(f"{w}x{h} pixels is above the limit of {MAX_PIXELS:,} "
                                  "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
             image.load()
+    except Image.UnidentifiedImageError:     # its own message would show the file object's repr
+        raise ValueError(f"{name}: cannot read this image (cannot identify image file: not PNG, "
+                         "JPEG or another format Pillow reads)") from None
     # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
     # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
     except Exception as err:      # noqa: BLE001

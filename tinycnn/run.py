@@ -140,20 +140,15 @@ def check_args(args, parser):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
-    if args.data_dir is not None:
-        if not os.path.isdir(args.data_dir):
-            parser.error(f"--data-dir {args.data_dir}: no such folder")
-        if args.dataset != "digits":
-            info = datasets.DATASETS["mnist" if args.dataset == "auto" else args.dataset]
-            missing = [f.filename for f in info.files.values()
-                       if not any(os.path.isfile(os.path.join(args.data_dir, n)) for n in (f.filename, f.stem))]
-            if missing:
-                parser.error(f"--data-dir {args.data_dir}: {info.name} files missing: {', '.join(missing)}")
+    if args.data_dir is not None and (problem := data_dir_problem(args.data_dir, args.dataset)):
+        parser.error(problem)
     if args.resume is not None and not os.path.isfile(args.resume):
         parser.error(f"--resume {args.resume}: no such file")
     if args.resume is not None:
         _check_resume(args, parser)
     args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: exists and is not a folder")
     try:
         os.makedirs(args.out, exist_ok=True)
         probe = os.path.join(args.out, ".write-test")
@@ -162,6 +157,22 @@ def check_args(args, parser):
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
+
+
+def data_dir_problem(data_dir, dataset):
+    """Why --data-dir `data_dir` cannot serve `dataset` (one line), or None if it can."""
+    if not os.path.isdir(data_dir):
+        return f"--data-dir {data_dir}: no such folder"
+    if dataset == "digits":
+        return None
+    info = datasets.DATASETS["mnist" if dataset == "auto" else dataset]
+    missing = [f.filename for f in info.files.values()
+               if not any(os.path.isfile(os.path.join(data_dir, n)) for n in (f.filename, f.stem))]
+    if missing:
+        inside = os.path.join(data_dir, info.name)       # the parent folder given by mistake
+        hint = f" (did you mean --data-dir {inside}?)" if os.path.isdir(inside) else ""
+        return f"--data-dir {data_dir}: {info.name} files missing: {', '.join(missing)}{hint}"
+    return None
 
 
 def _check_resume(args, parser):
@@ -206,6 +217,7 @@ def fit_recipe_to_data(args, n_train, dataset):
     """Fill in the batch size, epochs and learning rate the user did not set, for `n_train`
     training images (see MIN_STEPS above). Returns a sentence saying what was adapted, or None."""
     recipe = RECIPES[args.arch]
+    epochs_given = args.epochs is not None
     if args.batch_size is None:
         args.batch_size = recipe["batch_size"]
         while args.batch_size > MIN_BATCH and n_train / args.batch_size < MIN_BATCHES_PER_EPOCH:
@@ -222,10 +234,13 @@ def fit_recipe_to_data(args, n_train, dataset):
         args.lr = recipe["lr"] * math.sqrt(args.batch_size / recipe["batch_size"])
     if (args.batch_size, args.epochs) == (recipe["batch_size"], recipe["epochs"]):
         return None
+    # The step floor is only the default's: an --epochs given is kept, however few steps it makes.
+    floor = "" if epochs_given else (f"; a run here takes at least "
+                                     f"{MIN_STEPS.get(dataset, DEFAULT_MIN_STEPS):,} steps")
     return (f"recipe fitted to {dataset} ({n_train:,} training images): batch {args.batch_size}, "
-            f"{args.epochs} epochs, lr {args.lr:g} (the {args.arch} recipe's {recipe['epochs']} epochs at batch "
-            f"{recipe['batch_size']} are sized for MNIST; a run here takes at least "
-            f"{MIN_STEPS.get(dataset, DEFAULT_MIN_STEPS):,} steps)")
+            f"{args.epochs} epochs{' (--epochs)' if epochs_given else ''}, lr {args.lr:g} (the "
+            f"{args.arch} recipe's {recipe['epochs']} epochs at batch {recipe['batch_size']} are "
+            f"sized for MNIST{floor})")
 
 
 def build_model(args, input_shape, num_classes):
@@ -374,8 +389,9 @@ def run(args):
           f"top-3 {result['top3_accuracy']:.4f}")
     if not args.quiet:
         print(metrics.classification_report(y_test, pred, class_names))
+    resumed = ", the epochs before --resume included" if args.resume else ""   # total: this process only
     print(f"training: {train_seconds:.1f}s ({result['seconds_per_epoch']:.1f}s per epoch, "
-          f"{result['images_per_second']:,.0f} images/s); total {result['total_seconds']:.1f}s")
+          f"{result['images_per_second']:,.0f} images/s{resumed}); total {result['total_seconds']:.1f}s")
     print(f"reloaded {model_path}: test accuracy {(reloaded_proba.argmax(1) == y_test).mean():.4f}, "
           "predictions identical to the trained model")
     print(f"saved to {args.out}/: model.npz, metrics.json, history.json, checkpoint.npz"

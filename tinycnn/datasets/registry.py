@@ -298,7 +298,8 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
             raise DownloadError(
                 f"{dataset.name}: {err}\nTo use files you already have, put the four files "
                 f"({', '.join(i.filename for i in dataset.files.values())}, gzipped or not) in "
-                f"a folder and pass data_dir=FOLDER or set TINYCNN_DATA_DIR=FOLDER; or give "
+                f"a folder and pass data_dir=FOLDER (--data-dir FOLDER on the command line) or "
+                f"set TINYCNN_DATA_DIR=FOLDER; or give "
                 f"other mirrors with mirrors=[...] or {dataset.env_mirrors}.") from None
         except OSError as err:          # the folder cannot be made or written (requests' errors are caught inside)
             raise DataDirError(f"{target}: cannot download into this folder ({err.strerror or err}); "

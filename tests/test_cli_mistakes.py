@@ -1,0 +1,113 @@
+"""Mistakes a first-time user makes on the command line: each gets one line naming what was
+wrong, and a non-zero exit status, never a traceback. (More cases, with hostile files, are in
+test_hostile_files.py and test_hostile_data.py.)"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinycnn
+from tinycnn import layers as L
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_FILES = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+               "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz")
+
+
+def tinycnn_cli(*argv, cwd):
+    """Run `python -m tinycnn ARGV` in `cwd` on the NumPy kernels (nothing to compile)."""
+    env = dict(os.environ, TINYCNN_BACKEND="numpy",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "tinycnn", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(*argv, cwd):
+    """Run `python -m tinycnn ARGV` in `cwd`; return (exit status, its single stderr line)."""
+    proc = tinycnn_cli(*argv, cwd=cwd)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return proc.returncode, lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    tinycnn.Sequential([L.Flatten(), L.Dense(28 * 28, 10)], input_shape=(1, 28, 28), seed=0).save(path)
+    return path
+
+
+def test_evaluate_with_an_empty_or_missing_data_dir(model_file, tmp_path):
+    """Said as `train` says it, in the command line's words (before: '... and download=False')."""
+    (tmp_path / "empty").mkdir()
+    status, line = one_error_line("evaluate", model_file, "--data-dir", "empty", cwd=tmp_path)
+    assert status == 1
+    assert line == f"tinycnn evaluate: error: --data-dir empty: mnist files missing: {MNIST_FILES}"
+    status, line = one_error_line("evaluate", model_file, "--data-dir", "nowhere", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn evaluate: error: --data-dir nowhere: no such folder")
+
+
+def test_data_dir_naming_the_parent_folder(tmp_path):
+    """`--data-dir data` when the files are in data/mnist: the message points there."""
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    status, line = one_error_line("train", "--data-dir", "data", cwd=tmp_path)
+    assert status == 2
+    assert line == (f"tinycnn train: error: --data-dir data: mnist files missing: {MNIST_FILES} "
+                    f"(did you mean --data-dir {os.path.join('data', 'mnist')}?) (see --help)")
+
+
+def test_train_out_naming_a_file(model_file, tmp_path):
+    """--out pointing at the model file by mistake: refused before anything is written."""
+    before = model_file.read_bytes()
+    status, line = one_error_line("train", "--dataset", "digits", "--epochs", "1", "--out", model_file,
+                                  cwd=tmp_path)
+    assert status == 2
+    assert line == f"tinycnn train: error: --out {model_file}: exists and is not a folder (see --help)"
+    assert model_file.read_bytes() == before and os.listdir(tmp_path) == []
+
+
+def test_predict_with_the_model_given_last(model_file, tmp_path):
+    """`predict digit.png model.npz` used to read the model as an image ('skipped: cannot read
+    this image (cannot identify image file <_io.BufferedReader name=3>)') after running the
+    pretrained model on digit.png."""
+    status, line = one_error_line("predict", "digit.png", model_file, cwd=tmp_path)
+    assert status == 1
+    assert line == (f"tinycnn predict: error: {model_file} is a model, not an image: give the "
+                    "model first (tinycnn predict MODEL IMAGE...)")
+
+
+def test_predict_with_the_pretrained_name_and_no_image(tmp_path):
+    status, line = one_error_line("predict", "mnist", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn predict: error: mnist is a model: give the images to read after it")
+
+
+def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    status, line = one_error_line("predict", model_file, "notes.txt", cwd=tmp_path)
+    assert status == 1
+    assert line == ("notes.txt: skipped: cannot read this image (cannot identify image file: not "
+                    "PNG, JPEG or another format Pillow reads)")
+
+
+def test_bench_says_which_kernels_it_timed(tmp_path):
+    """Under TINYCNN_BACKEND=numpy it times the reference kernels: the header says so, so that
+    a slow number is not read as the fast path's."""
+    proc = tinycnn_cli("bench", "--arch", "lenet5", "--steps", "1", "--batch-size", "8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ", numpy kernels (random 28x28 inputs" in proc.stdout.splitlines()[0]
+
+
+def test_resumed_run_says_its_training_time_counts_the_earlier_epochs(tmp_path):
+    """Resuming a finished run trains nothing more: 'training: 3.8s ...; total 0.9s' read as
+    a contradiction until the line said where the 3.8 s came from."""
+    first = tinycnn_cli("train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1", "--no-plots",
+                        "--quiet", "--out", "a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "images/s); total" in first.stdout
+    again = tinycnn_cli("train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1", "--no-plots",
+                        "--quiet", "--out", "b", "--resume", os.path.join("a", "checkpoint.npz"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "images/s, the epochs before --resume included); total" in again.stdout
