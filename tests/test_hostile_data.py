@@ -367,6 +367,21 @@ def test_fallback_only_without_files_and_network(tiny, tmp_path, monkeypatch):
             run.load_data(args, said.append)
 
 
+def test_quiet_run_still_says_it_fell_back(tmp_path, monkeypatch, capsys):
+    # --quiet prints only the final report, but a run on other data than asked for says so (stderr).
+    class Stop(Exception):
+        pass
+
+    def load_data(args, say):
+        say("MNIST could not be had, so this run uses ...")
+        raise Stop
+    monkeypatch.setattr(run, "load_data", load_data)
+    for flags, stream in (["--quiet"], "err"), ([], "out"):
+        with pytest.raises(Stop):
+            run.run(run.build_parser().parse_args([*flags, "--out", str(tmp_path / "run")]))
+        assert "could not be had" in getattr(capsys.readouterr(), stream)
+
+
 # -- 3. unusable folders -----------------------------------------------------------------------
 
 def test_data_dir_env_pointing_at_a_file(tmp_path, monkeypatch):

@@ -318,7 +318,10 @@ def run(args):
     started = time.perf_counter()
     memory_kept = runtime.keep_freed_memory()      # the process is ours: allocator set for speed
 
-    ((x_train_u8, y_train_all), (x_test_u8, y_test)), dataset, class_names = load_data(args, say)
+    # Training on other data than asked for is never quiet: with --quiet, the fallback's notice
+    # goes to stderr.
+    warn = print if not args.quiet else (lambda *a, **k: print(*a, file=sys.stderr, **k))
+    ((x_train_u8, y_train_all), (x_test_u8, y_test)), dataset, class_names = load_data(args, warn)
     say(f"dataset: {dataset} ({len(x_train_u8):,} training and {len(x_test_u8):,} test images, "
         f"{x_train_u8.shape[1]}x{x_train_u8.shape[2]})")
 
