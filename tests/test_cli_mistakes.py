@@ -16,11 +16,15 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
                "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz")
 
 
+def cli_env():
+    """The environment of a `python -m tinycnn` run: this checkout, the NumPy kernels (nothing to compile)."""
+    return dict(os.environ, TINYCNN_BACKEND="numpy",
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
 def tinycnn_cli(*argv, cwd):
-    """Run `python -m tinycnn ARGV` in `cwd` on the NumPy kernels (nothing to compile)."""
-    env = dict(os.environ, TINYCNN_BACKEND="numpy",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "tinycnn", *map(str, argv)], cwd=cwd, env=env,
+    """Run `python -m tinycnn ARGV` in `cwd`."""
+    return subprocess.run([sys.executable, "-m", "tinycnn", *map(str, argv)], cwd=cwd, env=cli_env(),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -111,3 +115,17 @@ def test_resumed_run_says_its_training_time_counts_the_earlier_epochs(tmp_path):
                         "--quiet", "--out", "b", "--resume", os.path.join("a", "checkpoint.npz"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "images/s, the epochs before --resume included); total" in again.stdout
+
+
+def test_output_into_a_closed_pipe_stops_quietly(model_file, tmp_path):
+    # `tinycnn summary model.npz | head -0`: the reader has gone, so writing fails with EPIPE.
+    # The command stops with status 1 and nothing on stderr, as Unix tools do; no
+    # "error: [Errno 32] Broken pipe", no "Exception ignored" from the final flush.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tinycnn", "summary", str(model_file)], cwd=tmp_path,
+                              env=cli_env(), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (1, "")

@@ -282,19 +282,34 @@ def build_parser():
 
 def main(argv=None):
     from . import run
-    from .datasets import ChecksumError, DownloadError, IDXFormatError
-    from .io import ModelFormatError
     parser = build_parser()
     args = parser.parse_args(argv)
     from .runtime import keep_freed_memory
     keep_freed_memory()            # a tinycnn process: glibc keeps freed memory (see runtime.py)
-    if args.command == "train":
-        run.check_args(args, parser.train_parser)
-        return run.main_with_args(args)
+    try:
+        if args.command == "train":
+            run.check_args(args, parser.train_parser)
+            status = run.main_with_args(args)
+        else:
+            status = _command(args)
+        sys.stdout.flush()         # (inside the try: a closed pipe shows here, not at exit)
+        return status
+    except BrokenPipeError:        # the reader stopped (`tinycnn ... | head`): stop quietly, as
+        devnull = os.open(os.devnull, os.O_WRONLY)   # Unix tools do; devnull takes what is left
+        os.dup2(devnull, sys.stdout.fileno())        # in the buffer when Python flushes at exit
+        return 1
+
+
+def _command(args):
+    """Runs a command other than train; errors the user can act on are one line."""
+    from .datasets import ChecksumError, DownloadError, IDXFormatError
+    from .io import ModelFormatError
     commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
                 "download": cmd_download, "bench": cmd_bench, "serve": cmd_serve}
     try:
         return commands[args.command](args)
+    except BrokenPipeError:
+        raise
     except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
             OSError, ValueError, FloatingPointError, MemoryError) as err:
         message = f"tinycnn {args.command}: error: {err}"
