@@ -537,6 +537,67 @@ def test_float_image_with_nan_refused(tmp_path):
         to_mnist(p)
 
 
+def with_exif_chunk(path, blob):
+    """digit_seven() as a PNG whose eXIf chunk holds `blob` (a phone photo's orientation lives there)."""
+    buf = io.BytesIO()
+    digit_seven(100).save(buf, "PNG")
+    png = buf.getvalue()
+    exif = struct.pack(">L", len(blob)) + b"eXIf" + blob + struct.pack(">L", zlib.crc32(b"eXIf" + blob))
+    path.write_bytes(png[:33] + exif + png[33:])             # right after the 33-byte signature + IHDR
+    return path
+
+
+def test_damaged_exif_is_a_value_error_and_one_cli_line(files, tmp_path, baseline):
+    """Pillow parses EXIF only when asked (exif_transpose): a garbage block raised SyntaxError
+    out of to_mnist, a traceback in `tinycnn predict` and a 500 in `tinycnn serve`."""
+    p = with_exif_chunk(tmp_path / "bad-exif.png", b"garbage!!")
+    with bounded(), pytest.raises(ValueError, match=r"bad-exif.png: cannot read this image \(damaged "
+                                  r"EXIF block: not a TIFF file"):
+        to_mnist(p)
+    picture = Image.open(p)                                   # a PIL image handed to to_mnist itself
+    with pytest.raises(ValueError, match=r"^to_mnist: cannot read this image \(damaged EXIF block"):
+        to_mnist(picture)
+    child = cli(baseline, "predict", files / "good.npz", p)
+    assert one_error_line(child).startswith(f"{p}: skipped: cannot read this image (damaged EXIF block: ")
+    # A merely odd block (offset past its end) still reads, without Pillow's warnings on stderr.
+    odd = with_exif_chunk(tmp_path / "odd-exif.png", b"II*\x00\xff\xff\xff\x7f")
+    child = cli(baseline, "predict", files / "good.npz", odd, code=0)
+    assert child.err == "" and child.out.startswith(f"{odd}: ")
+
+
+def test_empty_and_unidentified_files_say_so(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    with bounded(), pytest.raises(ValueError, match=r"empty.png: empty file \(0 bytes\), not an image$"):
+        to_mnist(tmp_path / "empty.png")
+    with bounded(), pytest.raises(ValueError) as err:
+        to_mnist(tmp_path / "text.png")
+    assert str(err.value) == f"{tmp_path / 'text.png'}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((0, 0)), "to_mnist: the image is empty (shape (0, 0))"),
+    (np.zeros((0, 5, 3), np.uint8), "to_mnist: the image is empty (shape (0, 5, 3))"),
+    (Image.new("L", (0, 7)), "to_mnist: the image is empty (0x7 pixels)"),
+    (np.array([["a", "b"], ["c", "d"]]), "to_mnist: expected an array of numbers, got dtype <U1"),
+    (np.ones((9, 9), np.complex64), "to_mnist: expected an array of numbers, got dtype complex64"),
+    ("nan", "to_mnist: the array holds NaN or infinite values"),
+    ("inf", "to_mnist: the array holds NaN or infinite values"),
+    ("rgb-nan", "to_mnist: the array holds NaN or infinite values"),
+])
+def test_arrays_that_are_not_pictures(image, message):
+    """Before: NaN or inf pixels were read as ink or as blank paper ("looks blank"), and empty
+    or non-numeric arrays gave NumPy's own error."""
+    if isinstance(image, str):
+        a = np.zeros((40, 40), np.float32)
+        a[10:30, 18:22] = 1
+        a[3, 3] = np.inf if image == "inf" else np.nan
+        image = np.dstack([a] * 3) if image == "rgb-nan" else a
+    with pytest.raises(ValueError) as err:
+        to_mnist(image)
+    assert str(err.value) == message
+
+
 def test_predict_gives_every_good_image_a_result_and_each_bad_one_a_line(files, tmp_path, baseline):
     digit_seven().save(tmp_path / "good.png")
     folder = tmp_path / "folder"
@@ -553,7 +614,7 @@ def test_predict_gives_every_good_image_a_result_and_each_bad_one_a_line(files, 
     err = child.err.splitlines()
     assert len(err) == 4, err
     assert err[0] == f"{folder / 'b.png'}: skipped: not a regular file (a folder, pipe or device)"
-    assert err[1].startswith(f"{folder / 'c.png'}: skipped: cannot read this image (cannot identify image file")
+    assert err[1] == f"{folder / 'c.png'}: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
     assert err[2] == f"{folder / 'd.png'}: skipped: not a regular file (a folder, pipe or device)"
     assert err[3].startswith(f"{tmp_path / 'huge.png'}: skipped: cannot read this image (Image size "
                              "(400000000 pixels) exceeds limit")

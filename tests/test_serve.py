@@ -6,10 +6,12 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -78,6 +80,12 @@ def png_of(array):
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, "PNG")
     return buf.getvalue()
+
+
+def with_garbage_exif(png):
+    """The PNG with an eXIf chunk that is not EXIF (Pillow raised SyntaxError on it: a 500)."""
+    blob = b"garbage!!"
+    return png[:33] + struct.pack(">L", len(blob)) + b"eXIf" + blob + struct.pack(">L", zlib.crc32(b"eXIf" + blob)) + png[33:]
 
 
 def post(url, body, content_type="image/png"):
@@ -165,6 +173,8 @@ def test_data_urls_raw_and_in_json_give_the_same_answer(url):
     (seven_png()[0][:200], "image/png", "cannot read this image"),                  # truncated PNG
     (b"", "image/png", "empty request body"),
     (png_of(np.full((280, 280), 255, np.uint8)), "image/png", "looks blank"),       # nothing drawn
+    pytest.param(with_garbage_exif(seven_png()[0]), "image/png", "image: cannot read this image (damaged EXIF "
+                 "block: ", id="garbage-exif"),
     (b"data:image/png;base64,@@@", "text/plain", "invalid base64"),
     (b"data:image/png,abc", "text/plain", "must be base64-encoded"),
     (b"{not json", "application/json", '{"image": "data:image/...;base64,..."}'),

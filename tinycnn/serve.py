@@ -94,8 +94,6 @@ def decode_image(body, content_type=""):
     try:                                   # the same bounded decoder as `tinycnn predict`
         return preprocess.decode_image(io.BytesIO(body), "image")
     except ValueError as err:
-        if "cannot identify image file" in str(err):
-            raise BadRequest("not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
         raise BadRequest(str(err)) from None
 
 
