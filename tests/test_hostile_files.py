@@ -261,6 +261,20 @@ def test_valid_model_plus_2gb_compressed_entry_refused_unread(files, baseline):
     assert "unexpected entries ['extra']; refused without reading them" in line
 
 
+def test_npy_header_length_of_a_gigabyte_refused_unread(files, baseline):
+    """An npy (version 2) header states its own length in 4 bytes; NumPy reads that many bytes
+    before it checks the length against its 10,000-byte limit. __meta__ declares a 1 GiB header
+    of deflated zeros: it is refused from those 4 bytes, not after reading a gigabyte."""
+    head = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**30)
+    stream, crc = deflated_zeros(head, 2**30)
+    p = files / "header1gb.npz"
+    p.write_bytes(raw_zip([("__meta__.npy", stream, len(head) + 2**30, crc, 8)]))
+    assert p.stat().st_size < 2 * MB
+    line = one_error_line(cli(baseline, "summary", p))
+    assert line == (f"tinycnn summary: error: {p}: entry '__meta__' has no valid npy header (it declares "
+                    "a header of 1,073,741,824 bytes; at most 10,000)")
+
+
 def test_file_larger_than_any_model(tmp_path):
     p = tmp_path / "sparse.npz"
     with open(p, "wb") as f:              # 300 MB, sparse: no disk space used

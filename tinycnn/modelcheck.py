@@ -12,10 +12,12 @@ a layer (building one allocates its weights). io.py reads arrays only when all o
 agree and the total is under MAX_MODEL_BYTES; anything it does not expect is refused by name,
 unread. Nothing is ever unpickled.
 """
+import io
 import json
 import math
 import numbers
 import os
+import struct
 import zipfile
 
 import numpy as np
@@ -30,6 +32,7 @@ MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a charac
 MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
 MAX_LAYERS = 1000                  # bnnet has 17
 WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; a saved model's: 118)
 
 
 class ModelFormatError(ValueError):
@@ -85,13 +88,20 @@ def array_header(path, zf, name, info):
     try:
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            read, length_format = {(1, 0): (np.lib.format.read_array_header_1_0, "<H"),
+                                   (2, 0): (np.lib.format.read_array_header_2_0, "<I")}.get(version, (None, ""))
             if read is None:
                 raise ValueError(f"npy format version {version} is not supported")
-            shape, _, dtype = read(f)
-            header_bytes = f.tell()
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError) as err:
+            # The header states its length; NumPy reads that many bytes (up to 4 GiB in version
+            # 2) before checking it against its limit, so the length is checked here first.
+            length_bytes = f.read(struct.calcsize(length_format))
+            (length,) = struct.unpack(length_format, length_bytes)
+            if length > MAX_NPY_HEADER:
+                raise ValueError(f"it declares a header of {length:,} bytes; at most {MAX_NPY_HEADER:,}")
+            header = io.BytesIO(length_bytes + f.read(length))
+            shape, _, dtype = read(header)
+            header_bytes = 8 + header.tell()               # magic and version, then the header
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError, struct.error) as err:
         raise ModelFormatError(f"{path}: entry {name!r} has no valid npy header ({err})") from None
     if dtype.hasobject:
         raise ModelFormatError(f"{path}: refused to load: entry {name!r} holds Python objects, "
