@@ -352,6 +352,11 @@ def _set(key, value):
     (_set("preprocessing", {"mean": 0.1, "std": 0}), r"__meta__ field preprocessing.std must be > 0, got 0"),
     (_set("preprocessing", {"mean": 0.1, "std": -1}), r"preprocessing.std must be > 0, got -1"),
     (_set("preprocessing", {"mean": "a", "std": 1}), r"preprocessing.mean must be a finite number, got 'a'"),
+    # Finite in JSON (float64) but not in float32, where model.preprocess works: std 0, mean inf.
+    (_set("preprocessing", {"mean": 0.1, "std": 1e-300}), r"__meta__ field preprocessing.std must be at least "
+                                                          r"1.2e-38 \(float32's smallest normal number\), got 1e-300"),
+    (_set("preprocessing", {"mean": 1e300, "std": 1}), r"__meta__ field preprocessing.mean is beyond float32's "
+                                                       r"range \(\|x\| <= 3.4e\+38\), got 1e\+300"),
     (_set("preprocessing", [0.1, 0.3]), r"__meta__ field preprocessing must be an object"),
     (_set("architecture", {"type": "Dense"}), r"__meta__ field architecture must be a list of layers"),
     (lambda m: m["architecture"][4].update(config="Dense"), r"architecture\[4\].config must be an object"),

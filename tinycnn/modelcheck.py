@@ -205,13 +205,20 @@ def check_meta(path, meta, format_version, layer_types):
     if prep is not None:
         if not isinstance(prep, dict):
             raise bad("preprocessing", f"must be an object, got {prep!r}")
+        f32 = np.finfo(np.float32)           # model.preprocess computes in float32
         for key in ("mean", "std", "scale"):
             if key in prep and not _is_number(prep[key]):
                 raise bad(f"preprocessing.{key}", f"must be a finite number, got {prep[key]!r}")
+            if key in prep and abs(prep[key]) > float(f32.max):       # float32(1e300) is inf
+                raise bad(f"preprocessing.{key}", f"is beyond float32's range (|x| <= {f32.max:.1e}), "
+                          f"got {prep[key]!r}")
         if ("mean" in prep) != ("std" in prep):
             raise bad("preprocessing", "needs both mean and std, or neither")
         if "std" in prep and not prep["std"] > 0:
             raise bad("preprocessing.std", f"must be > 0, got {prep['std']!r}")
+        if "std" in prep and prep["std"] < float(f32.smallest_normal):   # float32(1e-300) is 0
+            raise bad("preprocessing.std", f"must be at least {f32.smallest_normal:.1e} (float32's "
+                      f"smallest normal number), got {prep['std']!r}")
     names = meta.get("class_names")
     if names is not None and (not isinstance(names, list) or not names
                               or not all(isinstance(n, str) and len(n) <= 200 for n in names)):
