@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -407,6 +408,23 @@ def test_one_image_decoded_at_a_time(url, monkeypatch):
     for t in threads:
         t.join()
     assert most[0] == 1
+
+
+def test_infinite_outputs_are_a_500_not_invalid_json(model):
+    """Finite weights can still overflow to an infinite logit. The answer was a 200 naming a
+    digit, with NaN in its JSON (which no browser's JSON.parse accepts)."""
+    broken = models.fastnet(seed=0)
+    broken.layers[-1].params["W"][:] = 3e38
+    previous = tinycnn.get_backend()
+    tinycnn.set_backend("numpy")
+    try:
+        with running_server(broken, "broken") as url, warnings.catch_warnings():
+            warnings.simplefilter("error")                          # and no RuntimeWarning on stderr
+            status, answer = post(url, seven_png()[0])
+    finally:
+        tinycnn.set_backend(previous)
+    assert status == 500 and answer == {"error": "the model's output is NaN or infinite for this image; "
+                                                 "its weights are broken"}
 
 
 def test_port_in_use_is_one_line_error(tmp_path, model, capsys, monkeypatch):

@@ -111,7 +111,10 @@ def _signed(a, percentile=100):
 
 def prediction_json(model, seen):
     """look_inside(model, seen) as the JSON-able dict that /api/predict sends."""
-    r = look_inside(model, seen)
+    with np.errstate(over="ignore", invalid="ignore"):     # checked just below, said once
+        r = look_inside(model, seen)
+    if not np.isfinite(r["proba"]).all():      # finite weights can still overflow
+        raise FloatingPointError("the model's output is NaN or infinite for this image; its weights are broken")
     names = [str(n) for n in (model.class_names or range(len(r["proba"])))]
     layers = []
     for layer in r["layers"]:
@@ -258,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status, obj, extra=()):
-        self._send(status, json.dumps(obj).encode(), "application/json", extra)
+        self._send(status, json.dumps(obj, allow_nan=False).encode(), "application/json", extra)
 
     def send_error(self, code, message=None, explain=None):
         """Every error, including http.server's own (bad request line, 501, ...), as JSON."""
@@ -313,6 +316,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self._predict())
         except BadRequest as err:
             self.send_error(err.status, str(err))
+        except FloatingPointError as err:     # the model's fault, said as such
+            self.send_error(500, str(err))
         except Exception as err:          # a bug, not the client's fault: answer, keep serving
             if self.server.log:
                 print(f"tinycnn serve: internal error: {type(err).__name__}: {err}", file=sys.stderr)
