@@ -733,6 +733,22 @@ def test_output_folders_that_are_files(files, tmp_path, baseline):
     assert taken.read_text() == "mine"
 
 
+def test_train_write_check_leaves_the_users_files_alone(tmp_path):
+    """`train --out DIR` checks DIR is writable before training by writing a probe file. The
+    probe was DIR/.write-test, opened without O_EXCL: a file of the user's by that name was
+    overwritten and deleted, and a symlink by that name truncated the file it points to."""
+    from tinycnn import run
+    out, notes = tmp_path / "out", tmp_path / "notes.txt"
+    out.mkdir()
+    notes.write_text("mine")
+    (out / ".write-test").symlink_to(notes)
+    parser = run.build_parser()
+    args = parser.parse_args(["--dataset", "digits", "--out", str(out)])
+    run.check_args(args, parser)
+    assert notes.read_text() == "mine" and (out / ".write-test").is_symlink()
+    assert sorted(os.listdir(out)) == [".write-test"]                 # and the probe is gone
+
+
 @pytest.mark.parametrize("args, message", [
     (("--steps", "0"), "--steps must be >= 1 and --batch-size in 1..8192, got 0 and 128"),
     (("--batch-size", "-3"), "--steps must be >= 1 and --batch-size in 1..8192, got 20 and -3"),

@@ -156,9 +156,9 @@ def check_args(args, parser):
     args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     try:
         os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
+        from .fileutil import create_temp      # a new, unique name: never a file of the user's
+        fd, probe = create_temp(os.path.join(args.out, "write-test"), ".tmp")
+        os.close(fd)
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
