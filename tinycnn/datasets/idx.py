@@ -24,7 +24,7 @@ TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
 CODES = {dt.newbyteorder("="): code for code, dt in TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
-MAX_DIMS = 64           # NumPy's limit on an array's dimensions
+MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32    # NumPy's limit on dimensions
 MAX_BYTES = 1 << 28     # read_idx's default payload limit: 256 MiB (MNIST's largest file is 47 MB)
 
 
