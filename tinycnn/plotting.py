@@ -1,15 +1,20 @@
 """Pictures of training and of what the network sees. Every function returns a matplotlib
 Figure and, given `path`, saves it as a PNG. Figures are built without pyplot, so this
 works on machines with no display and never opens a window."""
+import os
+
 import numpy as np
 from matplotlib.figure import Figure
 
+from .fileutil import atomic_write
 from .layers import Conv2D
 
 
 def _save(fig, path):
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+    if path is not None:            # written aside, then renamed: a failure leaves no half a picture
+        kind = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+        with atomic_write(path) as f:
+            fig.savefig(f, format=kind, dpi=110, bbox_inches="tight")
     return fig
 
 

@@ -365,10 +365,10 @@ def run(args):
     figures = [] if args.no_plots else draw(args.out, model, history, x_test_u8, x_test, y_test, proba,
                                             cm, class_names, x_train_u8, y_train_all)
     result["total_seconds"] = time.perf_counter() - started
-    with open(os.path.join(args.out, "history.json"), "w") as f:
-        json.dump(history, f, indent=1)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    from .fileutil import atomic_write      # like model.npz: no half-written file on a full disk
+    for name, obj in (("history.json", history), ("metrics.json", result)):
+        with atomic_write(os.path.join(args.out, name)) as f:
+            f.write(json.dumps(obj, indent=1).encode())
 
     print(f"\nTest set ({dataset}, {len(y_test):,} images): accuracy {test_acc:.4f}, loss {test_loss:.4f}, "
           f"top-3 {result['top3_accuracy']:.4f}")
