@@ -180,6 +180,8 @@ def test_data_urls_raw_and_in_json_give_the_same_answer(url):
     (b"data:image/png,abc", "text/plain", "must be base64-encoded"),
     (b"{not json", "application/json", '{"image": "data:image/...;base64,..."}'),
     (b'{"picture": 1}', "application/json", '{"image": "data:image/...;base64,..."}'),
+    pytest.param(b"[" * 100_000, "application/json", '{"image": "data:image/...;base64,..."}',
+                 id="nested-json"),                                 # RecursionError: was a 500
 ])
 def test_bad_images_get_a_400_json_error(url, body, kind, message):
     status, answer = post(url, body, kind)

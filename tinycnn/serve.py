@@ -79,7 +79,7 @@ def decode_image(body, content_type=""):
     if content_type.split(";")[0].strip().lower() == "application/json":
         try:
             body = json.loads(body)["image"].encode("ascii")
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):   # [[[[... nested
             raise BadRequest('JSON body must be {"image": "data:image/...;base64,..."}') from None
     if body[:5] == b"data:":
         header, _, payload = body.partition(b",")
