@@ -617,6 +617,27 @@ def test_arrays_that_are_not_pictures(image, message):
     assert str(err.value) == message
 
 
+def test_predict_show_draws_every_image_mode(files, tmp_path, baseline):
+    """`predict --show` drew the original with imshow, which takes no grey+alpha (LA) array:
+    a traceback. Each mode Pillow reads gets its figure, and two images with one name get two."""
+    seven = digit_seven(100)
+    palette = seven.convert("P")
+    palette.info["transparency"] = 255                             # the paper is see-through
+    modes = {"la.png": seven.convert("LA"), "p.png": palette, "cmyk.jpg": seven.convert("CMYK"),
+             "i16.png": seven.convert("I;16"), "one.png": seven.convert("1"), "f.tif": seven.convert("F"),
+             "ycbcr.jpg": seven.convert("YCbCr")}
+    (tmp_path / "again").mkdir()
+    for name, im in modes.items():
+        im.save(tmp_path / name)
+    seven.save(tmp_path / "again" / "la.png")                      # same stem as ../la.png
+    show = tmp_path / "show"
+    paths = [tmp_path / name for name in modes] + [tmp_path / "again" / "la.png"]
+    child = cli(baseline, "predict", files / "good.npz", *paths, "--show", show, code=0, seconds=30)
+    assert "Traceback" not in child.err and child.err == "", child.err
+    assert sorted(os.listdir(show)) == sorted([f"{os.path.splitext(n)[0]}-prediction.png" for n in modes]
+                                              + ["la-2-prediction.png"])
+
+
 def test_predict_gives_every_good_image_a_result_and_each_bad_one_a_line(files, tmp_path, baseline):
     digit_seven().save(tmp_path / "good.png")
     folder = tmp_path / "folder"

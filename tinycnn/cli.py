@@ -65,7 +65,7 @@ def predict_images(model, paths, show_dir=None):
     """Predict each image file; returns (results, failures). results: list of dicts with
     path, digit, probability, top3; failures: list of (path, reason)."""
     from .preprocess import open_image, to_mnist
-    results, failures = [], []
+    results, failures, figures = [], [], set()
     for path in paths:
         try:
             picture = open_image(path)          # bounded memory; refuses pipes and huge files
@@ -84,8 +84,13 @@ def predict_images(model, paths, show_dir=None):
             from .saliency import saliency
             os.makedirs(show_dir, exist_ok=True)
             stem = os.path.splitext(os.path.basename(path))[0]
+            figure, i = f"{stem}-prediction.png", 1
+            while figure in figures:        # a/1.png and b/1.png: 1-prediction.png, 1-2-prediction.png
+                i += 1
+                figure = f"{stem}-{i}-prediction.png"
+            figures.add(figure)
             grad = saliency(model, model.preprocess(small[None]))[0][0]      # d z_pred / d input
-            plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"),
+            plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, figure),
                             saliency=grad)
     return results, failures
 
