@@ -25,10 +25,11 @@ It is bounded like a real server: loopback only unless asked (a loud warning oth
 Host and Origin headers that name this server (421 / 403 otherwise: a web page the user visits
 can neither reach it through a DNS name rebound to 127.0.0.1 nor post images to it), at most
 MAX_CONNECTIONS requests handled at once (more wait, unread, in the listen queue), one image
-decoded at a time, a request size limit (413), a deadline for the whole body (408), images checked before decoding (400 with a JSON error for anything
-that is not a readable, non-blank picture of sane size), only GET and POST (405), no file
-outside the static folder (the allowed URLs are a fixed list), one model shared under a lock
-(layers keep caches between forward and backward), and Ctrl-C stops it cleanly.
+decoded at a time, a request size limit (413), a deadline for the whole body (408), images
+checked before decoding (400 with a JSON error for anything that is not a readable, non-blank
+picture of sane size), only GET and POST (405), no file outside the static folder (the allowed
+URLs are a fixed list), one model shared under a lock (layers keep caches between forward and
+backward), and Ctrl-C stops it cleanly.
 """
 import base64
 import binascii
@@ -191,8 +192,8 @@ class DigitServer(ThreadingHTTPServer):
         if parsed is not None:
             name, port = parsed
             try:
-                address_ok = self.loopback_only <= ipaddress.ip_address(name).is_loopback
-            except ValueError:
+                address_ok = ipaddress.ip_address(name).is_loopback or not self.loopback_only
+            except ValueError:            # a name, not an address
                 address_ok = False
             if (name in self.names or address_ok) and (port or 80) == self.server_address[1]:
                 return None
