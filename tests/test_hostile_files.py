@@ -847,3 +847,20 @@ def test_report_worst_case():
     """Runs last in this file: prints the worst time and memory seen (for the notes)."""
     print(f"\nhostile corpus worst case: {WORST['seconds']:.2f} s ({WORST.get('slowest')}), "
           f"{WORST['megabytes']:.0f} MB over baseline ({WORST.get('largest')})")
+
+
+def test_two_runs_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
+    """The default --out is runs/<date-time to the second>: two runs started together (a script
+    launching two seeds) shared it, each overwriting the other's checkpoint and model."""
+    from tinycnn import run
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run.time, "strftime", lambda fmt: "20260101-120000")
+    parser = run.build_parser()
+    outs = []
+    for _ in range(3):
+        args = parser.parse_args(["--dataset", "digits"])
+        run.check_args(args, parser)
+        outs.append(args.out)
+    assert outs == [os.path.join("runs", "20260101-120000"), os.path.join("runs", "20260101-120000-2"),
+                    os.path.join("runs", "20260101-120000-3")]
+    assert sorted(os.listdir("runs")) == ["20260101-120000", "20260101-120000-2", "20260101-120000-3"]

@@ -153,8 +153,16 @@ def check_args(args, parser):
         parser.error(f"--resume {args.resume}: no such file")
     if args.resume is not None:
         _check_resume(args, parser)
-    args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     try:
+        if args.out is None:        # runs/<date-time>, made here: a run started the same second gets -2
+            stamp = args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+            os.makedirs("runs", exist_ok=True)
+            for i in range(2, 1000):
+                try:
+                    os.mkdir(args.out)
+                    break
+                except FileExistsError:
+                    args.out = f"{stamp}-{i}"
         os.makedirs(args.out, exist_ok=True)
         from .fileutil import create_temp      # a new, unique name: never a file of the user's
         fd, probe = create_temp(os.path.join(args.out, "write-test"), ".tmp")
