@@ -864,3 +864,16 @@ def test_two_runs_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
     assert outs == [os.path.join("runs", "20260101-120000"), os.path.join("runs", "20260101-120000-2"),
                     os.path.join("runs", "20260101-120000-3")]
     assert sorted(os.listdir("runs")) == ["20260101-120000", "20260101-120000-2", "20260101-120000-3"]
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_model_that_cannot_read_28x28_pictures_is_refused_up_front(tmp_path, baseline, command):
+    """A model for 8x8 digits: predict failed with a Dense layer's shape error, and serve started
+    and then answered every drawing with "internal error"."""
+    m = tinycnn.Sequential([Conv2D(1, 2, 3), ReLU(), Flatten(), Dense(2 * 6 * 6, 10)], input_shape=(1, 8, 8), seed=0)
+    p = m.save(tmp_path / "m8.npz")
+    digit_seven().save(tmp_path / "seven.png")
+    args = (tmp_path / "seven.png",) if command == "predict" else ("--port", "0")
+    line = one_error_line(cli(baseline, command, p, *args))
+    assert line == (f"tinycnn {command}: error: {p}: the model (inputs of shape (1, 8, 8)) cannot read the "
+                    f"28x28 grey pictures (MNIST's) that {command} gives it")

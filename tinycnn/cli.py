@@ -50,6 +50,17 @@ def _load(path):
     return load_model(path)
 
 
+def _check_takes_mnist(model, path, command):
+    """Refuse now, in one line, a model that cannot read the 28x28 pictures predict and serve
+    give it (to_mnist's), rather than on every image or request."""
+    try:
+        model.output_shapes(model.preprocess(np.zeros((1, 28, 28), np.uint8)).shape[1:])
+    except ValueError:
+        what = f"inputs of shape {model.input_shape}" if model.input_shape else "no input shape stored"
+        raise CommandError(f"{path}: the model ({what}) cannot read the 28x28 grey pictures (MNIST's) "
+                           f"that {command} gives it") from None
+
+
 def expand_images(paths):
     """Files as given; folders replaced by the image files inside them (sorted)."""
     out = []
@@ -113,6 +124,7 @@ def cmd_predict(args):
     if args.show:
         _output_folder(args.show, "--show")
     model = _load(resolve(args.model)[0])
+    _check_takes_mnist(model, args.model, "predict")
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
@@ -134,6 +146,7 @@ def cmd_serve(args):
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
     path, pretrained = resolve(args.model)
     model = _load(path)
+    _check_takes_mnist(model, args.model, "serve")
     if "TINYCNN_BACKEND" not in os.environ:
         # One image at a time: the NumPy kernels need ~25 ms of CPU per request, the Numba ones
         # (made for batches) 65-190 ms and a ~20 s compile on the first request.
