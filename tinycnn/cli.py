@@ -113,8 +113,9 @@ def split_model_and_images(model, images):
     from . import zoo
     if model is None and len(images) == 1 and images[0].lower().endswith(".npz"):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
-    if model is None or model.lower().endswith(".npz") or zoo.is_pretrained_name(model):
-        return model, images
+    if model is None or model.lower().endswith(".npz") or (zoo.is_pretrained_name(model)
+                                                          and not os.path.isdir(model)):
+        return model, images                # (a folder named mnist: images, read by the default)
     return None, [model] + images
 
 
