@@ -170,15 +170,16 @@ def stored(name, data):
     return name, data, len(data), zlib.crc32(data), 0
 
 
-def raw_zip(members):
+def raw_zip(members, flags=0):
     """Bytes of a zip archive written by hand, so that an entry can carry precompressed data.
-    members: (name, stored bytes, uncompressed size, crc32, method 0 stored / 8 deflated)."""
+    members: (name, stored bytes, uncompressed size, crc32, method 0 stored / 8 deflated).
+    flags: every entry's general purpose bits (1: encrypted)."""
     out, central = bytearray(), bytearray()
     for name, data, size, crc, method in members:
         n, offset = name.encode(), len(out)
-        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data), size, len(n), 0)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0, crc, len(data), size, len(n), 0)
         out += n + data
-        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, len(data),
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, flags, method, 0, 0, crc, len(data),
                                size, len(n), 0, 0, 0, 0, 0, offset) + n
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(out), 0)
     return bytes(out + central + end)
@@ -298,6 +299,22 @@ def test_non_array_and_duplicate_entries(files):
             z.writestr("__meta__.npy", npy_bytes(np.array("{}")))
     with bounded(), pytest.raises(ModelFormatError, match="entry '__meta__.npy' appears twice"):
         load_model(p)
+
+
+@pytest.mark.parametrize("method, flags, message", [
+    (99, 0, "entry '__meta__.npy' is compressed with method 99; refused without reading it"),   # AES
+    (7, 0, "entry '__meta__.npy' is compressed with method 7; refused without reading it"),
+    (0, 1, "entry '__meta__.npy' is encrypted; refused without reading it"),
+])
+def test_entries_zipfile_cannot_open_are_refused_by_name(files, baseline, method, flags, message):
+    """zipfile raised NotImplementedError or RuntimeError (not a ModelFormatError): a traceback."""
+    meta = npy_bytes(np.array('{"format_version": 1}'))
+    p = files / f"method{method}-{flags}.npz"
+    p.write_bytes(raw_zip([("__meta__.npy", meta, len(meta), zlib.crc32(meta), method)], flags=flags))
+    with bounded(), pytest.raises(ModelFormatError) as err:
+        load_model(p)
+    assert str(err.value) == f"{p}: {message}"
+    assert one_error_line(cli(baseline, "summary", p)) == f"tinycnn summary: error: {p}: {message}"
 
 
 @pytest.mark.parametrize("change, message", [

@@ -32,6 +32,7 @@ MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a charac
 MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
 MAX_LAYERS = 1000                  # bnnet has 17
 WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)   # zipfile reads these
 MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; a saved model's: 118)
 
 
@@ -75,6 +76,11 @@ def open_npz(path):
                                        "refused without reading it")
             if name[:-4] in entries:
                 raise ModelFormatError(f"{path}: entry {name!r} appears twice")
+            if info.flag_bits & 0x1:          # zipfile would raise RuntimeError (password needed)
+                raise ModelFormatError(f"{path}: entry {name!r} is encrypted; refused without reading it")
+            if info.compress_type not in ZIP_METHODS:       # zipfile: NotImplementedError
+                raise ModelFormatError(f"{path}: entry {name!r} is compressed with method "
+                                       f"{info.compress_type}; refused without reading it")
             entries[name[:-4]] = info
     except ModelFormatError:
         zf.close()
