@@ -32,7 +32,8 @@ MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a charac
 MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
 MAX_LAYERS = 1000                  # bnnet has 17
 WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)   # zipfile reads these
+# Compression methods zipfile reads (np.savez stores, np.savez_compressed deflates).
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; a saved model's: 118)
 
 

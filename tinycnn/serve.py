@@ -115,7 +115,8 @@ def prediction_json(model, seen):
     with np.errstate(over="ignore", invalid="ignore"):     # checked just below, said once
         r = look_inside(model, seen)
     if not np.isfinite(r["proba"]).all():      # finite weights can still overflow
-        raise FloatingPointError("the model's output is NaN or infinite for this image; its weights are broken")
+        raise FloatingPointError("the model's output is NaN or infinite for this image; its weights "
+                                 "are broken")
     names = [str(n) for n in (model.class_names or range(len(r["proba"])))]
     layers = []
     for layer in r["layers"]:
