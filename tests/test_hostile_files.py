@@ -170,15 +170,16 @@ def stored(name, data):
     return name, data, len(data), zlib.crc32(data), 0
 
 
-def raw_zip(members):
+def raw_zip(members, flags=0):
     """Bytes of a zip archive written by hand, so that an entry can carry precompressed data.
-    members: (name, stored bytes, uncompressed size, crc32, method 0 stored / 8 deflated)."""
+    members: (name, stored bytes, uncompressed size, crc32, method 0 stored / 8 deflated).
+    flags: every entry's general purpose bits (1: encrypted)."""
     out, central = bytearray(), bytearray()
     for name, data, size, crc, method in members:
         n, offset = name.encode(), len(out)
-        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data), size, len(n), 0)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0, crc, len(data), size, len(n), 0)
         out += n + data
-        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, len(data),
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, flags, method, 0, 0, crc, len(data),
                                size, len(n), 0, 0, 0, 0, 0, offset) + n
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(out), 0)
     return bytes(out + central + end)
@@ -261,6 +262,20 @@ def test_valid_model_plus_2gb_compressed_entry_refused_unread(files, baseline):
     assert "unexpected entries ['extra']; refused without reading them" in line
 
 
+def test_npy_header_length_of_a_gigabyte_refused_unread(files, baseline):
+    """An npy (version 2) header states its own length in 4 bytes; NumPy reads that many bytes
+    before it checks the length against its 10,000-byte limit. __meta__ declares a 1 GiB header
+    of deflated zeros: it is refused from those 4 bytes, not after reading a gigabyte."""
+    head = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**30)
+    stream, crc = deflated_zeros(head, 2**30)
+    p = files / "header1gb.npz"
+    p.write_bytes(raw_zip([("__meta__.npy", stream, len(head) + 2**30, crc, 8)]))
+    assert p.stat().st_size < 2 * MB
+    line = one_error_line(cli(baseline, "summary", p))
+    assert line == (f"tinycnn summary: error: {p}: entry '__meta__' has no valid npy header (it declares "
+                    "a header of 1,073,741,824 bytes; at most 10,000)")
+
+
 def test_file_larger_than_any_model(tmp_path):
     p = tmp_path / "sparse.npz"
     with open(p, "wb") as f:              # 300 MB, sparse: no disk space used
@@ -284,6 +299,22 @@ def test_non_array_and_duplicate_entries(files):
             z.writestr("__meta__.npy", npy_bytes(np.array("{}")))
     with bounded(), pytest.raises(ModelFormatError, match="entry '__meta__.npy' appears twice"):
         load_model(p)
+
+
+@pytest.mark.parametrize("method, flags, message", [
+    (99, 0, "entry '__meta__.npy' is compressed with method 99; refused without reading it"),   # AES
+    (7, 0, "entry '__meta__.npy' is compressed with method 7; refused without reading it"),
+    (0, 1, "entry '__meta__.npy' is encrypted; refused without reading it"),
+])
+def test_entries_zipfile_cannot_open_are_refused_by_name(files, baseline, method, flags, message):
+    """zipfile raised NotImplementedError or RuntimeError (not a ModelFormatError): a traceback."""
+    meta = npy_bytes(np.array('{"format_version": 1}'))
+    p = files / f"method{method}-{flags}.npz"
+    p.write_bytes(raw_zip([("__meta__.npy", meta, len(meta), zlib.crc32(meta), method)], flags=flags))
+    with bounded(), pytest.raises(ModelFormatError) as err:
+        load_model(p)
+    assert str(err.value) == f"{p}: {message}"
+    assert one_error_line(cli(baseline, "summary", p)) == f"tinycnn summary: error: {p}: {message}"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -338,6 +369,11 @@ def _set(key, value):
     (_set("preprocessing", {"mean": 0.1, "std": 0}), r"__meta__ field preprocessing.std must be > 0, got 0"),
     (_set("preprocessing", {"mean": 0.1, "std": -1}), r"preprocessing.std must be > 0, got -1"),
     (_set("preprocessing", {"mean": "a", "std": 1}), r"preprocessing.mean must be a finite number, got 'a'"),
+    # Finite in JSON (float64) but not in float32, where model.preprocess works: std 0, mean inf.
+    (_set("preprocessing", {"mean": 0.1, "std": 1e-300}), r"__meta__ field preprocessing.std must be at least "
+                                                          r"1.2e-38 \(float32's smallest normal number\), got 1e-300"),
+    (_set("preprocessing", {"mean": 1e300, "std": 1}), r"__meta__ field preprocessing.mean is beyond float32's "
+                                                       r"range \(\|x\| <= 3.4e\+38\), got 1e\+300"),
     (_set("preprocessing", [0.1, 0.3]), r"__meta__ field preprocessing must be an object"),
     (_set("architecture", {"type": "Dense"}), r"__meta__ field architecture must be a list of layers"),
     (lambda m: m["architecture"][4].update(config="Dense"), r"architecture\[4\].config must be an object"),
@@ -537,6 +573,88 @@ def test_float_image_with_nan_refused(tmp_path):
         to_mnist(p)
 
 
+def with_exif_chunk(path, blob):
+    """digit_seven() as a PNG whose eXIf chunk holds `blob` (a phone photo's orientation lives there)."""
+    buf = io.BytesIO()
+    digit_seven(100).save(buf, "PNG")
+    png = buf.getvalue()
+    exif = struct.pack(">L", len(blob)) + b"eXIf" + blob + struct.pack(">L", zlib.crc32(b"eXIf" + blob))
+    path.write_bytes(png[:33] + exif + png[33:])             # right after the 33-byte signature + IHDR
+    return path
+
+
+def test_damaged_exif_is_a_value_error_and_one_cli_line(files, tmp_path, baseline):
+    """Pillow parses EXIF only when asked (exif_transpose): a garbage block raised SyntaxError
+    out of to_mnist, a traceback in `tinycnn predict` and a 500 in `tinycnn serve`."""
+    p = with_exif_chunk(tmp_path / "bad-exif.png", b"garbage!!")
+    with bounded(), pytest.raises(ValueError, match=r"bad-exif.png: cannot read this image \(damaged "
+                                  r"EXIF block: not a TIFF file"):
+        to_mnist(p)
+    picture = Image.open(p)                                   # a PIL image handed to to_mnist itself
+    with pytest.raises(ValueError, match=r"^to_mnist: cannot read this image \(damaged EXIF block"):
+        to_mnist(picture)
+    child = cli(baseline, "predict", files / "good.npz", p)
+    assert one_error_line(child).startswith(f"{p}: skipped: cannot read this image (damaged EXIF block: ")
+    # A merely odd block (offset past its end) still reads, without Pillow's warnings on stderr.
+    odd = with_exif_chunk(tmp_path / "odd-exif.png", b"II*\x00\xff\xff\xff\x7f")
+    child = cli(baseline, "predict", files / "good.npz", odd, code=0)
+    assert child.err == "" and child.out.startswith(f"{odd}: ")
+
+
+def test_empty_and_unidentified_files_say_so(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    with bounded(), pytest.raises(ValueError, match=r"empty.png: empty file \(0 bytes\), not an image$"):
+        to_mnist(tmp_path / "empty.png")
+    with bounded(), pytest.raises(ValueError) as err:
+        to_mnist(tmp_path / "text.png")
+    assert str(err.value) == f"{tmp_path / 'text.png'}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((0, 0)), "to_mnist: the image is empty (shape (0, 0))"),
+    (np.zeros((0, 5, 3), np.uint8), "to_mnist: the image is empty (shape (0, 5, 3))"),
+    (Image.new("L", (0, 7)), "to_mnist: the image is empty (0x7 pixels)"),
+    (np.array([["a", "b"], ["c", "d"]]), "to_mnist: expected an array of numbers, got dtype <U1"),
+    (np.ones((9, 9), np.complex64), "to_mnist: expected an array of numbers, got dtype complex64"),
+    ("nan", "to_mnist: the array holds NaN or infinite values"),
+    ("inf", "to_mnist: the array holds NaN or infinite values"),
+    ("rgb-nan", "to_mnist: the array holds NaN or infinite values"),
+])
+def test_arrays_that_are_not_pictures(image, message):
+    """Before: NaN or inf pixels were read as ink or as blank paper ("looks blank"), and empty
+    or non-numeric arrays gave NumPy's own error."""
+    if isinstance(image, str):
+        a = np.zeros((40, 40), np.float32)
+        a[10:30, 18:22] = 1
+        a[3, 3] = np.inf if image == "inf" else np.nan
+        image = np.dstack([a] * 3) if image == "rgb-nan" else a
+    with pytest.raises(ValueError) as err:
+        to_mnist(image)
+    assert str(err.value) == message
+
+
+def test_predict_show_draws_every_image_mode(files, tmp_path, baseline):
+    """`predict --show` drew the original with imshow, which takes no grey+alpha (LA) array:
+    a traceback. Each mode Pillow reads gets its figure, and two images with one name get two."""
+    seven = digit_seven(100)
+    palette = seven.convert("P")
+    palette.info["transparency"] = 255                             # the paper is see-through
+    modes = {"la.png": seven.convert("LA"), "p.png": palette, "cmyk.jpg": seven.convert("CMYK"),
+             "i16.png": seven.convert("I;16"), "one.png": seven.convert("1"), "f.tif": seven.convert("F"),
+             "ycbcr.jpg": seven.convert("YCbCr")}
+    (tmp_path / "again").mkdir()
+    for name, im in modes.items():
+        im.save(tmp_path / name)
+    seven.save(tmp_path / "again" / "la.png")                      # same stem as ../la.png
+    show = tmp_path / "show"
+    paths = [tmp_path / name for name in modes] + [tmp_path / "again" / "la.png"]
+    child = cli(baseline, "predict", files / "good.npz", *paths, "--show", show, code=0, seconds=30)
+    assert "Traceback" not in child.err and child.err == "", child.err
+    assert sorted(os.listdir(show)) == sorted([f"{os.path.splitext(n)[0]}-prediction.png" for n in modes]
+                                              + ["la-2-prediction.png"])
+
+
 def test_predict_gives_every_good_image_a_result_and_each_bad_one_a_line(files, tmp_path, baseline):
     digit_seven().save(tmp_path / "good.png")
     folder = tmp_path / "folder"
@@ -553,7 +671,7 @@ def test_predict_gives_every_good_image_a_result_and_each_bad_one_a_line(files, 
     err = child.err.splitlines()
     assert len(err) == 4, err
     assert err[0] == f"{folder / 'b.png'}: skipped: not a regular file (a folder, pipe or device)"
-    assert err[1].startswith(f"{folder / 'c.png'}: skipped: cannot read this image (cannot identify image file")
+    assert err[1] == f"{folder / 'c.png'}: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
     assert err[2] == f"{folder / 'd.png'}: skipped: not a regular file (a folder, pipe or device)"
     assert err[3].startswith(f"{tmp_path / 'huge.png'}: skipped: cannot read this image (Image size "
                              "(400000000 pixels) exceeds limit")
@@ -654,6 +772,22 @@ def test_output_folders_that_are_files(files, tmp_path, baseline):
     assert taken.read_text() == "mine"
 
 
+def test_train_write_check_leaves_the_users_files_alone(tmp_path):
+    """`train --out DIR` checks DIR is writable before training by writing a probe file. The
+    probe was DIR/.write-test, opened without O_EXCL: a file of the user's by that name was
+    overwritten and deleted, and a symlink by that name truncated the file it points to."""
+    from tinycnn import run
+    out, notes = tmp_path / "out", tmp_path / "notes.txt"
+    out.mkdir()
+    notes.write_text("mine")
+    (out / ".write-test").symlink_to(notes)
+    parser = run.build_parser()
+    args = parser.parse_args(["--dataset", "digits", "--out", str(out)])
+    run.check_args(args, parser)
+    assert notes.read_text() == "mine" and (out / ".write-test").is_symlink()
+    assert sorted(os.listdir(out)) == [".write-test"]                 # and the probe is gone
+
+
 @pytest.mark.parametrize("args, message", [
     (("--steps", "0"), "--steps must be >= 1 and --batch-size in 1..8192, got 0 and 128"),
     (("--batch-size", "-3"), "--steps must be >= 1 and --batch-size in 1..8192, got 20 and -3"),
@@ -731,3 +865,33 @@ def test_report_worst_case():
     """Runs last in this file: prints the worst time and memory seen (for the notes)."""
     print(f"\nhostile corpus worst case: {WORST['seconds']:.2f} s ({WORST.get('slowest')}), "
           f"{WORST['megabytes']:.0f} MB over baseline ({WORST.get('largest')})")
+
+
+def test_two_runs_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
+    """The default --out is runs/<date-time to the second>: two runs started together (a script
+    launching two seeds) shared it, each overwriting the other's checkpoint and model."""
+    from tinycnn import run
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run.time, "strftime", lambda fmt: "20260101-120000")
+    parser = run.build_parser()
+    outs = []
+    for _ in range(3):
+        args = parser.parse_args(["--dataset", "digits"])
+        run.check_args(args, parser)
+        outs.append(args.out)
+    assert outs == [os.path.join("runs", "20260101-120000"), os.path.join("runs", "20260101-120000-2"),
+                    os.path.join("runs", "20260101-120000-3")]
+    assert sorted(os.listdir("runs")) == ["20260101-120000", "20260101-120000-2", "20260101-120000-3"]
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_model_that_cannot_read_28x28_pictures_is_refused_up_front(tmp_path, baseline, command):
+    """A model for 8x8 digits: predict failed with a Dense layer's shape error, and serve started
+    and then answered every drawing with "internal error"."""
+    m = tinycnn.Sequential([Conv2D(1, 2, 3), ReLU(), Flatten(), Dense(2 * 6 * 6, 10)], input_shape=(1, 8, 8), seed=0)
+    p = m.save(tmp_path / "m8.npz")
+    digit_seven().save(tmp_path / "seven.png")
+    args = (tmp_path / "seven.png",) if command == "predict" else ("--port", "0")
+    line = one_error_line(cli(baseline, command, p, *args))
+    assert line == (f"tinycnn {command}: error: {p}: the model (inputs of shape (1, 8, 8)) cannot read the "
+                    f"28x28 grey pictures (MNIST's) that {command} gives it")

@@ -53,6 +53,10 @@ def header(code=0x08, dims=(2, 2), magic=b"\0\0"):
     (b"\0\0", "file ends inside the header"),
     (gzip.compress(header() + bytes(4))[:-10], "corrupt or truncated gzip stream"),
     (b"\x1f\x8b" + bytes(30), "corrupt or truncated gzip stream"),
+    # Shapes NumPy cannot hold gave NumPy's own ValueError, naming neither the file nor the shape.
+    (header(dims=(1,) * 65) + bytes(1), r"header declares 65 dimensions; NumPy arrays have at most 64"),
+    (header(dims=(0, 2**32 - 1, 2**32 - 1)), r"header declares shape \(0, 4294967295, 4294967295\), "
+                                             r"which NumPy cannot hold \(array is too big"),
 ])
 def test_faults_are_named(tmp_path, data, message):
     path = tmp_path / "bad.idx"

@@ -61,3 +61,29 @@ def test_the_mistakes_title_does_not_overlap_the_images_titles(wrong, tmp_path):
     top = fig._suptitle.get_window_extent(renderer)
     titles = [ax.title.get_window_extent(renderer) for ax in fig.axes]
     assert len(titles) == wrong and not any(top.overlaps(t) for t in titles)
+
+
+def test_a_failed_figure_write_leaves_the_previous_file_whole(tmp_path):
+    """The disk fills up (here: a 2,000-byte file size limit, RLIMIT_FSIZE) while a figure is
+    written over an older one. savefig(path) truncated it and left 2,000 bytes of PNG."""
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "run").mkdir()
+    target = tmp_path / "run" / "confusion_matrix.png"
+    target.write_bytes(b"the previous run's figure")
+    code = ("import resource, signal, sys\n"
+            "import numpy as np\n"
+            "from tinycnn import plotting\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # EFBIG instead of the signal\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+            "try:\n"
+            "    plotting.plot_confusion_matrix(np.eye(10, dtype=int) * 5, list('0123456789'), path=sys.argv[1])\n"
+            "except OSError as err:\n"
+            "    print('OSError', err.errno)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=root, MPLBACKEND="Agg"), timeout=120)
+    assert child.stdout.split() == ["OSError", "27"], child.stderr            # EFBIG
+    assert target.read_bytes() == b"the previous run's figure"
+    assert os.listdir(tmp_path / "run") == ["confusion_matrix.png"]                  # no temporary file left

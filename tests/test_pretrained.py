@@ -106,3 +106,14 @@ def test_predict_with_no_model_uses_the_pretrained_one(tmp_path, capsys, monkeyp
     os.rename(paths[0], os.path.join("mnist", "three.png"))
     assert cli.main(["predict", "mnist"]) == 0
     assert capsys.readouterr().out.startswith(os.path.join("mnist", "three.png") + ": 3 (")
+
+
+def test_a_data_folder_named_mnist_does_not_hide_the_pretrained_model(tmp_path, monkeypatch, capsys):
+    """Only a file of that name wins over the shipped model. A folder called mnist (MNIST's data,
+    say) made load_model("mnist") and `tinycnn summary mnist` fail: "mnist: not a regular file"."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("mnist")
+    model = tinycnn.load_model("mnist")
+    assert model.num_parameters() == zoo.provenance("mnist")["parameters"]
+    assert cli.main(["summary", "mnist"]) == 0 and capsys.readouterr().err == ""
+    assert cli.split_model_and_images("mnist", ["a.png"]) == (None, ["mnist", "a.png"])   # predict: images

@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -53,10 +56,10 @@ def request(url, method, path, body=None, headers=None):
 
 def raw(url, data, end_request=False):
     """Send raw bytes on a new connection (then end the request's side of it if asked);
-    -> the whole answer as text."""
+    -> the whole answer as text. "Host: HOST" in data becomes this server's host:port."""
     host, port = url.split("//")[1].rstrip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(data)
+        s.sendall(data.replace(b"Host: HOST", f"Host: {host}:{port}".encode()))
         if end_request:
             s.shutdown(socket.SHUT_WR)
         chunks = []
@@ -78,6 +81,12 @@ def png_of(array):
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, "PNG")
     return buf.getvalue()
+
+
+def with_garbage_exif(png):
+    """The PNG with an eXIf chunk that is not EXIF (Pillow raised SyntaxError on it: a 500)."""
+    blob = b"garbage!!"
+    return png[:33] + struct.pack(">L", len(blob)) + b"eXIf" + blob + struct.pack(">L", zlib.crc32(b"eXIf" + blob)) + png[33:]
 
 
 def post(url, body, content_type="image/png"):
@@ -165,10 +174,14 @@ def test_data_urls_raw_and_in_json_give_the_same_answer(url):
     (seven_png()[0][:200], "image/png", "cannot read this image"),                  # truncated PNG
     (b"", "image/png", "empty request body"),
     (png_of(np.full((280, 280), 255, np.uint8)), "image/png", "looks blank"),       # nothing drawn
+    pytest.param(with_garbage_exif(seven_png()[0]), "image/png", "image: cannot read this image (damaged EXIF "
+                 "block: ", id="garbage-exif"),
     (b"data:image/png;base64,@@@", "text/plain", "invalid base64"),
     (b"data:image/png,abc", "text/plain", "must be base64-encoded"),
     (b"{not json", "application/json", '{"image": "data:image/...;base64,..."}'),
     (b'{"picture": 1}', "application/json", '{"image": "data:image/...;base64,..."}'),
+    pytest.param(b"[" * 100_000, "application/json", '{"image": "data:image/...;base64,..."}',
+                 id="nested-json"),                                 # RecursionError: was a 500
 ])
 def test_bad_images_get_a_400_json_error(url, body, kind, message):
     status, answer = post(url, body, kind)
@@ -184,17 +197,17 @@ def test_huge_image_refused_from_its_header(url):
 
 
 def test_oversized_or_unsized_body_refused_unread(url):
-    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: HOST\r\nContent-Type: image/png\r\n"
                       b"Content-Length: 9000000\r\n\r\n")           # headers only: it must not wait for the body
     assert answer.startswith("HTTP/1.0 413") and "the limit is 8,388,608" in answer
-    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert answer.startswith("HTTP/1.0 411") and "Content-Length header is required" in answer
-    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+    answer = raw(url, b"POST /api/predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: -5\r\n\r\n")
     assert answer.startswith("HTTP/1.0 400") and "bad Content-Length '-5'" in answer
 
 
 def test_short_or_stalled_body(url, monkeypatch):
-    head = b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"
+    head = b"POST /api/predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: 1000\r\n\r\n0123456789"
     answer = raw(url, head, end_request=True)                       # 10 of 1000 bytes, then the end
     assert answer.startswith("HTTP/1.0 400") and "request body ended after 10 of 1,000 bytes" in answer
     monkeypatch.setattr(serve.Handler, "timeout", 0.5)
@@ -211,7 +224,7 @@ def test_only_get_and_post(url, method):
 
 
 def test_unknown_method_and_garbage_request_line(url):
-    assert raw(url, b"BREW /pot HTTP/1.1\r\n\r\n").startswith("HTTP/1.0 501")
+    assert raw(url, b"BREW /pot HTTP/1.1\r\nHost: HOST\r\n\r\n").startswith("HTTP/1.0 501")
     answer = raw(url, b"this is not http\r\n\r\n")     # no HTTP version: answered HTTP/0.9 style, body only
     assert json.loads(answer) == {"error": "Bad request version ('http')"}
 
@@ -228,7 +241,7 @@ def test_nothing_outside_the_static_files_is_served(url, path):
 
 
 def test_absolute_form_urls_and_unknown_post_paths(url):
-    answer = raw(url, b"GET http://127.0.0.1/../tinycnn/serve.py HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = raw(url, b"GET http://127.0.0.1/../tinycnn/serve.py HTTP/1.1\r\nHost: HOST\r\n\r\n")
     assert answer.startswith("HTTP/1.0 404") and "import" not in answer
     status, _, body = request(url, "POST", "/api/other", b"x")
     assert status == 404 and "POST goes to /api/predict" in json.loads(body)["error"]
@@ -250,6 +263,170 @@ def test_concurrent_requests_share_the_model_safely(url):
         assert status == 200
         assert answer["probabilities"] == expected["probabilities"] and answer["saliency"] == expected["saliency"]
         assert answer["layers"] == expected["layers"]
+
+
+@pytest.mark.parametrize("host", ["evil.example:{port}", "127.0.0.1.nip.io:{port}", "localhost.evil.example:{port}",
+                                  "127.0.0.1:{other}", "localhost", "127.0.0.1:{port}@evil.example",
+                                  "2130706433:{port}", "[::1:{port}", "10.0.0.1:{port}", ""])
+def test_host_header_must_name_this_server(url, host):
+    """DNS rebinding: a page at evil.example re-points its name at 127.0.0.1 and calls us; its
+    requests carry Host: evil.example. Only this server's own names and loopback addresses pass."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    host = host.format(port=port, other=port + 1)
+    for method, path in (("GET", "/api/model"), ("GET", "/"), ("POST", "/api/predict")):
+        answer = raw(url, f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+        status, _, body = answer.partition("\r\n\r\n")
+        assert status.startswith("HTTP/1.0 421") and "application/json" in status, answer
+        assert json.loads(body)["error"] == (f"Host {host!r} does not name this server; open {url} (other "
+                                             "names are refused: a web page may have pointed its own name here)")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LocalHost:{port}", "[::1]:{port}"])
+def test_own_names_are_served(url, host):
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    answer = raw(url, f"GET /api/model HTTP/1.1\r\nHost: {host.format(port=port)}\r\n\r\n".encode())
+    assert answer.startswith("HTTP/1.0 200") and '"name": "test-model"' in answer
+
+
+def test_no_host_or_two_hosts_refused(url):
+    answer = raw(url, b"GET /api/model HTTP/1.0\r\n\r\n")
+    assert answer.startswith("HTTP/1.0 400") and '{"error": "a Host header is required"}' in answer
+    answer = raw(url, b"GET /api/model HTTP/1.1\r\nHost: HOST\r\nHost: evil.example\r\n\r\n")
+    assert answer.startswith("HTTP/1.0 400") and '{"error": "more than one Host header"}' in answer
+
+
+def test_host_rules_of_a_server_open_to_the_network(model):
+    server = serve.DigitServer(model, "m", "0.0.0.0", 0, log=False)
+    try:
+        port = server.server_address[1]
+        for ok in (f"192.168.1.20:{port}", f"[fe80::1]:{port}", f"localhost:{port}",
+                   f"{socket.gethostname()}:{port}", f"127.0.0.1:{port}"):
+            assert server.host_problem(ok) is None, ok
+        for bad in (f"evil.example:{port}", f"192.168.1.20:{port + 1}", "192.168.1.20"):
+            assert server.host_problem(bad).startswith(f"Host {bad!r} does not name this server"), bad
+    finally:
+        server.server_close()
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "https://127.0.0.1:{port}",
+                                    "http://127.0.0.1:{other}", "http://evil.example:{port}"])
+def test_posts_from_other_sites_pages_refused(url, origin):
+    """A page of any site may POST a "simple" request (text/plain) to 127.0.0.1: the browser
+    sends it (it only hides the answer), so the server would decode what the page chose."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    origin = origin.format(port=port, other=port + 1)
+    status, headers, body = request(url, "POST", "/api/predict", seven_png()[0],
+                                    {"Content-Type": "text/plain", "Origin": origin})
+    assert status == 403 and json.loads(body)["error"] == \
+        f"requests from pages of other sites are refused (Origin {origin!r})"
+    status, _, _ = request(url, "POST", "/api/predict", seven_png()[0], {"Origin": url.rstrip("/")})
+    assert status == 200                                            # the page itself
+
+
+@pytest.mark.parametrize("length, status, message", [
+    ("\u00b2", 400, "bad Content-Length '\u00b2'"),                 # "²".isdigit(), but int() refuses it
+    ("9" * 5000, 413, "request body is 999,999,999,999,999,999... bytes; the limit is 8,388,608"),
+    ("0" * 30 + "5", 400, "request body ended after 0 of 5 bytes"),
+])
+def test_odd_content_lengths_are_client_errors(url, length, status, message):
+    answer = raw(url, f"POST /api/predict HTTP/1.1\r\nHost: HOST\r\nContent-Length: {length}\r\n\r\n".encode("latin-1"),
+                 end_request=True)
+    assert answer.startswith(f"HTTP/1.0 {status}") and message in json.loads(answer.split("\r\n\r\n")[1])["error"]
+
+
+def test_trickled_body_cut_off_at_the_deadline(url, monkeypatch):
+    """One byte every 0.2 s never trips the per-read timeout; the whole body has a deadline."""
+    monkeypatch.setattr(serve, "BODY_SECONDS", 1)
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 1000\r\n\r\n".encode())
+        started = time.monotonic()
+        s.settimeout(0.2)
+        answer = b""
+        while not answer and time.monotonic() - started < 10:
+            try:
+                s.sendall(b"x")
+                answer = s.recv(65536)
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+    text = answer.decode("latin-1")
+    assert text.startswith("HTTP/1.0 408") and "request body not received within 1 s" in text, text
+    assert time.monotonic() - started < 3
+
+
+def test_connections_beyond_the_cap_wait_for_a_free_thread(model):
+    """Idle connections (a slow or hostile client) hold at most max_connections threads; a
+    request beyond them waits unread and is answered once one is freed."""
+    server = serve.DigitServer(model, "m", "127.0.0.1", 0, log=False, max_connections=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address
+    idle = [socket.create_connection((host, port)) for _ in range(12)]
+    try:
+        time.sleep(0.5)
+        handlers = [t for t in threading.enumerate() if t.name.startswith("Thread-") and "process_request" in t.name]
+        assert len(handlers) <= 2, handlers
+        assert server.slots._value == 0                             # both taken by the first idle ones
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.sock = socket.create_connection((host, port), timeout=1)
+        conn.request("GET", "/api/model")
+        with pytest.raises(TimeoutError):                           # waits behind the idle ones...
+            conn.getresponse()
+        for s in idle:
+            s.close()
+        conn.sock.settimeout(30)
+        r = conn.getresponse()                                      # ...and is answered once they go
+        assert r.status == 200 and json.loads(r.read())["name"] == "m"
+        conn.close()
+    finally:
+        for s in idle:
+            s.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_one_image_decoded_at_a_time(url, monkeypatch):
+    """A 40-megapixel image is 160 MB decoded: N requests at once must not hold N of them."""
+    inside, most = [0], [0]
+    real = serve.preprocess.decode_image
+
+    def counting(f, name):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        try:
+            return real(f, name)
+        finally:
+            inside[0] -= 1
+    monkeypatch.setattr(serve.preprocess, "decode_image", counting)
+    png, _ = seven_png()
+    threads = [threading.Thread(target=post, args=(url, png)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+
+
+def test_infinite_outputs_are_a_500_not_invalid_json(model):
+    """Finite weights can still overflow to an infinite logit. The answer was a 200 naming a
+    digit, with NaN in its JSON (which no browser's JSON.parse accepts)."""
+    broken = models.fastnet(seed=0)
+    broken.layers[-1].params["W"][:] = 3e38
+    previous = tinycnn.get_backend()
+    tinycnn.set_backend("numpy")
+    try:
+        with running_server(broken, "broken") as url, warnings.catch_warnings():
+            warnings.simplefilter("error")                          # and no RuntimeWarning on stderr
+            status, answer = post(url, seven_png()[0])
+    finally:
+        tinycnn.set_backend(previous)
+    assert status == 500 and answer == {"error": "the model's output is NaN or infinite for this image; "
+                                                 "its weights are broken"}
 
 
 def test_port_in_use_is_one_line_error(tmp_path, model, capsys, monkeypatch):

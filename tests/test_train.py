@@ -123,3 +123,35 @@ def test_bad_fit_arguments(digits):
         fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y[:10])
     with pytest.raises(ValueError, match="early_stopping and keep_best need validation"):
         fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, keep_best=True)
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("epoch", 0.5, "TypeError: history, sums, epoch or step out of shape"),        # was a TypeError later
+    ("step", "3", "TypeError: history, sums, epoch or step out of shape"),
+    ("epoch_rng", {"bit_generator": "MT19937"}, "ValueError: state must be for a PCG64 RNG"),
+])
+def test_resume_from_a_damaged_training_state_names_the_checkpoint(tmp_path, field, value, why):
+    """__train__ is JSON in the checkpoint: a wrong type in it is the file's fault, reported
+    with the file's name (a ValueError: one line from `tinycnn train --resume`)."""
+    import json
+    from tinycnn.layers import Dense, Flatten
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 40)
+
+    def model():
+        return tinycnn.Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
+    first = model()
+    fit(first, SoftmaxCrossEntropy(), optim.Adam(first), x, y, epochs=1, batch_size=8,
+        checkpoint=tmp_path / "ck.npz", log=None)
+    with np.load(tmp_path / "ck.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    state = json.loads(str(arrays["__train__"]))
+    state.update({field: value, "epochs": 2})
+    arrays["__train__"] = np.array(json.dumps(state))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    again = model()
+    with pytest.raises(ValueError) as err:
+        fit(again, SoftmaxCrossEntropy(), optim.Adam(again), x, y, epochs=2, batch_size=8,
+            resume=tmp_path / "bad.npz", log=None)
+    assert str(err.value) == (f"fit: checkpoint {tmp_path / 'bad.npz'}: its training state is incomplete "
+                              f"or damaged ({why})")

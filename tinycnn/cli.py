@@ -50,6 +50,17 @@ def _load(path):
     return load_model(path)
 
 
+def _check_takes_mnist(model, path, command):
+    """Refuse now, in one line, a model that cannot read the 28x28 pictures predict and serve
+    give it (to_mnist's), rather than on every image or request."""
+    try:
+        model.output_shapes(model.preprocess(np.zeros((1, 28, 28), np.uint8)).shape[1:])
+    except ValueError:
+        what = f"inputs of shape {model.input_shape}" if model.input_shape else "no input shape stored"
+        raise CommandError(f"{path}: the model ({what}) cannot read the 28x28 grey pictures (MNIST's) "
+                           f"that {command} gives it") from None
+
+
 def expand_images(paths):
     """Files as given; folders replaced by the image files inside them (sorted)."""
     out = []
@@ -65,7 +76,7 @@ def predict_images(model, paths, show_dir=None):
     """Predict each image file; returns (results, failures). results: list of dicts with
     path, digit, probability, top3; failures: list of (path, reason)."""
     from .preprocess import open_image, to_mnist
-    results, failures = [], []
+    results, failures, figures = [], [], set()
     for path in paths:
         try:
             picture = open_image(path)          # bounded memory; refuses pipes and huge files
@@ -84,8 +95,13 @@ def predict_images(model, paths, show_dir=None):
             from .saliency import saliency
             os.makedirs(show_dir, exist_ok=True)
             stem = os.path.splitext(os.path.basename(path))[0]
+            figure, i = f"{stem}-prediction.png", 1
+            while figure in figures:        # a/1.png and b/1.png: 1-prediction.png, 1-2-prediction.png
+                i += 1
+                figure = f"{stem}-{i}-prediction.png"
+            figures.add(figure)
             grad = saliency(model, model.preprocess(small[None]))[0][0]      # d z_pred / d input
-            plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, f"{stem}-prediction.png"),
+            plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, figure),
                             saliency=grad)
     return results, failures
 
@@ -96,8 +112,8 @@ def split_model_and_images(model, images):
     pretrained "mnist" model is used. Returns (model or None for the default, images)."""
     from . import zoo
 
-    def is_model(arg):
-        return arg.lower().endswith(".npz") or zoo.is_pretrained_name(arg)
+    def is_model(arg):               # (a folder named mnist holds images, read by the default model)
+        return arg.lower().endswith(".npz") or (zoo.is_pretrained_name(arg) and not os.path.isdir(arg))
     if model is None and len(images) == 1 and is_model(images[0]):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
     if not (model is None or is_model(model)):
@@ -115,6 +131,7 @@ def cmd_predict(args):
     if args.show:
         _output_folder(args.show, "--show")
     model = _load(resolve(args.model)[0])
+    _check_takes_mnist(model, args.model, "predict")
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
@@ -136,6 +153,7 @@ def cmd_serve(args):
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
     path, pretrained = resolve(args.model)
     model = _load(path)
+    _check_takes_mnist(model, args.model, "serve")
     if "TINYCNN_BACKEND" not in os.environ:
         # One image at a time: the NumPy kernels need ~25 ms of CPU per request, the Numba ones
         # (made for batches) 65-190 ms and a ~20 s compile on the first request.

@@ -12,10 +12,12 @@ a layer (building one allocates its weights). io.py reads arrays only when all o
 agree and the total is under MAX_MODEL_BYTES; anything it does not expect is refused by name,
 unread. Nothing is ever unpickled.
 """
+import io
 import json
 import math
 import numbers
 import os
+import struct
 import zipfile
 
 import numpy as np
@@ -30,6 +32,9 @@ MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a charac
 MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
 MAX_LAYERS = 1000                  # bnnet has 17
 WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Compression methods zipfile reads (np.savez stores, np.savez_compressed deflates).
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; a saved model's: 118)
 
 
 class ModelFormatError(ValueError):
@@ -72,6 +77,11 @@ def open_npz(path):
                                        "refused without reading it")
             if name[:-4] in entries:
                 raise ModelFormatError(f"{path}: entry {name!r} appears twice")
+            if info.flag_bits & 0x1:          # zipfile would raise RuntimeError (password needed)
+                raise ModelFormatError(f"{path}: entry {name!r} is encrypted; refused without reading it")
+            if info.compress_type not in ZIP_METHODS:       # zipfile: NotImplementedError
+                raise ModelFormatError(f"{path}: entry {name!r} is compressed with method "
+                                       f"{info.compress_type}; refused without reading it")
             entries[name[:-4]] = info
     except ModelFormatError:
         zf.close()
@@ -85,13 +95,20 @@ def array_header(path, zf, name, info):
     try:
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            read, length_format = {(1, 0): (np.lib.format.read_array_header_1_0, "<H"),
+                                   (2, 0): (np.lib.format.read_array_header_2_0, "<I")}.get(version, (None, ""))
             if read is None:
                 raise ValueError(f"npy format version {version} is not supported")
-            shape, _, dtype = read(f)
-            header_bytes = f.tell()
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError) as err:
+            # The header states its length; NumPy reads that many bytes (up to 4 GiB in version
+            # 2) before checking it against its limit, so the length is checked here first.
+            length_bytes = f.read(struct.calcsize(length_format))
+            (length,) = struct.unpack(length_format, length_bytes)
+            if length > MAX_NPY_HEADER:
+                raise ValueError(f"it declares a header of {length:,} bytes; at most {MAX_NPY_HEADER:,}")
+            header = io.BytesIO(length_bytes + f.read(length))
+            shape, _, dtype = read(header)
+            header_bytes = 8 + header.tell()               # magic and version, then the header
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError, struct.error) as err:
         raise ModelFormatError(f"{path}: entry {name!r} has no valid npy header ({err})") from None
     if dtype.hasobject:
         raise ModelFormatError(f"{path}: refused to load: entry {name!r} holds Python objects, "
@@ -195,13 +212,20 @@ def check_meta(path, meta, format_version, layer_types):
     if prep is not None:
         if not isinstance(prep, dict):
             raise bad("preprocessing", f"must be an object, got {prep!r}")
+        f32 = np.finfo(np.float32)           # model.preprocess computes in float32
         for key in ("mean", "std", "scale"):
             if key in prep and not _is_number(prep[key]):
                 raise bad(f"preprocessing.{key}", f"must be a finite number, got {prep[key]!r}")
+            if key in prep and abs(prep[key]) > float(f32.max):       # float32(1e300) is inf
+                raise bad(f"preprocessing.{key}", f"is beyond float32's range (|x| <= {f32.max:.1e}), "
+                          f"got {prep[key]!r}")
         if ("mean" in prep) != ("std" in prep):
             raise bad("preprocessing", "needs both mean and std, or neither")
         if "std" in prep and not prep["std"] > 0:
             raise bad("preprocessing.std", f"must be > 0, got {prep['std']!r}")
+        if "std" in prep and prep["std"] < float(f32.smallest_normal):   # float32(1e-300) is 0
+            raise bad("preprocessing.std", f"must be at least {f32.smallest_normal:.1e} (float32's "
+                      f"smallest normal number), got {prep['std']!r}")
     names = meta.get("class_names")
     if names is not None and (not isinstance(names, list) or not names
                               or not all(isinstance(n, str) and len(n) <= 200 for n in names)):

@@ -1,15 +1,20 @@
 """Pictures of training and of what the network sees. Every function returns a matplotlib
 Figure and, given `path`, saves it as a PNG. Figures are built without pyplot, so this
 works on machines with no display and never opens a window."""
+import os
+
 import numpy as np
 from matplotlib.figure import Figure
 
+from .fileutil import atomic_write
 from .layers import Conv2D
 
 
 def _save(fig, path):
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+    if path is not None:            # written aside, then renamed: a failure leaves no half a picture
+        kind = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+        with atomic_write(path) as f:
+            fig.savefig(f, format=kind, dpi=110, bbox_inches="tight")
     return fig
 
 
@@ -186,6 +191,17 @@ def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=
     return _save(fig, path)
 
 
+def _drawable(picture):
+    """A picture as an array imshow draws as it looks: imshow takes grey (any number type),
+    RGB and RGBA arrays, so PIL's grey+alpha, palette, CMYK, YCbCr, ... are converted first."""
+    from PIL import Image
+    if not isinstance(picture, Image.Image) or picture.mode in ("1", "L", "I", "F", "RGB", "RGBA") \
+            or picture.mode.startswith("I;"):
+        return np.asarray(picture)
+    see_through = "A" in picture.mode or "transparency" in picture.info
+    return np.asarray(picture.convert("RGBA" if see_through else "RGB"))
+
+
 def plot_prediction(original, seen, proba, class_names=None, path=None, saliency=None):
     """One prediction explained: the original picture, the 28x28 the model saw, and the
     probability of every class. saliency: the gradient of the predicted class's logit
@@ -197,7 +213,7 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     fig = Figure(figsize=(10 if saliency is None else 13, 3.2))
     ax = fig.add_subplot(1, panels, 1)
     shown = Image.open(original) if isinstance(original, (str, bytes)) or hasattr(original, "__fspath__") else original
-    ax.imshow(np.asarray(shown), cmap="gray")
+    ax.imshow(_drawable(shown), cmap="gray")
     ax.set_title("original")
     ax.axis("off")
     ax = fig.add_subplot(1, panels, 2)

@@ -49,6 +49,9 @@ def decode_image(f, name):
     large (see MAX_PIXELS), decode JPEGs at reduced scale, shrink to WORK_SIDE and apply the
     EXIF orientation. Any failure is a ValueError starting with `name` (a path, or e.g.
     "request body" for `tinycnn serve`)."""
+    if not f.read(1):
+        raise ValueError(f"{name}: empty file (0 bytes), not an image")
+    f.seek(0)
     try:
         with warnings.catch_warnings():      # the pixel limit below is the check
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -62,13 +65,24 @@ def decode_image(f, name):
                                  "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
             image.load()
     except Image.UnidentifiedImageError:     # its own message would show the file object's repr
-        raise ValueError(f"{name}: cannot read this image (cannot identify image file: not PNG, "
-                         "JPEG or another format Pillow reads)") from None
+        raise ValueError(f"{name}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
     # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
     # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
     except Exception as err:      # noqa: BLE001
         raise ValueError(f"{name}: cannot read this image ({err})") from None
-    return ImageOps.exif_transpose(_shrink(image))
+    return _upright(_shrink(image), name)
+
+
+def _upright(image, name):
+    """`image` turned as its EXIF orientation says (a phone stores the sensor's pixels and the
+    turn to view them). Pillow parses EXIF only here: a damaged block is a ValueError naming
+    `name`, and a merely odd one is read without Pillow's warnings on stderr."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)       # "Corrupt EXIF data", ...
+            return ImageOps.exif_transpose(image)
+    except Exception as err:      # noqa: BLE001  (SyntaxError, struct.error, ... as above)
+        raise ValueError(f"{name}: cannot read this image (damaged EXIF block: {err})") from None
 
 
 def _shrink(image):
@@ -85,11 +99,16 @@ def _shrink(image):
 def _stretch(a, what):
     """Scale values by their real range: (a - min) / (max - min). 16-bit scans often hold 10-
     to 14-bit data, and float images any range, so nominal ranges would misjudge them."""
-    a = np.asarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise ValueError(f"to_mnist: {what} holds NaN or infinite values")
+    a = _finite(np.asarray(a, dtype=np.float32), what)
     lo, hi = float(a.min()), float(a.max())
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _finite(a, what):
+    """`a`, refused if any value is NaN or infinite (it would pass for ink or for paper)."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"to_mnist: {what} holds NaN or infinite values")
+    return a
 
 
 def _grayscale(image):
@@ -97,7 +116,9 @@ def _grayscale(image):
     if isinstance(image, (str, os.PathLike)):
         image = open_image(image)
     if isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(_shrink(image))     # no-ops after open_image
+        if 0 in image.size:
+            raise ValueError(f"to_mnist: the image is empty ({image.size[0]}x{image.size[1]} pixels)")
+        image = _upright(_shrink(image), "to_mnist")        # no-ops after open_image
         if image.mode in WIDE_MODES:
             return _stretch(image, f"the {image.mode} image")
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -106,6 +127,11 @@ def _grayscale(image):
             image = Image.alpha_composite(white, rgba)
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     a = np.asarray(image)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"to_mnist: expected an array of numbers, got dtype {a.dtype}")
+    if a.size == 0:
+        raise ValueError(f"to_mnist: the image is empty (shape {a.shape})")
+    a = _finite(a, "the array")
     if a.ndim == 2 and a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.size and a.max() > 255:
         return _stretch(a, "the array")             # 16-bit data: not on the 0-255 scale
     if a.ndim == 3 and a.shape[2] in (3, 4):

@@ -146,14 +146,22 @@ def check_args(args, parser):
         parser.error(f"--resume {args.resume}: no such file")
     if args.resume is not None:
         _check_resume(args, parser)
-    args.out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: exists and is not a folder")
     try:
+        if args.out is None:        # runs/<date-time>, made here: a run started the same second gets -2
+            stamp = args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+            os.makedirs("runs", exist_ok=True)
+            for i in range(2, 1000):
+                try:
+                    os.mkdir(args.out)
+                    break
+                except FileExistsError:
+                    args.out = f"{stamp}-{i}"
         os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
+        from .fileutil import create_temp      # a new, unique name: never a file of the user's
+        fd, probe = create_temp(os.path.join(args.out, "write-test"), ".tmp")
+        os.close(fd)
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
@@ -383,10 +391,10 @@ def run(args):
     figures = [] if args.no_plots else draw(args.out, model, history, x_test_u8, x_test, y_test, proba,
                                             cm, class_names, x_train_u8, y_train_all)
     result["total_seconds"] = time.perf_counter() - started
-    with open(os.path.join(args.out, "history.json"), "w") as f:
-        json.dump(history, f, indent=1)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    from .fileutil import atomic_write      # like model.npz: no half-written file on a full disk
+    for name, obj in (("history.json", history), ("metrics.json", result)):
+        with atomic_write(os.path.join(args.out, name)) as f:
+            f.write(json.dumps(obj, indent=1).encode())
 
     print(f"\nTest set ({dataset}, {len(y_test):,} images): accuracy {test_acc:.4f}, loss {test_loss:.4f}, "
           f"top-3 {result['top3_accuracy']:.4f}")

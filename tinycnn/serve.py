@@ -21,11 +21,15 @@ where each "data" is base64 of uint8 values, row-major (maps one after another).
 -scale / +scale, with one scale per layer (the largest |value|), so maps of a layer compare;
 for the saliency maps the 99th percentile of |value| (the few larger values are clipped).
 
-It is bounded like a real server: loopback only unless asked (a loud warning otherwise), a
-request size limit (413), images checked before decoding (400 with a JSON error for anything
-that is not a readable, non-blank picture of sane size), only GET and POST (405), no file
-outside the static folder (the allowed URLs are a fixed list), one model shared under a lock
-(layers keep caches between forward and backward), and Ctrl-C stops it cleanly.
+It is bounded like a real server: loopback only unless asked (a loud warning otherwise), only
+Host and Origin headers that name this server (421 / 403 otherwise: a web page the user visits
+can neither reach it through a DNS name rebound to 127.0.0.1 nor post images to it), at most
+MAX_CONNECTIONS requests handled at once (more wait, unread, in the listen queue), one image
+decoded at a time, a request size limit (413), a deadline for the whole body (408), images
+checked before decoding (400 with a JSON error for anything that is not a readable, non-blank
+picture of sane size), only GET and POST (405), no file outside the static folder (the allowed
+URLs are a fixed list), one model shared under a lock (layers keep caches between forward and
+backward), and Ctrl-C stops it cleanly.
 """
 import base64
 import binascii
@@ -55,6 +59,8 @@ STATIC_FILES = {
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 MAX_BODY_BYTES = 8 * 2**20        # room for a photo; the page sends its 280x280 pad, a few KB of PNG
+BODY_SECONDS = 60                 # for the whole body: a client trickling a byte at a time is cut off
+MAX_CONNECTIONS = 16              # request threads at once; a browser opens at most 6 per server
 # The page may load and contact only this server; images may also be data: and blob: URLs.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -74,7 +80,7 @@ def decode_image(body, content_type=""):
     if content_type.split(";")[0].strip().lower() == "application/json":
         try:
             body = json.loads(body)["image"].encode("ascii")
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):   # [[[[... nested
             raise BadRequest('JSON body must be {"image": "data:image/...;base64,..."}') from None
     if body[:5] == b"data:":
         header, _, payload = body.partition(b",")
@@ -89,8 +95,6 @@ def decode_image(body, content_type=""):
     try:                                   # the same bounded decoder as `tinycnn predict`
         return preprocess.decode_image(io.BytesIO(body), "image")
     except ValueError as err:
-        if "cannot identify image file" in str(err):
-            raise BadRequest("not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
         raise BadRequest(str(err)) from None
 
 
@@ -108,7 +112,11 @@ def _signed(a, percentile=100):
 
 def prediction_json(model, seen):
     """look_inside(model, seen) as the JSON-able dict that /api/predict sends."""
-    r = look_inside(model, seen)
+    with np.errstate(over="ignore", invalid="ignore"):     # checked just below, said once
+        r = look_inside(model, seen)
+    if not np.isfinite(r["proba"]).all():      # finite weights can still overflow
+        raise FloatingPointError("the model's output is NaN or infinite for this image; its weights "
+                                 "are broken")
     names = [str(n) for n in (model.class_names or range(len(r["proba"])))]
     layers = []
     for layer in r["layers"]:
@@ -141,17 +149,80 @@ def model_info(model, name, pretrained=None):
     return info
 
 
+def split_host(value):
+    """A Host header (or an Origin's host part) -> (lower-case name or address, port or None);
+    None when it is not of the form name, name:port, [IPv6] or [IPv6]:port."""
+    if value.startswith("["):
+        name, bracket, port = value[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return None
+        port = port[1:]
+    else:
+        name, _, port = value.partition(":")
+    if not name or (port and not (port.isascii() and port.isdigit() and len(port) <= 5)):
+        return None
+    return name.lower(), int(port) if port else None
+
+
 class DigitServer(ThreadingHTTPServer):
-    """The HTTP server: one model, shared by the request threads under `lock`."""
+    """The HTTP server: one model, shared by the request threads under `lock`, and at most
+    `max_connections` request threads at once (`slots`)."""
 
     daemon_threads = True                 # a hung client never keeps the process alive
+    request_queue_size = 64               # connections waiting for a free slot (socketserver: 5)
 
-    def __init__(self, model, name, host="127.0.0.1", port=8000, log=True, pretrained=None):
+    def __init__(self, model, name, host="127.0.0.1", port=8000, log=True, pretrained=None,
+                 max_connections=MAX_CONNECTIONS):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.model, self.name, self.log = model, name, log
         self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.closing = False
         self.info = model_info(model, name, pretrained)
         super().__init__((host, port), Handler)
+        # Names a request may call this server by. DNS rebinding needs a name (the attacker's
+        # domain, re-pointed at 127.0.0.1), so IP addresses are safe: the loopback ones for a
+        # loopback server, any for one the user opened to the network.
+        self.names = {"localhost", host.strip("[]").lower()}
+        if not self.loopback_only:
+            self.names.add(socket.gethostname().lower())
+
+    def host_problem(self, value):
+        """Why a Host header value does not name this server (a sentence), or None if it does."""
+        parsed = split_host(value)
+        if parsed is not None:
+            name, port = parsed
+            try:
+                address_ok = ipaddress.ip_address(name).is_loopback or not self.loopback_only
+            except ValueError:            # a name, not an address
+                address_ok = False
+            if (name in self.names or address_ok) and (port or 80) == self.server_address[1]:
+                return None
+        return (f"Host {value[:100]!r} does not name this server; open {self.url} (other names "
+                "are refused: a web page may have pointed its own name here)")
+
+    def process_request(self, request, client_address):
+        """Start a thread for the connection once one of the `slots` is free; until then the
+        connection waits unread and later ones queue in the kernel's listen backlog."""
+        while not self.slots.acquire(timeout=0.5):
+            if self.closing:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def shutdown(self):
+        self.closing = True                  # a wait for a free slot gives up
+        super().shutdown()
 
     @property
     def url(self):
@@ -192,7 +263,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status, obj, extra=()):
-        self._send(status, json.dumps(obj).encode(), "application/json", extra)
+        self._send(status, json.dumps(obj, allow_nan=False).encode(), "application/json", extra)
 
     def send_error(self, code, message=None, explain=None):
         """Every error, including http.server's own (bad request line, 501, ...), as JSON."""
@@ -206,6 +277,27 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_error(self, *args):
         pass                              # log_request reports the error's status line
+
+    def parse_request(self):
+        """http.server's parsing, then the Host check (every method) and, for a request a
+        browser sent from a page (it has an Origin header), the Origin check: a page of
+        another site may send a "simple" POST to any address, though it cannot read the answer."""
+        if not super().parse_request():
+            return False
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1:
+            self.send_error(400, "a Host header is required" if not hosts else "more than one Host header")
+            return False
+        problem = self.server.host_problem(hosts[0])
+        if problem:
+            self.send_error(421, problem)
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None and (not origin.startswith("http://")
+                                   or self.server.host_problem(origin[len("http://"):])):
+            self.send_error(403, f"requests from pages of other sites are refused (Origin {origin[:100]!r})")
+            return False
+        return True
 
     # -- methods -----------------------------------------------------------------------------
     def do_GET(self):
@@ -226,6 +318,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self._predict())
         except BadRequest as err:
             self.send_error(err.status, str(err))
+        except FloatingPointError as err:     # the model's fault, said as such
+            self.send_error(500, str(err))
         except Exception as err:          # a bug, not the client's fault: answer, keep serving
             if self.server.log:
                 print(f"tinycnn serve: internal error: {type(err).__name__}: {err}", file=sys.stderr)
@@ -235,12 +329,12 @@ class Handler(BaseHTTPRequestHandler):
         from .preprocess import to_mnist
         started, cpu = time.perf_counter(), time.thread_time()
         body = self._read_body()
-        image = decode_image(body, self.headers.get("Content-Type", ""))
-        try:
-            seen = to_mnist(image)
-        except ValueError as err:
-            raise BadRequest(str(err).removeprefix("to_mnist: ")) from None
-        with self.server.lock:
+        with self.server.lock:            # also the decoding: one image's pixels in memory at a time
+            image = decode_image(body, self.headers.get("Content-Type", ""))
+            try:
+                seen = to_mnist(image)
+            except ValueError as err:
+                raise BadRequest(str(err).removeprefix("to_mnist: ")) from None
             out = prediction_json(self.server.model, seen)
         out["seconds"] = round(time.perf_counter() - started, 4)
         out["cpu_seconds"] = round(time.thread_time() - cpu, 4)      # this thread's CPU time
@@ -250,18 +344,33 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Content-Length")
         if header is None:
             raise BadRequest("a Content-Length header is required", 411)
-        length = int(header) if header.strip().isdigit() else -1
-        if length < 0:
+        digits = header.strip().lstrip("0") or "0"
+        if not (digits.isascii() and digits.isdigit()):     # "²".isdigit() too, but int() fails
             raise BadRequest(f"bad Content-Length {header[:20]!r}")
-        if length > MAX_BODY_BYTES:       # refused unread; the connection is then closed
-            raise BadRequest(f"request body is {length:,} bytes; the limit is {MAX_BODY_BYTES:,}", 413)
+        if len(digits) > 18 or int(digits) > MAX_BODY_BYTES:    # refused unread; then closed
+            raise BadRequest(f"request body is {int(digits[:18]):,}{'...' if len(digits) > 18 else ''} "
+                             f"bytes; the limit is {MAX_BODY_BYTES:,}", 413)
+        length = int(digits)
+        body, deadline = bytearray(), time.monotonic() + BODY_SECONDS
         try:
-            body = self.rfile.read(length)
-        except TimeoutError:              # the client stopped sending (Handler.timeout)
-            raise BadRequest(f"request body not received within {self.timeout} s", 408) from None
+            while len(body) < length:
+                left = deadline - time.monotonic()
+                if left <= 0:             # a byte now and then would renew the per-read timeout
+                    raise BadRequest(f"request body not received within {BODY_SECONDS} s "
+                                     f"({len(body):,} of {length:,} bytes)", 408)
+                self.connection.settimeout(min(left, self.timeout))
+                chunk = self.rfile.read1(min(length - len(body), 2**16))
+                if not chunk:
+                    break
+                body += chunk
+        except TimeoutError:              # the client stopped sending (Handler.timeout), or the deadline
+            waited = BODY_SECONDS if time.monotonic() >= deadline else self.timeout
+            raise BadRequest(f"request body not received within {waited} s", 408) from None
+        finally:
+            self.connection.settimeout(self.timeout)
         if len(body) != length:
             raise BadRequest(f"request body ended after {len(body):,} of {length:,} bytes")
-        return body
+        return bytes(body)
 
     def _not_allowed(self):
         self.close_connection = True

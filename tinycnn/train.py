@@ -201,9 +201,10 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                         bad_epochs=state["bad_epochs"])
             if not (all(isinstance(history[k], list) for k in HISTORY_KEYS)
                     and all(isinstance(sums[k], (int, float)) for k in ("loss", "correct", "seen", "seconds"))
+                    and isinstance(start_epoch, int) and isinstance(start_step, int)
                     and 0 <= start_epoch <= epochs and 0 <= start_step <= steps_per_epoch):
                 raise TypeError("history, sums, epoch or step out of shape")
-        except (KeyError, TypeError, AttributeError) as err:
+        except (KeyError, TypeError, AttributeError, ValueError) as err:    # ValueError: an RNG state
             raise ValueError(f"fit: checkpoint {resume}: its training state is incomplete or "
                              f"damaged ({type(err).__name__}: {err})") from None
         _restore(model, _snapshot(saved))

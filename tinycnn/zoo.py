@@ -45,8 +45,9 @@ def pretrained(name="mnist"):
 
 
 def is_pretrained_name(arg):
-    """True when `arg` means a pretrained model: a known name with no file of that name."""
-    return isinstance(arg, str) and arg in PRETRAINED and not os.path.exists(arg)
+    """True when `arg` means a pretrained model: a known name with no file of that name (a
+    folder of that name, MNIST's data say, is no model and does not count)."""
+    return isinstance(arg, str) and arg in PRETRAINED and not os.path.isfile(arg)
 
 
 def resolve(arg, default="mnist"):

@@ -24,6 +24,7 @@ TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
 CODES = {dt.newbyteorder("="): code for code, dt in TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
+MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32    # NumPy's limit on dimensions
 MAX_BYTES = 1 << 28     # read_idx's default payload limit: 256 MiB (MNIST's largest file is 47 MB)
 
 
@@ -123,6 +124,9 @@ def read_idx(source, max_bytes=MAX_BYTES):
                                  + ", ".join(f"0x{c:02X}" for c in TYPES) + ")")
         if ndim == 0:
             raise IDXFormatError(f"{name}: header declares zero dimensions")
+        if ndim > MAX_DIMS:
+            raise IDXFormatError(f"{name}: header declares {ndim} dimensions; NumPy arrays have at "
+                                 f"most {MAX_DIMS}")
         shape = struct.unpack(f">{ndim}I", _read_exactly(stream, 4 * ndim, name, "dimension sizes"))
         dtype = TYPES[code]
         expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -144,7 +148,11 @@ def read_idx(source, max_bytes=MAX_BYTES):
         raise IDXFormatError(f"{name}: corrupt or truncated gzip stream ({err})") from None
     finally:
         stream.close() if owned is None else owned.close()
-    array = payload.view(dtype).reshape(shape)
+    try:            # a zero-size shape passes the byte limit, but (0, 2**32-1, 2**32-1) is too big
+        array = payload.view(dtype).reshape(shape)
+    except ValueError as err:
+        raise IDXFormatError(f"{name}: header declares shape {shape}, which NumPy cannot hold "
+                             f"({err})") from None
     if not dtype.isnative:
         array.byteswap(inplace=True)     # the bytes now hold native-order numbers; no copy
     return array.view(dtype.newbyteorder("="))
