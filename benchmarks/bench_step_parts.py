@@ -183,7 +183,7 @@ def main():
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the arch's recipe's)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps (default 40)")
     parser.add_argument("--no-augment", action="store_true", help="without augmentation")
-    parser.add_argument("--threads", default=str(numba.get_num_threads()),
+    parser.add_argument("--threads", default=None,
                         help="Numba thread counts, comma-separated, alternated step by step in this one "
                              "process, e.g. 2,1: 1 shows each part's work without the cost of waking a "
                              "second thread, which a busy shared machine inflates (default: all threads)")
@@ -197,6 +197,9 @@ def main():
         arch, batch, steps, data_dir, allocator = args.torch_worker
         print(json.dumps(torch_worker(arch, int(batch), int(steps), data_dir, allocator)))
         return
+    # (Only now: numba.get_num_threads() starts Numba's thread pool, whose threads, in the
+    # PyTorch worker's process, made PyTorch's steps 1.7x slower.)
+    args.threads = args.threads or str(numba.get_num_threads())
     if args.torch is not None:
         if args.torch not in TORCH_SETTINGS:
             parser.error(f"--torch must be one of {', '.join(TORCH_SETTINGS)}, got {args.torch!r}")
