@@ -5,7 +5,8 @@
 Table 1: milliseconds per call of the fast kernels' two convolution methods (im2col + GEMM,
 and direct, for stride 1) on the layers of the models here: forward (with its ReLU),
 backward without dx (a first layer) and with it. tinycnn/kernels/fast/conv.py picks direct
-when C*F is at most conv_direct.FORWARD_MAX_CF (forward) or BACKWARD_MAX_CF (backward);
+when C*F*kh*kw (the weights) is at most conv_direct.FORWARD_MAX_WEIGHTS (forward) or
+BACKWARD_MAX_WEIGHTS (backward);
 these are the numbers those limits come from.
 Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two
 layers' own kernels and as the fused pair (tinycnn/layers/fused.py).
@@ -41,8 +42,8 @@ def arrays(batch, C, F, H, k, p, seed=0):
 
 def method_times(x, w, b, stride, padding, method, repeats):
     limit = 0 if method == "gemm" else 10 ** 9
-    saved = fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF
-    fast.conv_direct.FORWARD_MAX_CF = fast.conv_direct.BACKWARD_MAX_CF = limit
+    saved = fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS
+    fast.conv_direct.FORWARD_MAX_WEIGHTS = fast.conv_direct.BACKWARD_MAX_WEIGHTS = limit
     try:
         y, cache = fast.conv2d_forward(x, w, b, stride, padding, relu=True)
         dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
@@ -50,7 +51,7 @@ def method_times(x, w, b, stride, padding, method, repeats):
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, False), repeats),
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, True), repeats))
     finally:
-        fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF = saved
+        fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS = saved
 
 
 def pair_times(x, w, b, stride, padding, need_dx, repeats):
@@ -76,13 +77,13 @@ def main():
             if args.quick:
                 batch = min(batch, 128)
             case = arrays(batch, C, F, H, k, p)
-            row = {"layer": name, "batch": batch, "C*F": C * F}
+            row = {"layer": name, "batch": batch, "weights": C * F * k * k}
             for method in ("gemm", "direct"):
                 row[f"{method} fwd"], row[f"{method} bwd no dx"], row[f"{method} bwd"] = \
                     method_times(*case, method, repeats)
             row["fast/ uses (fwd, bwd)"] = ", ".join(
-                "direct" if C * F <= limit else "gemm"
-                for limit in (fast.conv_direct.FORWARD_MAX_CF, fast.conv_direct.BACKWARD_MAX_CF))
+                "direct" if C * F * k * k <= limit else "gemm"
+                for limit in (fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS))
             methods.append(row)
             if name.startswith(("lenet5", "convnet")):
                 need_dx = "conv2" in name
@@ -91,7 +92,7 @@ def main():
                               "fused": fused, "separate / fused": separate / fused})
     print(f"Milliseconds per call, float32, median of {repeats} (fast kernels; bwd = backward; "
           "ReLU built in)\n")
-    print(table(methods, ["layer", "batch", "C*F", "gemm fwd", "direct fwd", "gemm bwd no dx",
+    print(table(methods, ["layer", "batch", "weights", "gemm fwd", "direct fwd", "gemm bwd no dx",
                           "direct bwd no dx", "gemm bwd", "direct bwd", "fast/ uses (fwd, bwd)"]))
     print("\nForward + backward of the pair, milliseconds (backward without dx for a first layer)\n")
     print(table(pairs, ["conv + ReLU + max pool 2", "batch", "separate", "fused", "separate / fused"]))

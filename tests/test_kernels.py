@@ -63,8 +63,8 @@ STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
 
 def use_method(monkeypatch, method):
     limit = 0 if method == "gemm" else 10 ** 9
-    monkeypatch.setattr(fast.conv_direct, "FORWARD_MAX_CF", limit)
-    monkeypatch.setattr(fast.conv_direct, "BACKWARD_MAX_CF", limit)
+    monkeypatch.setattr(fast.conv_direct, "FORWARD_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(fast.conv_direct, "BACKWARD_MAX_WEIGHTS", limit)
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1])
@@ -157,13 +157,13 @@ def test_conv_fast_backward_checks_dy_shape():
 
 
 def test_conv_direct_forward_with_gemm_backward(monkeypatch):
-    # By default a layer with C*F between the two limits runs the direct forward and the
-    # GEMM backward; the backward must take the direct forward's cached ReLU output.
+    # By default a layer with C*F*kh*kw between the two limits runs the direct forward and
+    # the GEMM backward; the backward must take the direct forward's cached ReLU output.
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, 4, 9, 10)).astype(np.float32)
     w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
-    assert fast.conv_direct.BACKWARD_MAX_CF < 4 * 8 <= fast.conv_direct.FORWARD_MAX_CF
+    assert fast.conv_direct.BACKWARD_MAX_WEIGHTS < 4 * 8 * 3 * 3 <= fast.conv_direct.FORWARD_MAX_WEIGHTS
     y, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1), relu=True)
     y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (1, 1), relu=True)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)

@@ -37,7 +37,7 @@ def _forward(x, W, b, stride, padding, relu, pool, taps=False):
     N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
     Wm = np.ascontiguousarray(W.reshape(F, -1))
     bias = b if b is not None else np.zeros(F, dtype=x.dtype)
-    if conv_direct.use_direct(C, F, stride, conv_direct.FORWARD_MAX_CF):
+    if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.FORWARD_MAX_WEIGHTS):
         return conv_direct.forward(x, Wm, bias, kh, kw, ph, pw, OH, OW, relu, pool, pool and taps)
     return conv_gemm.forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, relu, pool, pool and taps)
 
@@ -52,7 +52,7 @@ def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
     y = y.reshape(N, F, -1) if y is not None else dy          # (read only with relu)
     if argmax is None:
         argmax = np.empty((0, 0, 0), dtype=np.int8)
-    if conv_direct.use_direct(C, F, stride, conv_direct.BACKWARD_MAX_CF):
+    if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.BACKWARD_MAX_WEIGHTS):
         dx, dW, db = conv_direct.backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool)
     else:
         dx, dW, db = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool)

@@ -16,12 +16,20 @@ columns, so they add nothing) with the same shifted input. dx is the adjoint: in
 position r gets w * dy[r - (i*Wp + j)], a shifted sum over dy with negative offsets, so
 dy sits in a buffer with M = (kh-1)*Wp + kw-1 zeros in front.
 
-Which is faster depends on C*F (`python benchmarks/bench_conv_methods.py` times both on
-this library's layers). Forward, direct wins while the product is thin: LeNet's 1->6 5x5
+Which is faster depends on the layer's size (`python benchmarks/bench_conv_methods.py` times
+both on this library's layers). Forward, direct wins while the product is thin: LeNet's 1->6 5x5
 at batch 1000 12.4 -> 4.7 ms, the convnet's 1->32 3x3 at batch 128 1.5 -> 1.1 ms,
 8->16 3x3 3.5 -> 2.8 ms; from 16->32 (C*F = 512) on BLAS wins, and by 1.5x at 32->64.
 LeNet's 6->16 (96) is close: LeNet-5's inference measured 22.1 ms per 1000 images with it
-on BLAS, 22.7 direct (alternated in one process), so it stays on BLAS. Backward, the weight
+on BLAS, 22.7 direct (alternated in one process), so it stays on BLAS. The limit counts the
+layer's weights (C*F*kh*kw), because a 5x5 kernel makes each pass of the direct method 25
+taps long where the GEMM only gets a deeper product: with the GEMM's 128 KB blocks (session
+11), whole training steps with fastnet's first layer (1->24 5x5, 600 weights) on GEMM ran
+5-6% faster than with it direct (batch 256: 26.3 / 27.7 ms; batch 128: 14.1 / 15.0, 16
+rounds alternated in one process), bnnet's (1->32 5x5, 800) 3% (37.2 / 38.4 ms), and their
+inference 3-5% (1,000 images); the convnet's 1->32 3x3 (288) trained as fast either way
+(16.5 / 16.5 ms) and stays direct, which spares a first run compiling the GEMM forward pass
+for it; LeNet's 1->6 5x5 (150) stays direct (0.47 against 0.83 ms forward, batch 128). Backward, the weight
 gradient's dot products run well below the forward's multiply-adds, so direct won only for
 the thinnest layer (1->6: 14.5 -> 9.1 ms without dx; 1->32: 2.4 -> 3.2 ms, a loss), and
 since the GEMM backward sums dW^T when that is the taller matrix (conv_gemm.py), not even
@@ -29,7 +37,7 @@ there: 1->6 at batch 1000 7.8 ms by GEMM against 12.7 direct (a later run, on a 
 whose speed drifts between runs: compare within a run), and LeNet-5's training step
 5.58 against 5.88 ms at batch 128 (10 rounds alternated in one process; 8.60 / 9.23 on one
 thread, 9.48 / 10.17 at batch 256). So the backward pass is GEMM for every layer
-(BACKWARD_MAX_CF = 0); the direct one stays, as a second derivation of the same gradients
+(BACKWARD_MAX_WEIGHTS = 0); the direct one stays, as a second derivation of the same gradients
 that tests/test_kernels.py holds equal to the reference, and for layers thinner than these.
 The two passes need not agree: the GEMM backward rebuilds its columns from x anyway.
 """
@@ -39,13 +47,14 @@ from numba import njit, uintp
 from .epilogue import relu_maxpool2, relu_maxpool2_values, unpool_relu_grad, vector_sum
 from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
 
-FORWARD_MAX_CF = 64     # the direct forward pass when C*F <= this
-BACKWARD_MAX_CF = 0     # the direct backward pass when C*F <= this: never, at present (above)
+FORWARD_MAX_WEIGHTS = 300   # the direct forward pass for layers with at most this many weights
+BACKWARD_MAX_WEIGHTS = 0    # the direct backward pass likewise: never, at present (above)
 
 
-def use_direct(C, F, stride, max_cf):
-    """Whether a layer with C input and F output channels takes the direct method."""
-    return tuple(stride) == (1, 1) and C * F <= max_cf
+def use_direct(C, F, kh, kw, stride, max_weights):
+    """Whether a stride-1 layer with C input and F output channels and kh x kw kernels
+    (C*F*kh*kw weights) takes the direct method."""
+    return tuple(stride) == (1, 1) and C * F * kh * kw <= max_weights
 
 
 @njit(inline="always", **JIT)
