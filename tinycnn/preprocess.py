@@ -132,7 +132,7 @@ def _grayscale(image):
     if a.size == 0:
         raise ValueError(f"to_mnist: the image is empty (shape {a.shape})")
     a = _finite(a, "the array")
-    if a.ndim == 2 and a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.size and a.max() > 255:
+    if a.ndim == 2 and a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.max() > 255:   # (a.size > 0: above)
         return _stretch(a, "the array")             # 16-bit data: not on the 0-255 scale
     if a.ndim == 3 and a.shape[2] in (3, 4):
         scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0

@@ -10,8 +10,6 @@ from .parallel import JIT
 
 single_threaded_scipy_blas()      # np.dot below is called from several threads at once
 
-
-
 # Numba's np.dot calls SciPy's BLAS. For this library's thin products NumPy's own OpenBLAS
 # is up to 2x faster (measured single-threaded: LeNet's 6x25 @ 25x4704 at 13 GFLOP/s via
 # np.dot in Numba, 34 via NumPy's BLAS; 16x150 @ 150x3400 at 33 and 65; convnet's
