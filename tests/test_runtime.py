@@ -2,6 +2,7 @@
 training through the Python API leave glibc's malloc alone, keep_freed_memory() changes it
 (unless TINYCNN_KEEP_MEMORY=0), and BLAS thread counts change only inside one_thread_pool()
 while the fast kernels are selected."""
+import gc
 import json
 import os
 import subprocess
@@ -114,3 +115,34 @@ def test_blas_threads_change_only_inside_the_block_with_fast_kernels():
                 assert set(blas_threads()) == {2}        # reference kernels: BLAS keeps its threads
         finally:
             tinycnn.set_backend(previous)
+
+
+# At exit: an atexit hook registered before quick_exit() runs after its gc.freeze (atexit is
+# last in, first out) and reports how many objects the final collections will then skip,
+# and whether a file written in a `with` block and a result printed at the end are intact.
+EXIT_PROBE = r"""
+import atexit, gc, sys
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True))
+import tinycnn
+from tinycnn import cli, run
+if sys.argv[1] == "cli":
+    cli.main(["summary", "lenet5"])
+elif sys.argv[1] == "call":
+    tinycnn.runtime.quick_exit()
+    tinycnn.runtime.quick_exit()                       # (registered once)
+    with open(sys.argv[2], "w") as f:
+        f.write("all of it")
+print("done")
+"""
+
+
+@pytest.mark.parametrize("how", ["none", "call", "cli"])
+def test_quick_exit_freezes_the_collector_only_at_exit(tmp_path, how):
+    out = subprocess.run([sys.executable, "-c", EXIT_PROBE, how, str(tmp_path / "f.txt")], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-2:] == ["done", f"frozen at exit: {how != 'none'}"], out.stdout
+    assert gc.get_freeze_count() == 0           # (the hook runs at exit only, never before)
+    if how == "call":
+        assert (tmp_path / "f.txt").read_text() == "all of it"

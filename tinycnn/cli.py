@@ -302,8 +302,9 @@ def main(argv=None):
     from . import run
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .runtime import keep_freed_memory
+    from .runtime import keep_freed_memory, quick_exit
     keep_freed_memory()            # a tinycnn process: glibc keeps freed memory (see runtime.py)
+    quick_exit()                   # and exits without tearing down Numba's objects one by one
     try:
         if args.command == "train":
             run.check_args(args, parser.train_parser)

@@ -325,6 +325,7 @@ def run(args):
     say = (lambda *a, **k: None) if args.quiet else print
     started = time.perf_counter()
     memory_kept = runtime.keep_freed_memory()      # the process is ours: allocator set for speed
+    runtime.quick_exit()                           # and its exit skips tearing down Numba's objects
 
     # Training on other data than asked for is never quiet: with --quiet, the fallback's notice
     # goes to stderr.

@@ -422,6 +422,8 @@ def _main(argv):
     """The other process: `--share SPEC SHAPE AUGMENT` goes down the plan with this one (_share_work);
     `SPEC LOCK` compiles the model saved at SPEC in the background (compile_in_background)."""
     from .io import load_model
+    from .runtime import quick_exit
+    quick_exit()                              # (it exits 0.4 s sooner: see runtime.quick_exit)
     if argv[0] == "--share":                  # the shares only, as compile_for does here
         spec, shape, augment = argv[1], tuple(int(s) for s in argv[2].split(",")), argv[3:] == ["1"]
         plan = _plan(load_model(spec), shape, augment)
