@@ -165,6 +165,7 @@ def wrong_version(tmp_path, name, old, new):
     ("sigmoid_backward", "return dy * s * (1 - s)", "return dy * s", "dx"),
     ("softmax_cross_entropy_backward", "(p - onehot) / N", "p - onehot", "dlogits"),
     ("avgpool2d_backward", "/ kernel**2", "/ kernel", "dx"),
+    ("winograd_conv2d_backward", "BT.T @ dV @ BT", "BT @ dV @ BT.T", "dx"),     # B^T's transpose
 ])
 def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong_array):
     status, out = check(wrong_version(tmp_path, name, old, new))

@@ -84,6 +84,14 @@ def _conv_cases(rng):
             for N, C, F, H, W, k, s, p in shapes]
 
 
+def _winograd_cases(rng):
+    """3x3, stride-1, unpadded convolutions with an even output: whole 2x2 tiles. The last
+    case's 6x6 input has 2x2 tiles whose 4x4 input tiles overlap."""
+    shapes = [(2, 1, 1, 4), (2, 3, 2, 4), (1, 2, 3, 6)]   # N, C, F, H (= W)
+    return [(_seeded(Conv2D(C, F, 3), rng), rng.standard_normal((N, C, H, H)), None)
+            for N, C, F, H in shapes]
+
+
 def _pool_cases(cls):
     def cases(rng):
         return [(cls(k, s), _well_separated(rng, shape), None) for shape, k, s in
@@ -110,6 +118,9 @@ EXERCISES = {
         "05-conv2d.md", "conv2d_backward(x, W, dy, stride, padding) -> (dx, dW, db)",
         ("dx", "dW", "db"), _conv_cases,
         lambda fn, layer, x, dy: fn(x, layer.params["W"], dy, layer.stride[0], layer.padding[0])),
+    "winograd_conv2d_backward": Exercise(
+        "11-winograd.md", "winograd_conv2d_backward(x, W, dy) -> (dx, dW, db)",
+        ("dx", "dW", "db"), _winograd_cases, lambda fn, layer, x, dy: fn(x, layer.params["W"], dy)),
     "maxpool2d_backward": Exercise(
         "06-pooling.md", "maxpool2d_backward(x, dy, kernel, stride) -> dx", ("dx",),
         _pool_cases(MaxPool2D),
