@@ -53,12 +53,15 @@ def _load(path):
 def _check_takes_mnist(model, path, command):
     """Refuse now, in one line, a model that cannot read the 28x28 pictures predict and serve
     give it (to_mnist's), rather than on every image or request."""
+    from .modelcheck import check_activations
+    shape = model.preprocess(np.zeros((1, 28, 28), np.uint8)).shape[1:]
     try:
-        model.output_shapes(model.preprocess(np.zeros((1, 28, 28), np.uint8)).shape[1:])
+        model.output_shapes(shape)
     except ValueError:
         what = f"inputs of shape {model.input_shape}" if model.input_shape else "no input shape stored"
         raise CommandError(f"{path}: the model ({what}) cannot read the 28x28 grey pictures (MNIST's) "
                            f"that {command} gives it") from None
+    check_activations(path, model, shape)      # a model saved without its input shape
 
 
 def expand_images(paths):
@@ -193,6 +196,8 @@ def cmd_evaluate(args):
                                              download=args.data_dir is None, progress=None)
     x = model.preprocess(x_u8)
     classes = model.output_shapes(x.shape[1:])[-1]
+    from .modelcheck import check_activations
+    check_activations(args.model, model, x.shape[1:])
     if len(classes) != 1 or int(y.max()) >= classes[0]:
         raise CommandError(f"{args.model} gives outputs of shape {classes}, but the {args.dataset} "
                            f"test set has {int(y.max()) + 1} classes")
