@@ -80,3 +80,48 @@ def test_ordinary_models_pass_the_activation_check():
     for name, build in models.ARCHITECTURES.items():
         model = build()
         check_activations(name, model, model.input_shape)    # raises if any is refused
+
+
+# -- environment variables ----------------------------------------------------------------
+
+@pytest.mark.parametrize("variable, value, named", [
+    ("NUMBA_NUM_THREADS", "0", "NUMBA_NUM_THREADS='0': Numba's thread count must be a whole number from 1 to 4096"),
+    ("NUMBA_NUM_THREADS", "100000", "NUMBA_NUM_THREADS='100000'"),     # was a segmentation fault
+    ("TINYCNN_BACKEND", "junk", "TINYCNN_BACKEND='junk' is not a backend; choose one of numba, numpy, loops"),
+    ("TINYCNN_WINOGRAD", "maybe", "TINYCNN_WINOGRAD='maybe': expected one of 1, true, yes, on (on) or 0"),
+])
+def test_bad_environment_is_one_line_from_the_command(tmp_path, variable, value, named):
+    env = dict(cli_env(), **{variable: value})
+    proc = subprocess.run([sys.executable, "-m", "tinycnn", "summary", "mnist"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and proc.stderr == f"tinycnn: error: {proc.stderr[16:]}"
+    assert named in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_bad_environment_is_an_exception_naming_it_on_import(tmp_path):
+    env = dict(cli_env(), NUMBA_NUM_THREADS="0")
+    code = ("import tinycnn\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "tinycnn.environment.EnvironmentVariableError: NUMBA_NUM_THREADS='0': Numba's thread count "
+        "must be a whole number from 1 to 4096; unset it to use every core")
+
+
+@pytest.mark.parametrize("value, on", [("", True), ("1", True), ("on", True), ("TRUE", True),
+                                       ("0", False), ("off", False), (" false ", False), ("No", False)])
+def test_switches_read_the_usual_words(monkeypatch, value, on):
+    from tinycnn.environment import flag
+    monkeypatch.setenv("TINYCNN_WINOGRAD", value)
+    assert flag("TINYCNN_WINOGRAD") is on     # "false" used to mean on: only "0" was off
+
+
+def test_a_switch_holding_junk_is_refused(monkeypatch):
+    from tinycnn.environment import EnvironmentVariableError, flag, problems
+    monkeypatch.setenv("TINYCNN_KEEP_MEMORY", "disable")
+    with pytest.raises(EnvironmentVariableError, match="TINYCNN_KEEP_MEMORY='disable': expected one of"):
+        flag("TINYCNN_KEEP_MEMORY")
+    assert problems() == [str(EnvironmentVariableError(
+        "TINYCNN_KEEP_MEMORY='disable': expected one of 1, true, yes, on (on) or 0, false, no, off (off)"))]
