@@ -125,3 +125,40 @@ def test_a_switch_holding_junk_is_refused(monkeypatch):
         flag("TINYCNN_KEEP_MEMORY")
     assert problems() == [str(EnvironmentVariableError(
         "TINYCNN_KEEP_MEMORY='disable': expected one of 1, true, yes, on (on) or 0, false, no, off (off)"))]
+
+
+# -- command-line numbers -----------------------------------------------------------------
+
+def checked_train_args(tmp_path, *argv):
+    from tinycnn import run as main_job
+    parser = main_job.build_parser()
+    args = parser.parse_args([*argv, "--out", str(tmp_path)])
+    main_job.check_args(args, parser)
+    return args
+
+
+@pytest.mark.parametrize("seed", ["4294967296", "99999999999999999999"])
+def test_seed_beyond_32_bits_is_refused_by_name(tmp_path, capsys, seed):
+    # It used to pass the check and fail later in scikit-learn, as "error: The 'random_state'
+    # parameter of train_test_split must be an int in the range [0, 4294967295]...".
+    with pytest.raises(SystemExit) as exit_info:
+        checked_train_args(tmp_path, "--seed", seed)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(f": error: --seed must be from 0 to 4294967295, got {seed} (see --help)\n")
+
+
+def test_largest_seed_is_accepted(tmp_path):
+    assert checked_train_args(tmp_path, "--seed", "4294967295").seed == 2**32 - 1
+
+
+def test_batch_larger_than_the_training_set_is_cut_and_lr_follows_it(tmp_path):
+    from tinycnn import run as main_job
+    args = checked_train_args(tmp_path, "--batch-size", str(10**12))
+    note = main_job.fit_recipe_to_data(args, 1293, "digits")
+    # Before: batch 10**12 kept, lr 0.01 * sqrt(10**12 / 256) = 625, and the run diverged.
+    assert args.batch_size == 1293
+    assert args.lr == pytest.approx(0.01 * (1293 / 256) ** 0.5)
+    assert "batch 1293 (--batch-size cut to the training set)" in note
+    args = checked_train_args(tmp_path, "--batch-size", "1293")
+    main_job.fit_recipe_to_data(args, 1293, "digits")
+    assert args.batch_size == 1293 and "cut" not in main_job.fit_recipe_to_data(args, 1293, "digits")
