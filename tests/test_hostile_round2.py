@@ -162,3 +162,57 @@ def test_batch_larger_than_the_training_set_is_cut_and_lr_follows_it(tmp_path):
     args = checked_train_args(tmp_path, "--batch-size", "1293")
     main_job.fit_recipe_to_data(args, 1293, "digits")
     assert args.batch_size == 1293 and "cut" not in main_job.fit_recipe_to_data(args, 1293, "digits")
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf", 1e300])
+def test_leaky_relu_slope_that_is_not_a_float32_number_is_refused_at_load(tmp_path, alpha):
+    import json
+    from tinycnn.io import _model_arrays, atomic_savez
+    model = Sequential([L.Flatten(), L.Dense(784, 10), L.LeakyReLU()], input_shape=(1, 28, 28), seed=0)
+    arrays = _model_arrays(model)
+    meta = json.loads(str(arrays["__meta__"]))
+    meta["architecture"][2]["config"]["alpha"] = alpha      # "nan" passed float(); outputs were NaN
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    atomic_savez(tmp_path / "m.npz", arrays)
+    with pytest.raises(ModelFormatError, match=r"m.npz: layer 2 \(LeakyReLU\) has bad arguments: LeakyReLU: "
+                                               r"alpha must be a finite float32 number, got "):
+        load_model(tmp_path / "m.npz")
+
+
+# -- the examples -------------------------------------------------------------------------
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def run_example(name, *argv, cwd):
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *map(str, argv)], cwd=cwd,
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def overflowing_model(path):
+    """A valid file whose finite weights (3e38) overflow float32 at the first layer: NaN out."""
+    model = Sequential([L.Flatten(), L.Dense(784, 10)], input_shape=(1, 28, 28), seed=0)
+    model.layers[1].params["W"][:] = 3e38
+    model.save(path)
+
+
+def test_predict_digit_example_reports_a_model_giving_nan_in_one_line(tmp_path):
+    overflowing_model(tmp_path / "m.npz")
+    from PIL import Image
+    d = np.zeros((28, 28), np.uint8)
+    d[6:22, 12:16] = 255
+    Image.fromarray(d).save(tmp_path / "d.png")
+    proc = run_example("predict_digit.py", "--model", "m.npz", "d.png", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("predict_digit.py: error: predict_proba: the model's output is NaN")
+
+
+def test_paper_digits_example_checks_count_and_model_before_drawing(tmp_path):
+    proc = run_example("paper_digits.py", "--model", "mnist", "--count", "0", "--out", "p", cwd=tmp_path)
+    assert proc.returncode == 2 and "paper_digits.py: error: --count must be >= 1, got 0" in proc.stderr
+    proc = run_example("paper_digits.py", "--model", "nope.npz", "--count", "3", "--out", "p", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == "paper_digits.py: error: nope.npz: no such model file (pretrained models by name: mnist)\n"
+    assert not (tmp_path / "p").exists()         # nothing drawn for a model that cannot load

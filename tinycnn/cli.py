@@ -324,18 +324,24 @@ def main(argv=None):
         return 1
 
 
-def _command(args):
-    """Runs a command other than train; errors the user can act on are one line."""
+def user_errors():
+    """The exceptions a command reports as one line (the input's fault, not tinycnn's)."""
     from .datasets import ChecksumError, DownloadError, IDXFormatError
     from .io import ModelFormatError
+    return (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
+            OSError, ValueError, FloatingPointError, MemoryError)
+
+
+def _command(args):
+    """Runs a command other than train; errors the user can act on are one line."""
+    from .datasets import ChecksumError, DownloadError
     commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
                 "download": cmd_download, "bench": cmd_bench, "serve": cmd_serve}
     try:
         return commands[args.command](args)
     except BrokenPipeError:
         raise
-    except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
-            OSError, ValueError, FloatingPointError, MemoryError) as err:
+    except user_errors() as err:
         message = f"tinycnn {args.command}: error: {err}"
         # Download errors list one mirror a line; any other newline (in a file name, say) is escaped.
         lines = message.splitlines() if isinstance(err, (DownloadError, ChecksumError)) else [message]
