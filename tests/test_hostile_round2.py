@@ -216,3 +216,18 @@ def test_paper_digits_example_checks_count_and_model_before_drawing(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == "paper_digits.py: error: nope.npz: no such model file (pretrained models by name: mnist)\n"
     assert not (tmp_path / "p").exists()         # nothing drawn for a model that cannot load
+
+
+@pytest.mark.parametrize("fraction, parts", [(0.999, "1 for training and 1,296 for validation"),
+                                             (0.001, "1,295 for training and 2 for validation")])
+def test_validation_split_too_small_for_the_classes_names_the_option(fraction, parts):
+    from tinycnn import datasets
+    (x, y), _ = datasets.load_digits()
+    x, y = x[:1297], y[:1297]
+    # Before: scikit-learn's "The train_size = 1 should be greater or equal to the number of
+    # classes = 10", after the run folder was made and the data loaded.
+    with pytest.raises(ValueError, match=rf"val_fraction={fraction} \(--val-fraction\) splits 1,297 images "
+                                         rf"into {parts}; each part needs at least one image of each of the 10"):
+        datasets.train_val_split(x, y, fraction)
+    (x_tr, _), (x_val, _) = datasets.train_val_split(x, y, 0.1)
+    assert (len(x_tr), len(x_val)) == (1167, 130)
