@@ -231,3 +231,56 @@ def test_validation_split_too_small_for_the_classes_names_the_option(fraction, p
         datasets.train_val_split(x, y, fraction)
     (x_tr, _), (x_val, _) = datasets.train_val_split(x, y, 0.1)
     assert (len(x_tr), len(x_val)) == (1167, 130)
+
+
+# -- the downloader -----------------------------------------------------------------------
+
+from httpserver import FileServer  # noqa: E402
+
+BODY = bytes(range(256)) * 40
+
+
+def get(server, mode, tmp_path, **options):
+    """download_file of /<mode>/f.bin into tmp_path/f.bin, verified against BODY."""
+    from tinycnn.datasets import download_file
+    check = lambda p: None if open(p, "rb").read() == BODY else "not the file"
+    options = {"max_bytes": 10 * len(BODY), **options}
+    return download_file([server.mirror(mode) + "f.bin"], tmp_path / "f.bin", verify=check,
+                         timeout=(2, 2), retries=3, backoff=0.2, progress=False, **options)
+
+
+@pytest.mark.parametrize("mode, requests, why", [
+    ("loop", 31, "TooManyRedirects: Exceeded 30 redirects."),         # one attempt: 1 + 30
+    ("tofile", 1, "InvalidSchema: No connection adapters were found for 'file:///etc/passwd'")])
+def test_redirect_loop_or_to_a_file_url_is_not_retried(tmp_path, mode, requests, why):
+    from tinycnn.datasets import DownloadError
+    with FileServer({"f.bin": BODY}) as server:
+        with pytest.raises(DownloadError) as err:
+            get(server, mode, tmp_path)
+        # Before: retried 3 times with backoff (3 x 31 requests for the loop).
+        assert server.counts[f"/{mode}/f.bin"] == requests
+    assert f"/{mode}/f.bin: {why}\n" in str(err.value) + "\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_mistyped_mirror_is_not_retried(tmp_path, monkeypatch):
+    from tinycnn.datasets import DownloadError, download_file
+    monkeypatch.setattr("time.sleep", lambda s: pytest.fail("slept before a retry"))
+    with pytest.raises(DownloadError, match=r"- htp://127.0.0.1/f.bin: InvalidSchema"):
+        download_file(["htp://127.0.0.1/f.bin"], tmp_path / "f.bin", retries=3, progress=False)
+
+
+def test_redirect_to_another_host_is_followed_and_verified(tmp_path):
+    with FileServer({"f.bin": BODY}) as server:
+        assert get(server, "elsewhere", tmp_path) == str(tmp_path / "f.bin")
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+
+
+def test_gzip_content_encoding_is_not_inflated(tmp_path):
+    from tinycnn.datasets import DownloadError
+    with FileServer({"f.bin": BODY}) as server:      # 64 MiB of zeros, gzipped to 64 KB
+        with pytest.raises(DownloadError, match=r"/inflate/f.bin: not the file"):
+            get(server, "inflate", tmp_path, deadline=30, max_bytes=1 << 20)
+    # The 64 KB body was saved as sent and failed the check; inflated, it would have run
+    # past max_bytes ("body goes on past 1,048,576 bytes").
+    assert os.listdir(tmp_path) == []
