@@ -284,3 +284,14 @@ def test_gzip_content_encoding_is_not_inflated(tmp_path):
     # The 64 KB body was saved as sent and failed the check; inflated, it would have run
     # past max_bytes ("body goes on past 1,048,576 bytes").
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("lr", ["1e300", "1e-320"])
+def test_learning_rate_outside_float32_is_refused(tmp_path, capsys, lr):
+    # 1e300 became inf in the float32 optimiser (loss NaN at step 2, after NumPy's overflow
+    # warnings); 1e-320 became 0 and the run "learned nothing", asking "Is --lr too high?".
+    with pytest.raises(SystemExit):
+        checked_train_args(tmp_path, "--lr", lr)
+    assert capsys.readouterr().err.endswith(
+        f": error: --lr must be > 0 and a float32 number (1.2e-38 to 3.4e+38), got {float(lr)} (see --help)\n")
+    assert checked_train_args(tmp_path, "--lr", "1e-30").lr == 1e-30

@@ -136,8 +136,10 @@ def check_args(args, parser):
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 0 <= args.seed < 2**32:        # NumPy's and scikit-learn's seeds are 32-bit
         parser.error(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
-    if args.lr is not None and not 0 < args.lr < float("inf"):
-        parser.error(f"--lr must be > 0, got {args.lr}")
+    f32 = np.finfo(np.float32)        # the optimisers compute in float32: 1e300 is inf there
+    if args.lr is not None and not float(f32.smallest_normal) <= args.lr <= float(f32.max):
+        parser.error(f"--lr must be > 0 and a float32 number ({f32.smallest_normal:.1e} to "
+                     f"{f32.max:.1e}), got {args.lr}")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     if args.data_dir is not None and (problem := data_dir_problem(args.data_dir, args.dataset)):
