@@ -295,3 +295,29 @@ def test_learning_rate_outside_float32_is_refused(tmp_path, capsys, lr):
     assert capsys.readouterr().err.endswith(
         f": error: --lr must be > 0 and a float32 number (1.2e-38 to 3.4e+38), got {float(lr)} (see --help)\n")
     assert checked_train_args(tmp_path, "--lr", "1e-30").lr == 1e-30
+
+
+# -- images ---------------------------------------------------------------------------------
+
+def test_predict_prints_each_file_as_it_is_done(tmp_path, capsys, monkeypatch):
+    """A folder of 10,000 files (or --show, ~0.2 s a figure) printed nothing until the very end."""
+    from PIL import Image
+    import tinycnn.preprocess as preprocess
+    d = np.zeros((28, 28), np.uint8)
+    d[6:22, 12:16] = 255
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(d).save(tmp_path / name)
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    seen, real_open = [], preprocess.open_image
+
+    def open_image(path):                    # what the user saw when each file was opened
+        out, err = capsys.readouterr()
+        seen.append((os.path.basename(path), out, err))
+        sys.stdout.write(out), sys.stderr.write(err)
+        return real_open(path)
+    monkeypatch.setattr(preprocess, "open_image", open_image)
+    status = cli.main(["predict", str(tmp_path)])
+    assert status == 1
+    assert [name for name, _, _ in seen] == ["a.png", "b.png", "c.png"]
+    assert seen[1][1].endswith("a.png: 1 (100.0%)   top 3: 1 100.0%, 7 0.0%, 4 0.0%\n")
+    assert seen[2][2].endswith("b.png: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)\n")
