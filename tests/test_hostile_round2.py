@@ -321,3 +321,16 @@ def test_predict_prints_each_file_as_it_is_done(tmp_path, capsys, monkeypatch):
     assert [name for name, _, _ in seen] == ["a.png", "b.png", "c.png"]
     assert seen[1][1].endswith("a.png: 1 (100.0%)   top 3: 1 100.0%, 7 0.0%, 4 0.0%\n")
     assert seen[2][2].endswith("b.png: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)\n")
+
+
+@pytest.mark.parametrize("value, backend", [("", "numpy"), ("  ", "numpy"), ("loops", "loops")])
+def test_serve_treats_an_empty_backend_variable_as_unset(monkeypatch, value, backend):
+    """TINYCNN_BACKEND="" means the default (environment.backend); serve then picks the NumPy
+    kernels for single images, but used to keep Numba's because the variable was set."""
+    import tinycnn.serve
+    monkeypatch.setenv("TINYCNN_BACKEND", value)
+    tinycnn.set_backend("numba" if backend == "numpy" else backend)
+    chosen = []
+    monkeypatch.setattr(tinycnn.serve, "serve", lambda *a, **k: chosen.append(tinycnn.get_backend()) or 0)
+    assert cli.main(["serve", "mnist", "--port", "0"]) == 0
+    assert chosen == [backend]

@@ -165,7 +165,7 @@ def cmd_serve(args):
     path, pretrained = resolve(args.model)
     model = _load(path)
     _check_takes_mnist(model, args.model, "serve")
-    if "TINYCNN_BACKEND" not in os.environ:
+    if not os.environ.get("TINYCNN_BACKEND", "").strip():     # unset or empty: not the user's choice
         # One image at a time: the NumPy kernels need ~25 ms of CPU per request, the Numba ones
         # (made for batches) 65-190 ms and a ~20 s compile on the first request.
         from .backend import set_backend
