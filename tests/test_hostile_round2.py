@@ -334,3 +334,18 @@ def test_serve_treats_an_empty_backend_variable_as_unset(monkeypatch, value, bac
     monkeypatch.setattr(tinycnn.serve, "serve", lambda *a, **k: chosen.append(tinycnn.get_backend()) or 0)
     assert cli.main(["serve", "mnist", "--port", "0"]) == 0
     assert chosen == [backend]
+
+
+@pytest.mark.parametrize("orig_argv, argv0, command", [
+    (["python", "-m", "tinycnn", "predict", "x.png"], "-m", True),
+    (["python", "-X", "dev", "-W", "ignore", "-m", "tinycnn.warmup"], "-m", True),
+    (["python", "-m", "pytest", "-q", "-m", "tinycnn"], "/p/pytest/__main__.py", False),
+    (["python", "-c", "import tinycnn", "-m", "tinycnn"], "-c", False),
+    (["python", "train.py", "-m", "tinycnn"], "train.py", False),
+    (["/usr/bin/python3", "/usr/local/bin/tinycnn", "predict"], "/usr/local/bin/tinycnn", True),
+])
+def test_only_the_tinycnn_command_exits_on_a_bad_environment(monkeypatch, orig_argv, argv0, command):
+    from tinycnn import environment
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert environment._is_tinycnn_command() is command
