@@ -38,7 +38,7 @@ MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; 
 # Values one example may need in any layer's output, padded input or im2col matrix. Weights
 # are bounded by MAX_MODEL_BYTES, but a Conv2D's padding is not a weight: a 3 KB file with
 # padding 8000 asks 2 x 16026 x 16026 floats of one 28x28 picture (and ~8.6 GB for its
-# columns). bnnet's largest is 225,792 (32 x 3 x 3 x 28 x 28 columns); 2**24 is 74 times that.
+# columns). The bundled models need at most 38,400 (fastnet); 2**24 is 437 times that.
 MAX_ACTIVATION = 2**24
 
 
