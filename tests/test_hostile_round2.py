@@ -354,3 +354,12 @@ def test_bundled_models_need_at_most_38400_values_per_example(monkeypatch):
     monkeypatch.setattr(modelcheck, "MAX_ACTIVATION", 38_399)
     with pytest.raises(ModelFormatError, match="fastnet: layer .* would need .*38,400 values"):
         modelcheck.check_activations("fastnet", models.fastnet(), models.fastnet().input_shape)
+
+
+def test_saliency_maps_example_checks_count_and_reports_a_missing_model(tmp_path):
+    proc = run_example("saliency_maps.py", "--model", "mnist", "--count", "-5", cwd=tmp_path)
+    # images[:-5] had meant "every test image but the last five"
+    assert proc.returncode == 2 and "saliency_maps.py: error: --count must be >= 1, got -5" in proc.stderr
+    proc = run_example("saliency_maps.py", "--model", "nope.npz", "--data-dir", tmp_path, cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (1, "saliency_maps.py: error: nope.npz: no such model file "
+                                                 "(pretrained models by name: mnist)\n")
