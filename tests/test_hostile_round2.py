@@ -363,3 +363,12 @@ def test_saliency_maps_example_checks_count_and_reports_a_missing_model(tmp_path
     proc = run_example("saliency_maps.py", "--model", "nope.npz", "--data-dir", tmp_path, cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (1, "saliency_maps.py: error: nope.npz: no such model file "
                                                  "(pretrained models by name: mnist)\n")
+
+
+def test_speedrun_example_checks_numbers_before_loading_and_reports_missing_data(tmp_path):
+    proc = run_example("speedrun.py", "--data-dir", tmp_path, "--batch-size", "0", cwd=tmp_path)
+    assert proc.returncode == 2          # was fit's ValueError traceback, after loading MNIST
+    assert "speedrun.py: error: --epochs and --batch-size must be >= 1, got 1 and 0" in proc.stderr
+    proc = run_example("speedrun.py", "--data-dir", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"speedrun.py: error: mnist: train-images-idx3-ubyte.gz not found in {tmp_path}")
