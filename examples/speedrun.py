@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import tinycnn  # noqa: E402
 from tinycnn import datasets  # noqa: E402
 from tinycnn.cli import printable, user_errors  # noqa: E402
+from tinycnn.run import seed_problem  # noqa: E402
 
 
 def main():
@@ -42,8 +43,8 @@ def main():
         parser.error(f"--epochs and --batch-size must be >= 1, got {args.epochs} and {args.batch_size}")
     if not 0 < args.lr < float("inf"):
         parser.error(f"--lr must be > 0 and finite, got {args.lr}")
-    if not all(0 <= s < 2**32 for s in args.seeds):
-        parser.error(f"--seeds must be from 0 to {2**32 - 1}, got {' '.join(map(str, args.seeds))}")
+    if problem := seed_problem("--seeds", *args.seeds):
+        parser.error(problem)
     try:
         return run(args)
     except user_errors() as err:       # no data where --data-dir says, a run that diverged

@@ -372,3 +372,9 @@ def test_speedrun_example_checks_numbers_before_loading_and_reports_missing_data
     proc = run_example("speedrun.py", "--data-dir", tmp_path, cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"speedrun.py: error: mnist: train-images-idx3-ubyte.gz not found in {tmp_path}")
+
+
+def test_gradcheck_report_example_refuses_a_negative_seed(tmp_path):
+    proc = run_example("gradcheck_report.py", "--backend", "numpy", "--seed", "-1", cwd=tmp_path)
+    # was NumPy's "expected non-negative integer" traceback
+    assert proc.returncode == 2 and "error: --seed must be from 0 to 4294967295, got -1" in proc.stderr

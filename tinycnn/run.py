@@ -134,8 +134,8 @@ def check_args(args, parser):
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.seed < 2**32:        # NumPy's and scikit-learn's seeds are 32-bit
-        parser.error(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
+    if problem := seed_problem("--seed", args.seed):
+        parser.error(problem)
     f32 = np.finfo(np.float32)        # the optimisers compute in float32: 1e300 is inf there
     if args.lr is not None and not float(f32.smallest_normal) <= args.lr <= float(f32.max):
         parser.error(f"--lr must be > 0 and a float32 number ({f32.smallest_normal:.1e} to "
@@ -167,6 +167,14 @@ def check_args(args, parser):
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
+
+
+def seed_problem(option, *seeds):
+    """Why `seeds` given as `option` cannot seed a run (one line), or None. NumPy's generators
+    take any integer >= 0, but scikit-learn's split (the validation set) 32-bit ones only."""
+    if all(0 <= s < 2**32 for s in seeds):
+        return None
+    return f"{option} must be from 0 to {2**32 - 1}, got {' '.join(map(str, seeds))}"
 
 
 def data_dir_problem(data_dir, dataset):
