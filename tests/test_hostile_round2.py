@@ -378,3 +378,30 @@ def test_gradcheck_report_example_refuses_a_negative_seed(tmp_path):
     proc = run_example("gradcheck_report.py", "--backend", "numpy", "--seed", "-1", cwd=tmp_path)
     # was NumPy's "expected non-negative integer" traceback
     assert proc.returncode == 2 and "error: --seed must be from 0 to 4294967295, got -1" in proc.stderr
+
+
+from test_datasets import FAST, tiny  # noqa: E402,F401  (the "tiny" dataset and its server)
+
+
+def test_two_downloads_repairing_the_same_cached_file(tiny, monkeypatch, capsys):
+    """Two processes find the same damaged file in the cache; the first removes it, and the
+    second's os.remove used to fail with FileNotFoundError instead of downloading."""
+    from tinycnn import datasets
+    from tinycnn.datasets import registry
+    server, arrays, files = tiny
+    datasets.load_dataset("tiny", mirrors=[server.mirror("ok")], **FAST)
+    path = os.path.join(datasets.cache_dir("tiny"), "test-labels-ubyte.gz")
+    with open(path, "r+b") as f:
+        f.write(b"\xff\xff")
+    check = registry._check_readable
+
+    def other_process_removes_it_meanwhile(p, info):
+        try:
+            return check(p, info)
+        except datasets.ChecksumError:
+            os.remove(p)
+            raise
+    monkeypatch.setattr(registry, "_check_readable", other_process_removes_it_meanwhile)
+    (_, _), (_, y_test) = datasets.load_dataset("tiny", mirrors=[server.mirror("ok")], **FAST)
+    np.testing.assert_array_equal(y_test, arrays["test_labels"])
+    assert open(path, "rb").read() == files["test-labels-ubyte.gz"]
