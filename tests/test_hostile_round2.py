@@ -405,3 +405,19 @@ def test_two_downloads_repairing_the_same_cached_file(tiny, monkeypatch, capsys)
     (_, _), (_, y_test) = datasets.load_dataset("tiny", mirrors=[server.mirror("ok")], **FAST)
     np.testing.assert_array_equal(y_test, arrays["test_labels"])
     assert open(path, "rb").read() == files["test-labels-ubyte.gz"]
+
+
+def test_a_cache_name_that_is_a_symlink_to_a_users_file_never_writes_through_it(tiny, tmp_path):
+    """Already fine, held here: a damaged cache entry is unlinked and the download renamed
+    over the name, so the file a symlink pointed at keeps its bytes."""
+    from tinycnn import datasets
+    server, arrays, files = tiny
+    cache = datasets.cache_dir("tiny")
+    os.makedirs(cache)
+    precious = tmp_path / "notes.txt"
+    precious.write_bytes(b"my notes, not a dataset")
+    os.symlink(precious, os.path.join(cache, "train-images-ubyte.gz"))
+    (x, _), _ = datasets.load_dataset("tiny", mirrors=[server.mirror("ok")], **FAST)
+    np.testing.assert_array_equal(x, arrays["train_images"])
+    assert precious.read_bytes() == b"my notes, not a dataset"
+    assert not os.path.islink(os.path.join(cache, "train-images-ubyte.gz"))
