@@ -19,6 +19,7 @@ import sys
 
 from tinycnn.backend import BACKENDS
 from tinycnn.gradcheck import gradcheck_report
+from tinycnn.run import seed_problem
 
 
 def main(argv=None):
@@ -27,6 +28,8 @@ def main(argv=None):
                         help="kernel set to check (default: all of them)")
     parser.add_argument("--seed", type=int, default=0, help="seed for inputs and parameters")
     args = parser.parse_args(argv)
+    if problem := seed_problem("--seed", args.seed):
+        parser.error(problem)
     rows = gradcheck_report(args.backend, seed=args.seed)
     return 0 if all(row.passed for row in rows) else 1
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from tinycnn import load_model, sketch
-from tinycnn.cli import predict_images
+from tinycnn.cli import predict_images, printable, user_errors
 
 
 def main():
@@ -22,19 +22,31 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="paper-digits", help="folder for the JPEG files")
     args = parser.parse_args()
+    if args.count < 1:
+        parser.error(f"--count must be >= 1, got {args.count}")
+    try:                # the model first: a broken one is found before any drawing
+        return run(load_model(args.model), args)
+    except user_errors() as err:       # a broken model, an --out that is a file: one line
+        print(f"paper_digits.py: error: {printable(err)}", file=sys.stderr)
+        return 1
+
+
+def run(model, args):
     rng = np.random.default_rng(args.seed)
     os.makedirs(args.out, exist_ok=True)
-    paths, truth = [], []
+    paths, truth = [], {}
     for i in range(args.count):
         digit = i % 10
         path = os.path.join(args.out, f"{i:04d}-digit{digit}.jpg")
         sketch.render(sketch.digit_strokes(digit, rng), rng).save(path, quality=85)
         paths.append(path)
-        truth.append(str(digit))
-    results, failures = predict_images(load_model(args.model), paths)
-    right = [r["digit"] == t for r, t in zip(results, truth)]
-    per_digit = {d: np.mean([ok for ok, t in zip(right, truth) if t == str(d)]) for d in range(10)}
-    print(f"{sum(right)}/{len(paths)} right ({np.mean(right):.1%}) on pen-drawn digits in {args.out}/")
+        truth[path] = str(digit)
+    results, failures = predict_images(model, paths)
+    right = {r["path"]: r["digit"] == truth[r["path"]] for r in results}   # skipped files: wrong
+    per_digit = {d: np.mean([right.get(p, False) for p in paths if truth[p] == str(d)])
+                 for d in range(10) if str(d) in truth.values()}
+    print(f"{sum(right.values())}/{len(paths)} right ({sum(right.values()) / len(paths):.1%}) on "
+          f"pen-drawn digits in {args.out}/")
     print("per digit: " + "  ".join(f"{d}: {v:.0%}" for d, v in per_digit.items()))
     for path, why in failures:
         print(f"{path}: skipped: {why}")

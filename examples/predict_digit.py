@@ -11,8 +11,7 @@ files are reported and skipped, and the exit status is then 1.
 import argparse
 import sys
 
-from tinycnn.cli import CommandError, cmd_predict
-from tinycnn.io import ModelFormatError
+from tinycnn.cli import cmd_predict, printable, user_errors
 
 
 def main():
@@ -24,8 +23,8 @@ def main():
     args = parser.parse_args()
     try:
         return cmd_predict(args)
-    except (CommandError, ModelFormatError) as err:
-        print(f"predict_digit.py: error: {str(err).splitlines()[0]}", file=sys.stderr)
+    except user_errors() as err:       # a broken model or folder: one line, as tinycnn predict
+        print(f"predict_digit.py: error: {printable(err)}", file=sys.stderr)
         return 1
 
 

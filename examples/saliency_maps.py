@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from tinycnn import datasets, load_model
+from tinycnn.cli import printable, user_errors
 from tinycnn.run import draw_saliency
 from tinycnn.saliency import saliency
 
@@ -36,6 +37,16 @@ def main():
     parser.add_argument("--count", type=int, default=1000, help="test images measured (default: %(default)s)")
     parser.add_argument("--out", default="saliency.png", help="figure file (default: %(default)s)")
     args = parser.parse_args()
+    if args.count < 1:             # images[:-5] would have meant "all but the last 5"
+        parser.error(f"--count must be >= 1, got {args.count}")
+    try:
+        return run(args)
+    except user_errors() as err:   # a missing model or data folder, an --out one cannot write
+        print(f"saliency_maps.py: error: {printable(err)}", file=sys.stderr)
+        return 1
+
+
+def run(args):
     model = load_model(args.model)
     _, (images, labels) = datasets.load_dataset("mnist", data_dir=args.data_dir, download=args.data_dir is None)
     images, labels = images[:args.count], labels[:args.count]

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 
 import tinycnn  # noqa: E402
 from tinycnn import datasets  # noqa: E402
+from tinycnn.cli import printable, user_errors  # noqa: E402
+from tinycnn.run import seed_problem  # noqa: E402
 
 
 def main():
@@ -36,6 +38,21 @@ def main():
                         help="tuning mode: train on 90%% of the training set and report accuracy on the "
                              "held-out 10%% instead of the test set (choose settings with this, never the test set)")
     args = parser.parse_args()
+    # Checked before the data loads (fit and Adam would refuse them only after it).
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error(f"--epochs and --batch-size must be >= 1, got {args.epochs} and {args.batch_size}")
+    if not 0 < args.lr < float("inf"):
+        parser.error(f"--lr must be > 0 and finite, got {args.lr}")
+    if problem := seed_problem("--seeds", *args.seeds):
+        parser.error(problem)
+    try:
+        return run(args)
+    except user_errors() as err:       # no data where --data-dir says, a run that diverged
+        print(f"speedrun.py: error: {printable(err)}", file=sys.stderr)
+        return 1
+
+
+def run(args):
     tinycnn.runtime.keep_freed_memory()      # glibc keeps freed memory for reuse (see tinycnn/runtime.py)
     (x, y), (xt, yt) = datasets.load_mnist(data_dir=args.data_dir, download=args.data_dir is None)
     if args.validate:

@@ -11,7 +11,13 @@
     trickle  the file one byte every `trickle_seconds` (never trips a read timeout)
     endless  no Content-Length, then zeros until the client hangs up (or 2 GiB)
     huge     Content-Length 10**12, then the file
+    elsewhere  302 to /ok/<file> on "localhost" (another host name than 127.0.0.1)
+    tofile   302 to file:///etc/passwd
+    loop     302 to itself, forever
+    inflate  Content-Encoding: gzip; the body is a gzip of `inflate_bytes` zeros (a small
+             body that a client which decodes it would turn into a huge file)
 """
+import gzip
 import threading
 import time
 from collections import Counter
@@ -19,11 +25,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FileServer:
-    def __init__(self, files, flaky_failures=2, stall_seconds=3.0, trickle_seconds=0.5):
+    def __init__(self, files, flaky_failures=2, stall_seconds=3.0, trickle_seconds=0.5,
+                 inflate_bytes=64 << 20):
         self.files = dict(files)
         self.flaky_failures = flaky_failures
         self.stall_seconds = stall_seconds
         self.trickle_seconds = trickle_seconds
+        self.inflate_bytes = inflate_bytes
         self.sent = Counter()         # body bytes written per request path
         self.requests = []
         self.counts = Counter()
@@ -39,6 +47,15 @@ class FileServer:
                 server.counts[self.path] += 1
                 _, mode, name = self.path.split("/", 2)
                 body = server.files.get(name)
+                redirect = {"elsewhere": f"http://localhost:{server.port}/ok/{name}",
+                            "tofile": "file:///etc/passwd", "loop": self.path}.get(mode)
+                if redirect is not None:
+                    self.send_response(302)
+                    self.send_header("Location", redirect)
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                if mode == "inflate":
+                    return self.inflate()
                 if body is None or mode == "missing":
                     return self.send_error(404, "Not Found")
                 if mode == "down" or (mode == "flaky" and server.counts[self.path] <= server.flaky_failures):
@@ -66,6 +83,14 @@ class FileServer:
                 if mode == "short":
                     self.close_connection = True
 
+            def inflate(self):
+                data = gzip.compress(bytes(server.inflate_bytes), compresslevel=9, mtime=0)
+                self.send_response(200)
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def dribble(self, body, mode):
                 """trickle: one byte at a time; endless: 64 KiB of zeros at a time. Stops when
                 the client hangs up or the server shuts down."""
@@ -86,7 +111,8 @@ class FileServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def mirror(self, mode):

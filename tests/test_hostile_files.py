@@ -799,9 +799,9 @@ def test_bench_bad_numbers(baseline, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--lr", "inf"), "--lr must be > 0, got inf"),
-    (("--lr", "nan"), "--lr must be > 0, got nan"),
-    (("--seed", "-1"), "--seed must be >= 0, got -1"),
+    (("--lr", "inf"), "--lr must be > 0 and a float32 number (1.2e-38 to 3.4e+38), got inf"),
+    (("--lr", "nan"), "--lr must be > 0 and a float32 number (1.2e-38 to 3.4e+38), got nan"),
+    (("--seed", "-1"), "--seed must be from 0 to 4294967295, got -1"),
 ])
 def test_train_bad_numbers(tmp_path, baseline, args, message):
     child = cli(baseline, "train", *args, "--out", tmp_path / "o", code=2)

@@ -5,6 +5,8 @@ Numba-jitted CPU kernels beside readable reference ones.
     model = tinycnn.models.convnet()
     model.summary()
 """
+from . import environment
+environment.check_at_import()      # before Numba is imported (see environment.py)
 from . import runtime  # noqa: F401  (tinycnn.runtime.keep_freed_memory(); importing changes nothing)
 from . import (augment, backend, datasets, functional, kernels, layers, losses, models, optim,
                saliency,

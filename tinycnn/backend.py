@@ -12,14 +12,9 @@ tinycnn/layers/fused.py): every layer runs its own forward and backward pass.
     tinycnn.set_backend("numpy")   # run everything on the reference kernels
     TINYCNN_BACKEND=numpy python examples/train_mnist.py
 """
-import os
+from .environment import BACKENDS, backend
 
-BACKENDS = ("numba", "numpy", "loops")
-
-_current = os.environ.get("TINYCNN_BACKEND", "numba").strip().lower() or "numba"
-if _current not in BACKENDS:
-    raise ValueError(
-        f"TINYCNN_BACKEND={_current!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+_current = backend()               # TINYCNN_BACKEND, checked (environment.py)
 
 
 def set_backend(name):

@@ -53,12 +53,15 @@ def _load(path):
 def _check_takes_mnist(model, path, command):
     """Refuse now, in one line, a model that cannot read the 28x28 pictures predict and serve
     give it (to_mnist's), rather than on every image or request."""
+    from .modelcheck import check_activations
+    shape = model.preprocess(np.zeros((1, 28, 28), np.uint8)).shape[1:]
     try:
-        model.output_shapes(model.preprocess(np.zeros((1, 28, 28), np.uint8)).shape[1:])
+        model.output_shapes(shape)
     except ValueError:
         what = f"inputs of shape {model.input_shape}" if model.input_shape else "no input shape stored"
         raise CommandError(f"{path}: the model ({what}) cannot read the 28x28 grey pictures (MNIST's) "
                            f"that {command} gives it") from None
+    check_activations(path, model, shape)      # a model saved without its input shape
 
 
 def expand_images(paths):
@@ -72,17 +75,21 @@ def expand_images(paths):
     return out
 
 
-def predict_images(model, paths, show_dir=None):
+def predict_images(model, paths, show_dir=None, report=None):
     """Predict each image file; returns (results, failures). results: list of dicts with
-    path, digit, probability, top3; failures: list of (path, reason)."""
+    path, digit, probability, top3; failures: list of (path, reason). report(result, failure),
+    when given, is called as each file is done (one of the two is None): a long run shows
+    its progress (with --show, a figure takes ~0.2 s)."""
     from .preprocess import open_image, to_mnist
     results, failures, figures = [], [], set()
+    report = report or (lambda result, failure: None)
     for path in paths:
         try:
             picture = open_image(path)          # bounded memory; refuses pipes and huge files
             small = to_mnist(picture)
         except (ValueError, OSError) as err:
             failures.append((path, str(err).split(": ", 1)[-1] if str(path) in str(err) else str(err)))
+            report(None, failures[-1])
             continue
         proba = model.predict_proba(model.preprocess(small[None]))[0]
         names = model.class_names or [str(i) for i in range(len(proba))]
@@ -103,6 +110,7 @@ def predict_images(model, paths, show_dir=None):
             grad = saliency(model, model.preprocess(small[None]))[0][0]      # d z_pred / d input
             plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, figure),
                             saliency=grad)
+        report(result, None)
     return results, failures
 
 
@@ -135,12 +143,15 @@ def cmd_predict(args):
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
-    results, failures = predict_images(model, paths, args.show)
-    for r in results:
+
+    def report(r, failure):            # each line as its file is done, not all at the end
+        if failure is not None:
+            print(printable(f"{failure[0]}: skipped: {failure[1]}"), file=sys.stderr, flush=True)
+            return
         others = printable(", ".join(f"{d} {p:.1%}" for d, p in r["top3"]))
-        print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}")
-    for path, why in failures:
-        print(printable(f"{path}: skipped: {why}"), file=sys.stderr)
+        print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}",
+              flush=True)
+    results, failures = predict_images(model, paths, args.show, report)
     if args.show and results:
         print(f"figures written to {args.show}/")
     return 1 if failures else 0
@@ -154,7 +165,7 @@ def cmd_serve(args):
     path, pretrained = resolve(args.model)
     model = _load(path)
     _check_takes_mnist(model, args.model, "serve")
-    if "TINYCNN_BACKEND" not in os.environ:
+    if not os.environ.get("TINYCNN_BACKEND", "").strip():     # unset or empty: not the user's choice
         # One image at a time: the NumPy kernels need ~25 ms of CPU per request, the Numba ones
         # (made for batches) 65-190 ms and a ~20 s compile on the first request.
         from .backend import set_backend
@@ -193,6 +204,8 @@ def cmd_evaluate(args):
                                              download=args.data_dir is None, progress=None)
     x = model.preprocess(x_u8)
     classes = model.output_shapes(x.shape[1:])[-1]
+    from .modelcheck import check_activations
+    check_activations(args.model, model, x.shape[1:])
     if len(classes) != 1 or int(y.max()) >= classes[0]:
         raise CommandError(f"{args.model} gives outputs of shape {classes}, but the {args.dataset} "
                            f"test set has {int(y.max()) + 1} classes")
@@ -319,18 +332,24 @@ def main(argv=None):
         return 1
 
 
-def _command(args):
-    """Runs a command other than train; errors the user can act on are one line."""
+def user_errors():
+    """The exceptions a command reports as one line (the input's fault, not tinycnn's)."""
     from .datasets import ChecksumError, DownloadError, IDXFormatError
     from .io import ModelFormatError
+    return (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
+            OSError, ValueError, FloatingPointError, MemoryError)
+
+
+def _command(args):
+    """Runs a command other than train; errors the user can act on are one line."""
+    from .datasets import ChecksumError, DownloadError
     commands = {"predict": cmd_predict, "summary": cmd_summary, "evaluate": cmd_evaluate,
                 "download": cmd_download, "bench": cmd_bench, "serve": cmd_serve}
     try:
         return commands[args.command](args)
     except BrokenPipeError:
         raise
-    except (CommandError, ModelFormatError, DownloadError, ChecksumError, IDXFormatError,
-            OSError, ValueError, FloatingPointError, MemoryError) as err:
+    except user_errors() as err:
         message = f"tinycnn {args.command}: error: {err}"
         # Download errors list one mirror a line; any other newline (in a file name, say) is escaped.
         lines = message.splitlines() if isinstance(err, (DownloadError, ChecksumError)) else [message]

@@ -128,6 +128,7 @@ def _build(path, meta, weights):
             model.build(meta["input_shape"])
         except ValueError as err:
             raise ModelFormatError(f"{path}: stored input shape does not fit: {err}") from None
+        modelcheck.check_activations(path, model, model.input_shape)
         outputs = model.output_shapes(model.input_shape)[-1]
         names = meta.get("class_names")
         if names is not None and (len(outputs) != 1 or len(names) != outputs[0]):

@@ -35,6 +35,11 @@ WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Compression methods zipfile reads (np.savez stores, np.savez_compressed deflates).
 ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; a saved model's: 118)
+# Values one example may need in any layer's output, padded input or im2col matrix. Weights
+# are bounded by MAX_MODEL_BYTES, but a Conv2D's padding is not a weight: a 3 KB file with
+# padding 8000 asks 2 x 16026 x 16026 floats of one 28x28 picture (and ~8.6 GB for its
+# columns). The bundled models need at most 38,400 (fastnet); 2**24 is 437 times that.
+MAX_ACTIVATION = 2**24
 
 
 class ModelFormatError(ValueError):
@@ -297,6 +302,30 @@ def check_weights(path, zf, entries, expected):
         raise ModelFormatError(f"{path}: the weights total {size_text(total)}, above the limit of "
                                f"{size_text(MAX_MODEL_BYTES)} (tinycnn.modelcheck.MAX_MODEL_BYTES)")
     return total
+
+
+def check_activations(path, model, input_shape):
+    """Refuse a model that would need more than MAX_ACTIVATION values per example anywhere on
+    its way from `input_shape` (per example, e.g. (1, 28, 28)): in a layer's output, or in a
+    convolution's padded input or column matrix. Shapes only: nothing is allocated. Layers
+    must fit one another (model.output_shapes) before this is called."""
+    from .layers import Conv2D
+    shape = tuple(input_shape)
+    for name, layer in zip(model.names, model.layers):
+        out = tuple(layer.output_shape(shape))
+        needs = {}                      # in the order the layer makes them
+        if isinstance(layer, Conv2D):
+            (ph, pw), (kh, kw) = layer.padding, layer.kernel_size
+            needs["padded input"] = (shape[0], shape[1] + 2 * ph, shape[2] + 2 * pw)
+            needs["columns"] = (shape[0] * kh * kw, out[1] * out[2])
+        needs["output"] = out
+        for what, dims in needs.items():
+            if math.prod(dims) > MAX_ACTIVATION:
+                raise ModelFormatError(
+                    f"{path}: layer {name} would need {what} of shape {dims} "
+                    f"({math.prod(dims):,} values) for one input of shape {tuple(input_shape)}; "
+                    f"at most {MAX_ACTIVATION:,} (tinycnn.modelcheck.MAX_ACTIVATION)")
+        shape = out
 
 
 def check_finite(path, name, array):

@@ -134,10 +134,12 @@ def check_args(args, parser):
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    if args.lr is not None and not 0 < args.lr < float("inf"):
-        parser.error(f"--lr must be > 0, got {args.lr}")
+    if problem := seed_problem("--seed", args.seed):
+        parser.error(problem)
+    f32 = np.finfo(np.float32)        # the optimisers compute in float32: 1e300 is inf there
+    if args.lr is not None and not float(f32.smallest_normal) <= args.lr <= float(f32.max):
+        parser.error(f"--lr must be > 0 and a float32 number ({f32.smallest_normal:.1e} to "
+                     f"{f32.max:.1e}), got {args.lr}")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     if args.data_dir is not None and (problem := data_dir_problem(args.data_dir, args.dataset)):
@@ -165,6 +167,14 @@ def check_args(args, parser):
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
+
+
+def seed_problem(option, *seeds):
+    """Why `seeds` given as `option` cannot seed a run (one line), or None. NumPy's generators
+    take any integer >= 0, but scikit-learn's split (the validation set) 32-bit ones only."""
+    if all(0 <= s < 2**32 for s in seeds):
+        return None
+    return f"{option} must be from 0 to {2**32 - 1}, got {' '.join(map(str, seeds))}"
 
 
 def data_dir_problem(data_dir, dataset):
@@ -226,6 +236,9 @@ def fit_recipe_to_data(args, n_train, dataset):
     training images (see MIN_STEPS above). Returns a sentence saying what was adapted, or None."""
     recipe = RECIPES[args.arch]
     epochs_given = args.epochs is not None
+    capped = args.batch_size is not None and args.batch_size > n_train
+    if capped:      # a batch cannot hold more than every image; lr below follows the real batch
+        args.batch_size = n_train
     if args.batch_size is None:
         args.batch_size = recipe["batch_size"]
         while args.batch_size > MIN_BATCH and n_train / args.batch_size < MIN_BATCHES_PER_EPOCH:
@@ -240,12 +253,13 @@ def fit_recipe_to_data(args, n_train, dataset):
         # gradient's noise shrinks as 1/sqrt(batch)). On the digits at batch 64: lr 0.005
         # rather than fastnet's 0.01 gave 99.72% test accuracy, not 99.44%, with both seeds.
         args.lr = recipe["lr"] * math.sqrt(args.batch_size / recipe["batch_size"])
-    if (args.batch_size, args.epochs) == (recipe["batch_size"], recipe["epochs"]):
+    if (args.batch_size, args.epochs) == (recipe["batch_size"], recipe["epochs"]) and not capped:
         return None
     # The step floor is only the default's: an --epochs given is kept, however few steps it makes.
     floor = "" if epochs_given else (f"; a run here takes at least "
                                      f"{MIN_STEPS.get(dataset, DEFAULT_MIN_STEPS):,} steps")
-    return (f"recipe fitted to {dataset} ({n_train:,} training images): batch {args.batch_size}, "
+    return (f"recipe fitted to {dataset} ({n_train:,} training images): batch {args.batch_size}"
+            f"{' (--batch-size cut to the training set)' if capped else ''}, "
             f"{args.epochs} epochs{' (--epochs)' if epochs_given else ''}, lr {args.lr:g} (the "
             f"{args.arch} recipe's {recipe['epochs']} epochs at batch {recipe['batch_size']} are "
             f"sized for MNIST{floor})")

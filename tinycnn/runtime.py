@@ -28,12 +28,12 @@ import atexit
 import contextlib
 import ctypes
 import gc
-import os
 import sys
 
 import threadpoolctl
 
 from .backend import get_backend
+from .environment import flag
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -41,7 +41,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 def keep_freed_memory():
     """Ask glibc to serve blocks up to 32 MB from the heap and never trim it, for the rest
     of the process. True if it did; False on other C libraries and with TINYCNN_KEEP_MEMORY=0."""
-    if not sys.platform.startswith("linux") or os.environ.get("TINYCNN_KEEP_MEMORY", "1") == "0":
+    if not sys.platform.startswith("linux") or not flag("TINYCNN_KEEP_MEMORY"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

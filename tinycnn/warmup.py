@@ -45,6 +45,7 @@ from numba.core import event
 from . import kernels
 from .augment import RandomAffine
 from .backend import get_backend
+from .environment import flag
 from .kernels.fast import parallel
 
 # Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
@@ -131,7 +132,7 @@ def compile_for(model, log=None, input_shape=None, augment=None):
 
 
 def _background_allowed():
-    return os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") != "0"
+    return flag("TINYCNN_BACKGROUND_COMPILE")
 
 
 def _finish_in_background(model):
@@ -356,7 +357,7 @@ def kernels_for_inference(model, n):
     """Run the block on the reference kernels when the fast ones would first have to be
     compiled for `model` and `n` images are few; start compiling them in the background."""
     if (get_backend() != "numba" or n > SMALL_BATCH or model.input_shape is None
-            or os.environ.get("TINYCNN_BACKGROUND_COMPILE", "1") == "0"
+            or not _background_allowed()
             or fast_kernels_ready(model)):
         yield
         return

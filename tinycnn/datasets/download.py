@@ -14,8 +14,11 @@ the caller. Temporary files left by a process killed with -9 are removed by the 
 download into the same folder (see tinycnn/fileutil.py).
 
 Per mirror: connection errors, timeouts, cut-short bodies and 5xx answers are retried a
-few times with exponential backoff; a 4xx answer or a checksum mismatch moves on to the
-next mirror at once (retrying would get the same answer).
+few times with exponential backoff; a 4xx answer, a checksum mismatch, a redirect loop or a
+URL requests cannot fetch (file://, a mistyped mirror) moves on to the next mirror at once
+(retrying would get the same answer). Redirects to another host are followed: what arrives
+is verified all the same. The body is saved as it comes (no Content-Encoding is undone), so
+a server that gzips it cannot make a small answer inflate on the way to disk.
 """
 import hashlib
 import os
@@ -37,6 +40,11 @@ except ImportError:     # tqdm is a dependency, but a progress bar is not worth 
 DEADLINE_ENV = "TINYCNN_DOWNLOAD_DEADLINE"
 DEFAULT_DEADLINE = 1800.0         # seconds per file and mirror: 10 MB at 6 kB/s still fits
 UNLIMITED = float("inf")
+
+
+# Answers that every retry would get again: go to the next mirror at once.
+_UNUSABLE_URL = (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
+                 requests.exceptions.MissingSchema, requests.exceptions.InvalidURL)
 
 
 class DownloadError(RuntimeError):
@@ -110,6 +118,8 @@ def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_si
         raise _Retry(f"body cut short: {received} of {expected or '?'} bytes") from None
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as err:
         raise _Retry(f"timed out ({type(err).__name__}, timeout={timeout})") from None
+    except _UNUSABLE_URL as err:       # a redirect loop, a redirect to file://, a mistyped mirror
+        raise _NextMirror(f"{type(err).__name__}: {err}") from None
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
         raise _Retry(f"{type(err).__name__}: {_root_cause(err)}") from None   # refused, reset, DNS
     if expected is not None and received != expected:

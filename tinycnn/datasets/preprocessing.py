@@ -40,6 +40,14 @@ def train_val_split(x, y, val_fraction=0.1, seed=0):
 
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    # Stratified: each part needs an image of every class. scikit-learn checks that too, but
+    # its message ("The train_size = 1 should be greater...") names neither option nor data.
+    n, classes = len(y), len(np.unique(y))
+    n_val = int(np.ceil(val_fraction * n))              # as train_test_split rounds
+    if min(n_val, n - n_val) < classes:
+        raise ValueError(f"val_fraction={val_fraction} (--val-fraction) splits {n:,} images into "
+                         f"{n - n_val:,} for training and {n_val:,} for validation; each part needs "
+                         f"at least one image of each of the {classes} classes")
     x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=val_fraction, random_state=seed,
                                                 stratify=y)
     return (x_tr, y_tr), (x_val, y_val)

@@ -19,6 +19,7 @@ that it is not the official one: a file larger than that size plus gzip's framin
 header that declares another shape, or content that runs past the size (a 1 MB gzip that
 unpacks to 1 GiB is refused after its first megabyte). Downloads are capped the same way.
 """
+import contextlib
 import gzip
 import io
 import os
@@ -276,7 +277,8 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
                     advice = _CACHE_FILE_ADVICE if _in_cache(path, dataset) else _USER_FILE_ADVICE
                     raise ChecksumError(path, err.reason, advice) from None
                 print(f"tinycnn: {err}\ntinycnn: downloading a fresh copy.", file=sys.stderr)
-                os.remove(path)
+                with contextlib.suppress(FileNotFoundError):   # another download removed it first
+                    os.remove(path)
         if not download:
             raise FileNotFoundError(
                 f"{dataset.name}: {info.filename} not found in " + ", ".join(dirs)

@@ -36,6 +36,10 @@ class LeakyReLU(_Activation):
     def __init__(self, alpha=0.01):
         super().__init__()
         self.alpha = float(alpha)
+        # float("nan") parses, and float32 turns 1e300 into inf: either makes every negative
+        # input NaN or infinite, so refuse them here (a model file names this layer).
+        if not abs(self.alpha) <= float(np.finfo(np.float32).max):
+            raise ValueError(f"LeakyReLU: alpha must be a finite float32 number, got {alpha!r}")
 
     def forward(self, x, training=False):
         self._check(x)

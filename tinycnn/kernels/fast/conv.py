@@ -5,10 +5,10 @@ else the direct method (conv_direct.py: stride 1, few channels) or im2col + GEMM
 need not agree: the GEMM backward rebuilds its columns from x anyway). The ReLU, and a
 following 2x2 max pooling, are applied as each output plane is written (epilogue.py).
 All methods keep the same cache, so either pass may run by any of them."""
-import os
 
 import numpy as np
 
+from ...environment import flag
 from ..reference import conv_output_size
 from ..winograd import applies as winograd_applies
 from . import conv_direct, conv_gemm, conv_winograd
@@ -17,7 +17,7 @@ from . import conv_direct, conv_gemm, conv_winograd
 # direct method on a first layer, 1 -> 32 channels: benchmarks/bench_winograd.py).
 # TINYCNN_WINOGRAD=0 turns it off.
 WINOGRAD_MIN_C = 32
-WINOGRAD = os.environ.get("TINYCNN_WINOGRAD", "1") != "0"
+WINOGRAD = flag("TINYCNN_WINOGRAD")
 
 
 def _winograd(x_shape, W, stride):
