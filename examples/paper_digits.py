@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from tinycnn import load_model, sketch
-from tinycnn.cli import predict_images, printable, user_errors
+from tinycnn.cli import output_folder, predict_images, printable, user_errors
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
 
 def run(model, args):
     rng = np.random.default_rng(args.seed)
-    os.makedirs(args.out, exist_ok=True)
+    output_folder(args.out, "--out")         # a file by that name: one line, before drawing
     paths, truth = [], {}
     for i in range(args.count):
         digit = i % 10

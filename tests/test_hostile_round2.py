@@ -208,6 +208,11 @@ def test_paper_digits_example_checks_count_and_model_before_drawing(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == "paper_digits.py: error: nope.npz: no such model file (pretrained models by name: mnist)\n"
     assert not (tmp_path / "p").exists()         # nothing drawn for a model that cannot load
+    (tmp_path / "taken").write_text("the user's file")
+    proc = run_example("paper_digits.py", "--model", "mnist", "--count", "3", "--out", "taken", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == "paper_digits.py: error: --out taken: exists and is not a folder\n"
+    assert (tmp_path / "taken").read_text() == "the user's file"
 
 
 @pytest.mark.parametrize("fraction, parts", [(0.999, "1 for training and 1,296 for validation"),

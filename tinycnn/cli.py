@@ -35,7 +35,7 @@ def printable(text):
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
-def _output_folder(path, option):
+def output_folder(path, option):
     """Create `path` for figures now (before any slow work) or raise a CommandError."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise CommandError(f"{option} {path}: exists and is not a folder")
@@ -137,7 +137,7 @@ def cmd_predict(args):
     from .zoo import resolve
     args.model, args.images = split_model_and_images(args.model, args.images)
     if args.show:
-        _output_folder(args.show, "--show")
+        output_folder(args.show, "--show")
     model = _load(resolve(args.model)[0])
     _check_takes_mnist(model, args.model, "predict")
     paths = expand_images(args.images)
@@ -192,7 +192,7 @@ def cmd_evaluate(args):
     from .train import evaluate
     model = _load(args.model)
     if args.out:
-        _output_folder(args.out, "--out")
+        output_folder(args.out, "--out")
     if args.data_dir is not None and args.dataset != "digits":
         from .run import data_dir_problem
         if problem := data_dir_problem(args.data_dir, args.dataset):
