@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from tinycnn import load_model, sketch
-from tinycnn.cli import output_folder, predict_images, printable, user_errors
+from tinycnn.cli import output_folder, predict_images, reporting_user_errors
 
 
 def main():
@@ -24,11 +24,8 @@ def main():
     args = parser.parse_args()
     if args.count < 1:
         parser.error(f"--count must be >= 1, got {args.count}")
-    try:                # the model first: a broken one is found before any drawing
-        return run(load_model(args.model), args)
-    except user_errors() as err:       # a broken model, an --out that is a file: one line
-        print(f"paper_digits.py: error: {printable(err)}", file=sys.stderr)
-        return 1
+    # The model first: a broken one is found before any drawing; an --out that is a file too.
+    return reporting_user_errors("paper_digits.py", lambda: run(load_model(args.model), args))
 
 
 def run(model, args):

@@ -11,7 +11,7 @@ files are reported and skipped, and the exit status is then 1.
 import argparse
 import sys
 
-from tinycnn.cli import cmd_predict, printable, user_errors
+from tinycnn.cli import cmd_predict, reporting_user_errors
 
 
 def main():
@@ -21,11 +21,7 @@ def main():
     parser.add_argument("--show", metavar="DIR", nargs="?", const="predictions",
                         help="save a figure per image into DIR (default: predictions/)")
     args = parser.parse_args()
-    try:
-        return cmd_predict(args)
-    except user_errors() as err:       # a broken model or folder: one line, as tinycnn predict
-        print(f"predict_digit.py: error: {printable(err)}", file=sys.stderr)
-        return 1
+    return reporting_user_errors("predict_digit.py", cmd_predict, args)   # one line, as tinycnn predict
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from tinycnn import datasets, load_model
-from tinycnn.cli import printable, user_errors
+from tinycnn.cli import reporting_user_errors
 from tinycnn.run import draw_saliency
 from tinycnn.saliency import saliency
 
@@ -39,11 +39,8 @@ def main():
     args = parser.parse_args()
     if args.count < 1:             # images[:-5] would have meant "all but the last 5"
         parser.error(f"--count must be >= 1, got {args.count}")
-    try:
-        return run(args)
-    except user_errors() as err:   # a missing model or data folder, an --out one cannot write
-        print(f"saliency_maps.py: error: {printable(err)}", file=sys.stderr)
-        return 1
+    # A missing model or data folder, an --out one cannot write: one line.
+    return reporting_user_errors("saliency_maps.py", run, args)
 
 
 def run(args):

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 import tinycnn  # noqa: E402
 from tinycnn import datasets  # noqa: E402
-from tinycnn.cli import printable, user_errors  # noqa: E402
+from tinycnn.cli import reporting_user_errors  # noqa: E402
 from tinycnn.run import seed_problem  # noqa: E402
 
 
@@ -45,11 +45,8 @@ def main():
         parser.error(f"--lr must be > 0 and finite, got {args.lr}")
     if problem := seed_problem("--seeds", *args.seeds):
         parser.error(problem)
-    try:
-        return run(args)
-    except user_errors() as err:       # no data where --data-dir says, a run that diverged
-        print(f"speedrun.py: error: {printable(err)}", file=sys.stderr)
-        return 1
+    # No data where --data-dir says, a run that diverged: one line.
+    return reporting_user_errors("speedrun.py", run, args)
 
 
 def run(args):

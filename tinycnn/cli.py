@@ -340,6 +340,16 @@ def user_errors():
             OSError, ValueError, FloatingPointError, MemoryError)
 
 
+def reporting_user_errors(prog, run, *args):
+    """run(*args)'s exit status; a user error (user_errors()) is printed as one line,
+    "PROG: error: ...", and gives status 1. For the example scripts, as for the commands."""
+    try:
+        return run(*args)
+    except user_errors() as err:
+        print(f"{prog}: error: {printable(err)}", file=sys.stderr)
+        return 1
+
+
 def _command(args):
     """Runs a command other than train; errors the user can act on are one line."""
     from .datasets import ChecksumError, DownloadError

@@ -63,13 +63,8 @@ def quick_exit():
     exit, 0.04 s with this. Only the exit changes (atexit hooks and module clean-up still
     run; tinycnn writes every file inside a `with` block, closed long before). The `tinycnn`
     command, the main job and tinycnn's own compiling processes call it; registered once."""
-    global _quick_exit
-    if not _quick_exit:
-        atexit.register(gc.freeze)
-        _quick_exit = True
-
-
-_quick_exit = False
+    atexit.unregister(gc.freeze)       # (a second call replaces the first registration)
+    atexit.register(gc.freeze)
 
 
 def single_threaded_scipy_blas():
