@@ -2,12 +2,13 @@
 
     python benchmarks/bench_conv_methods.py [--quick] [--json out.json]
 
-Table 1: milliseconds per call of the fast kernels' two convolution methods (im2col + GEMM,
-and direct, for stride 1) on the layers of the models here: forward (with its ReLU),
-backward without dx (a first layer) and with it. tinycnn/kernels/fast/conv.py picks direct
-when C*F*kh*kw (the weights) is at most conv_direct.FORWARD_MAX_WEIGHTS (forward) or
-BACKWARD_MAX_WEIGHTS (backward);
-these are the numbers those limits come from.
+Table 1: milliseconds per call of the fast kernels' convolution methods (im2col + GEMM;
+direct, for stride 1; register-blocked direct, stride 1 and forward only) on the layers
+of the models here: forward (with its ReLU), backward without dx (a first layer) and with
+it. tinycnn/kernels/fast/conv.py picks direct when C*F*kh*kw (the weights) is at most
+conv_direct.FORWARD_MAX_WEIGHTS (forward) or BACKWARD_MAX_WEIGHTS (backward), else the
+blocked forward where it applies (8 or more output channels and columns); these are the
+numbers those choices come from ("-": the method does not apply).
 Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two
 layers' own kernels and as the fused pair (tinycnn/layers/fused.py).
 Each figure is the median of --repeats calls, all in one process, on all cores.
@@ -41,17 +42,23 @@ def arrays(batch, C, F, H, k, p, seed=0):
 
 
 def method_times(x, w, b, stride, padding, method, repeats):
-    limit = 0 if method == "gemm" else 10 ** 9
-    saved = fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS
+    """Forward, backward without dx and backward with dx, in ms, by one method ("blocked":
+    the forward only, its backward being GEMM's)."""
+    saved = fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS, fast.conv.BLOCKED
+    limit = 10 ** 9 if method == "direct" else 0
     fast.conv_direct.FORWARD_MAX_WEIGHTS = fast.conv_direct.BACKWARD_MAX_WEIGHTS = limit
+    fast.conv.BLOCKED = method == "blocked"
     try:
         y, cache = fast.conv2d_forward(x, w, b, stride, padding, relu=True)
+        forward = median_ms(lambda: fast.conv2d_forward(x, w, b, stride, padding, relu=True), repeats)
+        if method == "blocked":
+            return forward, None, None
         dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-        return (median_ms(lambda: fast.conv2d_forward(x, w, b, stride, padding, relu=True), repeats),
+        return (forward,
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, False), repeats),
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, True), repeats))
     finally:
-        fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS = saved
+        fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS, fast.conv.BLOCKED = saved
 
 
 def pair_times(x, w, b, stride, padding, need_dx, repeats):
@@ -78,12 +85,13 @@ def main():
                 batch = min(batch, 128)
             case = arrays(batch, C, F, H, k, p)
             row = {"layer": name, "batch": batch, "weights": C * F * k * k}
-            for method in ("gemm", "direct"):
+            for method in ("gemm", "direct", "blocked"):
+                if method == "blocked" and not fast.conv_blocked.applies(F, H + 2 * p - k + 1, (1, 1)):
+                    continue
                 row[f"{method} fwd"], row[f"{method} bwd no dx"], row[f"{method} bwd"] = \
                     method_times(*case, method, repeats)
-            row["fast/ uses (fwd, bwd)"] = ", ".join(
-                "direct" if C * F * k * k <= limit else "gemm"
-                for limit in (fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS))
+            backward = "direct" if C * F * k * k <= fast.conv_direct.BACKWARD_MAX_WEIGHTS else "gemm"
+            row["fast/ uses (fwd, bwd)"] = f"{fast.conv.forward_method(C, F, k, k, H + 2 * p - k + 1, (1, 1))}, {backward}"
             methods.append(row)
             if name.startswith(("lenet5", "convnet")):
                 need_dx = "conv2" in name
@@ -92,7 +100,7 @@ def main():
                               "fused": fused, "separate / fused": separate / fused})
     print(f"Milliseconds per call, float32, median of {repeats} (fast kernels; bwd = backward; "
           "ReLU built in)\n")
-    print(table(methods, ["layer", "batch", "weights", "gemm fwd", "direct fwd", "gemm bwd no dx",
+    print(table(methods, ["layer", "batch", "weights", "gemm fwd", "direct fwd", "blocked fwd", "gemm bwd no dx",
                           "direct bwd no dx", "gemm bwd", "direct bwd", "fast/ uses (fwd, bwd)"]))
     print("\nForward + backward of the pair, milliseconds (backward without dx for a first layer)\n")
     print(table(pairs, ["conv + ReLU + max pool 2", "batch", "separate", "fused", "separate / fused"]))

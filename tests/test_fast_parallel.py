@@ -1,13 +1,14 @@
 """How the fast kernels share work among threads (tinycnn/kernels/fast/parallel.py): the
 same shares give the same results bit for bit on Numba's threads and on Python threads
 (the first run's mode), and on a first run fit switches from one to the other."""
+import numba
 import numpy as np
 import pytest
 from numba import njit
 
 import tinycnn
 from tinycnn import warmup
-from tinycnn.kernels.fast import parallel
+from tinycnn.kernels.fast import conv_blocked, parallel
 from tinycnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.model import Sequential
@@ -33,24 +34,36 @@ def _one_step(model, x, labels):
     return [out, dx] + [g.copy() for layer in model.layers for g in layer.grads.values()]
 
 
-def test_python_threads_give_the_same_bits_as_numba_threads(monkeypatch):
+def _blocked_model():
+    """The register-blocked convolution (fast/conv_blocked.py): its forward pass in both
+    layers, its weight gradient in the second (144 taps)."""
+    layers = [Conv2D(1, 16, 5, activation="relu"), Conv2D(16, 8, 3), MaxPool2D(2), ReLU(),
+              Flatten(), Dense(8 * 4 * 4, 3)]
+    return Sequential(layers, input_shape=(1, 14, 14), seed=0)
+
+
+@pytest.mark.parametrize("make_model", [_model, _blocked_model])
+def test_python_threads_give_the_same_bits_as_numba_threads(monkeypatch, make_model):
     tinycnn.set_backend("numba")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 1, 14, 14)).astype(np.float32)
     labels = rng.integers(0, 3, 9)
     run_shares_calls = []
     real = parallel._run_shares
-    monkeypatch.setattr(parallel, "_run_shares", lambda *a: run_shares_calls.append(1) or real(*a))
-    on_numba = _one_step(_model(), x, labels)
+    monkeypatch.setattr(parallel, "_run_shares", lambda *a: run_shares_calls.append(a[0]) or real(*a))
+    on_numba = _one_step(make_model(), x, labels)
     assert run_shares_calls
+    if make_model is _blocked_model:
+        ran = {key[0] for key, pointer in parallel._pointers.items() if pointer in run_shares_calls}
+        assert {conv_blocked._forward_share, conv_blocked._weight_gradient_share} <= ran
     run_shares_calls.clear()
     try:
         parallel.on_python_threads_until(lambda: False)
-        on_python = _one_step(_model(), x, labels)
+        on_python = _one_step(make_model(), x, labels)
     finally:
         parallel.on_python_threads_until(None)
     assert not run_shares_calls
-    assert len(on_numba) == len(on_python) > 8
+    assert len(on_numba) == len(on_python) >= 8          # outputs, dx and every parameter gradient
     for a, b in zip(on_numba, on_python):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_array_equal(a, b)
@@ -218,3 +231,30 @@ def test_recording_shares_on_one_thread_leaves_the_others_computing():
         worker.join()
     assert out.tolist() == [0.0, 0.0] and other.tolist() == [3.0, 6.0]
     assert [share for share, _ in found] == [_scaling_share]
+
+
+def test_slp_shares_compile_with_the_slp_vectoriser_and_only_they(monkeypatch):
+    # Numba reads NUMBA_SLP_VECTORIZE (off by default) whenever it optimises a function:
+    # compile_share turns it on while a marked share compiles, and back after, error or not.
+    assert conv_blocked._forward_share in parallel.SLP_SHARES
+    assert conv_blocked._weight_gradient_share in parallel.SLP_SHARES
+    before = numba.config.SLP_VECTORIZE
+
+    class Share:
+        def __init__(self, fails=False):
+            self.seen, self.fails = [], fails
+
+        def compile(self, signature):
+            self.seen.append(numba.config.SLP_VECTORIZE)
+            if self.fails:
+                raise RuntimeError("compile failed")
+
+    plain, marked, failing = Share(), parallel.slp_share(Share()), parallel.slp_share(Share(fails=True))
+    parallel.compile_share(plain, ())
+    parallel.compile_share(marked, ())
+    with pytest.raises(RuntimeError, match="compile failed"):
+        parallel.compile_share(failing, ())
+    assert (plain.seen, marked.seen, failing.seen) == ([before], [1], [1])
+    assert numba.config.SLP_VECTORIZE == before
+    parallel.SLP_SHARES.discard(marked)
+    parallel.SLP_SHARES.discard(failing)

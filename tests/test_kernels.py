@@ -56,18 +56,48 @@ def random_conv(case):
     return x, w, b, ((sh, sw), (ph, pw)), rng
 
 
-# The fast convolution has two methods: im2col + GEMM, and a direct one for stride 1 and
-# few channels (see tinycnn/kernels/fast/conv_direct.py). These fixtures force one for both passes.
+# The fast convolution has three methods: im2col + GEMM; a direct one for stride 1 and few
+# channels (tinycnn/kernels/fast/conv_direct.py); and, forward only, a register-blocked
+# direct one for stride 1 with at least 8 output channels and 8 output columns
+# (conv_blocked.py). use_method forces one ("blocked": forward; the backward is GEMM's).
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
+# BLOCKED: stride 1; F and OW whole blocks of 8, or not (the last block then overlaps the
+# one before), in every combination.
+BLOCKED = [(N, C, (8, 16, 11, 19)[i % 4], H, (8, 10, 16, 13)[i // 4 % 4] + kw - 1 - 2 * pw, kh, kw, 1, 1, ph, pw)
+           for i, (N, C, F, H, W, kh, kw, sh, sw, ph, pw) in enumerate(STRIDE_1[::2])]
 
 
 def use_method(monkeypatch, method):
-    limit = 0 if method == "gemm" else 10 ** 9
+    limit = 10 ** 9 if method == "direct" else 0
     monkeypatch.setattr(fast.conv_direct, "FORWARD_MAX_WEIGHTS", limit)
     monkeypatch.setattr(fast.conv_direct, "BACKWARD_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(fast.conv, "BLOCKED", method == "blocked")
 
 
-@pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1])
+def test_blocked_cases_take_the_blocked_method(monkeypatch):
+    # (so that the tests below run it: forward for every case, some needing the overlapping
+    # last blocks; the weight gradient for those with enough taps, some padded to whole blocks)
+    forward, dW = [], []
+    real_forward, real_dW = fast.conv_blocked.forward, fast.conv_blocked.weight_gradient
+    monkeypatch.setattr(fast.conv_blocked, "forward", lambda *args: forward.append(args) or real_forward(*args))
+    monkeypatch.setattr(fast.conv_blocked, "weight_gradient", lambda *args: dW.append(args) or real_dW(*args))
+    use_method(monkeypatch, "blocked")
+    tails, taps = set(), set()
+    for case in BLOCKED:
+        x, w, b, args, _ = random_conv(case)
+        y, cache = fast.conv2d_forward(x, w, b, *args)
+        fast.conv2d_backward(y, cache, x.shape, w, *args)
+        tails.add((w.shape[0] % 8 != 0, y.shape[3] % 8 != 0))
+        if fast.conv_blocked.applies_to_dW(*w.shape[1:], (1, 1)):
+            taps.add(w[0].size % 8 != 0)
+    assert len(forward) == len(BLOCKED) and len(dW) == sum(
+        fast.conv_blocked.applies_to_dW(*random_conv(case)[1].shape[1:], (1, 1)) for case in BLOCKED)
+    assert tails == {(False, False), (False, True), (True, False), (True, True)}
+    assert taps == {False, True}
+
+
+@pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1]
+                         + [(c, "blocked") for c in BLOCKED])
 def test_conv_fast_equals_reference(case, method, monkeypatch):
     use_method(monkeypatch, method)
     _, _, _, _, _, kh, kw, sh, sw, ph, pw = case
@@ -102,10 +132,12 @@ def test_conv_gemm_backward_with_fewer_taps_than_filters(case, monkeypatch):
     test_conv_fast_equals_reference(case, "gemm", monkeypatch)
 
 
-@pytest.mark.parametrize("case", CASES[::5])           # (these all keep 20-80% of the outputs)
-def test_conv_with_built_in_relu_is_conv_then_relu(case):
+@pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES[::5]]   # (20-80% of the outputs kept)
+                         + [(c, "blocked") for c in BLOCKED[::3]])
+def test_conv_with_built_in_relu_is_conv_then_relu(case, method, monkeypatch):
     # relu=True must be exactly max(conv, 0) forward, and backward the plain convolution's
     # gradients for dy masked where the output is zero - on both kernel sets.
+    use_method(monkeypatch, method)
     x, w, b, args, rng = random_conv(case)
     for impl in (reference, fast):
         plain, plain_cache = impl.conv2d_forward(x, w, b, *args)
@@ -119,13 +151,14 @@ def test_conv_with_built_in_relu_is_conv_then_relu(case):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"{impl.__name__} {name}")
 
 
-@pytest.mark.parametrize("case,method", [(c, m) for c in CASES[::3] for m in ("gemm", "direct")])
+@pytest.mark.parametrize("case,method", [(c, m) for c in CASES[::3] for m in ("gemm", "direct")]
+                         + [(c, "blocked") for c in BLOCKED[::2]])
 def test_conv_relu_maxpool2_fast_equals_reference(case, method, monkeypatch):
     # The fused convolution + ReLU + 2x2 max pooling (the fast kernels pool each plane as it is
     # written) against the reference, which runs the three in turn.
     use_method(monkeypatch, method)
     N, C, F, H, W, kh, kw, sh, sw, ph, pw = case
-    if method == "direct":
+    if method != "gemm":
         sh = sw = 1
     H, W = max(H, kh + sh - 2 * ph), max(W, kw + sw - 2 * pw)       # conv output >= 2x2
     x, w, b, _, rng = random_conv((N, C, F, H, W, kh, kw, sh, sw, ph, pw))
@@ -191,20 +224,20 @@ def test_conv_fast_np_dot_fallback_equals_the_direct_blas_call(monkeypatch):
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["gemm", "direct"])
+@pytest.mark.parametrize("method", ["gemm", "direct", "blocked"])
 def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch, method):
     # Blocks of one image and blocks of many, one thread or two, must give the same outputs
     # and gradients.
     use_method(monkeypatch, method)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 3, 10, 11)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(4).astype(np.float32)
-    dy = rng.standard_normal((9, 4, 8, 9)).astype(np.float32)
+    w = rng.standard_normal((11, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    dy = rng.standard_normal((9, 11, 8, 9)).astype(np.float32)
     results = []
     for block_bytes, threads in ((1, 2), (1 << 30, 1)):
         monkeypatch.setattr(fast.conv_gemm, "BLOCK_BYTES", block_bytes)
-        for method_module in (fast.conv_gemm, fast.conv_direct):
+        for method_module in (fast.conv_gemm, fast.conv_direct, fast.conv_blocked):
             monkeypatch.setattr(method_module, "threads_for", lambda N: min(threads, N))
         y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
         results.append((y, *fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (0, 0))))

@@ -2,8 +2,9 @@
 
     TINYCNN_BACKEND             numba, numpy or loops (backend.py)
     TINYCNN_WINOGRAD            on/off switches: 1, true, yes, on or 0, false, no, off
-    TINYCNN_KEEP_MEMORY           (anything else is an error: "TINYCNN_WINOGRAD=false" once
-    TINYCNN_BACKGROUND_COMPILE    meant "on", silently)
+    TINYCNN_BLOCKED               (anything else is an error: "TINYCNN_WINOGRAD=false" once
+    TINYCNN_KEEP_MEMORY           meant "on", silently)
+    TINYCNN_BACKGROUND_COMPILE
     NUMBA_NUM_THREADS           Numba's own: a whole number from 1 to MAX_NUMBA_THREADS
 
 `check_at_import()` runs first thing in tinycnn/__init__.py, before Numba is imported:
@@ -17,7 +18,8 @@ import os
 import sys
 
 BACKENDS = ("numba", "numpy", "loops")
-FLAGS = {"TINYCNN_WINOGRAD": True, "TINYCNN_KEEP_MEMORY": True, "TINYCNN_BACKGROUND_COMPILE": True}
+FLAGS = {"TINYCNN_WINOGRAD": True, "TINYCNN_BLOCKED": True, "TINYCNN_KEEP_MEMORY": True,
+         "TINYCNN_BACKGROUND_COMPILE": True}
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 MAX_NUMBA_THREADS = 4096           # ran here; 100000 crashed Numba (segmentation fault)
 

@@ -253,7 +253,7 @@ def _compile_plan(plan, other=None, deadline=math.inf):
             time.sleep(0.02)
         else:                                # (only once the lock is taken)
             try:
-                share.compile(signature)
+                parallel.compile_share(share, signature)
             finally:
                 with contextlib.suppress(OSError):
                     os.remove(lock)

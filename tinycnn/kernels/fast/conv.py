@@ -1,8 +1,10 @@
 """The convolution layers' fast kernels: each call picks the faster method for its shape:
 Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
-else the direct method (conv_direct.py: stride 1, few channels) or im2col + GEMM
-(conv_gemm.py), the last two chosen separately for the forward and the backward pass (they
-need not agree: the GEMM backward rebuilds its columns from x anyway). The ReLU, and a
+else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
+register-blocked direct method (conv_blocked.py: stride 1, at least 8 output channels and
+columns) or im2col + GEMM (conv_gemm.py); backward, GEMM, with the weight gradient by the
+register-blocked method for stride-1 layers with many taps. The forward and the backward
+pass need not agree: each backward method rebuilds what it needs from x. The ReLU, and a
 following 2x2 max pooling, are applied as each output plane is written (epilogue.py).
 All methods keep the same cache, so either pass may run by any of them."""
 
@@ -11,13 +13,15 @@ import numpy as np
 from ...environment import flag
 from ..reference import conv_output_size
 from ..winograd import applies as winograd_applies
-from . import conv_direct, conv_gemm, conv_winograd
+from . import conv_blocked, conv_direct, conv_gemm, conv_winograd
 
 # Winograd for 3x3, stride-1 layers with at least this many input channels (it lost to the
 # direct method on a first layer, 1 -> 32 channels: benchmarks/bench_winograd.py).
 # TINYCNN_WINOGRAD=0 turns it off.
 WINOGRAD_MIN_C = 32
 WINOGRAD = flag("TINYCNN_WINOGRAD")
+# The register-blocked forward pass where it applies; TINYCNN_BLOCKED=0 turns it off (GEMM).
+BLOCKED = flag("TINYCNN_BLOCKED")
 
 
 def _winograd(x_shape, W, stride):
@@ -31,14 +35,28 @@ def _conv_shapes(x_shape, W, stride, padding):
     return N, C, F, kh, kw, sh, sw, ph, pw, conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
 
 
+def forward_method(C, F, kh, kw, OW, stride):
+    """The method of a forward pass that Winograd does not take: "direct" for the fewest
+    weights, else "blocked" where it applies, else "gemm" (conv_direct.py and
+    conv_blocked.py have the measurements behind the choice)."""
+    if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.FORWARD_MAX_WEIGHTS):
+        return "direct"
+    if BLOCKED and conv_blocked.applies(F, OW, stride):
+        return "blocked"
+    return "gemm"
+
+
 def _forward(x, W, b, stride, padding, relu, pool, taps=False):
     """The convolution by the faster method for its shape: y (N, F, P) and, with pool and
     taps, each pooling window's tap of its maximum."""
     N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x.shape, W, stride, padding)
     Wm = np.ascontiguousarray(W.reshape(F, -1))
     bias = b if b is not None else np.zeros(F, dtype=x.dtype)
-    if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.FORWARD_MAX_WEIGHTS):
+    method = forward_method(C, F, kh, kw, OW, stride)
+    if method == "direct":
         return conv_direct.forward(x, Wm, bias, kh, kw, ph, pw, OH, OW, relu, pool, pool and taps)
+    if method == "blocked":
+        return conv_blocked.forward(x, Wm, bias, kh, kw, ph, pw, OH, OW, relu, pool, pool and taps)
     return conv_gemm.forward(x, Wm, bias, kh, kw, sh, sw, ph, pw, OH, OW, relu, pool, pool and taps)
 
 
@@ -54,6 +72,10 @@ def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
         argmax = np.empty((0, 0, 0), dtype=np.int8)
     if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.BACKWARD_MAX_WEIGHTS):
         dx, dW, db = conv_direct.backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool)
+    elif BLOCKED and conv_blocked.applies_to_dW(C, kh, kw, stride):     # dW blocked, dx by GEMM
+        dW, db = conv_blocked.weight_gradient(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, relu, pool)
+        dx = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, True, relu, pool,
+                                need_dW=False)[0] if need_dx else None
     else:
         dx, dW, db = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool)
     return (dx if need_dx else None), dW.reshape(W.shape), db

@@ -115,7 +115,7 @@ def _shifted_dots(g, src, offsets, n, out):
         k += 1
 
 
-def _tap_offsets(C, kh, kw, plane, Wp, sign, shift):
+def tap_offsets(C, kh, kw, plane, Wp, sign, shift):
     """shift + sign * (c*plane + i*Wp + j) for every tap (c, i, j), in W.reshape(F, -1)'s order.
     (NumPy, not jitted: a few hundred values, and nothing to compile on a first run.)"""
     c, i, j = np.arange(C)[:, None, None], np.arange(kh)[None, :, None], np.arange(kw)[None, None, :]
@@ -123,7 +123,7 @@ def _tap_offsets(C, kh, kw, plane, Wp, sign, shift):
 
 
 @njit(inline="always", **JIT)
-def _pad_into(x, n, xp, ph, pw, Hp, Wp):
+def pad_into(x, n, xp, ph, pw, Hp, Wp):
     """Copy image n into the interior of the flat padded buffer xp (borders stay as they are)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     for c in range(C):
@@ -141,7 +141,7 @@ def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
     N, C, H, W = x.shape
     F = Wm.shape[0]
     Hp, Wp = H + 2 * ph, W + 2 * pw
-    offsets = _tap_offsets(C, kh, kw, Hp * Wp, Wp, 1, 0)
+    offsets = tap_offsets(C, kh, kw, Hp * Wp, Wp, 1, 0)
     P = (OH // 2) * (OW // 2) if pool else OH * OW
     y = np.empty((N, F, P), dtype=x.dtype)
     argmax = np.empty((N, F, P) if taps else (0, 0, 0), dtype=np.int8)
@@ -161,7 +161,7 @@ def _forward_share(t, nchunks, x, Wm, b, y, argmax, offsets, ph, pw, OH, OW, rel
     acc = np.empty(OH * Wp, dtype=x.dtype)                  # (the last Wp - OW are not used)
     n0, n1 = share_range(t, nchunks, N)
     for n in range(n0, n1):
-        _pad_into(x, n, xp, ph, pw, Hp, Wp)
+        pad_into(x, n, xp, ph, pw, Hp, Wp)
         for f in range(F):
             acc[:] = b[f]
             _shifted_sum(acc, xp, Wm[f], offsets, L)
@@ -191,8 +191,8 @@ def backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     S = Hp * Wp
     M = (kh - 1) * Wp + kw - 1                              # zeros in front of each dy row
-    offsets = _tap_offsets(C, kh, kw, S, Wp, 1, 0)          # input position of tap, forward
-    back = _tap_offsets(1, kh, kw, S, Wp, -1, M)            # dy position of tap, for dx
+    offsets = tap_offsets(C, kh, kw, S, Wp, 1, 0)          # input position of tap, forward
+    back = tap_offsets(1, kh, kw, S, Wp, -1, M)            # dy position of tap, for dx
     nchunks = threads_for(N)
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)
     dW_parts = np.zeros((nchunks, F, K), dtype=x.dtype)
@@ -220,7 +220,7 @@ def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, of
     dxp = np.empty(C * S if need_dx else 0, dtype=x.dtype)
     n0, n1 = share_range(t, nchunks, N)
     for n in range(n0, n1):
-        _pad_into(x, n, xp, ph, pw, Hp, Wp)
+        pad_into(x, n, xp, ph, pw, Hp, Wp)
         for f in range(F):
             row = dyw[f, M:M + L]
             src, out = dy[n, f], y[n, f]

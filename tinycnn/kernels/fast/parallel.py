@@ -32,6 +32,31 @@ from numba.core.typing.typeof import typeof_impl
 
 JIT = dict(cache=True, nogil=True)     # every kernel: compiled once per machine, runs without the GIL
 
+SLP_SHARES = set()     # shares compiled with LLVM's SLP vectoriser on (see slp_share)
+
+
+def slp_share(share):
+    """Mark a share to be compiled with LLVM's SLP vectoriser, which packs straight-line
+    scalar code (conv_blocked.py's 64 accumulators) into vector instructions. Numba leaves
+    it off (NUMBA_SLP_VECTORIZE=0) and reads that setting each time it optimises a
+    function, so compile_share turns it on for these shares only, while they compile."""
+    SLP_SHARES.add(share)
+    return share
+
+
+def compile_share(share, signature):
+    """share.compile(signature) (or its load from the disk cache), with the SLP vectoriser
+    on for the shares marked so."""
+    if share not in SLP_SHARES:
+        share.compile(signature)
+        return
+    saved = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        share.compile(signature)
+    finally:
+        numba.config.SLP_VECTORIZE = saved
+
 
 @njit(parallel=True, **JIT)
 def _run_shares(share, nchunks, args):
@@ -45,7 +70,7 @@ class _SharePointer(types.WrapperAddressProtocol):
     call (its C entry point). Numba asks for the address and the signature when it is passed."""
 
     def __init__(self, share, signature):
-        share.compile(signature)                                  # (or loads it from the disk cache)
+        compile_share(share, signature)                           # (or loads it from the disk cache)
         compiled = share.overloads[signature]
         self._signature = compiled.signature
         self._address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
@@ -224,7 +249,7 @@ def _on_python_threads(share, nchunks, args):
         # readiness probe stops a compilation on this thread (it must not compile), and a
         # pool thread would then compile the share all the same, for seconds. (Before the
         # first run's plan, the second process's locks stopped them too: a second compile.)
-        share.compile(_signature(args))
+        compile_share(share, _signature(args))
         _compiled.add(key)
     if nchunks > 1 and (_threads is None or _threads[0] != os.getpid()):
         _threads = os.getpid(), ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "tinycnn")
