@@ -58,12 +58,11 @@ def random_conv(case):
 
 # The fast convolution has three methods: im2col + GEMM; a direct one for stride 1 and few
 # channels (tinycnn/kernels/fast/conv_direct.py); and, forward only, a register-blocked
-# direct one for stride 1 with at least 8 output channels and 8 output columns
+# direct one for stride 1 with output channels and columns in whole blocks of 8
 # (conv_blocked.py). use_method forces one ("blocked": forward; the backward is GEMM's).
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
-# BLOCKED: stride 1; F and OW whole blocks of 8, or not (the last block then overlaps the
-# one before), in every combination.
-BLOCKED = [(N, C, (8, 16, 11, 19)[i % 4], H, (8, 10, 16, 13)[i // 4 % 4] + kw - 1 - 2 * pw, kh, kw, 1, 1, ph, pw)
+# BLOCKED: stride 1; one or more blocks of channels and of columns.
+BLOCKED = [(N, C, (8, 16, 24)[i % 3], H, (8, 16)[i // 3 % 2] + kw - 1 - 2 * pw, kh, kw, 1, 1, ph, pw)
            for i, (N, C, F, H, W, kh, kw, sh, sw, ph, pw) in enumerate(STRIDE_1[::2])]
 
 
@@ -75,25 +74,21 @@ def use_method(monkeypatch, method):
 
 
 def test_blocked_cases_take_the_blocked_method(monkeypatch):
-    # (so that the tests below run it: forward for every case, some needing the overlapping
-    # last blocks; the weight gradient for those with enough taps, some padded to whole blocks)
-    forward, dW = [], []
-    real_forward, real_dW = fast.conv_blocked.forward, fast.conv_blocked.weight_gradient
-    monkeypatch.setattr(fast.conv_blocked, "forward", lambda *args: forward.append(args) or real_forward(*args))
-    monkeypatch.setattr(fast.conv_blocked, "weight_gradient", lambda *args: dW.append(args) or real_dW(*args))
+    # (so that the tests below run it), in every combination of one and several blocks;
+    # a layer whose channels or columns are not whole blocks does not take it.
+    calls, real = [], fast.conv_blocked.forward
+    monkeypatch.setattr(fast.conv_blocked, "forward", lambda *args: calls.append(args) or real(*args))
     use_method(monkeypatch, "blocked")
-    tails, taps = set(), set()
+    blocks = set()
     for case in BLOCKED:
         x, w, b, args, _ = random_conv(case)
-        y, cache = fast.conv2d_forward(x, w, b, *args)
-        fast.conv2d_backward(y, cache, x.shape, w, *args)
-        tails.add((w.shape[0] % 8 != 0, y.shape[3] % 8 != 0))
-        if fast.conv_blocked.applies_to_dW(*w.shape[1:], (1, 1)):
-            taps.add(w[0].size % 8 != 0)
-    assert len(forward) == len(BLOCKED) and len(dW) == sum(
-        fast.conv_blocked.applies_to_dW(*random_conv(case)[1].shape[1:], (1, 1)) for case in BLOCKED)
-    assert tails == {(False, False), (False, True), (True, False), (True, True)}
-    assert taps == {False, True}
+        y, _ = fast.conv2d_forward(x, w, b, *args)
+        blocks.add((w.shape[0] > 8, y.shape[3] > 8))
+    assert len(calls) == len(BLOCKED)
+    assert blocks == {(False, False), (False, True), (True, False), (True, True)}
+    x, w, b, args, _ = random_conv(BLOCKED[0][:2] + (12,) + BLOCKED[0][3:])     # 12 channels
+    fast.conv2d_forward(x, w, b, *args)
+    assert len(calls) == len(BLOCKED)
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1]

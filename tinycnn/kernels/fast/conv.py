@@ -1,10 +1,9 @@
 """The convolution layers' fast kernels: each call picks the faster method for its shape:
 Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
-register-blocked direct method (conv_blocked.py: stride 1, at least 8 output channels and
-columns) or im2col + GEMM (conv_gemm.py); backward, GEMM, with the weight gradient by the
-register-blocked method for stride-1 layers with many taps. The forward and the backward
-pass need not agree: each backward method rebuilds what it needs from x. The ReLU, and a
+register-blocked direct method (conv_blocked.py: stride 1, output channels and columns in
+whole blocks of 8) or im2col + GEMM (conv_gemm.py); backward, direct or GEMM. The forward
+and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway. The ReLU, and a
 following 2x2 max pooling, are applied as each output plane is written (epilogue.py).
 All methods keep the same cache, so either pass may run by any of them."""
 
@@ -72,10 +71,6 @@ def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
         argmax = np.empty((0, 0, 0), dtype=np.int8)
     if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.BACKWARD_MAX_WEIGHTS):
         dx, dW, db = conv_direct.backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool)
-    elif BLOCKED and conv_blocked.applies_to_dW(C, kh, kw, stride):     # dW blocked, dx by GEMM
-        dW, db = conv_blocked.weight_gradient(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, relu, pool)
-        dx = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, True, relu, pool,
-                                need_dW=False)[0] if need_dx else None
     else:
         dx, dW, db = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool)
     return (dx if need_dx else None), dW.reshape(W.shape), db

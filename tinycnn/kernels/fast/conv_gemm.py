@@ -181,9 +181,8 @@ def _forward_share(t, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, 
 
 # -- backward ------------------------------------------------------------------------------
 
-def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool, need_dW=True):
-    """dx (or an empty array), dW (F, K) and db (F,); dy (N, F, P) as forward returned y.
-    need_dW=False: dx alone (dW and db are None), with no im2col."""
+def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool):
+    """dx (or an empty array), dW (F, K) and db (F,); dy (N, F, P) as forward returned y."""
     N, C, H, W = x.shape
     F, K = Wm.shape
     group, nchunks = blocking(N, K * OH * OW * x.itemsize)
@@ -193,20 +192,17 @@ def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu
     # (one thread, GFLOP/s, dW against dW^T: fastnet's second conv, K=600, F=32: 60 / 92;
     # LeNet's, K=150, F=16: 41 / 74; convnet's first, K=9, F=32: 26 / 20).
     tall_dWT = K >= F
-    shape = ((K, F) if tall_dWT else (F, K)) if need_dW else (0, 0)
-    dW_parts = np.zeros((nchunks, *shape), dtype=x.dtype)
+    dW_parts = np.zeros((nchunks, K, F) if tall_dWT else (nchunks, F, K), dtype=x.dtype)
     db_parts = np.zeros((nchunks, F), dtype=np.float64)
     in_parallel(_backward_share, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw, sh, sw, ph, pw,
-                OH, OW, group, need_dx, need_dW, relu, pool, tall_dWT, gemm_for(x.dtype))
-    if not need_dW:
-        return dx, None, None
+                OH, OW, group, need_dx, relu, pool, tall_dWT, gemm_for(x.dtype))
     dW, db = add_thread_parts(dW_parts, db_parts)
     return dx, (np.ascontiguousarray(dW.T) if tall_dWT else dW), db
 
 
 @njit(**JIT)
 def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw, sh, sw, ph, pw, OH, OW,
-                    group, need_dx, need_dW, relu, pool, tall_dWT, gemm):
+                    group, need_dx, relu, pool, tall_dWT, gemm):
     """Share t of backward: its run of blocks; their dx, and their sums added into
     dW_parts[t] ((K, F), dW transposed, with tall_dWT, else (F, K)) and db_parts[t] (F,)."""
     N = x.shape[0]
@@ -217,12 +213,11 @@ def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh
     blk0, blk1 = share_range(t, nchunks, (N + group - 1) // group)
     for blk in range(blk0, blk1):
         n0, n1 = blk * group, min(N, (blk + 1) * group)
-        cols = np.empty((K, (n1 - n0) * P if need_dW else 0), dtype=x.dtype)
+        cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
         dy_blk = np.empty((F, (n1 - n0) * P), dtype=x.dtype)   # dy in the GEMM's layout
         for n in range(n0, n1):
             c0 = (n - n0) * P
-            if need_dW:
-                _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
+            _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
             for f in range(F):
                 if pool:                            # dy is the pooled output's gradient
                     row = dy_blk[f, c0:c0 + P]
@@ -232,9 +227,9 @@ def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh
                     db[f] += vector_sum(row)
                 else:
                     db[f] += relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
-        if need_dW and tall_dWT:
+        if tall_dWT:
             matmul(gemm, cols, False, dy_blk, True, dW, 1.0)  # dW^T += cols dY^T
-        elif need_dW:
+        else:
             matmul(gemm, dy_blk, False, cols, True, dW, 1.0)  # dW += dY cols^T
         if need_dx:
             dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
