@@ -91,7 +91,10 @@ def main():
                 row[f"{method} fwd"], row[f"{method} bwd no dx"], row[f"{method} bwd"] = \
                     method_times(*case, method, repeats)
             backward = "direct" if C * F * k * k <= fast.conv_direct.BACKWARD_MAX_WEIGHTS else "gemm"
-            row["fast/ uses (fwd, bwd)"] = f"{fast.conv.forward_method(C, F, k, k, H + 2 * p - k + 1, (1, 1))}, {backward}"
+            forward = fast.conv.forward_method(C, F, k, k, H + 2 * p - k + 1, (1, 1))
+            if fast.conv._winograd(case[0].shape, case[1], (1, 1)):
+                forward = backward = "winograd"
+            row["fast/ uses (fwd, bwd)"] = f"{forward}, {backward}"
             methods.append(row)
             if name.startswith(("lenet5", "convnet")):
                 need_dx = "conv2" in name

@@ -257,3 +257,34 @@ def test_slp_shares_compile_with_the_slp_vectoriser_and_only_they(monkeypatch):
     assert numba.config.SLP_VECTORIZE == before
     parallel.SLP_SHARES.discard(marked)
     parallel.SLP_SHARES.discard(failing)
+
+
+def test_slp_setting_holds_while_two_threads_compile_marked_shares():
+    # Without the compiler lock around the switch, one thread restored the setting while
+    # the other was compiling (that share was built without SLP), and the setting stayed on.
+    import threading
+    import time
+    from numba.core.compiler_lock import global_compiler_lock
+    before = numba.config.SLP_VECTORIZE
+    seen = {}
+
+    class Share:
+        def __init__(self, name):
+            self.name = name
+
+        def compile(self, signature):
+            with global_compiler_lock:            # as numba's Dispatcher.compile does
+                time.sleep(0.05)
+                seen[self.name] = numba.config.SLP_VECTORIZE
+
+    shares = [parallel.slp_share(Share(name)) for name in "AB"]
+    try:
+        threads = [threading.Thread(target=parallel.compile_share, args=(share, ())) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for share in shares:
+            parallel.SLP_SHARES.discard(share)
+    assert seen == {"A": 1, "B": 1} and numba.config.SLP_VECTORIZE == before

@@ -225,10 +225,11 @@ def test_conv_fast_blocks_and_threads_do_not_change_results(monkeypatch, method)
     # and gradients.
     use_method(monkeypatch, method)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((9, 3, 10, 11)).astype(np.float32)
-    w = rng.standard_normal((11, 3, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(11).astype(np.float32)
-    dy = rng.standard_normal((9, 11, 8, 9)).astype(np.float32)
+    x = rng.standard_normal((9, 3, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    dy = rng.standard_normal((9, 16, 8, 8)).astype(np.float32)
+    assert fast.conv.forward_method(3, 16, 3, 3, 8, (1, 1)) == method
     results = []
     for block_bytes, threads in ((1, 2), (1 << 30, 1)):
         monkeypatch.setattr(fast.conv_gemm, "BLOCK_BYTES", block_bytes)

@@ -13,9 +13,11 @@ over all taps (c, i, j):
 Per tap that is 8 neighbouring input values and 8 weights (one contiguous run each: the
 padded image is one flat array, and the weights are laid out (taps, F), W's transpose)
 for 64 multiply-adds. LLVM's SLP vectoriser packs each channel's 8 accumulators into one
-8-lane register and each row of 8 multiply-adds into one fused multiply-add ('contract'
-allows the fusing) with its weight broadcast from memory: 8 accumulator registers, and per
-tap 1 vector load and 8 FMAs. Numba leaves the SLP vectoriser off, so these shares are
+8-lane register (float32 in a 256-bit register; float64, for the gradient checks, takes
+two) and each row of 8 multiply-adds into one fused multiply-add ('contract' allows the
+fusing) with its weight broadcast from memory: 8 accumulator registers, and per tap 1
+vector load and 8 FMAs. Indices are unsigned (uintp) so that Numba adds no negative-index
+handling, which would stop the loads being seen as one contiguous run. Numba leaves the SLP vectoriser off, so these shares are
 compiled with it on (parallel.slp_share); without it the same code ran 8-9 GFLOP/s.
 Written as loops over k and p, the accumulators stayed in memory (7 GFLOP/s); with the
 input as 3-D planes and separate loops over c, i and j, 20% slower than one loop over the
@@ -26,24 +28,25 @@ Measured on fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 
 thread, a 2-core AMD EPYC): 79 GFLOP/s, where NumPy's sgemm on 1024x1024 matrices reaches
 80-93 on the same core (benchmarks/bench_conv_methods.py compares the methods per layer).
 
-Which layers (conv.forward_method; measured in session 13, 2-core AMD EPYC, batch 256, two
-threads, this method against im2col + GEMM): fastnet's 24->32 5x5 forward 4.3-4.7 against
-5.7-5.9 ms; its 1->24 first layer, pooled, level with GEMM (1.57-1.60 against 1.55-1.59
-ms); bnnet's 1->32, not pooled, 2.40 against 2.70; whole fastnet training steps 1.08-1.09x
-faster and its inference 1.20-1.27x (`python -m tinycnn bench`, TINYCNN_BLOCKED=0 against
-1, and in one process). Layers whose channels or columns are not whole blocks stay on the
-GEMM: a last block overlapping the one before (LeNet-5's 10-column second layer) computes
-up to 1.6x the outputs, for 2% on its training step and 6% on inference, and its first run would
-compile this kernel besides the GEMM one (LeNet-5's first training step on an empty cache
-went from 4.2-5.0 to 5.4-6.0 s). The bias, ReLU and pooling are applied to each finished
-plane (epilogue.py).
+Which layers (conv.forward_method). Measured in session 13 (README, "Performance") on a
+2-core AMD EPYC, two threads, against im2col + GEMM: fastnet's 24->32 5x5 forward 2.14
+against 2.92 ms at batch 128 (bench_conv_methods.py); its 1->24 first layer, pooled, level
+with GEMM (1.57-1.60 against 1.55-1.59 ms at batch 256), and taken all the same: it adds
+nothing to compile, the second layer's kernel being the same; bnnet's 1->32, not pooled,
+2.40 against 2.70 ms. Whole fastnet steps, TINYCNN_BLOCKED=1 against 0: see the README.
+Layers whose channels or columns are not whole blocks stay on the GEMM. A last block
+overlapping the one before, as LeNet-5's 10-column second layer would need, computes up to
+1.6x the outputs: it would make LeNet-5's training step only 2% and its inference 6%
+faster, while its first run would compile this kernel besides the GEMM one (LeNet-5's
+first training step on an empty cache went from 4.2-5.0 to 5.4-6.0 s). The bias, ReLU and
+pooling are applied to each finished plane (epilogue.py).
 
 The weight gradient by the same blocking (8 taps x 8 channels in registers, summed over
 pixels straight from the padded input, no im2col) was built and dropped: 1.3x faster than
 GEMM on fastnet's second layer and 1.5x on LeNet-5's, whole steps 5-6% faster, but a
 third kernel of this size to compile on a first run (3 s of CPU): fastnet's and LeNet-5's
-first training steps on an empty cache took 6.1-6.8 s instead of 3.8-4.3 (git history,
-session 13).
+first training steps on an empty cache took 6.1-6.8 s instead of 3.8-4.3 (it is in the
+git history: the commit "Register-blocked direct convolution").
 """
 import numpy as np
 from numba import njit, uintp
@@ -84,10 +87,11 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
     F = Wt.shape[1]
     Hp, Wp = H + 2 * ph, W + 2 * pw
     PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
-    xp = np.zeros(C * Hp * Wp + BLOCK, dtype=x.dtype)          # the padding stays zero
+    xp = np.zeros(C * Hp * Wp, dtype=x.dtype)                 # the padding stays zero
     conv = np.empty((F, OH * OW), dtype=x.dtype)              # one image's sums, no bias
-    z = np.zeros(1, dtype=x.dtype)[0]                         # 0 in x.dtype (not 0 * a float32,
-    n0, n1 = share_range(t, nchunks, N)                       # which Numba makes a float64)
+    # 0 in x.dtype, to start the sums from (0 * a float32 is a float64 in Numba)
+    z = np.zeros(1, dtype=x.dtype)[0]
+    n0, n1 = share_range(t, nchunks, N)
     for n in range(n0, n1):
         pad_into(x, n, xp, ph, pw, Hp, Wp)
         for f0 in range(0, F, BLOCK):

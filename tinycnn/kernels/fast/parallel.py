@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from numba import _dispatcher, njit, prange, types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.typing.typeof import typeof_impl
 
 JIT = dict(cache=True, nogil=True)     # every kernel: compiled once per machine, runs without the GIL
@@ -46,16 +47,20 @@ def slp_share(share):
 
 def compile_share(share, signature):
     """share.compile(signature) (or its load from the disk cache), with the SLP vectoriser
-    on for the shares marked so."""
+    on for the shares marked so. The setting is changed under Numba's own compiler lock
+    (reentrant: compile takes it again), so no other thread compiles anything while it is
+    on. (The disk cache does not record it: a marked share compiled some other way would
+    be cached, and loaded from then on, without it.)"""
     if share not in SLP_SHARES:
         share.compile(signature)
         return
-    saved = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        share.compile(signature)
-    finally:
-        numba.config.SLP_VECTORIZE = saved
+    with global_compiler_lock:
+        saved = numba.config.SLP_VECTORIZE
+        numba.config.SLP_VECTORIZE = 1
+        try:
+            share.compile(signature)
+        finally:
+            numba.config.SLP_VECTORIZE = saved
 
 
 @njit(parallel=True, **JIT)
