@@ -33,7 +33,9 @@ Which layers (conv.forward_method). Measured in session 13 (README, "Performance
 against 2.92 ms at batch 128 (bench_conv_methods.py); its 1->24 first layer, pooled, level
 with GEMM (1.57-1.60 against 1.55-1.59 ms at batch 256), and taken all the same: it adds
 nothing to compile, the second layer's kernel being the same; bnnet's 1->32, not pooled,
-2.40 against 2.70 ms. Whole fastnet steps, TINYCNN_BLOCKED=1 against 0: see the README.
+2.40 against 2.70 ms. Whole models (benchmarks/bench_switch.py, on against off in one
+process): fastnet's training step 1.06-1.07x faster, its inference 1.16-1.22x; bnnet's
+0.99x and 1.03x (its first layer is a small part of its step).
 Layers whose channels or columns are not whole blocks stay on the GEMM. A last block
 overlapping the one before, as LeNet-5's 10-column second layer would need, computes up to
 1.6x the outputs: it would make LeNet-5's training step only 2% and its inference 6%

@@ -1,0 +1,25 @@
+"""benchmarks/bench_switch.py times whole models with one kernel method on and off in one
+process: each half must really run with the switch as labelled, and the switch must be
+left as it was."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_switch import compare  # noqa: E402
+
+from tinycnn.kernels import fast  # noqa: E402
+
+
+def test_on_runs_the_method_off_does_not_and_the_switch_is_restored(monkeypatch):
+    blocked, gemm = [], []           # the switch's state at each call of either method
+    for module, calls in ((fast.conv_blocked, blocked), (fast.conv_gemm, gemm)):
+        real = module.forward
+        monkeypatch.setattr(module, "forward",
+                            lambda *args, real=real, calls=calls: calls.append(fast.conv.BLOCKED) or real(*args))
+    before = fast.conv.BLOCKED
+    row = compare("fastnet", "blocked", 8, 1)
+    assert fast.conv.BLOCKED is before
+    # fastnet's convolutions: the blocked method with the switch on, the GEMM with it off
+    assert set(blocked) == {True} and set(gemm) == {False}
+    assert row["train ms on"] > 0 and row["infer ms off"] > 0
+    assert row["train speed-up"] == row["train ms off"] / row["train ms on"]
