@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from common import machine, matmul_peak_gflops, table, write_json
+from common import machine, matmul_peak_gflops, median_ms, table, write_json
 
 import tinycnn
 from tinycnn.kernels import fast
@@ -28,15 +28,6 @@ from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.runtime import keep_freed_memory
 
 SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD"}     # name -> flag in fast/conv.py
-
-
-def median_ms(fn, calls):
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
 
 
 def compare(arch, switch, batch, rounds):
@@ -62,11 +53,8 @@ def compare(arch, switch, batch, rounds):
         for r in range(rounds):
             for on in ((True, False) if r % 2 == 0 else (False, True)):
                 setattr(fast.conv, SWITCHES[switch], on)
-                for _ in range(3):
-                    step()
-                times[on][0].append(median_ms(step, 12))
-                model.predict_proba(images, batch_size=1000)
-                times[on][1].append(median_ms(lambda: model.predict_proba(images, batch_size=1000), 5))
+                times[on][0].append(median_ms(step, 12, warmup=3))
+                times[on][1].append(median_ms(lambda: model.predict_proba(images, batch_size=1000), 5, warmup=1))
     finally:
         setattr(fast.conv, SWITCHES[switch], saved)
     on_train, on_infer = (float(np.median(t)) for t in times[True])
