@@ -288,3 +288,27 @@ def test_slp_setting_holds_while_two_threads_compile_marked_shares():
         for share in shares:
             parallel.SLP_SHARES.discard(share)
     assert seen == {"A": 1, "B": 1} and numba.config.SLP_VECTORIZE == before
+
+
+def test_the_blocked_kernel_is_vectorised_only_with_the_slp_vectoriser():
+    # conv_blocked's speed rests on LLVM packing its 64 scalar accumulators into vector
+    # fused multiply-adds (vfmadd...ps on ymm or zmm registers). Compiled here afresh (not
+    # from the disk cache, whose code cannot be inspected), with and without the switch.
+    import re
+    from numba import njit as jit
+    x = np.zeros((1, 2, 10, 10), np.float32)
+    Wt, offsets = np.zeros((18, 8), np.float32), np.zeros(18, np.intp)
+    args = (0, 1, x, Wt, offsets, np.zeros(8, np.float32), np.zeros((1, 8, 64), np.float32),
+            np.zeros((0, 0, 0), np.int8), 0, 0, 8, 8, False, False, False)
+    packed_fma = re.compile(r"vfmadd\d+ps\b[^\n]*%[yz]mm")
+    found = {}
+    for slp in (0, 1):
+        share = jit(fastmath={"contract"}, nogil=True)(conv_blocked._forward_share.py_func)
+        before = numba.config.SLP_VECTORIZE
+        numba.config.SLP_VECTORIZE = slp
+        try:
+            share(*args)
+        finally:
+            numba.config.SLP_VECTORIZE = before
+        found[slp] = len(packed_fma.findall(next(iter(share.inspect_asm().values()))))
+    assert found[0] == 0 and found[1] >= 8, found
