@@ -7,8 +7,9 @@ direct, for stride 1; register-blocked direct, stride 1 and forward only) on the
 of the models here: forward (with its ReLU), backward without dx (a first layer) and with
 it. tinycnn/kernels/fast/conv.py picks direct when C*F*kh*kw (the weights) is at most
 conv_direct.FORWARD_MAX_WEIGHTS (forward) or BACKWARD_MAX_WEIGHTS (backward), else the
-blocked forward where it applies (8 or more output channels and columns); these are the
-numbers those choices come from ("-": the method does not apply).
+blocked forward where it applies (output channels and columns in whole blocks of 8), and
+Winograd for 3x3 layers with many channels; these are the numbers those choices come from
+("-": the method does not apply).
 Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two
 layers' own kernels and as the fused pair (tinycnn/layers/fused.py).
 Each figure is the median of --repeats calls, all in one process, on all cores.
@@ -85,14 +86,15 @@ def main():
                 batch = min(batch, 128)
             case = arrays(batch, C, F, H, k, p)
             row = {"layer": name, "batch": batch, "weights": C * F * k * k}
+            OW = fast.conv_output_size(H, k, 1, p)
             for method in ("gemm", "direct", "blocked"):
-                if method == "blocked" and not fast.conv_blocked.applies(F, H + 2 * p - k + 1, (1, 1)):
+                if method == "blocked" and not fast.conv_blocked.applies(F, OW, (1, 1)):
                     continue
                 row[f"{method} fwd"], row[f"{method} bwd no dx"], row[f"{method} bwd"] = \
                     method_times(*case, method, repeats)
             backward = "direct" if C * F * k * k <= fast.conv_direct.BACKWARD_MAX_WEIGHTS else "gemm"
-            forward = fast.conv.forward_method(C, F, k, k, H + 2 * p - k + 1, (1, 1))
-            if fast.conv._winograd(case[0].shape, case[1], (1, 1)):
+            forward = fast.conv.forward_method(C, F, k, k, OW, (1, 1))
+            if fast.conv.uses_winograd(case[0].shape, case[1], (1, 1)):
                 forward = backward = "winograd"
             row["fast/ uses (fwd, bwd)"] = f"{forward}, {backward}"
             methods.append(row)

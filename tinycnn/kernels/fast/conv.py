@@ -3,8 +3,9 @@ Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_win
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
 register-blocked direct method (conv_blocked.py: stride 1, output channels and columns in
 whole blocks of 8) or im2col + GEMM (conv_gemm.py); backward, direct or GEMM. The forward
-and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway. The ReLU, and a
-following 2x2 max pooling, are applied as each output plane is written (epilogue.py).
+and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway.
+The ReLU, and a following 2x2 max pooling, are applied as each output plane is written
+(epilogue.py).
 All methods keep the same cache, so either pass may run by any of them."""
 
 import numpy as np
@@ -23,7 +24,7 @@ WINOGRAD = flag("TINYCNN_WINOGRAD")
 BLOCKED = flag("TINYCNN_BLOCKED")
 
 
-def _winograd(x_shape, W, stride):
+def uses_winograd(x_shape, W, stride):
     return WINOGRAD and winograd_applies(W.shape, stride) and x_shape[1] >= WINOGRAD_MIN_C
 
 
@@ -81,7 +82,7 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
     it) and, with relu, y. The ReLU is applied as the output is written and its derivative
     as dy is read: no separate passes over the activations, no mask array."""
     x = np.ascontiguousarray(x)
-    if _winograd(x.shape, W, stride):
+    if uses_winograd(x.shape, W, stride):
         return conv_winograd.conv2d_forward(x, W, b, stride, padding, relu)
     y, _ = _forward(x, W, b, stride, padding, relu, False)
     y = y.reshape(x.shape[0], W.shape[0], *_conv_shapes(x.shape, W, stride, padding)[-2:])
@@ -90,7 +91,7 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
 
 def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     x, y = cache
-    if _winograd(x.shape, W, stride):
+    if uses_winograd(x.shape, W, stride):
         return conv_winograd.conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx)
     return _backward(dy, x, y, None, W, stride, padding, need_dx, y is not None, False)
 
@@ -102,7 +103,7 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
     GEMM result (or the direct method's accumulator, or Winograd's output tile) while it is
     still in cache."""
     x = np.ascontiguousarray(x)
-    if _winograd(x.shape, W, stride):
+    if uses_winograd(x.shape, W, stride):
         return conv_winograd.conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax)
     pooled, argmax = _forward(x, W, b, stride, padding, True, True, need_argmax)
     _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)
@@ -112,6 +113,6 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):
     x, pooled, argmax = cache
-    if _winograd(x.shape, W, stride):
+    if uses_winograd(x.shape, W, stride):
         return conv_winograd.conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx)
     return _backward(dpooled, x, pooled, argmax, W, stride, padding, need_dx, True, True)
