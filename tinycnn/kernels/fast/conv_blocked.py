@@ -55,7 +55,7 @@ import numpy as np
 from numba import njit, uintp
 
 from .conv_direct import pad_into, tap_offsets
-from .epilogue import relu_maxpool2, relu_maxpool2_values
+from .epilogue import write_plane
 from .parallel import JIT, in_parallel, share_range, slp_share, threads_for
 
 BLOCK = 8       # output channels, and output pixels, per block
@@ -88,7 +88,6 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
     N, C, H, W = x.shape
     F = Wt.shape[1]
     Hp, Wp = H + 2 * ph, W + 2 * pw
-    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
     xp = np.zeros(C * Hp * Wp, dtype=x.dtype)                 # the padding stays zero
     conv = np.empty((F, OH * OW), dtype=x.dtype)              # one image's sums, no bias
     # 0 in x.dtype, to start the sums from (0 * a float32 is a float64 in Numba)
@@ -101,17 +100,7 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
                 for ow0 in range(0, OW, BLOCK):
                     _block(xp, Wt, offsets, uintp(oh * Wp + ow0), uintp(f0), conv, uintp(oh * OW + ow0), z)
         for f in range(F):
-            plane, bias, dst = conv[f], b[f], y[n, f]
-            if pool and taps:
-                relu_maxpool2(plane.reshape(OH, OW), bias, dst.reshape(PH, PW), argmax[n, f].reshape(PH, PW))
-            elif pool:
-                relu_maxpool2_values(plane.reshape(OH, OW), bias, dst.reshape(PH, PW))
-            elif relu:
-                for p in range(uintp(OH * OW)):
-                    dst[p] = max(plane[p] + bias, z)
-            else:
-                for p in range(uintp(OH * OW)):
-                    dst[p] = plane[p] + bias
+            write_plane(conv[f], b[f], y, argmax, n, f, OH, OW, relu, pool, taps)
 
 
 @njit(inline="always", **JIT)

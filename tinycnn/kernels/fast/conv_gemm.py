@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, uintp
 
 from ..reference import conv_output_size
-from .epilogue import relu_grad_row, relu_maxpool2, relu_maxpool2_values, unpool_relu_grad, vector_sum
+from .epilogue import relu_grad_row, unpool_relu_grad, vector_sum, write_plane
 from .gemm import gemm_for, matmul
 from .parallel import JIT, add_thread_parts, in_parallel, share_range, threads_for
 
@@ -153,7 +153,6 @@ def _forward_share(t, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, 
     N = x.shape[0]
     F, K = Wm.shape
     P = OH * OW
-    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
     blk0, blk1 = share_range(t, nchunks, (N + group - 1) // group)
     for blk in range(blk0, blk1):
         n0, n1 = blk * group, min(N, (blk + 1) * group)
@@ -165,18 +164,7 @@ def _forward_share(t, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, 
         for n in range(n0, n1):                                 # -> NCHW, plus bias
             c0 = (n - n0) * P                                   # (and ReLU: no extra pass)
             for f in range(F):
-                bf = b[f]
-                if taps:
-                    relu_maxpool2(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW),
-                                  argmax[n, f].reshape(PH, PW))
-                elif pool:
-                    relu_maxpool2_values(out[f, c0:c0 + P].reshape(OH, OW), bf, y[n, f].reshape(PH, PW))
-                elif relu:
-                    for p in range(P):
-                        y[n, f, p] = max(out[f, c0 + p] + bf, 0)
-                else:
-                    for p in range(P):
-                        y[n, f, p] = out[f, c0 + p] + bf
+                write_plane(out[f, c0:c0 + P], b[f], y, argmax, n, f, OH, OW, relu, pool, taps)
 
 
 # -- backward ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """What happens to each output plane of a convolution as it is written, and the adjoints:
-shared by both convolution methods (conv_gemm.py, conv_direct.py).
+shared by the convolution methods (conv_gemm.py, conv_blocked.py, conv_direct.py).
 
 Forward, a plane leaves the matrix product or the direct accumulator without its bias; it
 gets the bias, and the ReLU, and (fused with a following 2x2 max pooling, see
@@ -49,6 +49,26 @@ def relu_maxpool2_values(conv, bias, out):
         r0, r1, o = conv[2 * a], conv[2 * a + 1], out[a]
         for b in range(PW):
             o[b] = max(max(max(r0[2 * b], r0[2 * b + 1]), max(r1[2 * b], r1[2 * b + 1])) + bias, 0)
+
+
+@njit(inline="always", **JIT)
+def write_plane(plane, bias, y, argmax, n, f, OH, OW, relu, pool, taps):
+    """Plane f of image n written out: y[n, f] = plane + bias, with the ReLU, or pooled
+    (with taps, argmax[n, f] gets each window's tap; else argmax is not read). plane
+    (OH*OW,) holds the sums without the bias; y and argmax are (N, F, OH*OW, or the pooled
+    plane's size)."""
+    PH, PW = (OH // 2, OW // 2) if pool else (OH, OW)
+    dst = y[n, f]
+    if pool and taps:
+        relu_maxpool2(plane.reshape(OH, OW), bias, dst.reshape(PH, PW), argmax[n, f].reshape(PH, PW))
+    elif pool:
+        relu_maxpool2_values(plane.reshape(OH, OW), bias, dst.reshape(PH, PW))
+    elif relu:
+        for p in range(uintp(OH * OW)):
+            dst[p] = max(plane[p] + bias, 0)
+    else:
+        for p in range(uintp(OH * OW)):
+            dst[p] = plane[p] + bias
 
 
 @njit(inline="always", **JIT)
