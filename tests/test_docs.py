@@ -176,6 +176,23 @@ def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong
     assert "Traceback" not in out
 
 
+@pytest.mark.parametrize("name, old, new, says", [
+    ("dense_backward", "dy.sum(axis=0)", "dy.mean(axis=0)", "yours is 0.5 x tinycnn's everywhere: right but for a constant"),
+    ("softmax_cross_entropy_backward", "(p - onehot) / N", "p - onehot", "yours is 2 x tinycnn's everywhere"),
+    ("conv2d_backward", "dW[f] +=", "dW[f] -=", "yours is -1 x tinycnn's everywhere: right but for the sign"),
+    ("batchnorm_backward", "dxc += dvar * 2 * xc / N", "pass", None),
+    ("sigmoid_backward", "return dy * s * (1 - s)", "return dy * s", None),
+])
+def test_a_wrong_scale_is_named_as_one(tmp_path, name, old, new, says):
+    """A constant factor (case 1 has N = 2) is named; other mistakes get no such line."""
+    status, out = check(wrong_version(tmp_path, name, old, new))
+    assert status == 1
+    if says is None:
+        assert "everywhere" not in out, out
+    else:
+        assert says in out, out
+
+
 def test_wrong_shape_and_exceptions_are_one_line_each(tmp_path):
     path = wrong_version(tmp_path, "dense_backward", "return dx, dW, db", "return dx, dW.T, db")
     status, out = check(path)
@@ -204,10 +221,10 @@ def test_checker_says_which_file_it_cannot_use(tmp_path, capsys):
     assert exercises.main([str(tmp_path / "no_such_exercise.py")]) == 2
     assert "no_such_exercise.py: not an exercise name" in capsys.readouterr().err
     assert exercises.main([str(tmp_path / "dense_backward.py")]) == 2
-    assert "dense_backward.py: no such file (the stub to fill in is docs/exercises/dense_backward.py)" \
+    assert "dense_backward.py: no such file (the stub to copy and fill in is docs/exercises/dense_backward.py)" \
         in capsys.readouterr().err
     assert exercises.main(["dense_backward"]) == 2                     # the name alone
-    assert capsys.readouterr().err == ("error: dense_backward: no such file (the stub to fill in is "
+    assert capsys.readouterr().err == ("error: dense_backward: no such file (the stub to copy and fill in is "
                                        "docs/exercises/dense_backward.py)\n")
     (tmp_path / "sigmoid_backward.py").write_text("def sigmoid_backward(x, dy):\n    return (\n")
     assert exercises.main([str(tmp_path / "sigmoid_backward.py")]) == 1

@@ -1,4 +1,6 @@
-"""Check an exercise from docs/exercises: python -m tinycnn.exercises docs/exercises/<name>.py
+"""Check an exercise from docs/exercises, on your copy of it (`cp -r docs/exercises ~/tinycnn-exercises`):
+
+    python -m tinycnn.exercises ~/tinycnn-exercises/<name>.py
 
 Each exercise file defines one backward function (its name is the file's name). The checker
 runs it on a few small random problems and, for every array it returns, prints one line:
@@ -236,6 +238,19 @@ def _worst_element(name, mine, theirs):
     return f"worst at {name}[{where}]: yours {mine[index]:.4g}, tinycnn's {theirs[index]:.4g}"
 
 
+def _constant_ratio(mine, theirs):
+    """k when mine == k * theirs for every element (k not 1; to 1e-6), else None: a wrong
+    scale has one pattern, and naming it says more than one worst element does."""
+    nonzero = theirs != 0
+    if not nonzero.any() or np.any(mine[~nonzero] != 0):
+        return None
+    ratios = mine[nonzero] / theirs[nonzero]
+    k = float(np.median(ratios))
+    if abs(k - 1) < 1e-6 or k == 0 or np.max(np.abs(ratios - k)) > 1e-6 * abs(k):
+        return None
+    return k
+
+
 @contextmanager
 def _reference_kernels():
     """tinycnn's own gradients come from the reference (NumPy) kernels: nothing to compile."""
@@ -274,6 +289,12 @@ def check(exercise, fn, path, seed=0):
                   f"{'' if ours < TINYCNN_TOL else ' (too large)'}")
             if ours >= TINYCNN_TOL:
                 print(f"       {_worst_element(name, mine[name], reference[name])}")
+                scale = _constant_ratio(mine[name], reference[name])
+                if scale == -1:
+                    print("       yours is -1 x tinycnn's everywhere: right but for the sign")
+                elif scale is not None:
+                    print(f"       yours is {scale:.4g} x tinycnn's everywhere: right but for a constant factor "
+                          f"(a sum where a mean belongs, or a missing or extra /N?)")
     return failed
 
 
@@ -297,7 +318,7 @@ def main(argv=None):
         prog="python -m tinycnn.exercises",
         description="Check an exercise: its name is the file's name. Exercises: "
                     + ", ".join(sorted(EXERCISES)))
-    parser.add_argument("path", help="e.g. docs/exercises/dense_backward.py")
+    parser.add_argument("path", help="e.g. ~/tinycnn-exercises/dense_backward.py, a copy of docs/exercises/dense_backward.py")
     args = parser.parse_args(argv)
     path = Path(args.path)
     name = path.stem
@@ -306,7 +327,7 @@ def main(argv=None):
               f"{', '.join(sorted(EXERCISES))} (the file name says which one)", file=sys.stderr)
         return 2
     if not path.is_file():
-        print(f"error: {path}: no such file (the stub to fill in is docs/exercises/{name}.py)",
+        print(f"error: {path}: no such file (the stub to copy and fill in is docs/exercises/{name}.py)",
               file=sys.stderr)
         return 2
     exercise = EXERCISES[name]

@@ -149,7 +149,7 @@ it occurred. The numeric gradient is a central difference (L(t + h) - L(t - h)) 
 float64 with h = 1e-5. It is off by two small amounts: truncation, h^2 / 6 times the third
 derivative (~1e-11), and rounding, about 1e-16 * |L| / h (~1e-11), which is largest
 relative to the smallest gradient elements (down to the 1e-4 floor: ~1e-7). So a correct
-gradient shows 1e-7 or less, mostly 1e-9 to 1e-11. A bug (a missing term, a transposed
+gradient shows below about 5e-7, mostly 1e-9 to 1e-11. A bug (a missing term, a transposed
 index, a wrong scale or sign) shows 1e-2 to 1, and the index says where to look. Rows pass
 below 1e-6. Kinks are the one exception: an input within h of one (a ReLU input near 0,
 two near-equal values in a max-pool window) can show up to ~1 with a correct layer,

@@ -1,6 +1,8 @@
 """Exercise (docs/02-dense.md): write the backward pass of Dense, y = x @ W + b.
 
-Check it:  python -m tinycnn.exercises docs/exercises/dense_backward.py
+Work on a copy, keeping the name (the checker knows the exercise by it):
+    cp -r docs/exercises ~/tinycnn-exercises
+Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/dense_backward.py
 """
 import numpy as np
 

@@ -1,7 +1,9 @@
 """Exercise (docs/06-pooling.md): the backward pass of max pooling (square windows).
 
 y[n, c, a, b] = max of x[n, c, a*s : a*s + k, b*s : b*s + k]
-Check it:  python -m tinycnn.exercises docs/exercises/maxpool2d_backward.py
+Work on a copy, keeping the name (the checker knows the exercise by it):
+    cp -r docs/exercises ~/tinycnn-exercises
+Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/maxpool2d_backward.py
 """
 import numpy as np
 

@@ -1,7 +1,9 @@
 """Exercise (docs/04-softmax-cross-entropy.md): the gradient of softmax cross-entropy.
 
 L = -(1/N) sum_n log p[n, labels[n]],  p[n] = softmax(logits[n]).
-Check it:  python -m tinycnn.exercises docs/exercises/softmax_cross_entropy_backward.py
+Work on a copy, keeping the name (the checker knows the exercise by it):
+    cp -r docs/exercises ~/tinycnn-exercises
+Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/softmax_cross_entropy_backward.py
 """
 import numpy as np
 

@@ -1,7 +1,9 @@
 """Exercise (docs/11-winograd.md): the backward pass of a 3x3 convolution (stride 1, no
 padding) computed by Winograd F(2x2, 3x3): every step of the forward pass, transposed.
 
-Check it:  python -m tinycnn.exercises docs/exercises/winograd_conv2d_backward.py
+Work on a copy, keeping the name (the checker knows the exercise by it):
+    cp -r docs/exercises ~/tinycnn-exercises
+Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/winograd_conv2d_backward.py
 
 The forward pass, for output tile (ta, tb) of image n (a 2x2 block of y), reads the 4x4
 input tile D[n, c] = x[n, c, 2ta : 2ta + 4, 2tb : 2tb + 4] of every channel c:

@@ -20,13 +20,13 @@ other jobs); the reference kernels take a few milliseconds. Measured with
 
 Use it on a handful of small images, not for training.
 
-Notation (the layers' docstrings say the same with other letters):
+Notation (as in docs/ and the layers' docstrings):
     x   (N, C, H, W)   input;  xpad: x with ph zero rows above and below, pw columns each side
-    W   (F, C, kh, kw) filters;  b (F,) biases
-    y   (N, F, OH, OW) output;  (i, j) an output position, (p, q) a kernel tap
-    Convolution:  y[n, f, i, j] = b[f] + sum_{c,p,q} W[f, c, p, q] * xpad[n, c, i*sh + p, j*sw + q]
-Where a window's sum over (c, p, q) is one line, it is written as np.sum over the window
-(the (C, kh, kw) block of xpad that output (i, j) sees) rather than three more loops: the
+    W   (F, C, kh, kw) filters;  bias (F,) (the argument `b`)
+    y   (N, F, OH, OW) output;  (a, b) an output position, (i, j) a kernel tap
+    Convolution:  y[n, f, a, b] = bias[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*sh + i, b*sw + j]
+Where a window's sum over (c, i, j) is one line, it is written as np.sum over the window
+(the (C, kh, kw) block of xpad that output (a, b) sees) rather than three more loops: the
 line says the same thing, and keeps a small model's pass to seconds.
 
 There is no im2col or col2im here: they are how reference.py turns these loops into one
@@ -50,32 +50,33 @@ def _pad(x, ph, pw):
 
 
 def conv2d_forward(x, W, b, stride, padding, relu=False):
-    """y[n, f, i, j] = b[f] + sum over the window of W[f] * xpad; relu=True: max(that, 0).
+    """y[n, f, a, b] = bias[f] + sum over the window of W[f] * xpad; relu=True: max(that, 0).
 
     x (N, C, H, W), W (F, C, kh, kw), b (F,) or None -> y (N, F, OH, OW).
     caches: x, and with relu the output y (its positive entries are where the ReLU let
     the gradient through).
     """
+    bias = b                  # (every tier calls it b; below, b is an output column, as in docs/)
     N, C, H, Wd = x.shape
     F, _, kh, kw = W.shape
     (sh, sw), (ph, pw) = stride, padding
     OH, OW = conv_output_size(H, kh, sh, ph), conv_output_size(Wd, kw, sw, pw)
     xpad = _pad(x, ph, pw)
     y = np.zeros((N, F, OH, OW), dtype=x.dtype)
-    for n, f, i, j in np.ndindex(N, F, OH, OW):                  # every output element
-        window = xpad[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]   # (C, kh, kw)
-        y[n, f, i, j] = np.sum(W[f] * window)
-        if b is not None:
-            y[n, f, i, j] += b[f]
+    for n, f, a, b in np.ndindex(N, F, OH, OW):                  # every output element
+        window = xpad[n, :, a * sh:a * sh + kh, b * sw:b * sw + kw]   # (C, kh, kw)
+        y[n, f, a, b] = np.sum(W[f] * window)
+        if bias is not None:
+            y[n, f, a, b] += bias[f]
         if relu:
-            y[n, f, i, j] = max(y[n, f, i, j], 0)
+            y[n, f, a, b] = max(y[n, f, a, b], 0)
     return y, (x, y if relu else None)
 
 
 def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
-    """The chain rule, one output element at a time: y[n, f, i, j] depends on b[f] with
-    weight 1, on W[f, c, p, q] with weight xpad[n, c, i*sh + p, j*sw + q] and on that xpad
-    element with weight W[f, c, p, q]. So each dy[n, f, i, j] adds itself to db[f], itself
+    """The chain rule, one output element at a time: y[n, f, a, b] depends on bias[f] with
+    weight 1, on W[f, c, i, j] with weight xpad[n, c, a*sh + i, b*sw + j] and on that xpad
+    element with weight W[f, c, i, j]. So each dy[n, f, a, b] adds itself to db[f], itself
     times the window to dW[f], and itself times W[f] to the window of dxpad.
 
     dy (N, F, OH, OW); cache is what conv2d_forward returned. Returns (dx or None, dW, db).
@@ -90,12 +91,12 @@ def conv2d_backward(dy, cache, x_shape, W, stride, padding, need_dx=True):
     dxpad = np.zeros_like(xpad)
     dW = np.zeros_like(W)
     db = np.zeros(F, dtype=dy.dtype)
-    for n, f, i, j in np.ndindex(N, F, OH, OW):                  # every output element
-        rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
-        g = dy[n, f, i, j]
-        db[f] += g                                    # dy/db[f] = 1
-        dW[f] += g * xpad[n, :, rows, cols]           # dy/dW[f] = the window
-        dxpad[n, :, rows, cols] += g * W[f]           # dy/dwindow = W[f]
+    for n, f, a, b in np.ndindex(N, F, OH, OW):                  # every output element
+        rows, cols = slice(a * sh, a * sh + kh), slice(b * sw, b * sw + kw)
+        g = dy[n, f, a, b]
+        db[f] += g                                    # ∂y/∂bias[f] = 1
+        dW[f] += g * xpad[n, :, rows, cols]           # ∂y/∂W[f] = the window
+        dxpad[n, :, rows, cols] += g * W[f]           # ∂y/∂window = W[f]
     dx = dxpad[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]]          # padding is not part of x
     return (dx if need_dx else None), dW, db
 
@@ -113,11 +114,11 @@ def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, n
 
 
 # -- pooling ------------------------------------------------------------------------------
-# Window (i, j) covers x[n, c, i*sh : i*sh + kh, j*sw : j*sw + kw]; windows that do not fit
-# are dropped. Tap (p, q) of a window is numbered p*kw + q (row-major), as in the other tiers.
+# Window (a, b) covers x[n, c, a*sh : a*sh + kh, b*sw : b*sw + kw]; windows that do not fit
+# are dropped. Tap (i, j) of a window is numbered i*kw + j (row-major), as in the other tiers.
 
 def maxpool2d_forward(x, kh, kw, sh, sw, need_argmax=True):
-    """y[n, c, i, j] = the largest value in window (i, j).
+    """y[n, c, a, b] = the largest value in window (a, b).
 
     Returns y (N, C, OH, OW) and argmax (N, C, OH, OW) int32, the tap of each maximum (None
     without need_argmax). On ties the first tap in row-major order wins: only a strictly
@@ -127,45 +128,45 @@ def maxpool2d_forward(x, kh, kw, sh, sw, need_argmax=True):
     OH, OW = conv_output_size(H, kh, sh, 0), conv_output_size(W, kw, sw, 0)
     y = np.zeros((N, C, OH, OW), dtype=x.dtype)
     argmax = np.zeros((N, C, OH, OW), dtype=np.int32)
-    for n, c, i, j in np.ndindex(N, C, OH, OW):                  # every window
-        best, best_tap = x[n, c, i * sh, j * sw], 0                   # tap (0, 0)
-        for p, q in np.ndindex(kh, kw):                               # its taps, row by row
-            value = x[n, c, i * sh + p, j * sw + q]
+    for n, c, a, b in np.ndindex(N, C, OH, OW):                  # every window
+        best, best_tap = x[n, c, a * sh, b * sw], 0                   # tap (0, 0)
+        for i, j in np.ndindex(kh, kw):                               # its taps, row by row
+            value = x[n, c, a * sh + i, b * sw + j]
             if value > best:                                          # strictly: ties keep the first
-                best, best_tap = value, p * kw + q
-        y[n, c, i, j] = best
-        argmax[n, c, i, j] = best_tap
+                best, best_tap = value, i * kw + j
+        y[n, c, a, b] = best
+        argmax[n, c, a, b] = best_tap
     return y, (argmax if need_argmax else None)
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kh, kw, sh, sw):
-    """y is the window's value at its arg-max tap, so dy/dx is 1 there and 0 at the other
-    taps: each dy[n, c, i, j] goes to that one input (added, where windows overlap)."""
+    """y is the window's value at its arg-max tap, so ∂y/∂x is 1 there and 0 at the other
+    taps: each dy[n, c, a, b] goes to that one input (added, where windows overlap)."""
     N, C, OH, OW = dy.shape
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    for n, c, i, j in np.ndindex(N, C, OH, OW):
-        p, q = divmod(int(argmax[n, c, i, j]), kw)                    # tap -> (row, column)
-        dx[n, c, i * sh + p, j * sw + q] += dy[n, c, i, j]
+    for n, c, a, b in np.ndindex(N, C, OH, OW):
+        i, j = divmod(int(argmax[n, c, a, b]), kw)                    # tap -> (row, column)
+        dx[n, c, a * sh + i, b * sw + j] += dy[n, c, a, b]
     return dx
 
 
 def avgpool2d_forward(x, kh, kw, sh, sw):
-    """y[n, c, i, j] = sum of window (i, j) / (kh*kw)."""
+    """y[n, c, a, b] = sum of window (a, b) / (kh*kw)."""
     N, C, H, W = x.shape
     OH, OW = conv_output_size(H, kh, sh, 0), conv_output_size(W, kw, sw, 0)
     y = np.zeros((N, C, OH, OW), dtype=x.dtype)
-    for n, c, i, j in np.ndindex(N, C, OH, OW):
-        y[n, c, i, j] = np.sum(x[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]) / (kh * kw)
+    for n, c, a, b in np.ndindex(N, C, OH, OW):
+        y[n, c, a, b] = np.sum(x[n, c, a * sh:a * sh + kh, b * sw:b * sw + kw]) / (kh * kw)
     return y
 
 
 def avgpool2d_backward(dy, x_shape, kh, kw, sh, sw):
-    """Every input of window (i, j) has weight 1/(kh*kw) in y[n, c, i, j], so each receives
-    dy[n, c, i, j] / (kh*kw) (added, where windows overlap)."""
+    """Every input of window (a, b) has weight 1/(kh*kw) in y[n, c, a, b], so each receives
+    dy[n, c, a, b] / (kh*kw) (added, where windows overlap)."""
     N, C, OH, OW = dy.shape
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    for n, c, i, j in np.ndindex(N, C, OH, OW):
-        dx[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw] += dy[n, c, i, j] / (kh * kw)
+    for n, c, a, b in np.ndindex(N, C, OH, OW):
+        dx[n, c, a * sh:a * sh + kh, b * sw:b * sw + kw] += dy[n, c, a, b] / (kh * kw)
     return dx
 
 
@@ -182,7 +183,7 @@ def relu_forward(x):
 
 
 def relu_backward(dy, mask):
-    """dy/dx is 1 where x > 0 and 0 elsewhere: dx = dy there, 0 elsewhere."""
+    """∂y/∂x is 1 where x > 0 and 0 elsewhere: dx = dy there, 0 elsewhere."""
     dx = np.zeros_like(dy)
     for index in np.ndindex(dy.shape):
         dx[index] = dy[index] if mask[index] else 0

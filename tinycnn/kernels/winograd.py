@@ -38,7 +38,7 @@ form of the algorithm: what the full correlation of padded dy with the flipped k
 compute, sharing dM with dW), and dW is the F(3x3, 2x2) algorithm in the same transposed
 form: both have the forward's 2.25x saving on their matrix products.
 
-Rounding: the transforms add and subtract 4 inputs (B^T d B), 9 weights (G g G^T) and
+Rounding: the transforms add and subtract 4 inputs (B^T d B), up to 9 weights (G g G^T) and
 9 products (A^T M A) around the sum over channels, so float32 results round differently from a
 direct convolution's, but for this small tile not by more: on the 3x3 layers of the models
 here the largest float32 error of y, dx and dW was 2-6e-7 of the largest value, against

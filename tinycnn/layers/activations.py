@@ -13,7 +13,7 @@ class _Activation(Layer):
 
 
 class ReLU(_Activation):
-    """y = max(x, 0);  dx = dy where x > 0, else 0.   caches: the mask x > 0
+    """y = max(x, 0);  dx = dy where x > 0, else 0.   caches: (impl, the mask x > 0)
 
     The kernels are in tinycnn.kernels (the fast one writes y and the mask in one pass).
     """

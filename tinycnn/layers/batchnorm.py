@@ -20,7 +20,7 @@ class _BatchNorm(Layer):
         (the two mean terms are the paths through mu and var)
     backward (eval):    dx = dy * gamma / sqrt(running_var + eps)
     The arithmetic is in tinycnn.kernels (batchnorm_*), on the input viewed as (N, C, M).
-    caches:   xhat, 1/sqrt(var + eps), and whether it ran in training mode
+    caches:   (impl, xhat, 1/sqrt(var + eps), whether it ran in training mode)
     params:   gamma (ones), beta (zeros);  state: running_mean (zeros), running_var (ones)
     """
 

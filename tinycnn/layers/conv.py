@@ -9,12 +9,12 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every framework) over NCHW batches.
 
     forward:  x (N, C, H, W) -> y (N, F, OH, OW), OH = (H + 2*ph - kh) // sh + 1
-              y[n, f, a, b] = b[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*sh + i, b*sw + j]
+              y[n, f, a, b] = bias[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*sh + i, b*sw + j]
     backward: dW[f, c, i, j] = sum_{n,a,b} dy[n, f, a, b] * xpad[n, c, a*sh + i, b*sw + j]
               db[f]          = sum_{n,a,b} dy[n, f, a, b]
               dx: every input pixel collects dy[n, f, a, b] * W[f, c, i, j] from each window
                   (a, b) that saw it through tap (i, j) - the col2im of W^T dY
-    caches:   the kernel's cache (the reference kernel keeps cols (C*kh*kw, N*OH*OW), the
+    caches:   impl, the kernel's cache (the reference kernel keeps cols (C*kh*kw, N*OH*OW), the
               im2col of x; the fast one keeps x and rebuilds columns block by block; the loop one
               keeps x), x's shape
     params:   W (F, C, kh, kw), He-initialised N(0, 2 / (C*kh*kw)); b (F,), zeros

@@ -33,8 +33,8 @@ class MaxPool2D(_Pool2D):
               y[n, c, a, b] = max of x[n, c, a*sh : a*sh+kh, b*sw : b*sw+kw]
     backward: dx is zero except at each window's arg-max, which receives dy[n, c, a, b]
               (on ties, only the first maximum in row-major order)
-    caches:   argmax (N, C, OH, OW) int32, the tap i*kw + j of each maximum; x's shape
-              (in eval mode x itself instead of argmax, which backward then computes)
+    caches:   (impl, argmax (N, C, OH, OW) int32, the tap i*kw + j of each maximum, None,
+              x's shape); in eval mode (impl, None, x, x's shape): backward computes argmax
     stride defaults to kernel_size.
     """
 
@@ -59,7 +59,7 @@ class AvgPool2D(_Pool2D):
 
     forward:  x (N, C, H, W) -> y (N, C, OH, OW), y[n, c, a, b] = mean of the window
     backward: every pixel of a window receives dy[n, c, a, b] / (kh*kw)
-    caches:   x's shape
+    caches:   (impl, x's shape)
     stride defaults to kernel_size.
     """
 
