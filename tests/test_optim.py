@@ -120,3 +120,38 @@ def test_schedules():
     step = schedules.StepDecay(1.0, every=10, gamma=0.5)
     assert [step(s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
     assert math.isclose(schedules.Constant(0.3)(50, 100), 0.3)
+
+
+@pytest.mark.parametrize("make, change, message", [
+    (lambda ps: optim.Adam(ps, lr=0.01), {"betas": "ab"}, "betas must be a pair of numbers"),
+    (lambda ps: optim.Adam(ps, lr=0.01), {"betas": [math.nan, 0.9]}, r"betas\[0\] must be in \[0, 1\), got nan"),
+    (lambda ps: optim.Adam(ps, lr=0.01), {"betas": [5, 0.9]}, r"betas\[0\] must be in \[0, 1\), got 5"),
+    (lambda ps: optim.AdamW(ps, lr=0.01), {"eps": -1e-8}, "AdamW: eps must be > 0"),
+    (lambda ps: optim.Adam(ps, lr=0.01), {"lr": None}, "Adam: lr must be > 0 and finite, got None"),
+    (lambda ps: optim.Adam(ps, lr=0.01), {"steps": -3}, "steps must be a whole number >= 0, got -3"),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), {"nesterov": "yes"}, "nesterov must be true or false"),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), {"momentum": 1.5}, r"momentum must be in \[0, 1\)"),
+])
+def test_a_saved_state_is_checked_like_the_constructor_before_anything_changes(make, change, message):
+    """A checkpoint's optimiser settings (hand-edited, or damaged) are refused with the
+    constructor's own message, and the optimiser is left exactly as it was."""
+    p, g, _ = problem()
+    opt = make([("l", "W", p, g)])
+    opt.step()
+    before = opt.state_dict()
+    state = {**before, **change, "buffers": {k: v + 1 for k, v in before["buffers"].items()}}
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(state)
+    after = opt.state_dict()
+    assert {k: v for k, v in after.items() if k != "buffers"} == {k: v for k, v in before.items() if k != "buffers"}
+    assert all(np.array_equal(after["buffers"][k], before["buffers"][k]) for k in before["buffers"])
+
+
+def test_a_saved_state_with_nan_buffers_is_refused():
+    p, g, _ = problem()
+    opt = optim.Adam([("l", "W", p, g)], lr=0.01)
+    state = opt.state_dict()
+    state["buffers"]["l.W/m"][0] = np.nan
+    with pytest.raises(ValueError, match="l.W/m: holds NaN or infinite values"):
+        opt.load_state_dict(state)
+    assert not np.isnan(opt.state["l.W"]["m"]).any()

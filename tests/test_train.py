@@ -129,6 +129,9 @@ def test_bad_fit_arguments(digits):
     ("epoch", 0.5, "TypeError: history, sums, epoch or step out of shape"),        # was a TypeError later
     ("step", "3", "TypeError: history, sums, epoch or step out of shape"),
     ("epoch_rng", {"bit_generator": "MT19937"}, "ValueError: state must be for a PCG64 RNG"),
+    ("steps_per_epoch", None, "KeyError: 'steps_per_epoch'"),                    # was a KeyError escaping
+    ("optimizer.betas", "ab", "ValueError: Adam: betas must be a pair of numbers, got 'ab'"),
+    ("optimizer.eps", -1e-8, "ValueError: Adam: eps must be > 0 and finite, got -1e-08"),
 ])
 def test_resume_from_a_damaged_training_state_names_the_checkpoint(tmp_path, field, value, why):
     """__train__ is JSON in the checkpoint: a wrong type in it is the file's fault, reported
@@ -146,7 +149,13 @@ def test_resume_from_a_damaged_training_state_names_the_checkpoint(tmp_path, fie
     with np.load(tmp_path / "ck.npz") as data:
         arrays = {k: data[k] for k in data.files}
     state = json.loads(str(arrays["__train__"]))
-    state.update({field: value, "epochs": 2})
+    state["epochs"] = 2
+    if field.startswith("optimizer."):
+        state["optimizer"][field.split(".")[1]] = value
+    elif value is None:
+        del state[field]
+    else:
+        state[field] = value
     arrays["__train__"] = np.array(json.dumps(state))
     np.savez(tmp_path / "bad.npz", **arrays)
     again = model()

@@ -80,9 +80,22 @@ class Optimizer:
         out["buffers"] = {f"{k}/{b}": arr.copy() for k, st in self.state.items() for b, arr in st.items()}
         return out
 
+    def _checked_hyper(self, values):
+        """{name: value} for self.hyper, each checked as the constructor checks it."""
+        return {}
+
     def load_state_dict(self, state):
-        if state.get("type") != type(self).__name__:
-            raise ValueError(f"state is for {state.get('type')}, not {type(self).__name__}")
+        """Restore what state_dict saved. Everything is checked (the settings as the
+        constructor checks them, the buffers' names, shapes and finiteness) before anything
+        of this optimiser changes."""
+        owner = type(self).__name__
+        if state.get("type") != owner:
+            raise ValueError(f"state is for {state.get('type')}, not {owner}")
+        lr = check_hyper(owner, "lr", state.get("lr"), 0, low_open=True)
+        steps = state.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"{owner}: steps must be a whole number >= 0, got {steps!r}")
+        hyper = self._checked_hyper({h: state.get(h) for h in self.hyper})
         expected = {f"{k}/{b}": arr for k, st in self.state.items() for b, arr in st.items()}
         if set(state["buffers"]) != set(expected):
             raise ValueError("optimiser state does not match the parameters: "
@@ -91,11 +104,13 @@ class Optimizer:
             if arr.shape != expected[name].shape:
                 raise ValueError(f"optimiser state {name}: shape {arr.shape}, expected "
                                  f"{expected[name].shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"optimiser state {name}: holds NaN or infinite values")
+        for name, arr in state["buffers"].items():
             expected[name][...] = arr
-        self.lr, self.steps = float(state["lr"]), int(state["steps"])
-        for h in self.hyper:
-            value = state[h]
-            setattr(self, h, tuple(value) if isinstance(value, list) else value)
+        self.lr, self.steps = lr, steps
+        for h, value in hyper.items():
+            setattr(self, h, value)
 
 
 class SGD(Optimizer):
@@ -110,13 +125,20 @@ class SGD(Optimizer):
     hyper = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        momentum = check_hyper("SGD", "momentum", momentum, 0, 1)
-        weight_decay = check_hyper("SGD", "weight_decay", weight_decay, 0)
-        if nesterov and momentum == 0:
-            raise ValueError("SGD: nesterov needs momentum > 0")
-        self.buffers = ("velocity",) if momentum else ()
-        self.momentum, self.nesterov, self.weight_decay = momentum, bool(nesterov), weight_decay
+        hyper = self._checked_hyper({"momentum": momentum, "nesterov": bool(nesterov),
+                                     "weight_decay": weight_decay})
+        self.buffers = ("velocity",) if hyper["momentum"] else ()
+        self.momentum, self.nesterov, self.weight_decay = (hyper[h] for h in self.hyper)
         super().__init__(params, lr)
+
+    def _checked_hyper(self, values):
+        momentum = check_hyper("SGD", "momentum", values["momentum"], 0, 1)
+        if not isinstance(values["nesterov"], bool):
+            raise ValueError(f"SGD: nesterov must be true or false, got {values['nesterov']!r}")
+        if values["nesterov"] and momentum == 0:
+            raise ValueError("SGD: nesterov needs momentum > 0")
+        return {"momentum": momentum, "nesterov": values["nesterov"],
+                "weight_decay": check_hyper("SGD", "weight_decay", values["weight_decay"], 0)}
 
     def _update(self, p, grad, state, tmp, tmp2):
         g = grad
@@ -151,15 +173,18 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        name = type(self).__name__
-        try:
-            b1, b2 = betas
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: betas must be a pair of numbers, got {betas!r}") from None
-        self.betas = (check_hyper(name, "betas[0]", b1, 0, 1), check_hyper(name, "betas[1]", b2, 0, 1))
-        self.eps = check_hyper(name, "eps", eps, 0, low_open=True)
-        self.weight_decay = check_hyper(name, "weight_decay", weight_decay, 0)
+        hyper = self._checked_hyper({"betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self.betas, self.eps, self.weight_decay = hyper["betas"], hyper["eps"], hyper["weight_decay"]
         super().__init__(params, lr)
+
+    def _checked_hyper(self, values):
+        name, betas = type(self).__name__, values["betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"{name}: betas must be a pair of numbers, got {betas!r}")
+        b1, b2 = betas
+        return {"betas": (check_hyper(name, "betas[0]", b1, 0, 1), check_hyper(name, "betas[1]", b2, 0, 1)),
+                "eps": check_hyper(name, "eps", values["eps"], 0, low_open=True),
+                "weight_decay": check_hyper(name, "weight_decay", values["weight_decay"], 0)}
 
     def _update(self, p, grad, state, tmp, tmp2):
         b1, b2 = self.betas

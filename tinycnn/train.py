@@ -204,14 +204,15 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     and isinstance(start_epoch, int) and isinstance(start_step, int)
                     and 0 <= start_epoch <= epochs and 0 <= start_step <= steps_per_epoch):
                 raise TypeError("history, sums, epoch or step out of shape")
+            made_with = state["epochs"], state["steps_per_epoch"]
         except (KeyError, TypeError, AttributeError, ValueError) as err:    # ValueError: an RNG state
             raise ValueError(f"fit: checkpoint {resume}: its training state is incomplete or "
                              f"damaged ({type(err).__name__}: {err})") from None
-        _restore(model, _snapshot(saved))
-        if steps_per_epoch != state["steps_per_epoch"] or epochs != state["epochs"]:
-            raise ValueError(f"fit: checkpoint {resume} was made with {state['epochs']} epochs "
-                             f"of {state['steps_per_epoch']} steps; resume with the same data, "
+        if made_with != (epochs, steps_per_epoch):
+            raise ValueError(f"fit: checkpoint {resume} was made with {made_with[0]} epochs "
+                             f"of {made_with[1]} steps; resume with the same data, "
                              "epochs and batch size")
+        _restore(model, _snapshot(saved))
         log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")
 
     def train_state(epoch, step, epoch_rng):
