@@ -42,13 +42,14 @@ STEPS = [
 
 def train_once(options, seed, out, data_args, fresh):
     """metrics.json of one run: reused from `out` if it was trained with the same settings."""
-    argv = options + data_args + ["--seed", str(seed), "--out", out, "--quiet", "--no-plots"]
+    # (--overwrite: this script's own folder, whose runs are retrained when their settings change)
+    argv = options + data_args + ["--seed", str(seed), "--out", out, "--quiet", "--no-plots", "--overwrite"]
     parser = main_job.build_parser()
     args = parser.parse_args(argv)
     main_job.check_args(args, parser)          # resolves the recipe into concrete settings
     if "mnist" in data_args:                   # and its epochs and batch for MNIST's 54,000 images
         main_job.fit_recipe_to_data(args, 54_000, "mnist")
-    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("quiet", "no_plots", "resume", "out")}
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("quiet", "no_plots", "resume", "out", "overwrite")}
     settings["betas"] = list(settings["betas"])
     done = os.path.join(out, "metrics.json")
     if not fresh and os.path.isfile(done):

@@ -202,7 +202,7 @@ def main():
     job = None
     if not args.no_job:
         job = [sys.executable, os.path.join(ROOT, "examples", "train_mnist.py"), "--data-dir", args.data_dir,
-               "--out", os.path.join(work, "run"), "--quiet"]
+               "--out", os.path.join(work, "run"), "--quiet", "--overwrite"]      # (cold, then warm, there)
         job += ["--epochs", str(job_epochs)] if job_epochs else []
         rows.append(measure(f"main job ({_shown(job[1:])})", job, fresh(), False))
     kernel_rows = []

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tinycnn
@@ -128,3 +129,52 @@ def test_output_into_a_closed_pipe_stops_quietly(model_file, tmp_path):
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (1, "")
+
+
+def digit_png(path):
+    from PIL import Image
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 256).astype(np.uint8)).save(path)
+
+
+def test_files_already_in_an_output_folder_are_never_replaced_unasked(model_file, tmp_path):
+    """predict --show, evaluate --out and train --out refuse, before any work, to replace a
+    file of the same name (a user's own a-prediction.png was replaced, even read first as an
+    input image); --overwrite says to."""
+    (tmp_path / "pics").mkdir()
+    digit_png(tmp_path / "pics" / "a.png")
+    (tmp_path / "pics" / "a-prediction.png").write_bytes(b"mine")
+    status, line = one_error_line("predict", model_file, "pics", "--show", "pics", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn predict: error: --show pics: already holds a-prediction.png, "
+                                 "which this would replace; give a new folder, or add --overwrite")
+    assert (tmp_path / "pics" / "a-prediction.png").read_bytes() == b"mine"
+    proc = tinycnn_cli("predict", model_file, "pics/a.png", "--show", "pics", "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "pics" / "a-prediction.png").read_bytes()[:4] == b"\x89PNG"
+
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "mistakes.png").write_bytes(b"mine")
+    status, line = one_error_line("evaluate", model_file, "--dataset", "digits", "--out", "ev", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn evaluate: error: --out ev: already holds mistakes.png, which this "
+                                 "would replace; give a new folder, or add --overwrite")
+    assert (tmp_path / "ev" / "mistakes.png").read_bytes() == b"mine"
+
+    (tmp_path / "run").mkdir()
+    for name in ("model.npz", "metrics.json", "curves.png", "saliency.png", "checkpoint.npz", "history.json"):
+        (tmp_path / "run" / name).write_bytes(b"mine")
+    status, line = one_error_line("train", "--dataset", "digits", "--epochs", "1", "--out", "run", cwd=tmp_path)
+    assert (status, line) == (2, "tinycnn train: error: --out run: already holds model.npz, checkpoint.npz, "
+                                 "history.json, metrics.json and 2 more, which this would replace; give a new "
+                                 "folder, or add --overwrite (see --help)")
+    assert all(p.read_bytes() == b"mine" for p in (tmp_path / "run").iterdir())
+
+
+def test_a_run_resumed_in_its_own_folder_may_replace_its_files(tmp_path):
+    first = tinycnn_cli("train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1", "--no-plots",
+                        "--quiet", "--out", "a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = tinycnn_cli("train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1", "--no-plots",
+                        "--quiet", "--out", "a", "--resume", os.path.join("a", "checkpoint.npz"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    status, line = one_error_line("train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1",
+                                  "--no-plots", "--quiet", "--out", "a", cwd=tmp_path)
+    assert status == 2 and "--out a: already holds model.npz" in line

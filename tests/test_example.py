@@ -24,9 +24,9 @@ def test_end_to_end_on_digits(tmp_path):
                "--augment")
     assert proc.returncode == 0, proc.stderr
     assert "predictions identical to the trained model" in proc.stdout
-    for name in ("model.npz", "metrics.json", "history.json", "checkpoint.npz", "curves.png",
-                 "confusion_matrix.png", "predictions.png", "mistakes.png", "filters.png",
-                 "feature_maps.png", "samples.png"):
+    from tinycnn.run import FIGURES, RUN_FILES          # (what --out refuses to replace)
+    assert sorted(os.listdir(out)) == sorted(RUN_FILES + FIGURES)
+    for name in RUN_FILES + FIGURES:
         assert (out / name).stat().st_size > 0, name
     m = json.loads((out / "metrics.json").read_text())
     for key in ("dataset", "arch", "epochs", "test_accuracy", "test_loss", "train_seconds",

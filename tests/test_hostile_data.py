@@ -669,3 +669,14 @@ def test_data_dir_is_a_symlink_loop(tmp_path):
     with bounded("data_dir is a symlink loop"):
         with pytest.raises(DataDirError, match=rf"^data_dir={loop} is a symbolic link loop, not a folder"):
             datasets.load_mnist(data_dir=loop, download=False)
+
+
+def test_atomic_write_errors_name_the_file_asked_for_not_the_temporary_one(tmp_path):
+    """`model.save(folder)` and a failed rename said '.model.npz.tinycnn-vm-...tmp': a name the
+    user never gave. The error keeps its type and names the target; nothing is left behind."""
+    (tmp_path / "model.npz").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        with atomic_write(tmp_path / "model.npz") as f:
+            f.write(b"x")
+    assert err.value.filename == str(tmp_path / "model.npz") and "tinycnn-" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]

@@ -1,6 +1,7 @@
 """The trainer on small slices of real-shaped data: learning, determinism, resume after
 Ctrl-C, NaN detection, early stopping."""
 import os
+import re
 import signal
 
 import numpy as np
@@ -123,6 +124,10 @@ def test_bad_fit_arguments(digits):
         fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y[:10])
     with pytest.raises(ValueError, match="early_stopping and keep_best need validation"):
         fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, keep_best=True)
+    with pytest.raises(ValueError, match=r"epochs and batch_size must be whole numbers, got 1, 16.5"):
+        fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, batch_size=16.5)
+    with pytest.raises(ValueError, match=r"whole numbers, got 1.5, 128"):
+        fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, epochs=1.5)
 
 
 @pytest.mark.parametrize("field, value, why", [
@@ -164,3 +169,31 @@ def test_resume_from_a_damaged_training_state_names_the_checkpoint(tmp_path, fie
             resume=tmp_path / "bad.npz", log=None)
     assert str(err.value) == (f"fit: checkpoint {tmp_path / 'bad.npz'}: its training state is incomplete "
                               f"or damaged ({why})")
+
+
+def test_nan_inputs_and_labels_past_the_outputs_are_refused_before_training():
+    """Found up front, named with where they are: before, a NaN ended as 'loss became nan,
+    try a lower learning rate' (or a silent NaN validation loss), and a bad label in a late
+    batch or in the validation set was found only after the model had been updated."""
+    from tinycnn.layers import Dense, Flatten
+    from tinycnn.train import evaluate
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 40)
+    model = tinycnn.Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
+    before = model.layers[1].params["W"].copy()
+    bad_x = x.copy()
+    bad_x[7, 0, 1, 2] = np.nan
+    bad_x[30, 0, 0, 0] = np.inf
+    cases = [
+        ((bad_x, y), {}, "fit: training data has NaN or infinite values (2 examples, the first at index 7)"),
+        ((x, y), {"validation": (bad_x, y)}, "fit: validation data has NaN or infinite values (2 examples"),
+        ((x, np.r_[y[:-1], 5]), {}, "fit: training data has label 5 at index 39, but the model has 3 outputs "
+                                    "(classes 0..2)"),
+        ((x, y), {"validation": (x, np.r_[3, y[1:]])}, "fit: validation data has label 3 at index 0"),
+    ]
+    for (xs, ys), extra, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fit(model, SoftmaxCrossEntropy(), optim.Adam(model), xs, ys, epochs=1, batch_size=8, log=None, **extra)
+    assert np.array_equal(model.layers[1].params["W"], before)
+    with pytest.raises(ValueError, match="evaluate: x has NaN or infinite values"):
+        evaluate(model, SoftmaxCrossEntropy(), bad_x, y)

@@ -75,15 +75,30 @@ def expand_images(paths):
     return out
 
 
+def figure_names(paths):
+    """The --show figure of each image: <stem>-prediction.png, and for a second image of
+    the same stem (a/1.png and b/1.png) <stem>-2-prediction.png, and so on."""
+    names, taken = [], set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, i = f"{stem}-prediction.png", 1
+        while name in taken:
+            i += 1
+            name = f"{stem}-{i}-prediction.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def predict_images(model, paths, show_dir=None, report=None):
     """Predict each image file; returns (results, failures). results: list of dicts with
     path, digit, probability, top3; failures: list of (path, reason). report(result, failure),
     when given, is called as each file is done (one of the two is None): a long run shows
     its progress (with --show, a figure takes ~0.2 s)."""
     from .preprocess import open_image, to_mnist
-    results, failures, figures = [], [], set()
+    results, failures = [], []
     report = report or (lambda result, failure: None)
-    for path in paths:
+    for path, figure in zip(paths, figure_names(paths)):
         try:
             picture = open_image(path)          # bounded memory; refuses pipes and huge files
             small = to_mnist(picture)
@@ -101,12 +116,6 @@ def predict_images(model, paths, show_dir=None, report=None):
             from .plotting import plot_prediction
             from .saliency import saliency
             os.makedirs(show_dir, exist_ok=True)
-            stem = os.path.splitext(os.path.basename(path))[0]
-            figure, i = f"{stem}-prediction.png", 1
-            while figure in figures:        # a/1.png and b/1.png: 1-prediction.png, 1-2-prediction.png
-                i += 1
-                figure = f"{stem}-{i}-prediction.png"
-            figures.add(figure)
             grad = saliency(model, model.preprocess(small[None]))[0][0]      # d z_pred / d input
             plot_prediction(picture, small, proba, names, path=os.path.join(show_dir, figure),
                             saliency=grad)
@@ -143,6 +152,10 @@ def cmd_predict(args):
     paths = expand_images(args.images)
     if not paths:
         raise CommandError("no image files found in " + ", ".join(args.images))
+    if args.show:
+        from .run import files_in_the_way
+        if problem := files_in_the_way("--show", args.show, figure_names(paths), args.overwrite):
+            raise CommandError(problem)
 
     def report(r, failure):            # each line as its file is done, not all at the end
         if failure is not None:
@@ -186,6 +199,9 @@ def cmd_summary(args):
     return 0
 
 
+EVALUATE_FIGURES = ("confusion_matrix.png", "predictions.png", "mistakes.png")     # evaluate --out
+
+
 def cmd_evaluate(args):
     from . import datasets, metrics
     from .losses import SoftmaxCrossEntropy
@@ -193,6 +209,9 @@ def cmd_evaluate(args):
     model = _load(args.model)
     if args.out:
         output_folder(args.out, "--out")
+        from .run import files_in_the_way
+        if problem := files_in_the_way("--out", args.out, EVALUATE_FIGURES, args.overwrite):
+            raise CommandError(problem)
     if args.data_dir is not None and args.dataset != "digits":
         from .run import data_dir_problem
         if problem := data_dir_problem(args.data_dir, args.dataset):
@@ -218,9 +237,10 @@ def cmd_evaluate(args):
     if args.out:
         from . import plotting
         cm = metrics.confusion_matrix(y, proba.argmax(1), len(names))
-        plotting.plot_confusion_matrix(cm, names, path=os.path.join(args.out, "confusion_matrix.png"))
-        plotting.plot_predictions(x_u8, y, proba, names, path=os.path.join(args.out, "predictions.png"))
-        plotting.plot_mistakes(x_u8, y, proba, names, path=os.path.join(args.out, "mistakes.png"))
+        confusion, predictions, mistakes = (os.path.join(args.out, name) for name in EVALUATE_FIGURES)
+        plotting.plot_confusion_matrix(cm, names, path=confusion)
+        plotting.plot_predictions(x_u8, y, proba, names, path=predictions)
+        plotting.plot_mistakes(x_u8, y, proba, names, path=mistakes)
         print(f"figures written to {args.out}/")
     return 0
 
@@ -281,6 +301,7 @@ def build_parser():
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files (gzipped or not); default: "
                                       "$TINYCNN_DATA_DIR, then the download cache (downloading what is missing)")
     p.add_argument("--out", help="also write confusion matrix, predictions and mistakes PNGs here")
+    p.add_argument("--overwrite", action="store_true", help="replace those PNGs if --out holds them already")
     p = sub.add_parser("predict", help="recognise the digit in image files",
                        description="The first argument is the model when it ends in .npz or is a "
                        "pretrained name (mnist) with no file of that name; otherwise every argument "
@@ -290,6 +311,8 @@ def build_parser():
     p.add_argument("images", nargs="+", help="image files, or folders of them")
     p.add_argument("--show", metavar="DIR", help="save a figure per image (original, what the model saw, "
                                                   "its saliency map, probabilities) into DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace figures of the same names already in DIR (without it, they are refused)")
     p = sub.add_parser("serve", help="a local web page: draw a digit, see inside the network")
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="a model.npz saved by tinycnn, or mnist (default: mnist, shipped with tinycnn)")

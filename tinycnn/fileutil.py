@@ -96,14 +96,24 @@ def atomic_write(path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     clean_stale_temps(folder)
-    fd, tmp = create_temp(path, ".tmp")
+    try:
+        fd, tmp = create_temp(path, ".tmp")
+    except OSError as err:
+        raise _naming(err, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
         os.replace(tmp, path)
+    except OSError as err:               # (a full disk, `path` a folder, ...)
+        raise _naming(err, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _naming(err, path):
+    """The same error, naming the file the user asked for rather than our temporary one."""
+    return type(err)(err.errno, err.strerror, path) if err.errno else err
 
 
 def describe_non_file(path):

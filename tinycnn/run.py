@@ -111,6 +111,9 @@ def add_train_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="print only the final report")
     parser.add_argument("--resume", metavar="CHECKPOINT",
                         help="continue an interrupted run from its checkpoint.npz (same options)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run's files (model.npz, metrics.json, ...) already in --out; "
+                             "without it such a folder is refused, unless --resume continues the run there")
     return parser
 
 
@@ -167,6 +170,32 @@ def check_args(args, parser):
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
+    # A run continued in its own folder replaces its own files; anything else is asked for.
+    resuming_here = args.resume is not None and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)),
+                                                                 args.out)
+    if problem := files_in_the_way("--out", args.out, RUN_FILES + FIGURES, args.overwrite or resuming_here):
+        parser.error(problem)
+
+
+# What a run writes into --out (draw makes FIGURES).
+RUN_FILES = ("model.npz", "checkpoint.npz", "history.json", "metrics.json")
+FIGURES = ("curves.png", "confusion_matrix.png", "predictions.png", "mistakes.png", "filters.png",
+           "feature_maps.png", "samples.png", "saliency.png", "gradient_norms.png")
+
+
+def files_in_the_way(option, folder, names, overwrite=False):
+    """A one-line refusal when files named `names` already exist in `folder` (writing there
+    would replace them; with overwrite, only when one is a folder), else None. Found before
+    any work, so nothing of the user's is lost and no run fails at its end."""
+    found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
+    if folders := [name for name in found if os.path.isdir(os.path.join(folder, name))]:
+        return f"{option} {folder}: {folders[0]} is a folder, where this writes a file"
+    if overwrite or not found:
+        return None
+    listed = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    return (f"{option} {folder}: already holds {listed}, which this would replace; "
+            "give a new folder, or add --overwrite")
+
 
 
 def seed_problem(option, *seeds):
@@ -454,6 +483,10 @@ def main_with_args(args):
         return 1
     except (ModelFormatError, ValueError) as err:        # e.g. --resume with the wrong file
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:                               # a full disk, say: one line, no traceback
+        where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
+        print(f"error: {where}", file=sys.stderr)
         return 1
     if result["learned_nothing"]:
         chance = 1 / len(result["confusion_matrix"])

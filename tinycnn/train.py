@@ -9,6 +9,7 @@ so a fixed seed on the same machine gives the same loss curve and the same weigh
 run resumed from a checkpoint reaches exactly the weights of an uninterrupted one.
 """
 import math
+import numbers
 import os
 import signal
 import sys
@@ -81,6 +82,7 @@ def _epoch_sums(model):
 
 def evaluate(model, loss, x, y, batch_size=256):
     """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
+    _check_finite(x, "evaluate: x")
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -137,7 +139,30 @@ def _check_data(x, y, what):
         raise ValueError(f"fit: {what} has {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
         raise ValueError(f"fit: {what} is empty")
+    _check_finite(x, f"fit: {what}")
     return x, y
+
+
+def _check_finite(x, what):
+    """A NaN in the data would show up later as a NaN loss blamed on the learning rate."""
+    if np.asarray(x).dtype.kind in "fc":
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{what} has NaN or infinite values ({int(bad.sum())} examples, the first "
+                             f"at index {int(np.argmax(bad))})")
+
+
+def _check_labels(model, x, y, what):
+    """Labels past the model's outputs, found now rather than at the batch that holds one
+    (after the model has been updated in place) or after the first epoch (validation)."""
+    try:
+        outputs = model.output_shapes(x.shape[1:])[-1]
+    except (ValueError, TypeError, AttributeError, NotImplementedError):    # (its forward says why)
+        return
+    if len(outputs) == 1 and y.dtype.kind in "iu" and len(y) and int(y.max()) >= outputs[0]:
+        i = int(np.argmax(y >= outputs[0]))
+        raise ValueError(f"fit: {what} has label {int(y[i])} at index {i}, but the model has "
+                         f"{outputs[0]} outputs (classes 0..{outputs[0] - 1})")
 
 
 def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None, schedule=None,
@@ -164,10 +189,15 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     x, y = _check_data(x, y, "training data")
     if validation is not None:
         validation = _check_data(*validation, "validation data")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (epochs, batch_size)):
+        raise ValueError(f"fit: epochs and batch_size must be whole numbers, got {epochs!r}, {batch_size!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     if (early_stopping or keep_best) and validation is None:
         raise ValueError("fit: early_stopping and keep_best need validation data")
+    _check_labels(model, x, y, "training data")
+    if validation is not None:
+        _check_labels(model, *validation, "validation data")
     if progress is None:
         progress = sys.stderr.isatty()
     log = log or (lambda *a, **k: None)
