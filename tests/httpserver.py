@@ -11,6 +11,7 @@
     trickle  the file one byte every `trickle_seconds` (never trips a read timeout)
     endless  no Content-Length, then zeros until the client hangs up (or 2 GiB)
     huge     Content-Length 10**12, then the file
+    superscript  Content-Length "\u00b2" ("²": str.isdigit() says yes, int() refuses it), then the file
     elsewhere  302 to /ok/<file> on "localhost" (another host name than 127.0.0.1)
     tofile   302 to file:///etc/passwd
     loop     302 to itself, forever
@@ -64,7 +65,8 @@ class FileServer:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                length = {"short": len(body) + 100, "huge": 10 ** 12, "endless": None}.get(mode, len(body))
+                length = {"short": len(body) + 100, "huge": 10 ** 12, "endless": None,
+                          "superscript": "\u00b2"}.get(mode, len(body))
                 if length is not None:
                     self.send_header("Content-Length", str(length))
                 self.end_headers()

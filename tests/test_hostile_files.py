@@ -185,6 +185,17 @@ def raw_zip(members, flags=0):
     return bytes(out + central + end)
 
 
+def directory_only_zip(path, entries, declared):
+    """A zip that is only a directory: `entries` records (name "a", no data) under a ZIP64 end
+    record declaring `declared` of them (the probe's file held 5.7 million in 255 MiB)."""
+    record = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) + b"a"
+    size = len(record) * entries
+    end64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, declared, declared, size, 0)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, size, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    path.write_bytes(record * entries + end64 + locator + end)
+
+
 def deflated_zeros(header, nbytes, block=16 * MB):
     """(deflate stream, crc32) of `header` + `nbytes` zero bytes, in about a second for 2 GB: with
     a full flush after each block, every 16 MB block of zeros compresses to the same bytes."""
@@ -285,6 +296,21 @@ def test_file_larger_than_any_model(tmp_path):
         load_model(p)
 
 
+@pytest.mark.parametrize("entries, declared, message", [
+    (1_000_000, 1_000_000, "1,000,000 entries; a model file holds at most 4,096"),
+    (30_000, 1, "its zip directory is 1.4 MB; a model file's is at most 1.0 MB"),    # a lying count
+])
+def test_zip_directory_refused_before_zipfile_parses_it(tmp_path, entries, declared, message):
+    """zipfile builds every entry of the directory when it opens a file: 5.7 million entries
+    took 31 s and 2.2 GB before their number was checked. The end record says how many and
+    how large the directory is before that."""
+    p = tmp_path / "directory.npz"
+    directory_only_zip(p, entries, declared)
+    with bounded(), pytest.raises(ModelFormatError) as err:
+        load_model(p)
+    assert str(err.value) == f"{p}: {message}"
+
+
 def test_non_array_and_duplicate_entries(files):
     p = files / "readme.npz"
     with zipfile.ZipFile(p, "w") as z:
@@ -336,6 +362,33 @@ def test_weights_refused(files, change, message):
     p = variant(files, "weights.npz", arrays=change)
     with bounded(), pytest.raises(ModelFormatError, match=message):
         load_model(p)
+
+
+def test_class_names_must_match_the_outputs_when_saved(tmp_path):
+    model = tinycnn.Sequential([Flatten(), Dense(784, 10)])     # no input shape: Dense fixes the outputs
+    model.class_names = ["a"]
+    with pytest.raises(ValueError) as err:
+        model.save(tmp_path / "short.npz")
+    assert str(err.value) == (f"{tmp_path / 'short.npz'}: not saved: class_names has 1 names but the model "
+                              "has outputs of shape (10,)")
+    assert os.listdir(tmp_path) == []
+    model.class_names = list("abcdefghij")
+    assert load_model(model.save(tmp_path / "ok.npz")).class_names == model.class_names
+
+
+@pytest.mark.parametrize("tail", [[], [{"type": "ReLU"}], [{"type": "Dropout", "config": {"p": 0.5}}]])
+def test_class_names_checked_without_an_input_shape(files, tmp_path, baseline, tail):
+    """Checked only when an input shape was stored: one name for ten outputs loaded, then
+    predict raised IndexError and evaluate reported one class."""
+    p = variant(files, "shortnames.npz", meta=lambda m: m.update(
+        input_shape=None, class_names=["a"], architecture=m["architecture"] + tail))
+    with bounded(), pytest.raises(ModelFormatError) as err:
+        load_model(p)
+    assert str(err.value) == f"{p}: __meta__ field class_names has 1 names but the model has outputs of shape (10,)"
+    if not tail:
+        digit_seven().save(tmp_path / "seven.png")
+        line = one_error_line(cli(baseline, "predict", p, tmp_path / "seven.png"))
+        assert line == f"tinycnn predict: error: {err.value}"
 
 
 def test_fortran_ordered_weights_load_in_c_order(files):

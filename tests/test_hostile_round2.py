@@ -238,11 +238,13 @@ BODY = bytes(range(256)) * 40
 
 
 def get(server, mode, tmp_path, **options):
-    """download_file of /<mode>/f.bin into tmp_path/f.bin, verified against BODY."""
+    """download_file of /<mode>/f.bin into tmp_path/f.bin, verified against BODY (mode: one
+    mode, or a list of them as mirrors tried in order)."""
     from tinycnn.datasets import download_file
     check = lambda p: None if open(p, "rb").read() == BODY else "not the file"
     options = {"max_bytes": 10 * len(BODY), **options}
-    return download_file([server.mirror(mode) + "f.bin"], tmp_path / "f.bin", verify=check,
+    mirrors = [server.mirror(m) + "f.bin" for m in ([mode] if isinstance(mode, str) else mode)]
+    return download_file(mirrors, tmp_path / "f.bin", verify=check,
                          timeout=(2, 2), retries=3, backoff=0.2, progress=False, **options)
 
 
@@ -270,6 +272,19 @@ def test_mistyped_mirror_is_not_retried(tmp_path, monkeypatch):
 def test_redirect_to_another_host_is_followed_and_verified(tmp_path):
     with FileServer({"f.bin": BODY}) as server:
         assert get(server, "elsewhere", tmp_path) == str(tmp_path / "f.bin")
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+
+
+def test_content_length_that_is_not_ascii_digits_is_a_bad_mirror(tmp_path):
+    """"²".isdigit() is True but int("²") raises ValueError, which escaped the mirror loop: the
+    whole download failed and the next mirror was never tried."""
+    from tinycnn.datasets import DownloadError
+    with FileServer({"f.bin": BODY}) as server:
+        with pytest.raises(DownloadError) as err:
+            get(server, "superscript", tmp_path)
+        assert server.counts["/superscript/f.bin"] == 1          # the same answer again: not retried
+        assert get(server, ["superscript", "ok"], tmp_path) == str(tmp_path / "f.bin")
+    assert str(err.value).endswith("/superscript/f.bin: bad Content-Length '\u00b2'; not downloaded")
     assert (tmp_path / "f.bin").read_bytes() == BODY
 
 

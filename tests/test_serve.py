@@ -362,6 +362,56 @@ def test_trickled_body_cut_off_at_the_deadline(url, monkeypatch):
     assert stopped < 3
 
 
+def test_trickled_request_line_and_headers_cut_off_at_the_deadline(url, monkeypatch):
+    """A byte every 0.2 s renews the per-read timeout for ever (16 clients sending a byte every
+    5 s held every slot); the request line and headers have a deadline from the connection's
+    start, after which the connection is closed."""
+    monkeypatch.setattr(serve, "HEAD_SECONDS", 1)
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"GET /api/model HTTP/1.1\r\nHost: {host}:{port}\r\nX-Slow: ".encode())
+        started = time.monotonic()
+        s.settimeout(0.2)
+        answer = None
+        while answer is None and time.monotonic() - started < 10:
+            try:
+                s.sendall(b"x")
+                answer = s.recv(65536)               # b"": closed
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                answer = b""
+        stopped = time.monotonic() - started
+    assert answer == b"" and 0.8 < stopped < 3, (answer, stopped)
+
+
+def test_overlong_request_line_and_header_answered_with_logging_on(model, capsys):
+    """log_request read self.path, which http.server sets only once it has parsed the request
+    line: with logging on (the CLI's default) a 414 or a garbage line lost its answer to an
+    AttributeError and the connection was closed unanswered."""
+    server = serve.DigitServer(model, "m", "127.0.0.1", 0, log=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # Exactly the bytes the server reads before refusing: more, left unread, could make its
+    # close a reset that loses the answer.
+    head = b"GET / HTTP/1.1\r\nHost: HOST\r\n"
+    try:
+        long_line = raw(server.url, b"GET /" + b"a" * (65537 - 5))
+        long_header = raw(server.url, head + b"X: " + b"a" * (65537 - 3))
+        garbage = raw(server.url, b"this is not http\r\n\r\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert long_line.startswith("HTTP/1.0 414 Request-URI Too Long\r\n")
+    assert json.loads(long_line.split("\r\n\r\n")[1]) == {"error": "Request-URI Too Long"}
+    assert long_header.startswith("HTTP/1.0 431 Request Header Fields Too Large\r\n")
+    assert json.loads(long_header.split("\r\n\r\n")[1]) == {"error": "Line too long"}
+    assert json.loads(garbage) == {"error": "Bad request version ('http')"}
+    assert capsys.readouterr().err == ("tinycnn serve: request line -> 414\ntinycnn serve: GET / -> 431\n"
+                                       "tinycnn serve: request line -> 400\n")
+
+
 def test_connections_beyond_the_cap_wait_for_a_free_thread(model):
     """Idle connections (a slow or hostile client) hold at most max_connections threads; a
     request beyond them waits unread and is answered once one is freed."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import modelcheck
 from .fileutil import atomic_write
-from .layers import LAYER_TYPES
+from .layers import LAYER_TYPES, Dense
 from .model import Sequential
 from .modelcheck import ModelFormatError  # noqa: F401  (tinycnn.io.ModelFormatError)
 
@@ -28,6 +28,40 @@ FORMAT_VERSION = 1
 
 def _json_array(obj):
     return np.array(json.dumps(obj))
+
+
+def _output_shape(model):
+    """The model's per-example output shape: from its input shape when it has one, else from
+    its last Dense layer on (a Dense takes a fixed width, so the shapes after it are known).
+    None when the layers do not tell (convolutions and no input shape) or do not fit one
+    another (forward says so when it runs)."""
+    last = max((i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)), default=None)
+    if not model.input_shape and last is None:
+        return None
+    try:
+        if model.input_shape:
+            return model.output_shapes(model.input_shape)[-1]
+        shape = (model.layers[last].in_features,)
+        for layer in model.layers[last:]:
+            shape = tuple(layer.output_shape(shape))
+        return shape
+    except ValueError:
+        return None
+
+
+def _class_names_fault(model, names):
+    """Why `names` cannot label the model's outputs (predict would index past them), or None."""
+    shape = None if names is None else _output_shape(model)
+    if shape is None or shape == (len(names),):
+        return None
+    return f"class_names has {len(names)} names but the model has outputs of shape {shape}"
+
+
+def _check_before_saving(model, path):
+    """Refuse now what load_model would refuse later (the file written and the run over)."""
+    fault = _class_names_fault(model, model.class_names)
+    if fault:
+        raise ValueError(f"{os.fspath(path)}: not saved: {fault}")
 
 
 def _model_arrays(model):
@@ -57,6 +91,7 @@ def atomic_savez(path, arrays):
 
 def save_model(model, path):
     """Save `model` to `path` (.npz); returns the path."""
+    _check_before_saving(model, path)
     return atomic_savez(path, _model_arrays(model))
 
 
@@ -129,11 +164,9 @@ def _build(path, meta, weights):
         except ValueError as err:
             raise ModelFormatError(f"{path}: stored input shape does not fit: {err}") from None
         modelcheck.check_activations(path, model, model.input_shape)
-        outputs = model.output_shapes(model.input_shape)[-1]
-        names = meta.get("class_names")
-        if names is not None and (len(outputs) != 1 or len(names) != outputs[0]):
-            raise ModelFormatError(f"{path}: __meta__ field class_names has {len(names)} names "
-                                   f"but the model has outputs of shape {outputs}")
+    fault = _class_names_fault(model, meta.get("class_names"))
+    if fault:
+        raise ModelFormatError(f"{path}: __meta__ field {fault}")
     model.preprocessing = meta.get("preprocessing") or {}
     model.class_names = meta.get("class_names")
     return model
@@ -156,6 +189,7 @@ def load_model(path):
 
 def save_checkpoint(path, model, optimizer, train_state):
     """Model, optimiser state and the trainer's JSON-able state in one atomic .npz."""
+    _check_before_saving(model, path)
     arrays = _model_arrays(model)
     opt = optimizer.state_dict()
     for key, value in opt.pop("buffers").items():

@@ -28,6 +28,10 @@ from .layers.base import pair
 # that, and bounds what any file can make a load allocate (raise it here for a bigger model).
 MAX_MODEL_BYTES = 64 * 2**20
 MAX_ENTRIES = 4096                 # entries in one file (bnnet has 23)
+# Bytes of the zip directory: zipfile parses it whole when the file is opened (5.7 million
+# entries took 31 s and 2.2 GB), so its declared size is checked first. 256 bytes an entry
+# (a saved model's take 65).
+MAX_DIRECTORY_BYTES = 256 * MAX_ENTRIES
 MAX_JSON_BYTES = 4 * 2**20         # __meta__ / __train__ text (4 bytes a character; bnnet: 6 KB)
 MAX_JSON_DEPTH = 32                # nesting of lists and objects (a saved model uses 5)
 MAX_LAYERS = 1000                  # bnnet has 17
@@ -61,9 +65,12 @@ def open_npz(path):
     if size > 4 * MAX_MODEL_BYTES:
         raise ModelFormatError(f"{path}: {size_text(size)} is too large for a model file (weights, "
                                f"optimiser state and JSON fit in {size_text(4 * MAX_MODEL_BYTES)})")
-    if not zipfile.is_zipfile(path):      # np.load would otherwise try to unpickle it
-        raise ModelFormatError(f"{path}: not a readable .npz model file (not a zip archive; "
-                               "truncated or another format)")
+    count, directory = _directory_size(path)
+    if count > MAX_ENTRIES:
+        raise ModelFormatError(f"{path}: {count:,} entries; a model file holds at most {MAX_ENTRIES:,}")
+    if directory > MAX_DIRECTORY_BYTES:
+        raise ModelFormatError(f"{path}: its zip directory is {size_text(directory)}; a model "
+                               f"file's is at most {size_text(MAX_DIRECTORY_BYTES)}")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
@@ -72,7 +79,7 @@ def open_npz(path):
     infos = zf.infolist()
     entries = {}
     try:
-        if len(infos) > MAX_ENTRIES:
+        if len(infos) > MAX_ENTRIES:      # the end record's count was a lie (its size was not)
             raise ModelFormatError(f"{path}: {len(infos):,} entries; a model file holds at most "
                                    f"{MAX_ENTRIES:,}")
         for info in infos:
@@ -92,6 +99,27 @@ def open_npz(path):
         zf.close()
         raise
     return zf, entries
+
+
+def _directory_size(path):
+    """(entries, bytes) of the zip directory as the file's end record declares them (the ZIP64
+    one when present), read from its last 64 KB without parsing the directory. zipfile's own
+    reader of that record (private, but in every Python 3), so that what is checked is what
+    ZipFile will parse. Not a zip at all: ModelFormatError (np.load would try to unpickle it).
+    (A Python whose zipfile lacks that reader gets (0, 0): the count is then checked after
+    parsing, as before.)"""
+    reader = getattr(zipfile, "_EndRecData", None)
+    try:
+        with open(path, "rb") as f:
+            end = reader(f) if reader is not None else ({} if zipfile.is_zipfile(f) else None)
+    except (OSError, zipfile.BadZipFile):          # BadZipFile: an archive split over disks
+        end = None
+    if end is None:
+        raise ModelFormatError(f"{path}: not a readable .npz model file (not a zip archive; "
+                               "truncated or another format)")
+    if reader is None:
+        return 0, 0
+    return end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
 
 
 def array_header(path, zf, name, info):

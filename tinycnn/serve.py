@@ -25,11 +25,12 @@ It is bounded like a real server: loopback only unless asked (a loud warning oth
 Host and Origin headers that name this server (421 / 403 otherwise: a web page the user visits
 can neither reach it through a DNS name rebound to 127.0.0.1 nor post images to it), at most
 MAX_CONNECTIONS requests handled at once (more wait, unread, in the listen queue), one image
-decoded at a time, a request size limit (413), a deadline for the whole body (408), images
-checked before decoding (400 with a JSON error for anything that is not a readable, non-blank
-picture of sane size), only GET and POST (405), no file outside the static folder (the allowed
-URLs are a fixed list), one model shared under a lock (layers keep caches between forward and
-backward), and Ctrl-C stops it cleanly.
+decoded at a time, a request size limit (413), deadlines for the request line and headers (then
+the connection is closed) and for the whole body (408), images checked before decoding (400
+with a JSON error for anything that is not a readable, non-blank picture of sane size), only GET
+and POST (405), no file outside the static folder (the allowed URLs are a fixed list), one model
+shared under a lock (layers keep caches between forward and backward), and Ctrl-C stops it
+cleanly.
 """
 import base64
 import binascii
@@ -60,6 +61,7 @@ STATIC_FILES = {
 }
 MAX_BODY_BYTES = 8 * 2**20        # room for a photo; the page sends its 280x280 pad, a few KB of PNG
 BODY_SECONDS = 60                 # for the whole body: a client trickling a byte at a time is cut off
+HEAD_SECONDS = 20                 # for the request line and headers, from when a thread takes the connection
 MAX_CONNECTIONS = 16              # request threads at once; a browser opens at most 6 per server
 # The page may load and contact only this server; images may also be data: and blob: URLs.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
@@ -244,10 +246,41 @@ class DigitServer(ThreadingHTTPServer):
                   f"{type(err).__name__}: {err}", file=sys.stderr)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's socket, read under the handler's `deadline`: each read waits at most
+    min(Handler.timeout, time left), so a byte every few seconds cannot renew the wait."""
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        handler = self.handler
+        left = handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("past the deadline")
+        handler.connection.settimeout(min(left, handler.timeout))
+        try:
+            return handler.connection.recv_into(buffer)
+        finally:                          # the answer is written under the usual timeout
+            handler.connection.settimeout(handler.timeout)
+
+
 class Handler(BaseHTTPRequestHandler):
     def version_string(self):
         return "tinycnn"
     timeout = 30                          # seconds a client may take to send its request
+
+    def setup(self):
+        """Reads go through _DeadlineReader: the request line and headers must arrive within
+        HEAD_SECONDS of the connection's start (http.server closes it on the TimeoutError), or
+        16 clients sending a byte every 5 s would hold every slot for good."""
+        super().setup()
+        self.deadline = time.monotonic() + HEAD_SECONDS
+        self.rfile.close()                # socketserver's reader, replaced (the socket stays open)
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
 
     # -- answers -----------------------------------------------------------------------------
     def _send(self, status, body, content_type, extra=()):
@@ -273,7 +306,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_request(self, code="-", size="-"):
         if self.server.log and isinstance(code, int) and code >= 400:
-            print(f"tinycnn serve: {self.command} {self.path[:100]} -> {code}", file=sys.stderr)
+            # No path when the request line itself was refused (414, no HTTP version): the
+            # AttributeError here used to lose the answer.
+            what = f"{self.command} {self.path[:100]}" if hasattr(self, "path") else "request line"
+            print(f"tinycnn serve: {what} -> {code}", file=sys.stderr)
 
     def log_error(self, *args):
         pass                              # log_request reports the error's status line
@@ -351,23 +387,18 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"request body is {int(digits[:18]):,}{'...' if len(digits) > 18 else ''} "
                              f"bytes; the limit is {MAX_BODY_BYTES:,}", 413)
         length = int(digits)
-        body, deadline = bytearray(), time.monotonic() + BODY_SECONDS
+        body = bytearray()
+        self.deadline = time.monotonic() + BODY_SECONDS      # for every read (_DeadlineReader)
         try:
             while len(body) < length:
-                left = deadline - time.monotonic()
-                if left <= 0:             # a byte now and then would renew the per-read timeout
-                    raise BadRequest(f"request body not received within {BODY_SECONDS} s "
-                                     f"({len(body):,} of {length:,} bytes)", 408)
-                self.connection.settimeout(min(left, self.timeout))
                 chunk = self.rfile.read1(min(length - len(body), 2**16))
                 if not chunk:
                     break
                 body += chunk
         except TimeoutError:              # the client stopped sending (Handler.timeout), or the deadline
-            waited = BODY_SECONDS if time.monotonic() >= deadline else self.timeout
-            raise BadRequest(f"request body not received within {waited} s", 408) from None
-        finally:
-            self.connection.settimeout(self.timeout)
+            waited = BODY_SECONDS if time.monotonic() >= self.deadline else self.timeout
+            raise BadRequest(f"request body not received within {waited} s ({len(body):,} of "
+                             f"{length:,} bytes)", 408) from None
         if len(body) != length:
             raise BadRequest(f"request body ended after {len(body):,} of {length:,} bytes")
         return bytes(body)
@@ -385,7 +416,8 @@ def serve(model, name, host="127.0.0.1", port=8000, out=sys.stdout, pretrained=N
     pretrained: the model's name in zoo.PRETRAINED, if it is one (the page shows its provenance)."""
     server = DigitServer(model, name, host, port, pretrained=pretrained)
     if not server.loopback_only:
-        print(f"WARNING: listening on {host}, not just this machine (loopback): anyone who can reach "
+        where = host or "every address of this machine"          # (--host "" binds them all)
+        print(f"WARNING: listening on {where}, not just this machine (loopback): anyone who can reach "
               f"it on port {server.server_address[1]} can use this page and its CPU. Use --host "
               "127.0.0.1 to keep it local.", file=sys.stderr)
     print(f"tinycnn serve: {name} at {server.url}  (Ctrl-C stops)", file=out, flush=True)

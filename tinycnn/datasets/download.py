@@ -83,7 +83,10 @@ def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_si
                 raise _Retry(f"HTTP {response.status_code} {response.reason}")
             response.raise_for_status()
             expected = response.headers.get("Content-Length")
-            expected = int(expected) if expected and expected.isdigit() else None
+            if expected is not None:        # "²".isdigit(), and int() of 5000 digits: ValueError
+                if not (expected.isascii() and expected.isdigit() and len(expected) <= 18):
+                    raise _NextMirror(f"bad Content-Length {expected[:20]!r}; not downloaded")
+                expected = int(expected)
             if expected is not None and expected > max_bytes:
                 raise _NextMirror(f"Content-Length {expected:,} bytes is more than any copy of "
                                   f"this file can be ({max_bytes:,}); not downloaded")
