@@ -335,28 +335,35 @@ def test_odd_content_lengths_are_client_errors(url, length, status, message):
     assert answer.startswith(f"HTTP/1.0 {status}") and message in json.loads(answer.split("\r\n\r\n")[1])["error"]
 
 
-def test_trickled_body_cut_off_at_the_deadline(url, monkeypatch):
-    """One byte every 0.2 s never trips the per-read timeout; the whole body has a deadline."""
-    monkeypatch.setattr(serve, "BODY_SECONDS", 1)
+def trickle(url, head):
+    """Send `head`, then one byte every 0.2 s (each renews a per-read timeout) until the
+    server answers or closes; returns (its first bytes, b"" when closed unanswered; seconds)."""
     host, port = url.split("//")[1].rstrip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 1000\r\n\r\n".encode())
+        s.sendall(head.format(host=f"{host}:{port}").encode())
         started = time.monotonic()
         s.settimeout(0.2)
-        answer = b""
-        while not answer and time.monotonic() - started < 10:
+        answer = None
+        while answer is None and time.monotonic() - started < 10:
             try:
                 s.sendall(b"x")
                 answer = s.recv(65536)
             except TimeoutError:
                 pass
             except (BrokenPipeError, ConnectionResetError):
-                break
+                answer = b""
         stopped = time.monotonic() - started
         s.settimeout(5)                   # the rest of the answer (it may come in more than one piece)
         with contextlib.suppress(ConnectionResetError):
             while answer and (more := s.recv(65536)):
                 answer += more
+    return answer, stopped
+
+
+def test_trickled_body_cut_off_at_the_deadline(url, monkeypatch):
+    """One byte every 0.2 s never trips the per-read timeout; the whole body has a deadline."""
+    monkeypatch.setattr(serve, "BODY_SECONDS", 1)
+    answer, stopped = trickle(url, "POST /api/predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n")
     text = answer.decode("latin-1")
     assert text.startswith("HTTP/1.0 408") and "request body not received within 1 s" in text, text
     assert stopped < 3
@@ -367,21 +374,7 @@ def test_trickled_request_line_and_headers_cut_off_at_the_deadline(url, monkeypa
     5 s held every slot); the request line and headers have a deadline from the connection's
     start, after which the connection is closed."""
     monkeypatch.setattr(serve, "HEAD_SECONDS", 1)
-    host, port = url.split("//")[1].rstrip("/").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(f"GET /api/model HTTP/1.1\r\nHost: {host}:{port}\r\nX-Slow: ".encode())
-        started = time.monotonic()
-        s.settimeout(0.2)
-        answer = None
-        while answer is None and time.monotonic() - started < 10:
-            try:
-                s.sendall(b"x")
-                answer = s.recv(65536)               # b"": closed
-            except TimeoutError:
-                pass
-            except (BrokenPipeError, ConnectionResetError):
-                answer = b""
-        stopped = time.monotonic() - started
+    answer, stopped = trickle(url, "GET /api/model HTTP/1.1\r\nHost: {host}\r\nX-Slow: ")
     assert answer == b"" and 0.8 < stopped < 3, (answer, stopped)
 
 
