@@ -494,9 +494,12 @@ def test_port_in_use_is_one_line_error(tmp_path, model, capsys, monkeypatch):
 
 def test_cli_serve_prints_url_warns_off_loopback_and_stops_cleanly_on_ctrl_c(tmp_path, model):
     path = model.save(tmp_path / "m.npz")
+    # Ctrl-C as in a terminal: a test run started in the background (`cmd &`) ignores SIGINT,
+    # and a child inherits that, so the server would never see it (the test then hung 30 s).
     proc = subprocess.Popen([sys.executable, "-m", "tinycnn", "serve", str(path), "--host", "0.0.0.0", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()                       # printed once the port is bound
         assert line.startswith(f"tinycnn serve: {path} at http://127.0.0.1:") and "(Ctrl-C stops)" in line
