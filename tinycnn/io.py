@@ -35,12 +35,12 @@ def _output_shape(model):
     its last Dense layer on (a Dense takes a fixed width, so the shapes after it are known).
     None when the layers do not tell (convolutions and no input shape) or do not fit one
     another (forward says so when it runs)."""
-    last = max((i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)), default=None)
-    if not model.input_shape and last is None:
-        return None
     try:
         if model.input_shape:
             return model.output_shapes(model.input_shape)[-1]
+        last = max((i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)), default=None)
+        if last is None:
+            return None
         shape = (model.layers[last].in_features,)
         for layer in model.layers[last:]:
             shape = tuple(layer.output_shape(shape))

@@ -83,6 +83,11 @@ def _epoch_sums(model):
 def evaluate(model, loss, x, y, batch_size=256):
     """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
     _check_finite(x, "evaluate: x")
+    return _evaluate(model, loss, x, y, batch_size)
+
+
+def _evaluate(model, loss, x, y, batch_size=256):
+    """evaluate without the check: fit checked its validation data once, not every epoch."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -322,7 +327,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     f"acc {history['train_acc'][-1]:.4f}")
             stop = False
             if validation is not None:
-                val_loss, val_acc = evaluate(model, loss, *validation)
+                val_loss, val_acc = _evaluate(model, loss, *validation)
                 history["val_loss"].append(val_loss)
                 history["val_acc"].append(val_acc)
                 line += f" | val loss {val_loss:.4f} acc {val_acc:.4f}"
