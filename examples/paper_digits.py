@@ -12,7 +12,8 @@ import sys
 import numpy as np
 
 from tinycnn import load_model, sketch
-from tinycnn.cli import output_folder, predict_images, reporting_user_errors
+from tinycnn.cli import CommandError, output_folder, predict_images, reporting_user_errors
+from tinycnn.run import files_in_the_way
 
 
 def main():
@@ -21,6 +22,7 @@ def main():
     parser.add_argument("--count", type=int, default=300, help="images to draw (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="paper-digits", help="folder for the JPEG files")
+    parser.add_argument("--overwrite", action="store_true", help="replace the JPEG files of an earlier run in --out")
     args = parser.parse_args()
     if args.count < 1:
         parser.error(f"--count must be >= 1, got {args.count}")
@@ -30,11 +32,16 @@ def main():
 
 def run(model, args):
     rng = np.random.default_rng(args.seed)
+    # Image i shows digit i % 10, so every name is known before drawing. Every run's names
+    # start at 0000-digit0.jpg: any earlier run in the folder is found, whatever its --count.
+    names = [f"{i:04d}-digit{i % 10}.jpg" for i in range(args.count)]
     output_folder(args.out, "--out")         # a file by that name: one line, before drawing
+    if problem := files_in_the_way("--out", args.out, names, args.overwrite):
+        raise CommandError(problem)
     paths, truth = [], {}
-    for i in range(args.count):
+    for i, name in enumerate(names):
         digit = i % 10
-        path = os.path.join(args.out, f"{i:04d}-digit{digit}.jpg")
+        path = os.path.join(args.out, name)
         sketch.render(sketch.digit_strokes(digit, rng), rng).save(path, quality=85)
         paths.append(path)
         truth[path] = str(digit)

@@ -9,13 +9,14 @@ centres the digits; 51% of the pixels) and its mean on ink (pixels > 127) agains
 background.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
 
 from tinycnn import datasets, load_model
-from tinycnn.cli import reporting_user_errors
-from tinycnn.run import draw_saliency
+from tinycnn.cli import CommandError, output_folder, reporting_user_errors
+from tinycnn.run import draw_saliency, files_in_the_way
 from tinycnn.saliency import saliency
 
 
@@ -36,6 +37,7 @@ def main():
     parser.add_argument("--data-dir", help="folder with the MNIST files (default: the download cache)")
     parser.add_argument("--count", type=int, default=1000, help="test images measured (default: %(default)s)")
     parser.add_argument("--out", default="saliency.png", help="figure file (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists already")
     args = parser.parse_args()
     if args.count < 1:             # images[:-5] would have meant "all but the last 5"
         parser.error(f"--count must be >= 1, got {args.count}")
@@ -44,6 +46,11 @@ def main():
 
 
 def run(args):
+    # Before any work: a figure already at --out is replaced only with --overwrite.
+    folder = os.path.dirname(args.out) or "."
+    output_folder(folder, "--out")
+    if problem := files_in_the_way("--out", folder, [os.path.basename(args.out)], args.overwrite):
+        raise CommandError(problem)
     model = load_model(args.model)
     _, (images, labels) = datasets.load_dataset("mnist", data_dir=args.data_dir, download=args.data_dir is None)
     images, labels = images[:args.count], labels[:args.count]
