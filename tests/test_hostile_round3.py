@@ -3,8 +3,16 @@ dataset file belongs reported as missing, and predict --show into a folder that 
 written found only after the work. Each is refused in one line, before any work."""
 import os
 
+import pytest
+
+from tinycnn import exercises
+from tinycnn.run import data_dir_problem
+
+from test_cli_mistakes import one_error_line
 from test_hostile_round2 import run_example
 
+MNIST_GZ = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 REFUSAL = "which this would replace; give a new folder, or add --overwrite"
 
 
@@ -32,3 +40,32 @@ def test_paper_digits_example_keeps_the_files_of_an_earlier_run_unless_told(tmp_
                        cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "p" / "0001-digit1.jpg").read_bytes()[:2] == b"\xff\xd8"   # a JPEG now
+
+
+# -- a FIFO where a file is read ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"])
+def test_a_fifo_in_the_data_dir_is_named_not_missing(tmp_path, monkeypatch, name):
+    """Was "mnist files missing: t10k-images-idx3-ubyte.gz". Found from its mode: opening a
+    FIFO to read it would wait forever for a writer."""
+    (tmp_path / "d").mkdir()
+    for other in MNIST_GZ[:2] + MNIST_GZ[3:]:
+        (tmp_path / "d" / other).write_bytes(b"")
+    os.mkfifo(tmp_path / "d" / name)
+    why = f"--data-dir d: {name} is a FIFO (named pipe), not a regular file"
+    monkeypatch.chdir(tmp_path)
+    assert data_dir_problem("d", "mnist") == why
+    assert one_error_line("evaluate", "mnist", "--data-dir", "d", cwd=tmp_path) == (1, f"tinycnn evaluate: error: {why}")
+    assert one_error_line("train", "--data-dir", "d", cwd=tmp_path) == (2, f"tinycnn train: error: {why} (see --help)")
+
+
+def test_a_fifo_given_to_resume_or_to_the_exercise_checker_is_named(tmp_path, capsys):
+    """Both said "no such file"."""
+    os.mkfifo(tmp_path / "checkpoint.npz")
+    assert one_error_line("train", "--dataset", "digits", "--resume", "checkpoint.npz", cwd=tmp_path) == (
+        2, "tinycnn train: error: --resume checkpoint.npz: is a FIFO (named pipe), not a checkpoint file (see --help)")
+    fifo = tmp_path / "dense_backward.py"
+    os.mkfifo(fifo)
+    assert exercises.main([str(fifo)]) == 2
+    assert capsys.readouterr().err == (f"error: {fifo}: is a FIFO (named pipe), not a Python file (the stub to copy "
+                                       "and fill in is docs/exercises/dense_backward.py)\n")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import get_backend, set_backend
+from .fileutil import describe_non_file
 from .gradcheck import gradcheck
 from .layers import AvgPool2D, BatchNorm1D, Conv2D, Dense, MaxPool2D, Sigmoid
 from .losses import SoftmaxCrossEntropy
@@ -327,7 +328,9 @@ def main(argv=None):
               f"{', '.join(sorted(EXERCISES))} (the file name says which one)", file=sys.stderr)
         return 2
     if not path.is_file():
-        print(f"error: {path}: no such file (the stub to copy and fill in is docs/exercises/{name}.py)",
+        kind = describe_non_file(path)
+        what = f"is {kind}, not a Python file" if kind else "no such file"
+        print(f"error: {path}: {what} (the stub to copy and fill in is docs/exercises/{name}.py)",
               file=sys.stderr)
         return 2
     exercise = EXERCISES[name]

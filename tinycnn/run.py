@@ -16,6 +16,7 @@ import numpy as np
 
 from . import datasets, models, optim, runtime, schedules
 from .augment import RandomAffine
+from .fileutil import describe_non_file
 from .io import load_model
 from .losses import SoftmaxCrossEntropy
 from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
@@ -148,7 +149,8 @@ def check_args(args, parser):
     if args.data_dir is not None and (problem := data_dir_problem(args.data_dir, args.dataset)):
         parser.error(problem)
     if args.resume is not None and not os.path.isfile(args.resume):
-        parser.error(f"--resume {args.resume}: no such file")
+        kind = describe_non_file(args.resume)
+        parser.error(f"--resume {args.resume}: {f'is {kind}, not a checkpoint file' if kind else 'no such file'}")
     if args.resume is not None:
         _check_resume(args, parser)
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -213,8 +215,16 @@ def data_dir_problem(data_dir, dataset):
     if dataset == "digits":
         return None
     info = datasets.DATASETS["mnist" if dataset == "auto" else dataset]
-    missing = [f.filename for f in info.files.values()
-               if not any(os.path.isfile(os.path.join(data_dir, n)) for n in (f.filename, f.stem))]
+    missing = []
+    for f in info.files.values():
+        for name in (f.filename, f.stem):        # gzipped or not, looked for as datasets.fetch does
+            path = os.path.join(data_dir, name)
+            if kind := describe_non_file(path):  # by its mode: opening a FIFO would wait forever
+                return f"--data-dir {data_dir}: {name} is {kind}, not a regular file"
+            if os.path.isfile(path):
+                break
+        else:
+            missing.append(f.filename)
     if missing:
         inside = os.path.join(data_dir, info.name)       # the parent folder given by mistake
         hint = f" (did you mean --data-dir {inside}?)" if os.path.isdir(inside) else ""
