@@ -6,6 +6,7 @@ import os
 import pytest
 
 from tinycnn import exercises
+from tinycnn.cli import CommandError, output_folder
 from tinycnn.run import data_dir_problem
 
 from test_cli_mistakes import one_error_line
@@ -69,3 +70,31 @@ def test_a_fifo_given_to_resume_or_to_the_exercise_checker_is_named(tmp_path, ca
     assert exercises.main([str(fifo)]) == 2
     assert capsys.readouterr().err == (f"error: {fifo}: is a FIFO (named pipe), not a Python file (the stub to copy "
                                        "and fill in is docs/exercises/dense_backward.py)\n")
+
+
+# -- predict --show into a folder that cannot be written ------------------------------------
+
+@pytest.fixture(params=["/sys", "read-only folder"])
+def unwritable(request, tmp_path):
+    """A folder nothing can be written in: /sys holds out even root (the CI user), for
+    whom a chmod'ed folder is writable."""
+    if request.param == "/sys":
+        if not os.path.isdir("/sys"):
+            pytest.skip("no /sys here (not Linux)")
+        yield "/sys"
+        return
+    if os.geteuid() == 0:
+        pytest.skip("root writes in a read-only folder")
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    yield str(folder)
+    folder.chmod(0o755)
+
+
+def test_predict_show_into_a_folder_that_cannot_be_written_is_refused_first(tmp_path, unwritable):
+    """Failed at the first figure, after loading the model and reading the first image."""
+    with pytest.raises(CommandError, match=rf"^--show {unwritable}: cannot write there \(.+\)$"):
+        output_folder(unwritable, "--show")
+    # A model that does not exist: the refusal comes before it is loaded.
+    status, line = one_error_line("predict", "nope.npz", "d.png", "--show", unwritable, cwd=tmp_path)
+    assert status == 1 and line.startswith(f"tinycnn predict: error: --show {unwritable}: cannot write there (")

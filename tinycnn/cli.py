@@ -36,13 +36,19 @@ def printable(text):
 
 
 def output_folder(path, option):
-    """Create `path` for figures now (before any slow work) or raise a CommandError."""
+    """Create `path` for figures now (before any slow work) and check that files can be
+    written there, or raise a CommandError."""
+    from .fileutil import check_writable
     if os.path.exists(path) and not os.path.isdir(path):
         raise CommandError(f"{option} {path}: exists and is not a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
         raise CommandError(f"{option} {path}: cannot create this folder ({err.strerror or err})") from None
+    try:
+        check_writable(path)
+    except OSError as err:
+        raise CommandError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
 
 
 def _load(path):

@@ -43,6 +43,15 @@ def create_temp(path, suffix):
             continue
 
 
+def check_writable(folder):
+    """Create and remove a new file in `folder` (a temporary name, never one of the user's);
+    the OSError this raises is why nothing can be written there. A real write rather than
+    os.access(W_OK): root passes that check on any folder, yet cannot write in /sys."""
+    fd, probe = create_temp(os.path.join(folder, "write-test"), ".tmp")
+    os.close(fd)
+    os.remove(probe)
+
+
 def _alive(pid):
     """Whether process `pid` exists on this machine (POSIX; elsewhere we cannot tell cheaply
     and safely, so every writer counts as alive and nothing is cleaned)."""

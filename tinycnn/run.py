@@ -16,7 +16,7 @@ import numpy as np
 
 from . import datasets, models, optim, runtime, schedules
 from .augment import RandomAffine
-from .fileutil import describe_non_file
+from .fileutil import check_writable, describe_non_file
 from .io import load_model
 from .losses import SoftmaxCrossEntropy
 from .train import TrainingDiverged, TrainingInterrupted, evaluate, fit
@@ -166,10 +166,7 @@ def check_args(args, parser):
                 except FileExistsError:
                     args.out = f"{stamp}-{i}"
         os.makedirs(args.out, exist_ok=True)
-        from .fileutil import create_temp      # a new, unique name: never a file of the user's
-        fd, probe = create_temp(os.path.join(args.out, "write-test"), ".tmp")
-        os.close(fd)
-        os.remove(probe)
+        check_writable(args.out)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
     # A run continued in its own folder replaces its own files; anything else is asked for.
