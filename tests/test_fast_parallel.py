@@ -97,7 +97,7 @@ def test_a_cold_fit_trains_on_python_threads_until_the_background_compile_is_don
     tinycnn.set_backend("numba")
     monkeypatch.setenv("TINYCNN_BACKGROUND_COMPILE", "1")
     monkeypatch.setattr(warmup, "fast_kernels_ready", lambda model, training=False, input_shape=None: False)
-    monkeypatch.setattr(warmup, "_two_processes", lambda: False)
+    monkeypatch.setattr(warmup, "_two_processes", lambda since: False)
     held = [True]
     monkeypatch.setattr(warmup, "_lock_held", lambda path: held[0])
     started = []

@@ -167,20 +167,33 @@ def test_a_kernel_the_other_process_holds_is_waited_for_then_loaded_while_it_run
 
 
 def test_the_split_gives_the_later_process_less_and_every_kernel_to_one_of_them(monkeypatch):
-    """The second process starts compiling about a second later: the cut that finishes first."""
+    """A second process started a second later (a new interpreter) gets that much less: the
+    cut that finishes first."""
     shares = {name: _FakeShare(name) for name in ("big", "mid", "small", "tiny", "wee")}
     monkeypatch.setattr(warmup, "_kernel_name", lambda share: share.py_func.__qualname__)
     monkeypatch.setattr(warmup, "_COMPILE_SECONDS", {"big": 2.5, "mid": 2.1, "small": 1.6, "tiny": 0.2})
     plan = [(shares[name], ("sig",)) for name in ("big", "mid", "small", "tiny", "wee")]   # (wee: 0.3 s)
-    mine, theirs = warmup._split(plan)
+    mine, theirs = warmup._split(plan, late=1.0)
     # this process 2.1 + 1.6 (+ 0.2) = 3.9 s, the other 1.0 late + 2.5 (+ 0.3) = 3.8 s; giving
     # this process the longest instead would end at 2.5 + 1.6 = 4.1 s or later
     assert [k[0].py_func.__qualname__ for k in mine] == ["mid", "small", "tiny"]
     assert [k[0].py_func.__qualname__ for k in theirs] == ["big", "wee"]
     monkeypatch.setattr(warmup, "_COMPILE_SECONDS", {})
     many = [(_FakeShare(f"k{i}"), ("sig",)) for i in range(30)]     # past the 12 tried every way
-    mine, theirs = warmup._split(many)
+    mine, theirs = warmup._split(many, late=1.0)
     assert sorted(map(id, mine + theirs)) == sorted(map(id, many)) and len(mine) > len(theirs)
+
+
+def test_idle_cores_count_this_processs_own_work_as_free(monkeypatch):
+    """Measured across the probe, during which this process kept one core busy: 40 ticks of
+    2 cores' time, 20 of them idle, 0.2 s of this process's CPU in 0.2 s: one core idle
+    besides it, and its own, free once it stops to compile."""
+    monkeypatch.setattr(warmup.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(warmup, "_cpu_sample", lambda: (10.2, 5.2, (120, 240)))
+    assert warmup._idle_cores((10.0, 5.0, (100, 200)), least=0) == pytest.approx(2.0)
+    monkeypatch.setattr(warmup, "_cpu_sample", lambda: (10.2, 5.2, (102, 240)))     # another process busy
+    assert warmup._idle_cores((10.0, 5.0, (100, 200)), least=0) == pytest.approx(1.1)
+    assert not warmup._two_processes((10.0, 5.1, (100, 200)))          # 0.1 + 0.5 cores: not one idle
 
 
 def test_kernel_locks_one_owner_and_stale_ones_taken_over(tmp_path):
@@ -247,19 +260,39 @@ class _Child:
         self.killed = True
 
 
-def test_the_second_process_is_stopped_on_ctrl_c_and_files_are_not_left(monkeypatch, tmp_path):
+@pytest.mark.parametrize("fork", [True, False])
+def test_the_second_process_is_stopped_on_ctrl_c_and_files_are_not_left(monkeypatch, tmp_path, fork):
     monkeypatch.setattr(warmup.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(warmup, "_FORK", fork)
     child = _Child()
     monkeypatch.setattr(warmup, "_start_process", lambda args, **options: child)
+    monkeypatch.setattr(warmup, "_fork_sharer", lambda mine, theirs: child)
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(warmup, "_plan", interrupted)
+    monkeypatch.setattr(warmup, "_compile_plan", interrupted)
     model = _small_convnet()
     with pytest.raises(KeyboardInterrupt):
         warmup._share_work(model, model.input_shape)
     assert child.killed and os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not warmup._FORK, reason="the second process is forked on Linux only")
+def test_a_forked_child_is_polled_waited_for_and_killed_like_a_subprocess():
+    import subprocess
+    pid = os.fork()
+    if pid == 0:                                     # the child: sleeps until killed
+        try:
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    child = warmup._Forked(pid)
+    assert child.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(0.05)
+    child.kill()
+    assert child.wait(10) == -9 and child.poll() == -9
 
 
 def test_no_second_process_to_start_means_compiling_here(monkeypatch, tmp_path):
@@ -270,28 +303,40 @@ def test_no_second_process_to_start_means_compiling_here(monkeypatch, tmp_path):
         raise FileNotFoundError("no such file: python")
 
     monkeypatch.setattr(warmup, "_start_process", no_python)
+    monkeypatch.setattr(warmup, "_FORK", False)                         # (a new interpreter's path)
     model = _small_convnet()
     warmup._share_work(model, model.input_shape)                       # returns, having done nothing
     assert warmup.compile_in_background(model) is None
     assert os.listdir(tmp_path) == []
 
 
-def test_two_processes_on_an_empty_cache_compile_every_share_and_leave_no_file(tmp_path):
+@pytest.mark.parametrize("fork", [True, False])
+def test_two_processes_on_an_empty_cache_compile_every_share_and_leave_no_file(tmp_path, fork):
     """The whole first-run path with its second process (forced on: the test machine may have
-    no idle core), in a subprocess with an empty cache and its own temp folder."""
+    no idle core), in a subprocess with an empty cache and its own temp folder; forked (Linux),
+    and as a new interpreter (elsewhere). A forked child takes its part at once, so there this
+    process compiles only its own part and loads the other from the disk cache."""
+    if fork and not warmup._FORK:
+        pytest.skip("the second process is forked on Linux only")
     code = ("import numpy as np\n"
             "from tinycnn import warmup\n"
             "from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D\n"
             "from tinycnn.model import Sequential\n"
-            "warmup._two_processes = lambda: True\n"
+            f"warmup._FORK = {fork}\n"
+            "warmup._two_processes = lambda since: True\n"
             "warmup._finish_in_background = lambda model: None\n"    # (the parallel loops: not this test's)
             "model = Sequential([Conv2D(1, 4, 3, activation='relu'), MaxPool2D(2), Flatten(), Dense(36, 3)],\n"
             "                   input_shape=(1, 8, 8), seed=0)\n"
             "seconds = warmup.compile_for(model)\n"
             "plan = warmup._plan(model, model.input_shape)\n"
-            "print(seconds > 0, len(plan), all(signature in share.overloads for share, signature in plan))\n")
+            "loaded = [share._cache_hits[signature] > 0 for share, signature in plan]\n"   # from the disk cache
+            "print(seconds > 0, len(plan), all(signature in share.overloads for share, signature in plan),\n"
+            "      sum(loaded))\n")
     temp = tmp_path / "temp"
     temp.mkdir()
     env = {"TINYCNN_BACKGROUND_COMPILE": "1", "TMPDIR": str(temp)}
-    assert run_with_empty_cache(code, tmp_path / "cache", env).split() == ["True", "2", "True"]
+    fine, kernels, compiled, loaded = run_with_empty_cache(code, tmp_path / "cache", env).split()
+    assert [fine, kernels, compiled] == ["True", "2", "True"]
+    if fork:
+        assert loaded == "1"                         # the other kernel: compiled by the child
     assert os.listdir(temp) == []                    # no lock, no model file left behind

@@ -12,10 +12,10 @@ between two processes, defers part of it, and for small inference jobs avoids wa
   on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
   calls it before the first epoch and logs "compiling fast kernels (first run only): 5.4 s"
   when it compiled anything, so an epoch's time and images/s count training only. On a cold
-  cache it compiles only the kernels' shares, with a second process taking part of them
-  when a core is idle (_share_work); the parallel loop that runs the shares is compiled by
-  a background process, and until that is done the shares run on Python threads (the same
-  results, bit for bit).
+  cache it compiles only the kernels' shares, with a second process (on Linux, a fork of
+  this one) taking part of them when a core is idle (_share_work); the parallel loop that
+  runs the shares is compiled by a background process, and until that is done the shares
+  run on Python threads (the same results, bit for bit).
 - `kernels_for_inference(model, n)` is used by `Sequential.predict_proba`. When the fast
   kernels this model needs are not compiled yet (a probe that forbids compiling finds out in
   milliseconds) and the batch is small (<= SMALL_BATCH images), the batch runs on the
@@ -33,14 +33,17 @@ import copy
 import hashlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numba
 import numpy as np
 from numba.core import event
+from numba.core.compiler_lock import global_compiler_lock
 
 from . import kernels
 from .augment import RandomAffine
@@ -109,13 +112,14 @@ def compile_for(model, log=None, input_shape=None, augment=None):
         return 0.0
     t0 = time.perf_counter()
     say_start = (lambda: log("compiling fast kernels (first run only) ...")) if log else (lambda: None)
+    before = _cpu_sample()           # (the idle cores are measured across the probe)
     cold = _background_allowed() and not fast_kernels_ready(model, True, input_shape)
     if cold:
         say_start()
         parallel.on_python_threads_until(lambda: False)
     listener = _CompileListener(on_first=None if cold else say_start)
     with event.install_listener("numba:compile", listener):
-        if cold and _two_processes():
+        if cold and _two_processes(before):
             _share_work(model, input_shape, isinstance(augment, RandomAffine))
         _run_once(model, True, input_shape)             # loads what the other process compiled
         _run_once(model, False, input_shape)
@@ -143,29 +147,39 @@ def _finish_in_background(model):
     parallel.on_python_threads_until(lambda: not _lock_held(lock))
 
 
-def _two_processes():
-    """Whether a second compiling process would help: only with a core idle now. (Measured on
-    a shared 2-core machine with no idle core, with an earlier version of the kernels,
-    fastnet's cold first step took 7.4 s in one process and 10.2 s in two: the second
-    process's start and Numba's set-up in it, ~1-2 s of CPU, are then pure overhead.)"""
-    return (os.cpu_count() or 1) > 1 and _idle_cores() >= 0.9 and _background_allowed()
+def _two_processes(since):
+    """Whether a second compiling process would help: only with a core idle now (since
+    `since`, a _cpu_sample). (Measured on a shared 2-core machine with no idle core, with an
+    earlier version of the kernels, fastnet's cold first step took 7.4 s in one process and
+    10.2 s in two: the second process's start and Numba's set-up in it, ~1-2 s of CPU, are
+    then pure overhead.)"""
+    return (os.cpu_count() or 1) > 1 and _idle_cores(since) >= 0.9 and _background_allowed()
 
 
-def _idle_cores(interval=0.1):
-    """How many cores were idle over the last `interval` seconds (Linux's /proc/stat; else
-    cores minus the 1-minute load average, which lags by about a minute)."""
-    def idle_and_total():
+def _cpu_sample():
+    """(wall clock, this process's CPU seconds, /proc/stat's idle and total ticks or None)."""
+    try:
         with open("/proc/stat") as stat:
             ticks = [int(v) for v in stat.readline().split()[1:]]
-        return ticks[3] + ticks[4], sum(ticks[:8])          # idle + iowait; user .. steal
-    cores = os.cpu_count() or 1
-    try:
-        idle0, total0 = idle_and_total()
-        time.sleep(interval)
-        idle1, total1 = idle_and_total()
-        return cores * (idle1 - idle0) / max(1, total1 - total0)
+        proc = ticks[3] + ticks[4], sum(ticks[:8])           # idle + iowait; user .. steal
     except (OSError, ValueError, IndexError):
+        proc = None
+    return time.monotonic(), time.process_time(), proc
+
+
+def _idle_cores(since, least=0.1):
+    """How many cores other processes left idle since `since` (a _cpu_sample taken at least
+    `least` seconds ago, else this waits): the idle share of all cores (Linux's /proc/stat),
+    plus the cores' worth this process used itself, which are free once it stops to compile.
+    (Measured across the readiness probe, not over a sleep of its own: 0.1 s sooner.)
+    Elsewhere: cores minus the 1-minute load average, which lags by about a minute."""
+    cores = os.cpu_count() or 1
+    time.sleep(max(0.0, since[0] + least - time.monotonic()))
+    wall, cpu, proc = _cpu_sample()
+    if proc is None or since[2] is None or proc[1] <= since[2][1]:
         return cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    idle = cores * (proc[0] - since[2][0]) / (proc[1] - since[2][1])
+    return idle + (cpu - since[1]) / max(wall - since[0], 1e-9)
 
 
 # -- two processes, one cache --------------------------------------------------------------
@@ -173,21 +187,29 @@ def _idle_cores(interval=0.1):
 # part of the kernels. Both first list what a training step and an eval pass of the model
 # (and the main job's augmentation) would run (_plan: a pass with parallel.recording_shares,
 # which compiles none of the shares), and cut the list in two by estimated compile time
-# (_split: the second process starts compiling about a second later, so it gets that much
-# less). Each compiles its part, then helps with the other's, last kernels first: before
+# (_split: a second process that starts later gets that much less). On Linux the second
+# process is a fork of this one, made once the plan is known: it starts compiling at once,
+# with Numba set up and the plan in hand (_fork_sharer); elsewhere it is a new interpreter
+# that imports tinycnn and makes the same plan itself. Each compiles its part, then helps with the other's, last kernels first: before
 # compiling a kernel a process takes a lock file named after the kernel and its signature,
 # and a kernel whose lock the other holds is left to it, except that this process, at the
 # end, waits for it and loads it from the disk cache as soon as it is written. Then this
 # process runs the whole model, which finds everything compiled (and compiles whatever the
 # plan missed).
 
-# CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
-# --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s.
-_COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_share": 2.4,
-                    "conv_winograd._forward_share": 2.3, "conv_gemm._forward_share": 2.2,
-                    "conv_direct._backward_share": 2.2, "conv_direct._forward_share": 1.7,
-                    "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
-_SECOND_PROCESS_LATE = 1.0      # s: the second process's start-up and imports (measured 0.9-1.0)
+# CPU seconds each share took to compile here (December 1, timelines of cold first steps
+# of the four models, in the forked second process and in this one; conv_direct's backward
+# from November 30): estimates, for splitting the plan. Other shares count as 0.3 s.
+_COMPILE_SECONDS = {"conv_winograd._backward_share": 3.5, "conv_blocked._forward_share": 2.7,
+                    "conv_gemm._backward_share": 2.5, "conv_gemm._forward_share": 2.4,
+                    "conv_direct._backward_share": 2.2, "conv_winograd._forward_share": 2.0,
+                    "conv_direct._forward_share": 1.7, "pooling._maxpool_forward_share": 0.7,
+                    "batchnorm._backward_share": 0.5}
+# The second process is a fork of this one on Linux; elsewhere (macOS's system libraries are
+# not safe to use in a forked child, Windows has no fork) a new interpreter, which starts
+# compiling about a second later (its start-up and imports: measured 0.9-1.0 s).
+_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
+_SECOND_PROCESS_LATE = {"fork": 0.05, "spawn": 1.0}     # s, by how it is started
 _SHARE_TIMEOUT = 300            # s: a second process not done by then (it hangs) is stopped
 
 
@@ -216,24 +238,24 @@ def _compile_seconds(kernel):
     return _COMPILE_SECONDS.get(_kernel_name(kernel[0]), 0.3)
 
 
-def _split(plan):
+def _split(plan, late):
     """(this process's kernels, the second process's): the division of the plan with which
     the later of the two would finish soonest, by _COMPILE_SECONDS, the second process
-    starting _SECOND_PROCESS_LATE later. Every division of the 12 longest kernels is tried
+    starting `late` seconds later. Every division of the 12 longest kernels is tried
     (4,096 at most); the rest, which are short, go one by one to whichever would be free first."""
     big, small = plan[:12], plan[12:]
     costs = [_compile_seconds(kernel) for kernel in big]
     best = None
     for mask in range(1 << len(big)):        # bit i set: big[i] is this process's
         mine = sum(cost for i, cost in enumerate(costs) if mask >> i & 1)
-        finish = max(mine, _SECOND_PROCESS_LATE + sum(costs) - mine)
+        finish = max(mine, late + sum(costs) - mine)
         if best is None or finish < best[0]:
             best = finish, mask
     mine = [kernel for i, kernel in enumerate(big) if best[1] >> i & 1]
     theirs = [kernel for i, kernel in enumerate(big) if not best[1] >> i & 1]
     for kernel in small:
         busy_mine = sum(map(_compile_seconds, mine))
-        busy_theirs = _SECOND_PROCESS_LATE + sum(map(_compile_seconds, theirs))
+        busy_theirs = late + sum(map(_compile_seconds, theirs))
         (mine if busy_mine <= busy_theirs else theirs).append(kernel)
     return mine, theirs
 
@@ -302,21 +324,27 @@ def _create(path):
 def _share_work(model, input_shape, augment=False):
     """Compile `model`'s kernels (and, with augment, RandomAffine's) with a second process
     going down the same plan."""
-    spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
-    if not _saved(model, spec):
+    plan = _plan(model, input_shape, augment)
+    if plan is None:
         return                               # compile_for then compiles all of it here
-    try:
-        other = _start_process(["--share", spec, ",".join(map(str, input_shape)), str(int(augment))])
-    except OSError:                          # no Python to start (a frozen app): all of it here
-        os.remove(spec)
-        return
+    start = "fork" if _FORK else "spawn"
+    mine, theirs = _split(plan, _SECOND_PROCESS_LATE[start])
+    spec = None
+    if _FORK:
+        other = _fork_sharer(mine, theirs)
+    else:
+        spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
+        if not _saved(model, spec):
+            return
+        try:
+            other = _start_process(["--share", spec, ",".join(map(str, input_shape)), str(int(augment))])
+        except OSError:                      # no Python to start (a frozen app): all of it here
+            os.remove(spec)
+            return
     deadline = time.monotonic() + _SHARE_TIMEOUT
     try:
-        plan = _plan(model, input_shape, augment)
-        if plan is not None:
-            mine, theirs = _split(plan)
-            _compile_plan(mine)
-            _compile_plan(theirs[::-1], other, deadline)  # its last ones first; wait for the rest
+        _compile_plan(mine)
+        _compile_plan(theirs[::-1], other, deadline)      # its last ones first; wait for the rest
         other.wait(max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:        # it hangs: stop it (the final pass compiles the rest)
         other.kill()
@@ -325,8 +353,61 @@ def _share_work(model, input_shape, augment=False):
         raise
     finally:
         other.wait()
-        with contextlib.suppress(OSError):
-            os.remove(spec)
+        if spec is not None:
+            with contextlib.suppress(OSError):
+                os.remove(spec)
+
+
+def _fork_sharer(mine, theirs):
+    """A copy of this process (os.fork) that compiles `theirs`, then helps with `mine` from
+    its end, and exits. It starts at once, with Numba imported and the plan in hand, where a
+    new interpreter spends about a second importing them; it compiles only (no BLAS, no
+    kernel runs), writes nowhere but the disk cache and the lock files, and leaves by
+    os._exit (no cleanup of the parent's that it could run twice). Numba's compiler lock is
+    held across the fork, so no other thread of this process is part-way through compiling."""
+    with global_compiler_lock, warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads (NumPy's BLAS starts some):
+        # the child runs none of their code and takes none of their locks.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):                 # nothing of it on the user's terminal
+            os.dup2(devnull, fd)
+        warnings.simplefilter("ignore")
+        _compile_plan(theirs + mine[::-1])
+        code = 0
+    finally:
+        os._exit(code)
+
+
+class _Forked:
+    """A forked child, with the calls _share_work makes of a subprocess.Popen."""
+
+    def __init__(self, pid):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        end = math.inf if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > end:
+                raise subprocess.TimeoutExpired("tinycnn compile (forked)", timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
 
 
 _ready = {}       # model key -> True, or the time of the last probe that found it cold
@@ -429,7 +510,7 @@ def _main(argv):
         spec, shape, augment = argv[1], tuple(int(s) for s in argv[2].split(",")), argv[3:] == ["1"]
         plan = _plan(load_model(spec), shape, augment)
         if plan is not None:
-            mine, theirs = _split(plan)
+            mine, theirs = _split(plan, _SECOND_PROCESS_LATE["spawn"])
             _compile_plan(theirs + mine[::-1])
         return
     spec, lock = argv[:2]
