@@ -50,7 +50,8 @@ def test_evaluate_with_an_empty_or_missing_data_dir(model_file, tmp_path):
     (tmp_path / "empty").mkdir()
     status, line = one_error_line("evaluate", model_file, "--data-dir", "empty", cwd=tmp_path)
     assert status == 1
-    assert line == f"tinycnn evaluate: error: --data-dir empty: mnist files missing: {MNIST_FILES}"
+    assert line == ("tinycnn evaluate: error: --data-dir empty: mnist files missing: "
+                    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz")      # (the test set's only)
     status, line = one_error_line("evaluate", model_file, "--data-dir", "nowhere", cwd=tmp_path)
     assert (status, line) == (1, "tinycnn evaluate: error: --data-dir nowhere: no such folder")
 
@@ -115,6 +116,8 @@ def test_resumed_run_says_its_training_time_counts_the_earlier_epochs(tmp_path):
                         "--quiet", "--out", "b", "--resume", os.path.join("a", "checkpoint.npz"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "images/s, the epochs before --resume included); total" in again.stdout
+    # no epoch ran, so no checkpoint was written in b (the line listed one all the same)
+    assert again.stdout.strip().splitlines()[-1] == f"saved to b/: model.npz, metrics.json, history.json"
 
 
 def test_output_into_a_closed_pipe_stops_quietly(model_file, tmp_path):
@@ -178,3 +181,93 @@ def test_a_run_resumed_in_its_own_folder_may_replace_its_files(tmp_path):
     status, line = one_error_line("train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1",
                                   "--no-plots", "--quiet", "--out", "a", cwd=tmp_path)
     assert status == 2 and "--out a: already holds model.npz" in line
+
+
+# -- Ctrl-C: one line, and what was saved, wherever it is pressed --------------------------
+
+def train_main(tmp_path, *extra):
+    from tinycnn import run
+    return run.main(["--dataset", "digits", "--arch", "lenet5", "--epochs", "1", "--quiet",
+                     "--out", str(tmp_path / "a"), *extra])
+
+
+def test_ctrl_c_in_an_epoch_names_the_command_that_continues(numpy_backend, tmp_path, monkeypatch, capsys):
+    """The hint said only `--resume FILE`; run alone, that trained on other data (the default
+    dataset) and the checkpoint was reported damaged. Now it says to repeat the command."""
+    from tinycnn import run
+
+    def interrupted(*args, **kwargs):
+        raise tinycnn.TrainingInterrupted("interrupted", str(tmp_path / "a" / "checkpoint.npz"), 2, 5)
+
+    monkeypatch.setattr(run, "fit", interrupted)
+    assert train_main(tmp_path, "--no-plots") == 130
+    checkpoint = tmp_path / "a" / "checkpoint.npz"
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted at epoch 2, step 5; checkpoint saved to {checkpoint}. To continue, run the same "
+        f"command again with --resume {checkpoint} --out {tmp_path / 'a'} (the same data and options)")
+
+
+def test_ctrl_c_while_compiling_or_drawing_is_one_line_and_the_numbers_are_kept(numpy_backend, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """Before: a traceback (70 lines from Numba while compiling; matplotlib's while drawing),
+    and metrics.json and history.json, written after the figures, were lost."""
+    from tinycnn import run
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "draw", ctrl_c)
+    assert train_main(tmp_path) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted; saved so far in {tmp_path / 'a'}: model.npz, "
+                                               "checkpoint.npz, history.json, metrics.json")
+    assert json_file(tmp_path / "a" / "metrics.json")["test_accuracy"] > 0.5
+    monkeypatch.setattr(run, "fit", ctrl_c)                           # (as compiling would be)
+    assert train_main(tmp_path / "b") == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def json_file(path):
+    import json
+    return json.loads(path.read_text())
+
+
+def test_evaluate_needs_only_the_test_files(model_file, mnist_dir, tmp_path):
+    """Evaluating reads the test set only: a folder with the two t10k files was refused
+    ('mnist files missing: train-images-idx3-ubyte.gz, ...')."""
+    (tmp_path / "t10k").mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        os.symlink(os.path.join(mnist_dir, name), tmp_path / "t10k" / name)
+    proc = tinycnn_cli("evaluate", model_file, "--data-dir", "t10k", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("mnist test set, 10,000 images: accuracy ")
+    os.remove(tmp_path / "t10k" / "t10k-labels-idx1-ubyte.gz")
+    status, line = one_error_line("evaluate", model_file, "--data-dir", "t10k", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn evaluate: error: --data-dir t10k: mnist files missing: "
+                                 "t10k-labels-idx1-ubyte.gz")
+
+
+def test_another_datasets_folder_is_named_as_such_not_called_corrupt(model_file, mnist_dir, tmp_path):
+    """MNIST's folder given for Fashion-MNIST (same file names): a 'checksum mismatch' with
+    four digests and the advice to delete the file (a good MNIST file) and download again."""
+    status, line = one_error_line("evaluate", model_file, "--dataset", "fashion-mnist", "--data-dir",
+                                  mnist_dir, cwd=tmp_path)
+    assert (status, line) == (1, f"tinycnn evaluate: error: {mnist_dir / 't10k-images-idx3-ubyte.gz'}: this is "
+                                 "mnist's test images file, not the one asked for. This folder holds mnist's "
+                                 "files: point --data-dir / data_dir= / TINYCNN_DATA_DIR at a folder of "
+                                 "fashion-mnist's")
+
+
+def test_a_data_dir_that_is_a_file_is_called_a_file(model_file, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    status, line = one_error_line("evaluate", model_file, "--data-dir", "notes.txt", cwd=tmp_path)
+    assert (status, line) == (1, "tinycnn evaluate: error: --data-dir notes.txt: is a file, not a folder")
+
+
+def test_summary_prints_the_preprocessing_as_numbers(tmp_path):
+    model = tinycnn.Sequential([L.Flatten(), L.Dense(4, 2)], input_shape=(1, 2, 2), seed=0)
+    model.preprocessing = {"scale": 1 / 255, "mean": 0.1307, "std": 0.3081}
+    model.save(tmp_path / "m.npz")
+    proc = tinycnn_cli("summary", "m.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "preprocessing: scale 0.003922, mean 0.1307, std 0.3081" \
+        in proc.stdout.splitlines()

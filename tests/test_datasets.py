@@ -117,6 +117,24 @@ def test_all_mirrors_failing_gives_one_error_naming_each(tiny):
     assert os.listdir(datasets.cache_dir("tiny")) == []    # nothing half-written
 
 
+def test_a_data_folder_one_level_too_high_or_missing_is_named_when_the_download_fails(tiny, tmp_path,
+                                                                                      monkeypatch):
+    """TINYCNN_DATA_DIR (or data_dir) pointing at the parent of the dataset's folder, or at no
+    folder: the files were not found there, and the download failing was all the user heard."""
+    server, _, _ = tiny
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    monkeypatch.setenv("TINYCNN_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(DownloadError) as err:
+        load_dataset("tiny", mirrors=[server.mirror("missing")], **dict(FAST, retries=1))
+    assert (f"{tmp_path / 'data'} has no tiny files, but holds a folder {tmp_path / 'data' / 'tiny'}: "
+            "did you mean that one?") in str(err.value)
+    monkeypatch.setenv("TINYCNN_DATA_DIR", str(tmp_path / "nope"))
+    with pytest.raises(DownloadError) as err:
+        load_dataset("tiny", mirrors=[server.mirror("missing")], **dict(FAST, retries=1))
+    assert f"{tmp_path / 'nope'} (given as the data folder) does not exist, so nothing was found there." \
+        in str(err.value)
+
+
 def test_corrupt_cached_file_is_detected_and_replaced(tiny, capsys):
     server, arrays, files = tiny
     load_dataset("tiny", mirrors=[server.mirror("ok")], **FAST)

@@ -88,6 +88,19 @@ def test_predict_with_only_a_model_says_so(capsys):
                                        "give the images to read after it\n")
 
 
+def test_predict_on_a_run_folder_points_at_its_model(tmp_path, capsys, monkeypatch):
+    """`tinycnn predict run1` (train's --out folder) read the run's figures as digits with the
+    pretrained model: 'run1/curves.png: 5 (96.4%)', exit 0."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("run1")
+    open(os.path.join("run1", "model.npz"), "wb").close()
+    open(os.path.join("run1", "curves.png"), "wb").close()
+    assert cli.main(["predict", "run1"]) == 1
+    model = os.path.join("run1", "model.npz")
+    assert capsys.readouterr().err == (f"tinycnn predict: error: run1 holds a trained model: give it and the "
+                                       f"images to read, tinycnn predict {model} IMAGE...\n")
+
+
 def test_predict_with_no_model_uses_the_pretrained_one(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tinycnn.backend, "_current", "numpy")      # restored afterwards
     paths = []

@@ -93,6 +93,13 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
             driver.find_element("id", "photo").send_keys(str(tmp_path / "notes.png"))
             wait_for(driver, "return window.tinycnn.errors > 0")
             bad_photo = panels(driver)
+            # A picture the server refuses (blank paper): the previous answer goes with it.
+            from PIL import Image
+            Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+            driver.find_element("id", "photo").send_keys(str(tmp_path / "blank.png"))
+            wait_for(driver, "return window.tinycnn.errors > %d" % bad_photo["stats"]["errors"])
+            wait_idle(driver)
+            refused = panels(driver)
 
             # Undo removes the last stroke: a 4 drawn as two strokes becomes a 1-like stroke.
             driver.find_element("id", "clear").click()
@@ -112,6 +119,9 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     assert shown["predicted"] == "3"                              # the last one, drawn by touch
     assert from_photo["predicted"] == "5" and from_photo["input"] == [28, False]
     assert bad_photo["status"] == "notes.png: not an image this browser can read"
+    assert bad_photo["predicted"] == "5"            # (the pad still shows the 5 it answers for)
+    assert "looks blank" in refused["status"] and refused["predicted"] is None and refused["timing"] == ""
+    assert refused["input"] == [28, True] and max(refused["bars"]) == 0
     assert before == "4" and after_undo["predicted"] != "4"
 
     # Every panel rendered: ten bars summing to ~100%, the 28x28 input, the saliency map, and
@@ -128,7 +138,10 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     assert len(shown["explanations"]) >= 5 and min(shown["explanations"]) > 30
     assert shown["model"].startswith("Model: mnist, 153,754 parameters; pretrained fastnet, 99.")
     assert shown["timing"].startswith("Last update: ")
-    assert not [e for e in logs if e["level"] == "SEVERE"], logs   # no script error, nothing blocked
+    refusal = "/api/predict - Failed to load resource: the server responded with a status of 400"
+    severe = [e for e in logs if e["level"] == "SEVERE"]
+    assert [e for e in severe if refusal in e["message"]], logs     # (the blank picture's, the one expected)
+    assert not [e for e in severe if refusal not in e["message"]], logs   # no script error, nothing blocked
 
     # Response time, drawing -> repainted panels, measured in the page with performance.now().
     t = np.array(shown["stats"]["timings"])

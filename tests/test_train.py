@@ -171,6 +171,33 @@ def test_resume_from_a_damaged_training_state_names_the_checkpoint(tmp_path, fie
                               f"or damaged ({why})")
 
 
+def test_resume_on_other_data_says_so_not_that_the_checkpoint_is_damaged(tmp_path):
+    """A checkpoint made mid-epoch on more data (step 4 of 5) resumed on less (2 steps an
+    epoch): the step was checked against this run's epoch and the file called damaged."""
+    import json
+    from tinycnn.layers import Dense, Flatten
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 40)
+
+    def model():
+        return tinycnn.Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
+    first = model()
+    fit(first, SoftmaxCrossEntropy(), optim.Adam(first), x, y, epochs=1, batch_size=8,
+        checkpoint=tmp_path / "ck.npz", log=None)
+    with np.load(tmp_path / "ck.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    state = json.loads(str(arrays["__train__"]))
+    state["epoch"], state["step"] = 0, 4                       # as a Ctrl-C at step 4 leaves it
+    arrays["__train__"] = np.array(json.dumps(state))
+    np.savez(tmp_path / "mid.npz", **arrays)
+    again = model()
+    with pytest.raises(ValueError) as err:
+        fit(again, SoftmaxCrossEntropy(), optim.Adam(again), x[:16], y[:16], epochs=1, batch_size=8,
+            resume=tmp_path / "mid.npz", log=None)
+    assert str(err.value) == (f"fit: checkpoint {tmp_path / 'mid.npz'} was made with 1 epoch of 5 steps; "
+                              "resume with the same data, epochs and batch size")
+
+
 def test_nan_inputs_and_labels_past_the_outputs_are_refused_before_training():
     """Found up front, named with where they are: before, a NaN ended as 'loss became nan,
     try a lower learning rate' (or a silent NaN validation loss), and a bad label in a late

@@ -52,6 +52,17 @@ def test_inverted_and_array_inputs_agree():
     np.testing.assert_allclose(from_light, from_float, atol=0.02)
 
 
+def test_light_ink_on_a_transparent_sheet_is_read_as_ink():
+    """A white digit on a transparent sheet (as a drawing app's dark mode exports it):
+    composited on white, it vanished ('the image looks blank')."""
+    img = Image.new("RGBA", (600, 800), (255, 255, 255, 0))
+    d = ImageDraw.Draw(img)
+    d.line([(420, 150), (440, 550)], fill=(255, 255, 255, 255), width=40)
+    d.line([(440, 150), (360, 250)], fill=(255, 255, 255, 255), width=30)
+    np.testing.assert_allclose(to_mnist(img), to_mnist(paper_digit("RGB")), atol=0.02)
+    np.testing.assert_allclose(to_mnist(np.asarray(img)), to_mnist(paper_digit("RGB")), atol=0.02)
+
+
 @pytest.mark.parametrize("image", [np.full((100, 80), 255, np.uint8), np.zeros((50, 50)),
                                    np.full((40, 40, 3), 0.7, np.float32)])
 def test_blank_image_is_refused(image):

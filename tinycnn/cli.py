@@ -141,6 +141,10 @@ def split_model_and_images(model, images):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
     if not (model is None or is_model(model)):
         model, images = None, [model] + images
+    if model is None and len(images) == 1 and os.path.isfile(os.path.join(images[0], "model.npz")):
+        # a run's folder (`tinycnn train --out DIR`): its figures would be read as digits
+        raise CommandError(f"{images[0]} holds a trained model: give it and the images to read, "
+                           f"tinycnn predict {os.path.join(images[0], 'model.npz')} IMAGE...")
     stray = [p for p in images if is_model(p)]
     if stray:                        # e.g. `predict digit.png model.npz`: the model given last
         raise CommandError(f"{stray[0]} is a model, not an image: give the model first "
@@ -198,8 +202,10 @@ def cmd_serve(args):
 def cmd_summary(args):
     model = _load(args.model)
     model.summary()
-    if model.preprocessing:
-        print(f"preprocessing: {model.preprocessing}")
+    if model.preprocessing:            # e.g. {"scale": 1/255, "mean": 0.1307, "std": 0.3081}
+        steps = ", ".join(f"{k} {printable(f'{v:.4g}' if isinstance(v, float) else str(v))}"
+                          for k, v in model.preprocessing.items())
+        print(f"preprocessing: {steps}")
     if model.class_names:
         print(f"classes: {', '.join(map(printable, model.class_names))}")
     return 0
@@ -220,13 +226,13 @@ def cmd_evaluate(args):
             raise CommandError(problem)
     if args.data_dir is not None and args.dataset != "digits":
         from .run import data_dir_problem
-        if problem := data_dir_problem(args.data_dir, args.dataset):
+        if problem := data_dir_problem(args.data_dir, args.dataset, splits=("test",)):
             raise CommandError(problem)
     if args.dataset == "digits":
         _, (x_u8, y) = datasets.load_digits(image_size=28)
-    else:
+    else:                               # the test files only: evaluating needs no training files
         _, (x_u8, y) = datasets.load_dataset(args.dataset, data_dir=args.data_dir,
-                                             download=args.data_dir is None, progress=None)
+                                             download=args.data_dir is None, progress=None, splits=("test",))
     x = model.preprocess(x_u8)
     classes = model.output_shapes(x.shape[1:])[-1]
     from .modelcheck import check_activations

@@ -5,7 +5,7 @@ kept), then placed in a 28x28 frame so that their centre of mass is at the frame
 A photo or a drawing is usually the opposite: dark ink on light paper, large, off-centre,
 with a border and noise. `to_mnist` undoes each difference, in this order:
 
-    grayscale (alpha composited on white) -> invert if the background is light
+    grayscale (alpha composited on white, or on black under light ink) -> invert if the background is light
     -> (a 28x28 picture already in MNIST form is returned as it is)
     -> remove background noise (Otsu threshold) -> crop to the ink
     -> resize the longer side to 20 px (antialiased) -> centre of mass to the centre
@@ -121,11 +121,9 @@ def _grayscale(image):
         image = _upright(_shrink(image), "to_mnist")        # no-ops after open_image
         if image.mode in WIDE_MODES:
             return _stretch(image, f"the {image.mode} image")
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255
+        if not (image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)):
+            return np.asarray(image.convert("L"), dtype=np.float32) / 255
+        image = np.asarray(image.convert("RGBA"))            # composited below, as an array's
     a = np.asarray(image)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"to_mnist: expected an array of numbers, got dtype {a.dtype}")
@@ -138,16 +136,24 @@ def _grayscale(image):
         scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
         a = a.astype(np.float32) / scale
         rgb = a[..., :3]
-        if a.shape[2] == 4:                      # composite on white
-            alpha = a[..., 3:4]
-            rgb = rgb * alpha + (1 - alpha)
-        a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if a.shape[2] == 4:
+            rgb = _on_background(rgb, a[..., 3:4])
+        a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)       # luma, as PIL's "L"
     elif a.ndim == 2:
         scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
         a = a.astype(np.float32) / scale
     else:
         raise ValueError(f"to_mnist: expected a (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     return np.clip(a, 0, 1)
+
+
+def _on_background(rgb, alpha):
+    """RGB (H, W, 3) with its alpha (H, W, 1), both in [0, 1], composited on plain paper:
+    white, unless what is visible is mostly light (white ink on a transparent sheet, as a
+    drawing app's dark mode exports it), then black, so that the ink keeps its contrast."""
+    weight = float(alpha.sum())
+    light = weight > 0 and float((rgb.mean(axis=-1, keepdims=True) * alpha).sum()) / weight > 0.5
+    return rgb * alpha + (0.0 if light else 1.0) * (1 - alpha)
 
 
 def otsu_threshold(values, bins=256):

@@ -33,11 +33,12 @@ class TrainingDiverged(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during fit(); `checkpoint` is where the state was saved."""
+    """Ctrl-C during fit(); `checkpoint` is where the state was saved, `epoch` and `step`
+    (from 1) where training stopped."""
 
-    def __init__(self, message, checkpoint):
+    def __init__(self, message, checkpoint, epoch=None, step=None):
         super().__init__(message)
-        self.checkpoint = checkpoint
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
@@ -234,18 +235,20 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
             augment_rng.bit_generator.state = state["augment_rng"]
             best.update(val_loss=state["best_val_loss"], epoch=state["best_epoch"],
                         bad_epochs=state["bad_epochs"])
+            made_with = state["epochs"], state["steps_per_epoch"]
+            # (the epoch and step are checked against the run the checkpoint was made in: a
+            # resume with other data or settings is told so below, not called damaged)
             if not (all(isinstance(history[k], list) for k in HISTORY_KEYS)
                     and all(isinstance(sums[k], (int, float)) for k in ("loss", "correct", "seen", "seconds"))
-                    and isinstance(start_epoch, int) and isinstance(start_step, int)
-                    and 0 <= start_epoch <= epochs and 0 <= start_step <= steps_per_epoch):
+                    and all(isinstance(v, int) for v in (start_epoch, start_step, *made_with))
+                    and 0 <= start_epoch <= made_with[0] and 0 <= start_step <= made_with[1]):
                 raise TypeError("history, sums, epoch or step out of shape")
-            made_with = state["epochs"], state["steps_per_epoch"]
         except (KeyError, TypeError, AttributeError, ValueError) as err:    # ValueError: an RNG state
             raise ValueError(f"fit: checkpoint {resume}: its training state is incomplete or "
                              f"damaged ({type(err).__name__}: {err})") from None
         if made_with != (epochs, steps_per_epoch):
-            raise ValueError(f"fit: checkpoint {resume} was made with {made_with[0]} epochs "
-                             f"of {made_with[1]} steps; resume with the same data, "
+            raise ValueError(f"fit: checkpoint {resume} was made with {made_with[0]} "
+                             f"epoch{'s' * (made_with[0] != 1)} of {made_with[1]} steps; resume with the same data, "
                              "epochs and batch size")
         _restore(model, _snapshot(saved))
         log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")
@@ -311,7 +314,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     save_checkpoint(path, model, optimizer, train_state(epoch, step + 1, epoch_rng))
                     raise TrainingInterrupted(
                         f"interrupted at epoch {epoch + 1}, step {step + 1}; checkpoint saved to "
-                        f"{path}. Resume with fit(..., resume={path!r}) or --resume {path}", path)
+                        f"{path}. Resume with fit(..., resume={path!r}) on the same data, with the "
+                        "same settings", path, epoch + 1, step + 1)
             if bar is not None:
                 bar.close()
             seconds = sums["seconds"]

@@ -177,7 +177,7 @@ def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=
                 if attempt < retries:
                     time.sleep(backoff * 2 ** (attempt - 1))
                     continue
-                failures.append((url, f"{reason} (after {retries} attempts)"))
+                failures.append((url, f"{reason} (after {retries} attempt{'s' * (retries != 1)})"))
             except _NextMirror as err:
                 failures.append((url, str(err)))
                 break

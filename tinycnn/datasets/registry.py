@@ -38,11 +38,12 @@ class ChecksumError(ValueError):
     """A dataset file whose content is not the official one. `reason` says what is wrong,
     without the file's name."""
 
-    def __init__(self, path, reason=None, advice=""):
+    def __init__(self, path, reason=None, advice="", belongs_to=None):
         if reason is None:               # ChecksumError("whole message"), as before
             path, reason = None, path
         super().__init__((f"{path}: " if path else "") + reason + (f". {advice}" if advice else ""))
         self.path, self.reason = path, reason
+        self.belongs_to = belongs_to     # the dataset the file is from, when it is another's
 
 
 class DataDirError(ValueError):
@@ -184,11 +185,24 @@ def check_file(path, info):
         if raw_digest == info.raw_sha256:
             return raw
         content = f" (content {raw_digest})" if raw_digest != file_digest else ""   # it was gzipped
+    if other := _whose(file_digest, raw_digest if raw is not None else None):
+        raise ChecksumError(path, f"this is {other[0]}'s {other[1]} file, not the one asked for",
+                            belongs_to=other[0])
     expected = f".gz SHA-256 {info.gz_sha256}"
     if info.raw_sha256:
         expected += f" or content SHA-256 {info.raw_sha256}"
     raise ChecksumError(path, f"checksum mismatch: expected {expected}; got file SHA-256 "
                               f"{file_digest}{content}")
+
+
+def _whose(file_digest, raw_digest):
+    """(dataset, which file) of the registered file with these digests, or None: a folder of
+    MNIST's files given for Fashion-MNIST's has the same names and the wrong bytes."""
+    for name, dataset in DATASETS.items():
+        for key, info in dataset.files.items():
+            if file_digest == info.gz_sha256 or (raw_digest is not None and raw_digest == info.raw_sha256):
+                return name, key.replace("_", " ")
+    return None
 
 
 def _content(path, info):
@@ -244,6 +258,20 @@ def _find(info, dirs):
     return None
 
 
+def _searched(dataset, dirs):
+    """A line on a folder given (data_dir, $TINYCNN_DATA_DIR) that the files were looked for
+    in and not found: it does not exist, or it holds a folder named after the dataset (the
+    parent given by mistake). Else ''."""
+    given = [d for d in dirs if d != cache_dir(dataset.name)]
+    for folder in given:
+        inside = os.path.join(folder, dataset.name)
+        if not os.path.isdir(folder):
+            return f"{folder} (given as the data folder) does not exist, so nothing was found there.\n"
+        if os.path.isdir(inside):
+            return f"{folder} has no {dataset.name} files, but holds a folder {inside}: did you mean that one?\n"
+    return ""
+
+
 def _in_cache(path, dataset):
     """Whether `path` lies in tinycnn's own download cache, the only folder it may repair."""
     return os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
@@ -257,15 +285,19 @@ def _mirrors(dataset, mirrors):
     return [m if m.endswith("/") else m + "/" for m in mirrors]
 
 
-def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **download_options):
-    """Make sure every file of dataset `name` is present and verified; return
-    {key: raw IDX bytes}. `download_options` go to download_file (timeout, retries,
+def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, splits=("train", "test"),
+          **download_options):
+    """Make sure every file of dataset `name` (of the splits named) is present and verified;
+    return {key: raw IDX bytes}. `download_options` go to download_file (timeout, retries,
     deadline, ...)."""
     dataset = get_info(name)
     dirs = search_dirs(dataset.name, data_dir)
     target = dirs[0]
+    searched = _searched(dataset, dirs)      # (now: a download would create the folder)
     out = {}
     for key, info in dataset.files.items():
+        if key.split("_")[0] not in splits:
+            continue
         path = _find(info, dirs)
         if path is not None:
             try:
@@ -275,7 +307,10 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
                 # Only the cache is ours to repair; anywhere else the file is the user's.
                 if not (download and _in_cache(path, dataset)):
                     advice = _CACHE_FILE_ADVICE if _in_cache(path, dataset) else _USER_FILE_ADVICE
-                    raise ChecksumError(path, err.reason, advice) from None
+                    if err.belongs_to:           # a good file, of another dataset: keep it
+                        advice = (f"This folder holds {err.belongs_to}'s files: point --data-dir / "
+                                  f"data_dir= / TINYCNN_DATA_DIR at a folder of {dataset.name}'s")
+                    raise ChecksumError(path, err.reason, advice, err.belongs_to) from None
                 print(f"tinycnn: {err}\ntinycnn: downloading a fresh copy.", file=sys.stderr)
                 with contextlib.suppress(FileNotFoundError):   # another download removed it first
                     os.remove(path)
@@ -298,7 +333,7 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, **dow
             download_file(urls, dest, verify=verify, progress=progress, **options)
         except DownloadError as err:
             raise DownloadError(
-                f"{dataset.name}: {err}\nTo use files you already have, put the four files "
+                f"{dataset.name}: {err}\n{searched}To use files you already have, put the four files "
                 f"({', '.join(i.filename for i in dataset.files.values())}, gzipped or not) in "
                 f"a folder and pass data_dir=FOLDER (--data-dir FOLDER on the command line) or "
                 f"set TINYCNN_DATA_DIR=FOLDER; or give "
@@ -327,26 +362,28 @@ def get_info(name):
                          "digits") from None
 
 
-def load_dataset(name, data_dir=None, download=True, mirrors=None, progress=None,
+def load_dataset(name, data_dir=None, download=True, mirrors=None, progress=None, splits=("train", "test"),
                  **download_options):
     """Load a registered dataset as ((x_train, y_train), (x_test, y_test)), uint8 arrays:
-    images (N, H, W), labels (N,). "digits" loads scikit-learn's bundled 8x8 digits."""
+    images (N, H, W), labels (N,). "digits" loads scikit-learn's bundled 8x8 digits.
+    splits=("test",) reads (and needs) only the test files; the training pair is then
+    (None, None)."""
     if name == "digits":
         return load_digits()
-    raw = fetch(name, data_dir, download, mirrors, progress, **download_options)
+    raw = fetch(name, data_dir, download, mirrors, progress, splits, **download_options)
     arrays = {}
     for key, data in raw.items():
         try:
             arrays[key] = read_idx(io.BytesIO(data), max_bytes=len(data))
         except IDXFormatError as err:
             raise IDXFormatError(f"{name} {key}: {err}") from None
-    for split in ("train", "test"):
+    for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise IDXFormatError(f"{name} {split}: images {images.shape} and labels "
                                  f"{labels.shape} do not belong together")
-    return ((arrays["train_images"], arrays["train_labels"]),
-            (arrays["test_images"], arrays["test_labels"]))
+    return ((arrays.get("train_images"), arrays.get("train_labels")),
+            (arrays.get("test_images"), arrays.get("test_labels")))
 
 
 def load_mnist(data_dir=None, download=True, mirrors=None, progress=None, **download_options):

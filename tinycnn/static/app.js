@@ -130,8 +130,10 @@ async function send() {
     const response = await fetch("/api/predict", {method: "POST", headers: {"Content-Type": "image/png"}, body: png});
     const answer = await response.json();
     if (state.strokes.length || state.photo) {   // (cleared meanwhile: the answer is stale)
-      if (!response.ok) showError(answer.error || `error ${response.status}`);
-      else show(answer);
+      if (!response.ok) {                   // (the panels showed the previous drawing's answer)
+        blankPanels();
+        showError(answer.error || `error ${response.status}`);
+      } else show(answer);
       // Time from the change to the repainted panels: taken once the browser has painted.
       await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
       if (response.ok) {
@@ -140,7 +142,7 @@ async function send() {
         window.tinycnn.serverSeconds.push(answer.seconds);
         window.tinycnn.serverCpuSeconds.push(answer.cpu_seconds);
         document.getElementById("timing").textContent =
-          `Last update: ${ms.toFixed(0)} ms from your stroke to these panels (server ${(answer.seconds * 1000).toFixed(0)} ms).`;
+          `Last update: ${ms.toFixed(0)} ms from your last change to these panels (server ${(answer.seconds * 1000).toFixed(0)} ms).`;
       }
     }
   } catch (err) {
@@ -251,14 +253,21 @@ function show(answer) {
   status.textContent = "";
 }
 
-function showEmpty() {
+function blankPanels() {
   const predicted = document.getElementById("predicted");
   predicted.textContent = "?";
   delete predicted.dataset.class;
   for (const fill of document.querySelectorAll(".fill")) fill.style.width = "0";
   for (const pct of document.querySelectorAll(".pct")) pct.textContent = "";
   for (const canvas of document.querySelectorAll("canvas.pixels")) canvas.width = canvas.width;   // blank
-  document.getElementById("status").textContent = "Draw a digit to start.";
+  document.getElementById("timing").textContent = "";
+}
+
+function showEmpty() {
+  blankPanels();
+  const status = document.getElementById("status");
+  status.className = "explain";
+  status.textContent = "Draw a digit to start.";
 }
 
 function showError(message) {
