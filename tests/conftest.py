@@ -12,8 +12,10 @@ os.environ.setdefault("TINYCNN_BACKGROUND_COMPILE", "0")
 
 import tinycnn  # noqa: E402
 
-# The real MNIST, next to the repository on development and CI machines.
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+# The real MNIST, next to the repository on development and CI machines; elsewhere,
+# TINYCNN_TEST_MNIST=FOLDER (the four files) runs the tests that need it.
+MNIST_DIR = Path(os.environ.get("TINYCNN_TEST_MNIST")
+                 or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist")
 
 
 @pytest.fixture(params=["numba", "numpy"])
@@ -28,7 +30,7 @@ def backend(request):
 @pytest.fixture
 def mnist_dir():
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found at {MNIST_DIR}")
+        pytest.skip(f"real MNIST not found at {MNIST_DIR} (TINYCNN_TEST_MNIST=FOLDER points there)")
     return MNIST_DIR
 
 

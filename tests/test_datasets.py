@@ -82,6 +82,16 @@ def test_500_is_retried(tiny):
     assert all(server.counts[r] == 3 for r in server.counts)   # two 500s, then success
 
 
+def test_retries_are_said_when_progress_is_shown(tiny, capsys):
+    """Offline, three attempts per mirror were ~10 s of silence in a terminal."""
+    server, arrays, _ = tiny
+    assert_loaded(load_dataset("tiny", mirrors=[server.mirror("flaky")], **dict(FAST, progress=True)), arrays)
+    said = [line for line in capsys.readouterr().err.splitlines() if "trying again" in line]
+    assert said[:2] == [f"tinycnn: {server.mirror('flaky')}train-images-ubyte.gz: HTTP 500 Internal Server Error; "
+                        f"trying again in "
+                        f"{0.01 * 2 ** k:g} s (attempt {k + 2} of 3)" for k in range(2)]
+
+
 def test_wrong_checksum_rejected_and_next_mirror_used(tiny):
     server, arrays, _ = tiny
     assert_loaded(load_dataset("tiny", mirrors=[server.mirror("corrupt"), server.mirror("ok")],

@@ -175,7 +175,11 @@ def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=
             except _Retry as err:
                 reason = str(err)
                 if attempt < retries:
-                    time.sleep(backoff * 2 ** (attempt - 1))
+                    wait = backoff * 2 ** (attempt - 1)
+                    if progress:               # (seconds of silence otherwise, offline)
+                        print(f"tinycnn: {url}: {reason}; trying again in {wait:g} s "
+                              f"(attempt {attempt + 1} of {retries})", file=sys.stderr, flush=True)
+                    time.sleep(wait)
                     continue
                 failures.append((url, f"{reason} (after {retries} attempt{'s' * (retries != 1)})"))
             except _NextMirror as err:
