@@ -130,6 +130,31 @@ def test_bad_fit_arguments(digits):
         fit(model, SoftmaxCrossEntropy(), optim.Adam(model), x, y, epochs=1.5)
 
 
+def _tiny_run():
+    """(x, y, a new model): 40 images of 4x4, 3 classes, a one-layer model."""
+    from tinycnn.layers import Dense, Flatten
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 40)
+    return x, y, lambda: tinycnn.Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
+
+
+def _checkpoint_edited(tmp_path, edit):
+    """A one-epoch checkpoint of _tiny_run (5 steps of 8), its training state (the JSON in
+    __train__) changed by edit(state), saved as edited.npz; returns that path."""
+    import json
+    x, y, model = _tiny_run()
+    first = model()
+    fit(first, SoftmaxCrossEntropy(), optim.Adam(first), x, y, epochs=1, batch_size=8,
+        checkpoint=tmp_path / "ck.npz", log=None)
+    with np.load(tmp_path / "ck.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    state = json.loads(str(arrays["__train__"]))
+    edit(state)
+    arrays["__train__"] = np.array(json.dumps(state))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    return tmp_path / "edited.npz"
+
+
 @pytest.mark.parametrize("field, value, why", [
     ("epoch", 0.5, "TypeError: history, sums, epoch or step out of shape"),        # was a TypeError later
     ("step", "3", "TypeError: history, sums, epoch or step out of shape"),
@@ -141,60 +166,34 @@ def test_bad_fit_arguments(digits):
 def test_resume_from_a_damaged_training_state_names_the_checkpoint(tmp_path, field, value, why):
     """__train__ is JSON in the checkpoint: a wrong type in it is the file's fault, reported
     with the file's name (a ValueError: one line from `tinycnn train --resume`)."""
-    import json
-    from tinycnn.layers import Dense, Flatten
-    rng = np.random.default_rng(0)
-    x, y = rng.random((40, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 40)
-
-    def model():
-        return tinycnn.Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
-    first = model()
-    fit(first, SoftmaxCrossEntropy(), optim.Adam(first), x, y, epochs=1, batch_size=8,
-        checkpoint=tmp_path / "ck.npz", log=None)
-    with np.load(tmp_path / "ck.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    state = json.loads(str(arrays["__train__"]))
-    state["epochs"] = 2
-    if field.startswith("optimizer."):
-        state["optimizer"][field.split(".")[1]] = value
-    elif value is None:
-        del state[field]
-    else:
-        state[field] = value
-    arrays["__train__"] = np.array(json.dumps(state))
-    np.savez(tmp_path / "bad.npz", **arrays)
+    def damage(state):
+        state["epochs"] = 2
+        if field.startswith("optimizer."):
+            state["optimizer"][field.split(".")[1]] = value
+        elif value is None:
+            del state[field]
+        else:
+            state[field] = value
+    path = _checkpoint_edited(tmp_path, damage)
+    x, y, model = _tiny_run()
     again = model()
     with pytest.raises(ValueError) as err:
-        fit(again, SoftmaxCrossEntropy(), optim.Adam(again), x, y, epochs=2, batch_size=8,
-            resume=tmp_path / "bad.npz", log=None)
-    assert str(err.value) == (f"fit: checkpoint {tmp_path / 'bad.npz'}: its training state is incomplete "
-                              f"or damaged ({why})")
+        fit(again, SoftmaxCrossEntropy(), optim.Adam(again), x, y, epochs=2, batch_size=8, resume=path, log=None)
+    assert str(err.value) == f"fit: checkpoint {path}: its training state is incomplete or damaged ({why})"
 
 
 def test_resume_on_other_data_says_so_not_that_the_checkpoint_is_damaged(tmp_path):
     """A checkpoint made mid-epoch on more data (step 4 of 5) resumed on less (2 steps an
     epoch): the step was checked against this run's epoch and the file called damaged."""
-    import json
-    from tinycnn.layers import Dense, Flatten
-    rng = np.random.default_rng(0)
-    x, y = rng.random((40, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 40)
-
-    def model():
-        return tinycnn.Sequential([Flatten(), Dense(16, 3)], input_shape=(1, 4, 4), seed=0)
-    first = model()
-    fit(first, SoftmaxCrossEntropy(), optim.Adam(first), x, y, epochs=1, batch_size=8,
-        checkpoint=tmp_path / "ck.npz", log=None)
-    with np.load(tmp_path / "ck.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    state = json.loads(str(arrays["__train__"]))
-    state["epoch"], state["step"] = 0, 4                       # as a Ctrl-C at step 4 leaves it
-    arrays["__train__"] = np.array(json.dumps(state))
-    np.savez(tmp_path / "mid.npz", **arrays)
+    def mid_epoch(state):
+        state["epoch"], state["step"] = 0, 4                   # as a Ctrl-C at step 4 leaves it
+    path = _checkpoint_edited(tmp_path, mid_epoch)
+    x, y, model = _tiny_run()
     again = model()
     with pytest.raises(ValueError) as err:
         fit(again, SoftmaxCrossEntropy(), optim.Adam(again), x[:16], y[:16], epochs=1, batch_size=8,
-            resume=tmp_path / "mid.npz", log=None)
-    assert str(err.value) == (f"fit: checkpoint {tmp_path / 'mid.npz'} was made with 1 epoch of 5 steps; "
+            resume=path, log=None)
+    assert str(err.value) == (f"fit: checkpoint {path} was made with 1 epoch of 5 steps; "
                               "resume with the same data, epochs and batch size")
 
 
