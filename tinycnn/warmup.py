@@ -197,14 +197,16 @@ def _idle_cores(since, least=0.1):
 # process runs the whole model, which finds everything compiled (and compiles whatever the
 # plan missed).
 
-# CPU seconds each share took to compile here (December 1, timelines of cold first steps
-# of the four models, in the forked second process and in this one; conv_direct's backward
-# from November 30): estimates, for splitting the plan. Other shares count as 0.3 s.
-_COMPILE_SECONDS = {"conv_winograd._backward_share": 3.5, "conv_blocked._forward_share": 2.7,
-                    "conv_gemm._backward_share": 2.5, "conv_gemm._forward_share": 2.4,
-                    "conv_direct._backward_share": 2.2, "conv_winograd._forward_share": 2.0,
-                    "conv_direct._forward_share": 1.7, "pooling._maxpool_forward_share": 0.7,
-                    "batchnorm._backward_share": 0.5}
+# CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
+# --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s
+# (conv_blocked's forward too, though it takes ~2.7 s). A table of December 1's timings
+# (Winograd backward 3.5, blocked forward 2.7, GEMM backward 2.5, Winograd forward 2.0)
+# split worse: cold first steps with the forked second process, 3 runs alternated, medians,
+# this table against that one: convnet 4.97 / 5.28 s, bnnet 6.76 / 6.92, LeNet-5 3.95 / 4.10.
+_COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_share": 2.4,
+                    "conv_winograd._forward_share": 2.3, "conv_gemm._forward_share": 2.2,
+                    "conv_direct._backward_share": 2.2, "conv_direct._forward_share": 1.7,
+                    "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
 # The second process is a fork of this one on Linux; elsewhere (macOS's system libraries are
 # not safe to use in a forked child, Windows has no fork) a new interpreter, which starts
 # compiling about a second later (its start-up and imports: measured 0.9-1.0 s).
