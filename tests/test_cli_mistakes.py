@@ -271,3 +271,21 @@ def test_summary_prints_the_preprocessing_as_numbers(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "preprocessing: scale 0.003922, mean 0.1307, std 0.3081" \
         in proc.stdout.splitlines()
+
+
+def test_the_total_time_counts_the_figures(numpy_backend, tmp_path, monkeypatch, capsys):
+    """metrics.json is written before the figures (for a Ctrl-C while they are drawn) and
+    again after them: its total, and the printed one, include the drawing."""
+    import time
+    from tinycnn import run
+
+    def slow_figures(*args, **kwargs):
+        time.sleep(0.5)
+        return []
+
+    monkeypatch.setattr(run, "draw", slow_figures)
+    assert train_main(tmp_path) == 0
+    total = json_file(tmp_path / "a" / "metrics.json")["total_seconds"]
+    assert total >= 0.5 + json_file(tmp_path / "a" / "metrics.json")["train_seconds"]
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training: ")][0]
+    assert printed.endswith(f"total {total:.1f}s")

@@ -442,15 +442,20 @@ def run(args):
     result["reload_identical"] = bool(same)
     if not same:
         raise RuntimeError(f"{model_path}: the reloaded model predicts differently")
-    # The numbers before the figures: a Ctrl-C while they are drawn (the slowest part after
-    # training) loses only figures. total_seconds: everything up to here.
-    result["total_seconds"] = time.perf_counter() - started
+    # The numbers before the figures, so that a Ctrl-C while they are drawn (the slowest part
+    # after training) loses only figures; metrics.json again after them, with the whole time.
     from .fileutil import atomic_write      # like model.npz: no half-written file on a full disk
-    for name, obj in (("history.json", history), ("metrics.json", result)):
+
+    def write_json(name, obj):
         with atomic_write(os.path.join(args.out, name)) as f:
             f.write(json.dumps(obj, indent=1).encode())
+    result["total_seconds"] = time.perf_counter() - started
+    write_json("history.json", history)
+    write_json("metrics.json", result)
     figures = [] if args.no_plots else draw(args.out, model, history, x_test_u8, x_test, y_test, proba,
                                             cm, class_names, x_train_u8, y_train_all)
+    result["total_seconds"] = time.perf_counter() - started
+    write_json("metrics.json", result)
 
     print(f"\nTest set ({dataset}, {len(y_test):,} images): accuracy {test_acc:.4f}, loss {test_loss:.4f}, "
           f"top-3 {result['top3_accuracy']:.4f}")
