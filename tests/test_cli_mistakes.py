@@ -289,3 +289,15 @@ def test_the_total_time_counts_the_figures(numpy_backend, tmp_path, monkeypatch,
     assert total >= 0.5 + json_file(tmp_path / "a" / "metrics.json")["train_seconds"]
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training: ")][0]
     assert printed.endswith(f"total {total:.1f}s")
+
+
+def test_a_picture_smaller_than_a_digits_box_is_read_with_a_note(model_file, tmp_path):
+    """A 5x5 picture was enlarged and read as '7 (95.4%)' with nothing said."""
+    from PIL import Image
+    Image.fromarray(np.eye(5, dtype=np.uint8) * 255).save(tmp_path / "tiny.png")
+    digit_png(tmp_path / "full.png")
+    proc = tinycnn_cli("predict", model_file, "tiny.png", "full.png", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    tiny, full = proc.stdout.splitlines()
+    assert tiny.endswith("   (note: a 5x5 picture, enlarged to the 20x20 a digit fills: too small to read reliably)")
+    assert "note" not in full

@@ -203,7 +203,7 @@ def test_predict_show_adds_a_saliency_panel(tmp_path, monkeypatch):
     assert figure.read_bytes()[:8] == PNG and figure.stat().st_size > 10000
     fig, shown = drawn[0]
     assert [ax.get_title() for ax in fig.axes][:3] == ["original", "what the model saw (28x28)",
-                                                       f"saliency of {results[0]['digit']}: |d score / d pixel|"]
+                                                       f"saliency of {results[0]['digit']}\n|d score / d pixel|"]
     expected, target = saliency(model, model.preprocess(results[0]["input"][None]))
     np.testing.assert_array_equal(shown, expected[0])            # the predicted class's map
     assert str(target[0]) == results[0]["digit"]

@@ -117,6 +117,9 @@ def predict_images(model, paths, show_dir=None, report=None):
         top = np.argsort(-proba)[:3]
         result = {"path": path, "digit": names[top[0]], "probability": float(proba[top[0]]),
                   "top3": [(names[k], float(proba[k])) for k in top], "input": small, "proba": proba}
+        if max(picture.size) < 20:          # MNIST's digits fill a 20x20 box: this one was enlarged
+            result["note"] = (f"a {picture.size[0]}x{picture.size[1]} picture, enlarged to the 20x20 "
+                              "a digit fills: too small to read reliably")
         results.append(result)
         if show_dir is not None:
             from .plotting import plot_prediction
@@ -172,7 +175,8 @@ def cmd_predict(args):
             print(printable(f"{failure[0]}: skipped: {failure[1]}"), file=sys.stderr, flush=True)
             return
         others = printable(", ".join(f"{d} {p:.1%}" for d, p in r["top3"]))
-        print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}",
+        note = f"   (note: {r['note']})" if "note" in r else ""
+        print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}{note}",
               flush=True)
     results, failures = predict_images(model, paths, args.show, report)
     if args.show and results:

@@ -223,7 +223,7 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     if saliency is not None:
         ax = fig.add_subplot(1, panels, 3)
         _draw_saliency(ax, saliency, seen)
-        ax.set_title(f"saliency of {names[int(np.argmax(proba))]}: |d score / d pixel|")
+        ax.set_title(f"saliency of {names[int(np.argmax(proba))]}\n|d score / d pixel|")
         ax.axis("off")
     ax = fig.add_subplot(1, panels, panels)
     best = int(np.argmax(proba))
