@@ -214,9 +214,7 @@ def data_dir_problem(data_dir, dataset, splits=("train", "test")):
         return None
     info = datasets.DATASETS["mnist" if dataset == "auto" else dataset]
     missing = []
-    for key, f in info.files.items():
-        if key.split("_")[0] not in splits:
-            continue
+    for f in info.files_of(splits).values():
         for name in (f.filename, f.stem):        # gzipped or not, looked for as datasets.fetch does
             path = os.path.join(data_dir, name)
             if kind := describe_non_file(path):  # by its mode: opening a FIFO would wait forever

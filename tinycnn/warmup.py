@@ -190,12 +190,12 @@ def _idle_cores(since, least=0.1):
 # (_split: a second process that starts later gets that much less). On Linux the second
 # process is a fork of this one, made once the plan is known: it starts compiling at once,
 # with Numba set up and the plan in hand (_fork_sharer); elsewhere it is a new interpreter
-# that imports tinycnn and makes the same plan itself. Each compiles its part, then helps with the other's, last kernels first: before
-# compiling a kernel a process takes a lock file named after the kernel and its signature,
-# and a kernel whose lock the other holds is left to it, except that this process, at the
-# end, waits for it and loads it from the disk cache as soon as it is written. Then this
-# process runs the whole model, which finds everything compiled (and compiles whatever the
-# plan missed).
+# that imports tinycnn and makes the same plan itself. Each compiles its part, then helps
+# with the other's, last kernels first: before compiling a kernel a process takes a lock file
+# named after the kernel and its signature, and a kernel whose lock the other holds is left
+# to it, except that this process, at the end, waits for it and loads it from the disk cache
+# as soon as it is written. Then this process runs the whole model, which finds everything
+# compiled (and compiles whatever the plan missed).
 
 # CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
 # --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s

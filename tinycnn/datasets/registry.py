@@ -89,6 +89,12 @@ class DatasetInfo:
         """The environment variable that overrides this dataset's mirrors."""
         return "TINYCNN_" + self.name.upper().replace("-", "_") + "_MIRRORS"
 
+    def files_of(self, splits):
+        """{key: FileInfo} of the files `splits` ("train", "test" or both) need."""
+        if isinstance(splits, str) or not set(splits) <= {"train", "test"} or not splits:
+            raise ValueError(f"splits must name 'train', 'test' or both, got {splits!r}")
+        return {key: info for key, info in self.files.items() if key.split("_")[0] in splits}
+
 
 def _mnist_like(prefix=""):
     return [f"{prefix}{part}-ubyte.gz" for part in
@@ -291,13 +297,12 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, split
     return {key: raw IDX bytes}. `download_options` go to download_file (timeout, retries,
     deadline, ...)."""
     dataset = get_info(name)
+    wanted = dataset.files_of(splits)
     dirs = search_dirs(dataset.name, data_dir)
     target = dirs[0]
     searched = _searched(dataset, dirs)      # (now: a download would create the folder)
     out = {}
-    for key, info in dataset.files.items():
-        if key.split("_")[0] not in splits:
-            continue
+    for key, info in wanted.items():
         path = _find(info, dirs)
         if path is not None:
             try:
