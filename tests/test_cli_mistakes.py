@@ -301,3 +301,40 @@ def test_a_picture_smaller_than_a_digits_box_is_read_with_a_note(model_file, tmp
     tiny, full = proc.stdout.splitlines()
     assert tiny.endswith("   (note: a 5x5 picture, enlarged to the 20x20 a digit fills: too small to read reliably)")
     assert "note" not in full
+
+
+def test_ctrl_c_that_surfaces_as_another_error_is_still_one_line(numpy_backend, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a module was being imported ended as a 53-line ImportError traceback, and
+    inside Numba's compiler as a RuntimeError: what follows a Ctrl-C is reported as one."""
+    import signal
+    import time
+    from tinycnn import run
+
+    def stopped_mid_import(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    monkeypatch.setattr(run, "fit", stopped_mid_import)
+    assert train_main(tmp_path) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # (restored)
+
+
+def test_saved_so_far_names_only_this_runs_files(numpy_backend, tmp_path, monkeypatch, capsys):
+    """Into an old run's folder with --overwrite, a Ctrl-C before training listed the old
+    run's model.npz, checkpoint.npz, ... as saved."""
+    from tinycnn import run
+    (tmp_path / "a").mkdir()
+    for name in ("model.npz", "metrics.json", "curves.png"):
+        (tmp_path / "a" / name).write_bytes(b"old")
+        os.utime(tmp_path / "a" / name, (1e9, 1e9))
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "fit", ctrl_c)
+    assert train_main(tmp_path, "--overwrite") == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

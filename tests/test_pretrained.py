@@ -95,10 +95,11 @@ def test_predict_on_a_run_folder_points_at_its_model(tmp_path, capsys, monkeypat
     os.mkdir("run1")
     open(os.path.join("run1", "model.npz"), "wb").close()
     open(os.path.join("run1", "curves.png"), "wb").close()
-    assert cli.main(["predict", "run1"]) == 1
     model = os.path.join("run1", "model.npz")
-    assert capsys.readouterr().err == (f"tinycnn predict: error: run1 holds a trained model: give it and the "
-                                       f"images to read, tinycnn predict {model} IMAGE...\n")
+    for argv in (["run1"], ["run1", "seven.png"]):             # alone, or before the images
+        assert cli.main(["predict", *argv]) == 1
+        assert capsys.readouterr().err == (f"tinycnn predict: error: run1 holds a trained model: give it and "
+                                           f"the images to read, tinycnn predict {model} IMAGE...\n")
 
 
 def test_predict_with_no_model_uses_the_pretrained_one(tmp_path, capsys, monkeypatch):

@@ -184,6 +184,53 @@ def test_the_split_gives_the_later_process_less_and_every_kernel_to_one_of_them(
     assert sorted(map(id, mine + theirs)) == sorted(map(id, many)) and len(mine) > len(theirs)
 
 
+def test_a_lock_of_a_process_that_died_is_taken_over_at_once(tmp_path):
+    """A compiling process stopped by Ctrl-C is killed mid-compile: its kernel lock stayed,
+    and both processes skipped that kernel for 15 minutes."""
+    import subprocess
+    import sys
+    path = str(tmp_path / "k.lock")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(path, "w") as f:
+        f.write(dead.stdout.strip())                          # (that process has exited)
+    assert warmup._take_lock(path, owned=True)
+    assert open(path).read() == str(os.getpid())              # now this process's
+    assert not warmup._take_lock(path, owned=True)            # held by a live one
+    os.remove(path)
+    assert warmup._take_lock(path) and not warmup._take_lock(path)   # no id in it: held while young
+
+
+@pytest.mark.skipif(not warmup._FORK, reason="the second process is forked on Linux only")
+def test_a_fork_that_fails_leaves_the_work_to_this_process(monkeypatch, tmp_path):
+    monkeypatch.setattr(warmup.tempfile, "gettempdir", lambda: str(tmp_path))
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(warmup.os, "fork", no_fork)
+    compiled = []
+    monkeypatch.setattr(warmup, "_compile_plan", lambda plan, *args: compiled.append(plan))
+    model = _small_convnet()
+    warmup._share_work(model, model.input_shape)            # returns: compile_for then compiles it all
+    assert compiled == [] and os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not warmup._FORK, reason="the second process is forked on Linux only")
+def test_a_forked_child_reaped_by_the_system_counts_as_finished():
+    """With SIGCHLD ignored (inherited from a supervisor, say) the kernel reaps the child
+    itself and waitpid fails with ECHILD: training stopped with '[Errno 10] No child processes'."""
+    import signal
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        child = warmup._Forked(pid)
+        assert child.wait(10) == 0
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+
 def test_idle_cores_count_this_processs_own_work_as_free(monkeypatch):
     """Measured across the probe, during which this process kept one core busy: 40 ticks of
     2 cores' time, 20 of them idle, 0.2 s of this process's CPU in 0.2 s: one core idle
@@ -248,7 +295,7 @@ class _Child:
     """Stands in for the second process."""
 
     def __init__(self):
-        self.killed = False
+        self.killed, self.pid = False, 4_000_000          # (no such process)
 
     def poll(self):
         return None
@@ -273,9 +320,12 @@ def test_the_second_process_is_stopped_on_ctrl_c_and_files_are_not_left(monkeypa
 
     monkeypatch.setattr(warmup, "_compile_plan", interrupted)
     model = _small_convnet()
+    (share, signature), _ = warmup._plan(model, model.input_shape)
+    with open(warmup._kernel_lock(share, signature), "w") as f:
+        f.write(str(child.pid))                       # the kernel it was killed in the middle of
     with pytest.raises(KeyboardInterrupt):
         warmup._share_work(model, model.input_shape)
-    assert child.killed and os.listdir(tmp_path) == []
+    assert child.killed and os.listdir(tmp_path) == []          # its lock removed too
 
 
 @pytest.mark.skipif(not warmup._FORK, reason="the second process is forked on Linux only")

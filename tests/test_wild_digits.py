@@ -61,6 +61,11 @@ def test_light_ink_on_a_transparent_sheet_is_read_as_ink():
     d.line([(440, 150), (360, 250)], fill=(255, 255, 255, 255), width=30)
     np.testing.assert_allclose(to_mnist(img), to_mnist(paper_digit("RGB")), atol=0.02)
     np.testing.assert_allclose(to_mnist(np.asarray(img)), to_mnist(paper_digit("RGB")), atol=0.02)
+    # Dark ink on a white card with a transparent margin is still dark ink on white (a first
+    # version of the rule composited the margin on black, and read the card as the ink).
+    card = Image.new("RGBA", (640, 840), (0, 0, 0, 0))
+    card.paste(paper_digit("RGB").convert("RGBA"), (20, 20))
+    np.testing.assert_allclose(to_mnist(card), to_mnist(paper_digit("RGB")), atol=0.02)
 
 
 @pytest.mark.parametrize("image", [np.full((100, 80), 255, np.uint8), np.zeros((50, 50)),

@@ -144,8 +144,9 @@ def split_model_and_images(model, images):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
     if not (model is None or is_model(model)):
         model, images = None, [model] + images
-    if model is None and len(images) == 1 and os.path.isfile(os.path.join(images[0], "model.npz")):
-        # a run's folder (`tinycnn train --out DIR`): its figures would be read as digits
+    if model is None and os.path.isfile(os.path.join(images[0], "model.npz")):
+        # a run's folder (`tinycnn train --out DIR`), meant as the model: its figures would be
+        # read as digits by the pretrained one
         raise CommandError(f"{images[0]} holds a trained model: give it and the images to read, "
                            f"tinycnn predict {os.path.join(images[0], 'model.npz')} IMAGE...")
     stray = [p for p in images if is_model(p)]

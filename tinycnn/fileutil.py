@@ -52,7 +52,7 @@ def check_writable(folder):
     os.remove(probe)
 
 
-def _alive(pid):
+def process_alive(pid):
     """Whether process `pid` exists on this machine (POSIX; elsewhere we cannot tell cheaply
     and safely, so every writer counts as alive and nothing is cleaned)."""
     if os.name != "posix":
@@ -79,7 +79,7 @@ def clean_stale_temps(folder):
         if not match or match["host"] != _HOST:
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         path = os.path.join(folder, name)
         try:

@@ -149,11 +149,14 @@ def _grayscale(image):
 
 def _on_background(rgb, alpha):
     """RGB (H, W, 3) with its alpha (H, W, 1), both in [0, 1], composited on plain paper:
-    white, unless what is visible is mostly light (white ink on a transparent sheet, as a
-    drawing app's dark mode exports it), then black, so that the ink keeps its contrast."""
+    white, unless the sheet is mostly transparent and what is on it mostly light (white ink
+    on a transparent sheet, as a drawing app's dark mode exports it), then black, so that the
+    ink keeps its contrast. (A white card with a transparent margin stays on white: its
+    visible part is light, but it is not mostly transparent.)"""
     weight = float(alpha.sum())
-    light = weight > 0 and float((rgb.mean(axis=-1, keepdims=True) * alpha).sum()) / weight > 0.5
-    return rgb * alpha + (0.0 if light else 1.0) * (1 - alpha)
+    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    light_ink = 0 < weight < 0.5 * alpha.size and float((luma[..., None] * alpha).sum()) / weight > 0.5
+    return rgb * alpha + (0.0 if light_ink else 1.0) * (1 - alpha)
 
 
 def otsu_threshold(values, bins=256):

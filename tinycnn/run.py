@@ -9,7 +9,10 @@ import json
 import math
 import os
 import platform
+import shlex
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -477,6 +480,37 @@ def main(argv=None, prog=None):
     return main_with_args(args)
 
 
+class _CtrlC:
+    """Notes a Ctrl-C (SIGINT) while the job runs, then raises KeyboardInterrupt as Python
+    does, and from then on keeps the interpreter's "Exception ignored in ..." reports of
+    objects torn down mid-work (llvmlite's, ctypes callbacks') off the terminal. fit()
+    installs its own handler during the epochs. Main thread only (elsewhere, a no-op)."""
+
+    def __enter__(self):
+        self.seen, self._previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        sys.unraisablehook = lambda unraisable: None
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _written_since(folder, name, since):
+    """Whether folder/name is a file written at or after `since` (time.time())."""
+    try:
+        return os.path.isfile(os.path.join(folder, name)) and os.path.getmtime(os.path.join(folder, name)) >= since - 1
+    except OSError:
+        return False
+
+
 def main_with_args(args):
     """Run the job for checked arguments; the exit status (errors printed as one line).
 
@@ -485,32 +519,32 @@ def main_with_args(args):
     files are there to find out why.
     """
     from .io import ModelFormatError
-    try:
-        result = run(args)
-    except TrainingInterrupted as err:
-        print(f"\ninterrupted at epoch {err.epoch}, step {err.step}; checkpoint saved to {err.checkpoint}. "
-              f"To continue, run the same command again with --resume {err.checkpoint} --out {args.out} "
-              "(the same data and options)", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:               # Ctrl-C outside the epochs (compiling, drawing): one line
-        done = [name for name in RUN_FILES if os.path.isfile(os.path.join(args.out, name))]
-        print(f"\ninterrupted{'; saved so far in ' + args.out + ': ' + ', '.join(done) if done else ''}",
-              file=sys.stderr)
-        return 130
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
-            datasets.IDXFormatError, datasets.DataDirError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ModelFormatError, ValueError) as err:        # e.g. --resume with the wrong file
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:                               # a full disk, say: one line, no traceback
-        where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
-        print(f"error: {where}", file=sys.stderr)
-        return 1
+    started = time.time()
+    with _CtrlC() as ctrl_c:
+        try:
+            result = run(args)
+        except TrainingInterrupted as err:   # Ctrl-C in an epoch: fit saved a checkpoint
+            print(f"\ninterrupted at epoch {err.epoch}, step {err.step}; checkpoint saved to {err.checkpoint}. "
+                  f"To continue, run the same command again with --resume {shlex.quote(err.checkpoint)} "
+                  f"--out {shlex.quote(args.out)} (the same data and options)", file=sys.stderr)
+            return 130
+        except BaseException as err:
+            # Ctrl-C anywhere else (loading, compiling, drawing) may surface as any exception:
+            # an ImportError from a module it stopped, a RuntimeError from inside Numba.
+            if ctrl_c.seen or isinstance(err, KeyboardInterrupt):
+                done = [name for name in RUN_FILES + FIGURES if _written_since(args.out, name, started)]
+                print(f"\ninterrupted{'; saved so far in ' + args.out + ': ' + ', '.join(done) if done else ''}",
+                      file=sys.stderr)
+                return 130
+            if isinstance(err, (TrainingDiverged, datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
+                                datasets.IDXFormatError, datasets.DataDirError, ModelFormatError, ValueError)):
+                print(f"error: {err}", file=sys.stderr)         # (ValueError: --resume with the wrong file, say)
+                return 1
+            if isinstance(err, OSError):                        # a full disk, say: one line, no traceback
+                where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
+                print(f"error: {where}", file=sys.stderr)
+                return 1
+            raise
     if result["learned_nothing"]:
         chance = 1 / len(result["confusion_matrix"])
         steps = result["epochs"] * -(-result["train_images"] // result["batch_size"])

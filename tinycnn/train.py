@@ -248,7 +248,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                              f"damaged ({type(err).__name__}: {err})") from None
         if made_with != (epochs, steps_per_epoch):
             raise ValueError(f"fit: checkpoint {resume} was made with {made_with[0]} "
-                             f"epoch{'s' * (made_with[0] != 1)} of {made_with[1]} steps; resume with the same data, "
+                             f"epoch{'s' * (made_with[0] != 1)} of {made_with[1]} steps, this run has "
+                             f"{epochs} of {steps_per_epoch}; resume with the same data, "
                              "epochs and batch size")
         _restore(model, _snapshot(saved))
         log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")

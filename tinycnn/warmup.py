@@ -49,6 +49,7 @@ from . import kernels
 from .augment import RandomAffine
 from .backend import get_backend
 from .environment import flag
+from .fileutil import process_alive
 from .kernels.fast import parallel
 
 # Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
@@ -168,11 +169,13 @@ def _cpu_sample():
 
 
 def _idle_cores(since, least=0.1):
-    """How many cores other processes left idle since `since` (a _cpu_sample taken at least
-    `least` seconds ago, else this waits): the idle share of all cores (Linux's /proc/stat),
-    plus the cores' worth this process used itself, which are free once it stops to compile.
-    (Measured across the readiness probe, not over a sleep of its own: 0.1 s sooner.)
-    Elsewhere: cores minus the 1-minute load average, which lags by about a minute."""
+    """How many cores other processes left free since `since` (a _cpu_sample taken at least
+    `least` seconds ago, else this waits): the idle share of all cores (Linux's /proc/stat)
+    plus what this process used itself, so the same as measured over a sleep of its own, as
+    before, but across the readiness probe (0.1 s sooner). On a quiet 2-core machine 2, with
+    one other busy process 1 (which still passes _two_processes: its threshold is that of
+    the earlier measurements). Elsewhere: cores minus the 1-minute load average, which lags
+    by about a minute."""
     cores = os.cpu_count() or 1
     time.sleep(max(0.0, since[0] + least - time.monotonic()))
     wall, cpu, proc = _cpu_sample()
@@ -271,7 +274,7 @@ def _compile_plan(plan, other=None, deadline=math.inf):
         if signature in share.overloads:
             continue
         lock = _kernel_lock(share, signature)
-        while not _take_lock(lock):          # the other process is compiling it
+        while not _take_lock(lock, owned=True):  # the other process is compiling it
             if other is None or other.poll() is not None or time.monotonic() > deadline:
                 break                        # (left to it; or it has stopped: see compile_for)
             time.sleep(0.02)
@@ -295,32 +298,44 @@ def _compile_lock(model):
 
 
 def _lock_held(path):
-    """Whether the lock file `path` exists and is younger than _LOCK_STALE."""
+    """Whether the lock file `path` exists, is younger than _LOCK_STALE and, when it names the
+    process that took it, that process is alive (a compiling process stopped by Ctrl-C is
+    killed mid-compile and leaves its lock: the kernel was then skipped by both processes
+    for 15 minutes)."""
     try:
-        return time.time() - os.path.getmtime(path) < _LOCK_STALE
+        if time.time() - os.path.getmtime(path) >= _LOCK_STALE:
+            return False
+        with open(path) as f:
+            owner = f.read(32).strip()
     except OSError:
         return False
+    return not owner.isdigit() or process_alive(int(owner))
 
 
-def _take_lock(path):
-    """Create the lock file `path`; False if another process holds it (it exists and is
-    younger than _LOCK_STALE). Creating is the test: of two processes creating it at once
+def _take_lock(path, owned=False):
+    """Create the lock file `path` (with owned, holding this process's id); False if another
+    process holds it (_lock_held). Creating is the test: of two processes creating it at once
     exactly one succeeds. Only a stale file (its process died) is removed first."""
-    if _create(path):
+    if _create(path, owned):
         return True
     if _lock_held(path):
         return False
     with contextlib.suppress(OSError):
         os.remove(path)                                  # left by a process that died
-    return _create(path)
+    return _create(path, owned)
 
 
-def _create(path):
+def _create(path, owned=False):
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
+    try:
+        if owned:
+            os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
+    return True
 
 
 def _share_work(model, input_shape, augment=False):
@@ -333,7 +348,10 @@ def _share_work(model, input_shape, augment=False):
     mine, theirs = _split(plan, _SECOND_PROCESS_LATE[start])
     spec = None
     if _FORK:
-        other = _fork_sharer(mine, theirs)
+        try:
+            other = _fork_sharer(mine, theirs)
+        except OSError:                      # no process to be had (a limit, no memory): all of it here
+            return
     else:
         spec = os.path.join(tempfile.gettempdir(), f"tinycnn-share-{_model_key(model)}-{os.getpid()}.npz")
         if not _saved(model, spec):
@@ -355,6 +373,13 @@ def _share_work(model, input_shape, augment=False):
         raise
     finally:
         other.wait()
+        for share, signature in plan:        # a kernel it was killed in the middle of
+            lock = _kernel_lock(share, signature)
+            with contextlib.suppress(OSError):
+                with open(lock) as f:
+                    owner = f.read(32).strip()
+                if owner == str(other.pid):
+                    os.remove(lock)
         if spec is not None:
             with contextlib.suppress(OSError):
                 os.remove(spec)
@@ -394,7 +419,10 @@ class _Forked:
 
     def poll(self):
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:        # reaped already (SIGCHLD ignored): as Popen does
+                pid, status = self.pid, 0
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode

@@ -146,6 +146,7 @@ async function send() {
       }
     }
   } catch (err) {
+    blankPanels();
     showError("the tinycnn server is not answering (was it stopped?)");
   } finally {
     inFlight = false;
