@@ -92,11 +92,14 @@ def test_retries_are_said_when_progress_is_shown(tiny, capsys):
                         f"{0.01 * 2 ** k:g} s (attempt {k + 2} of 3)" for k in range(2)]
 
 
-def test_the_test_split_alone_fetches_only_its_files(tiny):
+def test_the_test_split_alone_fetches_only_its_files(tiny, tmp_path):
     server, arrays, _ = tiny
+    with pytest.raises(DownloadError, match=r"put the files \(test-images-ubyte.gz, test-labels-ubyte.gz, "):
+        load_dataset("tiny", mirrors=[server.mirror("missing")], splits=("test",), **dict(FAST, retries=1))
     (none, (x, y)) = load_dataset("tiny", mirrors=[server.mirror("ok")], splits=("test",), **FAST)
     assert none == (None, None) and len(x) == len(y)
-    assert sorted(r.rsplit("/", 1)[1] for r in server.requests) == ["test-images-ubyte.gz", "test-labels-ubyte.gz"]
+    assert sorted(r.rsplit("/", 1)[1] for r in server.requests if r.startswith("/ok/")) == [
+        "test-images-ubyte.gz", "test-labels-ubyte.gz"]
     for wrong in ("test", ("tests",), ()):                   # a string would be read letter by letter
         with pytest.raises(ValueError, match=r"splits must name 'train', 'test' or both, got"):
             load_dataset("tiny", mirrors=[server.mirror("ok")], splits=wrong, **FAST)

@@ -338,8 +338,9 @@ def fetch(name, data_dir=None, download=True, mirrors=None, progress=None, split
             download_file(urls, dest, verify=verify, progress=progress, **options)
         except DownloadError as err:
             raise DownloadError(
-                f"{dataset.name}: {err}\n{searched}To use files you already have, put the four files "
-                f"({', '.join(i.filename for i in dataset.files.values())}, gzipped or not) in "
+                f"{dataset.name}: {err}\n{searched}To use files you already have, put the "
+                f"{'four ' if len(wanted) == 4 else ''}files "
+                f"({', '.join(i.filename for i in wanted.values())}, gzipped or not) in "
                 f"a folder and pass data_dir=FOLDER (--data-dir FOLDER on the command line) or "
                 f"set TINYCNN_DATA_DIR=FOLDER; or give "
                 f"other mirrors with mirrors=[...] or {dataset.env_mirrors}.") from None
