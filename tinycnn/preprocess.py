@@ -25,6 +25,7 @@ FRAME, BOX = 28, 20
 MAX_PIXELS = 40_000_000
 WORK_SIDE = 2048
 WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")     # 16/32-bit integer and float
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)        # grey from RGB, as PIL's "L"
 
 
 def open_image(path):
@@ -138,7 +139,7 @@ def _grayscale(image):
         rgb = a[..., :3]
         if a.shape[2] == 4:
             rgb = _on_background(rgb, a[..., 3:4])
-        a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)       # luma, as PIL's "L"
+        a = rgb @ LUMA
     elif a.ndim == 2:
         scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
         a = a.astype(np.float32) / scale
@@ -154,7 +155,7 @@ def _on_background(rgb, alpha):
     ink keeps its contrast. (A white card with a transparent margin stays on white: its
     visible part is light, but it is not mostly transparent.)"""
     weight = float(alpha.sum())
-    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luma = rgb @ LUMA
     light_ink = 0 < weight < 0.5 * alpha.size and float((luma[..., None] * alpha).sum()) / weight > 0.5
     return rgb * alpha + (0.0 if light_ink else 1.0) * (1 - alpha)
 

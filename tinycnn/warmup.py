@@ -305,11 +305,17 @@ def _lock_held(path):
     try:
         if time.time() - os.path.getmtime(path) >= _LOCK_STALE:
             return False
-        with open(path) as f:
-            owner = f.read(32).strip()
+        owner = _lock_owner(path)
     except OSError:
         return False
-    return not owner.isdigit() or process_alive(int(owner))
+    return owner is None or process_alive(owner)
+
+
+def _lock_owner(path):
+    """The id of the process that took the lock file `path` (_take_lock with owned), or None."""
+    with open(path) as f:
+        owner = f.read(32).strip()
+    return int(owner) if owner.isdigit() else None
 
 
 def _take_lock(path, owned=False):
@@ -376,9 +382,7 @@ def _share_work(model, input_shape, augment=False):
         for share, signature in plan:        # a kernel it was killed in the middle of
             lock = _kernel_lock(share, signature)
             with contextlib.suppress(OSError):
-                with open(lock) as f:
-                    owner = f.read(32).strip()
-                if owner == str(other.pid):
+                if _lock_owner(lock) == other.pid:
                     os.remove(lock)
         if spec is not None:
             with contextlib.suppress(OSError):
