@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, machine, matmul_peak_gflops, table, write_json
+from common import ROOT, machine, machine_line, matmul_peak_gflops, table, write_json
 
 HERE = os.path.abspath(__file__)
 MODELS = ("convnet", "lenet5", "fastnet", "bnnet")
@@ -214,8 +214,7 @@ def main():
 
     info = machine()
     peak = matmul_peak_gflops()
-    print(f"CPU: {info.get('cpu', '?')}, {info['cpus']} cores. Matmul peak (NumPy float32 1024^3, all threads): "
-          f"{peak:.0f} GFLOP/s. numba {info['numba']}, numpy {info['numpy']}, Python {info['python']}.")
+    print(f"{machine_line(peak)} numba {info['numba']}, numpy {info['numpy']}, Python {info['python']}.")
     print("cold = empty NUMBA_CACHE_DIR (each row its own); warm = the same folder again. "
           "First step: batch 128, Adam.")
     print()

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from common import machine, matmul_peak_gflops, median_ms, table, write_json
+from common import machine, machine_line, matmul_peak_gflops, median_ms, table, write_json
 
 import tinycnn
 from tinycnn.kernels import fast
@@ -79,8 +79,8 @@ def main():
     tinycnn.set_backend("numba")
     peak = matmul_peak_gflops()
     rows = [compare(arch, args.switch, args.batch, rounds) for arch in args.arch]
-    print(f"{args.switch} on against off, {rounds} rounds alternated in one process; milliseconds "
-          f"(medians); matmul peak {peak:.0f} GFLOP/s\n")
+    print(f"{args.switch} on against off, {rounds} rounds alternated in one process; milliseconds (medians)")
+    print(machine_line(peak) + "\n")
     print(table(rows, ["model", "batch", "train ms on", "train ms off", "train speed-up", "infer ms on",
                        "infer ms off", "infer speed-up"]))
     write_json(args.json, {"machine": machine(), "switch": args.switch, "rounds": rounds, "matmul_gflops": peak,

@@ -59,7 +59,7 @@ import numpy as np
 
 from bench_train import (JEMALLOC, TORCH_SETTINGS, TORCH_TWINS, check_allocator, copy_weights, torch_model,
                          worker_env)
-from common import ROOT, machine, matmul_peak_gflops, table, torch_or_none, write_json
+from common import ROOT, machine, machine_line, matmul_peak_gflops, table, torch_or_none, write_json
 
 HERE = os.path.abspath(__file__)
 EVAL_BATCH = 1000
@@ -428,8 +428,7 @@ def main():
           f"{first['steps']} steps, Adam lr {first['lr']:g} betas {tuple(first['betas'])}, one cycle, augmented; "
           f"test accuracy every {first['eval_every']} steps (not timed). {args.rounds} round(s), medians.")
     info = machine()
-    print(f"Machine: {info['cpu']}, {info['cpus']} CPUs; matmul peak (NumPy float32 1024^3) {peak:.0f} GFLOP/s; "
-          f"torch {info['torch']}.")
+    print(f"{machine_line(peak)} torch {info['torch']}.")
     for line in skipped:
         print(line)
     if best is not None and best["tinycnn time x"] is not None:

@@ -52,7 +52,7 @@ import time
 
 import numpy as np
 
-from common import (ROOT, images_per_second, machine, matmul_peak_gflops, peak_rss_mb, table,
+from common import (ROOT, images_per_second, machine, machine_line, matmul_peak_gflops, peak_rss_mb, table,
                     torch_or_none, write_json)
 
 HERE = os.path.abspath(__file__)
@@ -379,8 +379,8 @@ def main():
     first = first_step_seconds()
     print(f"Training: batch {args.batch}, Adam, {steps} timed steps on {results[0]['tinycnn']['data']}; "
           f"inference: batches of 1000. Medians of {rounds} round(s).")
-    print(f"Matmul peak (NumPy float32 1024^3, all threads): {peak:.0f} GFLOP/s. GEMM-bound s/epoch = "
-          "3 x forward FLOPs x 60,000 / peak.  New process to first training step (warm cache): "
+    print(machine_line(peak))
+    print("GEMM-bound s/epoch = 3 x forward FLOPs x 60,000 / peak.  New process to first training step (warm cache): "
           f"{first:.2f} s.")
     if not has_torch:
         print("PyTorch is not installed: its columns are skipped (pip install torch==2.13.0).")

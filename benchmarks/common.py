@@ -83,13 +83,49 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def simd():
+    """The widest vector instructions the CPU offers: "AVX-512", "AVX2" or what is known."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return platform.machine()
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
+
+
+def blas_kernel():
+    """Which of its CPU-specific kernels NumPy's OpenBLAS runs (threadpoolctl), e.g.
+    "Haswell" (256-bit FMA) or "SkylakeX" (512-bit), or None when not known."""
+    try:
+        import threadpoolctl
+        return next((i.get("architecture") for i in threadpoolctl.threadpool_info()
+                     if i["user_api"] == "blas" and "numpy" in i["filepath"].lower()), None)
+    except Exception:
+        return None
+
+
 def machine():
     import numba
+    from llvmlite import binding
     torch = torch_or_none()
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "simd": simd(), "llvm_cpu": binding.get_host_cpu_name(), "blas_kernel": blas_kernel(),
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
             "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__,
             "torch": torch.__version__ if torch else None}
+
+
+def machine_line(peak):
+    """One line for a benchmark's header: the CPU, its vector width, the kernel NumPy's
+    OpenBLAS runs and the matmul peak, which together say what a figure was measured on.
+    (Some machines here set OPENBLAS_CORETYPE, which holds OpenBLAS to an older kernel: on
+    an AVX-512 EPYC, Haswell's 256-bit one reaches about half the peak of SkylakeX's.)"""
+    info = machine()
+    forced = f", forced by OPENBLAS_CORETYPE={info['openblas_coretype']}" if info["openblas_coretype"] else ""
+    return (f"CPU: {info['cpu']} ({info['llvm_cpu']}, {info['simd']}), {info['cpus']} cores; NumPy's OpenBLAS "
+            f"runs its {info['blas_kernel'] or 'unknown'} kernel{forced}; matmul peak (NumPy float32 1024^3, "
+            f"all threads) {peak:.0f} GFLOP/s.")
 
 
 def table(rows, columns):

@@ -35,10 +35,11 @@ def _one_step(model, x, labels):
 
 
 def _blocked_model():
-    """The register-blocked forward convolution (fast/conv_blocked.py), in both layers
-    (8 and 16 channels, 8 columns)."""
-    layers = [Conv2D(1, 16, 7, activation="relu"), Conv2D(16, 8, 3, padding=1), MaxPool2D(2), ReLU(),
-              Flatten(), Dense(8 * 4 * 4, 3)]                             # 14x14 -> 8x8 -> 8x8 -> 4x4
+    """The register-blocked forward convolution (fast/conv_blocked.py): 16 channels and 8
+    columns are whole blocks with 8 or 16 channels per block; the second layer's 144 taps
+    take it with AVX-512 too (conv_blocked.MIN_TAPS), the first layer's 49 there do not."""
+    layers = [Conv2D(1, 16, 7, activation="relu"), Conv2D(16, 16, 3, padding=1), MaxPool2D(2), ReLU(),
+              Flatten(), Dense(16 * 4 * 4, 3)]                            # 14x14 -> 8x8 -> 8x8 -> 4x4
     return Sequential(layers, input_shape=(1, 14, 14), seed=0)
 
 
@@ -291,16 +292,18 @@ def test_slp_setting_holds_while_two_threads_compile_marked_shares():
 
 
 def test_the_blocked_kernel_is_vectorised_only_with_the_slp_vectoriser():
-    # conv_blocked's speed rests on LLVM packing its 64 scalar accumulators into vector
+    # conv_blocked's speed rests on LLVM packing its 64 (or 128) scalar accumulators into vector
     # fused multiply-adds (vfmadd...ps on ymm or zmm registers). Compiled here afresh (not
     # from the disk cache, whose code cannot be inspected), with and without the switch.
     import re
     from numba import njit as jit
+    F = conv_blocked.BLOCK_F                       # one block of channels (8, or 16 with AVX-512)
     x = np.zeros((1, 2, 10, 10), np.float32)
-    Wt, offsets = np.zeros((18, 8), np.float32), np.zeros(18, np.intp)
-    args = (0, 1, x, Wt, offsets, np.zeros(8, np.float32), np.zeros((1, 8, 64), np.float32),
+    Wt, offsets = np.zeros((18, F), np.float32), np.zeros(18, np.intp)
+    args = (0, 1, x, Wt, offsets, np.zeros(F, np.float32), np.zeros((1, F, 64), np.float32),
             np.zeros((0, 0, 0), np.int8), 0, 0, 8, 8, False, False, False)
-    packed_fma = re.compile(r"vfmadd\d+ps\b[^\n]*%[yz]mm")
+    # (with AVX-512, the 16-channel block's sums fill whole 512-bit registers: zmm)
+    packed_fma = re.compile(r"vfmadd\d+ps\b[^\n]*%zmm" if conv_blocked.WIDE else r"vfmadd\d+ps\b[^\n]*%[yz]mm")
     found = {}
     for slp in (0, 1):
         share = jit(fastmath={"contract"}, nogil=True)(conv_blocked._forward_share.py_func)

@@ -2,7 +2,7 @@
 Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
 register-blocked direct method (conv_blocked.py: stride 1, output channels and columns in
-whole blocks of 8) or im2col + GEMM (conv_gemm.py); backward, direct or GEMM. The forward
+whole blocks of 8, or 16 channels with AVX-512) or im2col + GEMM (conv_gemm.py); backward, direct or GEMM. The forward
 and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway.
 The ReLU, and a following 2x2 max pooling, are applied as each output plane is written
 (epilogue.py).
@@ -41,7 +41,7 @@ def forward_method(C, F, kh, kw, OW, stride):
     conv_blocked.py have the measurements behind the choice)."""
     if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.FORWARD_MAX_WEIGHTS):
         return "direct"
-    if BLOCKED and conv_blocked.applies(F, OW, stride):
+    if BLOCKED and conv_blocked.applies(F, OW, stride) and C * kh * kw >= conv_blocked.MIN_TAPS:
         return "blocked"
     return "gemm"
 

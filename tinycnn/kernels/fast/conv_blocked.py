@@ -1,6 +1,7 @@
 """The direct convolution with its accumulators in registers: 8 output channels x 8 output
-pixels at a time, forward only, for stride-1 layers whose output channels and columns are
-whole blocks of 8 (fastnet's two layers, bnnet's first).
+pixels at a time (16 x 8 on a CPU with 512-bit vectors, below), forward only, for stride-1
+layers whose output channels and columns are whole blocks (fastnet's second layer and
+bnnet's first; fastnet's first, 24 channels, too where blocks are 8 channels).
 
 conv_direct.py adds one tap at a time to a whole output plane in memory, and conv_gemm.py
 copies every input window out (im2col) for BLAS to multiply: both move memory for every
@@ -29,6 +30,22 @@ Measured on fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 
 thread, a 2-core AMD EPYC): 79 GFLOP/s, where NumPy's sgemm on 1024x1024 matrices reaches
 80-93 on the same core (benchmarks/bench_conv_methods.py compares the methods per layer).
 
+512-bit vectors (AVX-512: the AMD EPYC "Zen 5" and Intel Xeon machines here). An 8-lane
+float32 register is half of one there, so the block above does half the multiply-adds per
+instruction the CPU could. With 512-bit vectors (WIDE) the block is 16 channels x 8 pixels,
+packed the other way round: each pixel's 16 channel sums are one register; per tap, one
+vector load brings the 16 weights Wt[tap, f0:f0 + 16] (contiguous: that is why Wt is W's
+transpose), each of the 8 input values is broadcast, and 8 fused multiply-adds do 128
+multiply-adds. (On an AVX2 CPU the same block would need 16 accumulator registers of its
+16, none left for the weights, so it keeps the 8 x 8 block.) Every sum adds the same
+products in the same order in both blocks, so they give the same bits. Measured on
+fastnet's second layer (as above, batch 128, ReLU and pooling, one thread) on a 2-core
+AMD EPYC 9005 (Zen 5): 150 GFLOP/s against the 8 x 8 block's 91, 1.65x, in one process
+(NumPy's sgemm: about 235 GFLOP/s per core there with its AVX-512 kernel); the 16-channel
+share compiles in 3.2 s of CPU against 1.8. Where the channels are not whole blocks of 16
+(fastnet's first layer, 24), the layer takes the GEMM, which was faster there anyway
+(0.35 against 0.52 ms at batch 128, two threads, bench_conv_methods.py).
+
 Which layers (conv.forward_method). Measured in session 13 (README, "Performance") on a
 2-core AMD EPYC, two threads, against im2col + GEMM: fastnet's 24->32 5x5 forward 2.14
 against 2.92 ms at batch 128 (bench_conv_methods.py); its 1->24 first layer, pooled, level
@@ -51,19 +68,42 @@ third kernel of this size to compile on a first run (3 s of CPU): fastnet's and 
 first training steps on an empty cache took 6.1-6.8 s instead of 3.8-4.3 (it is in the
 git history: the commit "Register-blocked direct convolution").
 """
+import numba
 import numpy as np
+from llvmlite import binding
 from numba import njit, uintp
 
 from .conv_direct import pad_into, tap_offsets
 from .epilogue import write_plane
 from .parallel import JIT, in_parallel, share_range, slp_share, threads_for
 
-BLOCK = 8       # output channels, and output pixels, per block
+
+def wide_vectors():
+    """Whether Numba compiles for a CPU with 512-bit vectors (AVX-512F): its own target's
+    features when NUMBA_CPU_NAME names one, else the host's."""
+    if numba.config.CPU_NAME and numba.config.CPU_NAME != "host":
+        return "+avx512f" in (numba.config.CPU_FEATURES or "")
+    return bool(binding.get_host_cpu_features().get("avx512f"))
+
+
+WIDE = wide_vectors()
+BLOCK_F = 16 if WIDE else 8     # output channels per block (one vector register's lanes)...
+BLOCK_P = 8                     # ...times 8 output pixels of one row
+
+
+# Taps (C*kh*kw) a layer needs to take this method (conv.forward_method). With 512-bit
+# vectors a first layer, one input channel, ran faster on the GEMM, whose sgemm has an
+# AVX-512 kernel too: bnnet's 1->32 5x5 forward 0.44 ms against 0.64 blocked, fastnet's
+# 1->24 0.37 against 0.52-0.67 (8-channel blocks: 24 is not a whole block of 16), batch 128,
+# two threads, AMD EPYC "Zen 5" (session 16); with 25 taps a block's sums are short and
+# copying and writing the planes costs as much. With 8-channel blocks (AVX2) the first
+# layers were level with the GEMM or faster (above), and take it.
+MIN_TAPS = 64 if WIDE else 1
 
 
 def applies(F, OW, stride):
-    """Whether a layer takes this method: stride 1, F and OW whole blocks."""
-    return tuple(stride) == (1, 1) and F % BLOCK == 0 and OW % BLOCK == 0 and min(F, OW) > 0
+    """Whether a layer can take this method: stride 1, F and OW whole blocks."""
+    return tuple(stride) == (1, 1) and F % BLOCK_F == 0 and OW % BLOCK_P == 0 and min(F, OW) > 0
 
 
 def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
@@ -95,16 +135,16 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
     n0, n1 = share_range(t, nchunks, N)
     for n in range(n0, n1):
         pad_into(x, n, xp, ph, pw, Hp, Wp)
-        for f0 in range(0, F, BLOCK):
+        for f0 in range(0, F, BLOCK_F):
             for oh in range(OH):
-                for ow0 in range(0, OW, BLOCK):
+                for ow0 in range(0, OW, BLOCK_P):
                     _block(xp, Wt, offsets, uintp(oh * Wp + ow0), uintp(f0), conv, uintp(oh * OW + ow0), z)
         for f in range(F):
             write_plane(conv[f], b[f], y, argmax, n, f, OH, OW, relu, pool, taps)
 
 
 @njit(inline="always", **JIT)
-def _block(xp, Wt, offsets, base, f0, out, o, z):
+def _block_8x8(xp, Wt, offsets, base, f0, out, o, z):
     """out[f0 + k, o + p] = sum over taps of Wt[tap, f0 + k] * xp[base + offsets[tap] + p],
     for k, p = 0..7: one block, in 64 accumulators (see the module's docstring)."""
     a00, a01, a02, a03, a04, a05, a06, a07 = z, z, z, z, z, z, z, z
@@ -159,3 +199,106 @@ def _store8(out, f, o, a0, a1, a2, a3, a4, a5, a6, a7):
     out[f, o + uintp(4)], out[f, o + uintp(5)], out[f, o + uintp(6)], out[f, o + uintp(7)] = a4, a5, a6, a7
 
 
+@njit(inline="always", **JIT)
+def _block_16x8(xp, Wt, offsets, base, f0, out, o, z):
+    """As _block_8x8, for 16 channels k = 0..15 and 512-bit registers: pixel p's 16 sums
+    a{p}_0..a{p}_15 pack into one register, fed per tap by one vector load of the 16
+    weights Wt[tap, f0:f0 + 16] and the input value xp[s + p] broadcast."""
+    a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7 = z, z, z, z, z, z, z, z
+    a0_8, a0_9, a0_10, a0_11, a0_12, a0_13, a0_14, a0_15 = z, z, z, z, z, z, z, z
+    a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = z, z, z, z, z, z, z, z
+    a1_8, a1_9, a1_10, a1_11, a1_12, a1_13, a1_14, a1_15 = z, z, z, z, z, z, z, z
+    a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = z, z, z, z, z, z, z, z
+    a2_8, a2_9, a2_10, a2_11, a2_12, a2_13, a2_14, a2_15 = z, z, z, z, z, z, z, z
+    a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7 = z, z, z, z, z, z, z, z
+    a3_8, a3_9, a3_10, a3_11, a3_12, a3_13, a3_14, a3_15 = z, z, z, z, z, z, z, z
+    a4_0, a4_1, a4_2, a4_3, a4_4, a4_5, a4_6, a4_7 = z, z, z, z, z, z, z, z
+    a4_8, a4_9, a4_10, a4_11, a4_12, a4_13, a4_14, a4_15 = z, z, z, z, z, z, z, z
+    a5_0, a5_1, a5_2, a5_3, a5_4, a5_5, a5_6, a5_7 = z, z, z, z, z, z, z, z
+    a5_8, a5_9, a5_10, a5_11, a5_12, a5_13, a5_14, a5_15 = z, z, z, z, z, z, z, z
+    a6_0, a6_1, a6_2, a6_3, a6_4, a6_5, a6_6, a6_7 = z, z, z, z, z, z, z, z
+    a6_8, a6_9, a6_10, a6_11, a6_12, a6_13, a6_14, a6_15 = z, z, z, z, z, z, z, z
+    a7_0, a7_1, a7_2, a7_3, a7_4, a7_5, a7_6, a7_7 = z, z, z, z, z, z, z, z
+    a7_8, a7_9, a7_10, a7_11, a7_12, a7_13, a7_14, a7_15 = z, z, z, z, z, z, z, z
+    for k in range(uintp(offsets.shape[0])):      # every tap (c, i, j)
+        s = base + uintp(offsets[k])
+        w0, w1, w2, w3 = Wt[k, f0 + uintp(0)], Wt[k, f0 + uintp(1)], Wt[k, f0 + uintp(2)], Wt[k, f0 + uintp(3)]
+        w4, w5, w6, w7 = Wt[k, f0 + uintp(4)], Wt[k, f0 + uintp(5)], Wt[k, f0 + uintp(6)], Wt[k, f0 + uintp(7)]
+        w8, w9, w10, w11 = Wt[k, f0 + uintp(8)], Wt[k, f0 + uintp(9)], Wt[k, f0 + uintp(10)], Wt[k, f0 + uintp(11)]
+        w12, w13, w14, w15 = Wt[k, f0 + uintp(12)], Wt[k, f0 + uintp(13)], Wt[k, f0 + uintp(14)], Wt[k, f0 + uintp(15)]
+        x = xp[s + uintp(0)]
+        (a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a0_8, a0_9, a0_10, a0_11, a0_12, a0_13, a0_14, a0_15) = (
+            a0_0 + w0 * x, a0_1 + w1 * x, a0_2 + w2 * x, a0_3 + w3 * x,
+            a0_4 + w4 * x, a0_5 + w5 * x, a0_6 + w6 * x, a0_7 + w7 * x,
+            a0_8 + w8 * x, a0_9 + w9 * x, a0_10 + w10 * x, a0_11 + w11 * x,
+            a0_12 + w12 * x, a0_13 + w13 * x, a0_14 + w14 * x, a0_15 + w15 * x)
+        x = xp[s + uintp(1)]
+        (a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a1_8, a1_9, a1_10, a1_11, a1_12, a1_13, a1_14, a1_15) = (
+            a1_0 + w0 * x, a1_1 + w1 * x, a1_2 + w2 * x, a1_3 + w3 * x,
+            a1_4 + w4 * x, a1_5 + w5 * x, a1_6 + w6 * x, a1_7 + w7 * x,
+            a1_8 + w8 * x, a1_9 + w9 * x, a1_10 + w10 * x, a1_11 + w11 * x,
+            a1_12 + w12 * x, a1_13 + w13 * x, a1_14 + w14 * x, a1_15 + w15 * x)
+        x = xp[s + uintp(2)]
+        (a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7, a2_8, a2_9, a2_10, a2_11, a2_12, a2_13, a2_14, a2_15) = (
+            a2_0 + w0 * x, a2_1 + w1 * x, a2_2 + w2 * x, a2_3 + w3 * x,
+            a2_4 + w4 * x, a2_5 + w5 * x, a2_6 + w6 * x, a2_7 + w7 * x,
+            a2_8 + w8 * x, a2_9 + w9 * x, a2_10 + w10 * x, a2_11 + w11 * x,
+            a2_12 + w12 * x, a2_13 + w13 * x, a2_14 + w14 * x, a2_15 + w15 * x)
+        x = xp[s + uintp(3)]
+        (a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7, a3_8, a3_9, a3_10, a3_11, a3_12, a3_13, a3_14, a3_15) = (
+            a3_0 + w0 * x, a3_1 + w1 * x, a3_2 + w2 * x, a3_3 + w3 * x,
+            a3_4 + w4 * x, a3_5 + w5 * x, a3_6 + w6 * x, a3_7 + w7 * x,
+            a3_8 + w8 * x, a3_9 + w9 * x, a3_10 + w10 * x, a3_11 + w11 * x,
+            a3_12 + w12 * x, a3_13 + w13 * x, a3_14 + w14 * x, a3_15 + w15 * x)
+        x = xp[s + uintp(4)]
+        (a4_0, a4_1, a4_2, a4_3, a4_4, a4_5, a4_6, a4_7, a4_8, a4_9, a4_10, a4_11, a4_12, a4_13, a4_14, a4_15) = (
+            a4_0 + w0 * x, a4_1 + w1 * x, a4_2 + w2 * x, a4_3 + w3 * x,
+            a4_4 + w4 * x, a4_5 + w5 * x, a4_6 + w6 * x, a4_7 + w7 * x,
+            a4_8 + w8 * x, a4_9 + w9 * x, a4_10 + w10 * x, a4_11 + w11 * x,
+            a4_12 + w12 * x, a4_13 + w13 * x, a4_14 + w14 * x, a4_15 + w15 * x)
+        x = xp[s + uintp(5)]
+        (a5_0, a5_1, a5_2, a5_3, a5_4, a5_5, a5_6, a5_7, a5_8, a5_9, a5_10, a5_11, a5_12, a5_13, a5_14, a5_15) = (
+            a5_0 + w0 * x, a5_1 + w1 * x, a5_2 + w2 * x, a5_3 + w3 * x,
+            a5_4 + w4 * x, a5_5 + w5 * x, a5_6 + w6 * x, a5_7 + w7 * x,
+            a5_8 + w8 * x, a5_9 + w9 * x, a5_10 + w10 * x, a5_11 + w11 * x,
+            a5_12 + w12 * x, a5_13 + w13 * x, a5_14 + w14 * x, a5_15 + w15 * x)
+        x = xp[s + uintp(6)]
+        (a6_0, a6_1, a6_2, a6_3, a6_4, a6_5, a6_6, a6_7, a6_8, a6_9, a6_10, a6_11, a6_12, a6_13, a6_14, a6_15) = (
+            a6_0 + w0 * x, a6_1 + w1 * x, a6_2 + w2 * x, a6_3 + w3 * x,
+            a6_4 + w4 * x, a6_5 + w5 * x, a6_6 + w6 * x, a6_7 + w7 * x,
+            a6_8 + w8 * x, a6_9 + w9 * x, a6_10 + w10 * x, a6_11 + w11 * x,
+            a6_12 + w12 * x, a6_13 + w13 * x, a6_14 + w14 * x, a6_15 + w15 * x)
+        x = xp[s + uintp(7)]
+        (a7_0, a7_1, a7_2, a7_3, a7_4, a7_5, a7_6, a7_7, a7_8, a7_9, a7_10, a7_11, a7_12, a7_13, a7_14, a7_15) = (
+            a7_0 + w0 * x, a7_1 + w1 * x, a7_2 + w2 * x, a7_3 + w3 * x,
+            a7_4 + w4 * x, a7_5 + w5 * x, a7_6 + w6 * x, a7_7 + w7 * x,
+            a7_8 + w8 * x, a7_9 + w9 * x, a7_10 + w10 * x, a7_11 + w11 * x,
+            a7_12 + w12 * x, a7_13 + w13 * x, a7_14 + w14 * x, a7_15 + w15 * x)
+    _store16(out, f0, o + uintp(0), a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7,
+             a0_8, a0_9, a0_10, a0_11, a0_12, a0_13, a0_14, a0_15)
+    _store16(out, f0, o + uintp(1), a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7,
+             a1_8, a1_9, a1_10, a1_11, a1_12, a1_13, a1_14, a1_15)
+    _store16(out, f0, o + uintp(2), a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7,
+             a2_8, a2_9, a2_10, a2_11, a2_12, a2_13, a2_14, a2_15)
+    _store16(out, f0, o + uintp(3), a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7,
+             a3_8, a3_9, a3_10, a3_11, a3_12, a3_13, a3_14, a3_15)
+    _store16(out, f0, o + uintp(4), a4_0, a4_1, a4_2, a4_3, a4_4, a4_5, a4_6, a4_7,
+             a4_8, a4_9, a4_10, a4_11, a4_12, a4_13, a4_14, a4_15)
+    _store16(out, f0, o + uintp(5), a5_0, a5_1, a5_2, a5_3, a5_4, a5_5, a5_6, a5_7,
+             a5_8, a5_9, a5_10, a5_11, a5_12, a5_13, a5_14, a5_15)
+    _store16(out, f0, o + uintp(6), a6_0, a6_1, a6_2, a6_3, a6_4, a6_5, a6_6, a6_7,
+             a6_8, a6_9, a6_10, a6_11, a6_12, a6_13, a6_14, a6_15)
+    _store16(out, f0, o + uintp(7), a7_0, a7_1, a7_2, a7_3, a7_4, a7_5, a7_6, a7_7,
+             a7_8, a7_9, a7_10, a7_11, a7_12, a7_13, a7_14, a7_15)
+
+
+@njit(inline="always", **JIT)
+def _store16(out, f0, o, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15):
+    """out[f0 + k, o] = a_k, k = 0..15: one pixel's 16 channels."""
+    out[f0 + uintp(0), o], out[f0 + uintp(1), o], out[f0 + uintp(2), o], out[f0 + uintp(3), o] = a0, a1, a2, a3
+    out[f0 + uintp(4), o], out[f0 + uintp(5), o], out[f0 + uintp(6), o], out[f0 + uintp(7), o] = a4, a5, a6, a7
+    out[f0 + uintp(8), o], out[f0 + uintp(9), o], out[f0 + uintp(10), o], out[f0 + uintp(11), o] = a8, a9, a10, a11
+    out[f0 + uintp(12), o], out[f0 + uintp(13), o], out[f0 + uintp(14), o], out[f0 + uintp(15), o] = a12, a13, a14, a15
+
+
+_block = _block_16x8 if WIDE else _block_8x8      # (only the one in use is compiled)
