@@ -1,7 +1,7 @@
 """The direct convolution with its accumulators in registers: 8 output channels x 8 output
 pixels at a time (16 x 8 on a CPU with 512-bit vectors, below), forward only, for stride-1
-layers whose output channels and columns are whole blocks (fastnet's second layer and
-bnnet's first; fastnet's first, 24 channels, too where blocks are 8 channels).
+layers whose output channels and columns are whole blocks: fastnet's two layers and bnnet's
+first; with 512-bit vectors, fastnet's second only (MIN_TAPS, below).
 
 conv_direct.py adds one tap at a time to a whole output plane in memory, and conv_gemm.py
 copies every input window out (im2col) for BLAS to multiply: both move memory for every
@@ -38,13 +38,13 @@ vector load brings the 16 weights Wt[tap, f0:f0 + 16] (contiguous: that is why W
 transpose), each of the 8 input values is broadcast, and 8 fused multiply-adds do 128
 multiply-adds. (On an AVX2 CPU the same block would need 16 accumulator registers of its
 16, none left for the weights, so it keeps the 8 x 8 block.) Every sum adds the same
-products in the same order in both blocks, so they give the same bits. Measured on
-fastnet's second layer (as above, batch 128, ReLU and pooling, one thread) on a 2-core
-AMD EPYC 9005 (Zen 5): 150 GFLOP/s against the 8 x 8 block's 91, 1.65x, in one process
-(NumPy's sgemm: about 235 GFLOP/s per core there with its AVX-512 kernel); the 16-channel
-share compiles in 3.2 s of CPU against 1.8. Where the channels are not whole blocks of 16
-(fastnet's first layer, 24), the layer takes the GEMM, which was faster there anyway
-(0.35 against 0.52 ms at batch 128, two threads, bench_conv_methods.py).
+products in the same order in both blocks, so they give the same bits. LLVM compiles a
+tap to one 512-bit load of the weights and 8 FMAs that each broadcast their input value
+from memory ({1to16}): nothing else in the loop. Measured on fastnet's second layer (as
+above, batch 128, ReLU and pooling, one thread) on a 2-core AMD EPYC "Zen 5" (family 26):
+150 GFLOP/s against the 8 x 8 block's 91, 1.65x, in one process (NumPy's sgemm: about 235
+GFLOP/s per core there with its AVX-512 kernel); the 16-channel share compiles in 3.2 s of
+CPU against 1.8.
 
 Which layers (conv.forward_method). Measured in session 13 (README, "Performance") on a
 2-core AMD EPYC, two threads, against im2col + GEMM: fastnet's 24->32 5x5 forward 2.14
