@@ -7,7 +7,8 @@ direct, for stride 1; register-blocked direct, stride 1 and forward only) on the
 of the models here: forward (with its ReLU), backward without dx (a first layer) and with
 it. tinycnn/kernels/fast/conv.py picks direct when C*F*kh*kw (the weights) is at most
 conv_direct.FORWARD_MAX_WEIGHTS (forward) or BACKWARD_MAX_WEIGHTS (backward), else the
-blocked forward where it applies (output channels and columns in whole blocks of 8), and
+blocked forward where it applies (output channels and columns in whole blocks of 8, or 16
+channels with AVX-512, and enough taps: conv_blocked.MIN_TAPS), and
 Winograd for 3x3 layers with many channels; these are the numbers those choices come from
 ("-": the method does not apply).
 Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two
@@ -27,6 +28,7 @@ LAYERS = [
     ("lenet5 conv2 6->16 5x5, 14x14", 1000, 6, 16, 14, 5, 0),
     ("convnet conv1 1->32 3x3, 28x28", 128, 1, 32, 28, 3, 0),
     ("fastnet conv1 1->24 5x5, 28x28", 128, 1, 24, 28, 5, 0),
+    ("bnnet conv1 1->32 5x5, 28x28", 128, 1, 32, 28, 5, 0),
     ("8->16 3x3 pad 1, 28x28", 128, 8, 16, 28, 3, 1),
     ("16->32 3x3 pad 1, 14x14", 128, 16, 32, 14, 3, 1),
     ("fastnet conv2 24->32 5x5, 12x12", 128, 24, 32, 12, 5, 0),
@@ -45,10 +47,12 @@ def arrays(batch, C, F, H, k, p, seed=0):
 def method_times(x, w, b, stride, padding, method, repeats):
     """Forward, backward without dx and backward with dx, in ms, by one method ("blocked":
     the forward only, its backward being GEMM's)."""
-    saved = fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS, fast.conv.BLOCKED
+    saved = (fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS, fast.conv.BLOCKED,
+             fast.conv_blocked.MIN_TAPS)
     limit = 10 ** 9 if method == "direct" else 0
     fast.conv_direct.FORWARD_MAX_WEIGHTS = fast.conv_direct.BACKWARD_MAX_WEIGHTS = limit
     fast.conv.BLOCKED = method == "blocked"
+    fast.conv_blocked.MIN_TAPS = 1          # (timed wherever the shapes allow it)
     try:
         y, cache = fast.conv2d_forward(x, w, b, stride, padding, relu=True)
         forward = median_ms(lambda: fast.conv2d_forward(x, w, b, stride, padding, relu=True), repeats)
@@ -59,7 +63,8 @@ def method_times(x, w, b, stride, padding, method, repeats):
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, False), repeats),
                 median_ms(lambda: fast.conv2d_backward(dy, cache, x.shape, w, stride, padding, True), repeats))
     finally:
-        fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS, fast.conv.BLOCKED = saved
+        (fast.conv_direct.FORWARD_MAX_WEIGHTS, fast.conv_direct.BACKWARD_MAX_WEIGHTS, fast.conv.BLOCKED,
+         fast.conv_blocked.MIN_TAPS) = saved
 
 
 def pair_times(x, w, b, stride, padding, need_dx, repeats):

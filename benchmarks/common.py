@@ -109,7 +109,8 @@ def machine():
     from llvmlite import binding
     torch = torch_or_none()
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "simd": simd(), "llvm_cpu": binding.get_host_cpu_name(), "blas_kernel": blas_kernel(),
+            "simd": simd(), "llvm_cpu": numba.config.CPU_NAME or binding.get_host_cpu_name(),
+            "blas_kernel": blas_kernel(),
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
             "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__,

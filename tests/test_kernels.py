@@ -2,6 +2,7 @@
 loop-by-loop convolution that shares no code with either."""
 import numpy as np
 import pytest
+from numba import njit, uintp
 
 from tinycnn.kernels import conv_output_size, fast, reference
 
@@ -89,9 +90,40 @@ def test_blocked_cases_take_the_blocked_method(monkeypatch):
         blocks.add((w.shape[0] > BF, y.shape[3] > BP))
     assert len(calls) == len(BLOCKED)
     assert blocks == {(False, False), (False, True), (True, False), (True, True)}
-    x, w, b, args, _ = random_conv(BLOCKED[0][:2] + (BF + 4,) + BLOCKED[0][3:])     # not whole blocks
-    fast.conv2d_forward(x, w, b, *args)
+    for F in (BF + 4, BF // 2):                          # not whole blocks (8 of 16, with AVX-512)
+        x, w, b, args, _ = random_conv(BLOCKED[0][:2] + (F,) + BLOCKED[0][3:])
+        fast.conv2d_forward(x, w, b, *args)
     assert len(calls) == len(BLOCKED)
+    with pytest.raises(ValueError, match=f"{BF // 2} channels and .* are not whole blocks of {BF}"):
+        real(x, np.ascontiguousarray(w.reshape(BF // 2, -1)), b, *w.shape[2:], 0, 0, 8, 8, False, False, False)
+
+
+@njit(cache=True)
+def _one_block(block, xp, Wt, offsets, base, f0, out, o):
+    block(xp, Wt, offsets, uintp(base), uintp(f0), out, uintp(o), np.float32(0))
+
+
+@pytest.mark.parametrize("block,lanes", [("_block_8x8", 8), ("_block_16x8", 16)])
+def test_both_register_blocks_sum_one_block_of_the_convolution(block, lanes):
+    # Each machine's kernel compiles one of the two blocks (16 channels with AVX-512, else
+    # 8); both run here, on every machine, on one block of a 3-channel 3x3 layer: channels
+    # f0..f0+lanes-1 at row 2, columns 1..8. They add the same products in the same order,
+    # so their common 8 channels agree bit for bit.
+    rng = np.random.default_rng(5)
+    C, H, W, k = 3, 7, 12, 3
+    xp = rng.standard_normal(C * H * W).astype(np.float32)       # a flat (unpadded) image
+    Wt = rng.standard_normal((C * k * k, 32)).astype(np.float32)  # (taps, channels)
+    offsets = fast.conv_direct.tap_offsets(C, k, k, H * W, W, 1, 0)
+    f0, oh, ow0 = 16, 2, 1
+    out = np.zeros((32, 64), np.float32)
+    _one_block(getattr(fast.conv_blocked, block), xp, Wt, offsets, oh * W + ow0, f0, out, 5)
+    windows = np.stack([xp[oh * W + ow0 + p + offsets] for p in range(8)])           # (8 pixels, taps)
+    expected = (windows.astype(np.float64) @ Wt[:, f0:f0 + lanes].astype(np.float64)).T  # (lanes, 8)
+    np.testing.assert_allclose(out[f0:f0 + lanes, 5:13], expected, rtol=1e-5, atol=1e-5)
+    assert not out[:f0].any() and not out[f0 + lanes:].any() and not out[:, :5].any() and not out[:, 13:].any()
+    other = np.zeros_like(out)
+    _one_block(fast.conv_blocked._block_8x8, xp, Wt, offsets, oh * W + ow0, f0, other, 5)
+    np.testing.assert_array_equal(out[f0:f0 + 8], other[f0:f0 + 8])
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1]

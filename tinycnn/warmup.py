@@ -213,9 +213,10 @@ _COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_s
                     "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
 # On a CPU with 512-bit vectors conv_blocked's share is its 16-channel block (3.2 s of CPU
 # on a 2-core AMD EPYC "Zen 5", where the table's other shares take about 0.7x the figures
-# above). Listed at that, it split better there: cold first training steps, 3 runs
+# above). Listed at 3.2, it split better there: cold first training steps, 3 runs
 # alternated, medians, against the default 0.3: fastnet 3.27 / 4.78 s, bnnet 5.45 / 5.91
-# (session 16; at 4.8 s, 3.48 and 5.69).
+# (session 16). Listed at 4.8 (what 3.2 s there would be on this table's scale) it split a
+# little worse: fastnet 3.48 s, bnnet 5.69.
 if conv_blocked.WIDE:
     _COMPILE_SECONDS["conv_blocked._forward_share"] = 3.2
 # The second process is a fork of this one on Linux; elsewhere (macOS's system libraries are

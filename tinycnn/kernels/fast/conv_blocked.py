@@ -1,7 +1,8 @@
 """The direct convolution with its accumulators in registers: 8 output channels x 8 output
 pixels at a time (16 x 8 on a CPU with 512-bit vectors, below), forward only, for stride-1
 layers whose output channels and columns are whole blocks: fastnet's two layers and bnnet's
-first; with 512-bit vectors, fastnet's second only (MIN_TAPS, below).
+first; with 512-bit vectors, fastnet's second only (its first has 24 channels, not whole
+blocks of 16; bnnet's first has 25 taps, below MIN_TAPS).
 
 conv_direct.py adds one tap at a time to a whole output plane in memory, and conv_gemm.py
 copies every input window out (im2col) for BLAS to multiply: both move memory for every
@@ -30,7 +31,7 @@ Measured on fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 
 thread, a 2-core AMD EPYC): 79 GFLOP/s, where NumPy's sgemm on 1024x1024 matrices reaches
 80-93 on the same core (benchmarks/bench_conv_methods.py compares the methods per layer).
 
-512-bit vectors (AVX-512: the AMD EPYC "Zen 5" and Intel Xeon machines here). An 8-lane
+512-bit vectors (AVX-512; measured on the AMD EPYC "Zen 5" machines here). An 8-lane
 float32 register is half of one there, so the block above does half the multiply-adds per
 instruction the CPU could. With 512-bit vectors (WIDE) the block is 16 channels x 8 pixels,
 packed the other way round: each pixel's 16 channel sums are one register; per tap, one
@@ -44,7 +45,10 @@ from memory ({1to16}): nothing else in the loop. Measured on fastnet's second la
 above, batch 128, ReLU and pooling, one thread) on a 2-core AMD EPYC "Zen 5" (family 26):
 150 GFLOP/s against the 8 x 8 block's 91, 1.65x, in one process (NumPy's sgemm: about 235
 GFLOP/s per core there with its AVX-512 kernel); the 16-channel share compiles in 3.2 s of
-CPU against 1.8.
+CPU against 1.8. Each machine compiles one of the two blocks, so a layer whose channels
+are whole blocks of 8 but not of 16 takes the GEMM on a 512-bit CPU, not 8 x 8 blocks
+(on fastnet's second layer the GEMM ran about 7% slower than 8 x 8 blocks: 1.73 against
+1.61 ms); no model here has such a layer except fastnet's first, which the GEMM runs faster.
 
 Which layers (conv.forward_method). Measured in session 13 (README, "Performance") on a
 2-core AMD EPYC, two threads, against im2col + GEMM: fastnet's 24->32 5x5 forward 2.14
@@ -79,11 +83,10 @@ from .parallel import JIT, in_parallel, share_range, slp_share, threads_for
 
 
 def wide_vectors():
-    """Whether Numba compiles for a CPU with 512-bit vectors (AVX-512F): its own target's
-    features when NUMBA_CPU_NAME names one, else the host's."""
-    if numba.config.CPU_NAME and numba.config.CPU_NAME != "host":
-        return "+avx512f" in (numba.config.CPU_FEATURES or "")
-    return bool(binding.get_host_cpu_features().get("avx512f"))
+    """Whether Numba compiles with 512-bit vectors (AVX-512F): the features it compiles
+    for are NUMBA_CPU_FEATURES when set, else the host CPU's (whatever NUMBA_CPU_NAME says)."""
+    features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
 WIDE = wide_vectors()
@@ -96,8 +99,9 @@ BLOCK_P = 8                     # ...times 8 output pixels of one row
 # AVX-512 kernel too: bnnet's 1->32 5x5 forward 0.44 ms against 0.64 blocked, fastnet's
 # 1->24 0.37 against 0.52-0.67 (8-channel blocks: 24 is not a whole block of 16), batch 128,
 # two threads, AMD EPYC "Zen 5" (session 16); with 25 taps a block's sums are short and
-# copying and writing the planes costs as much. With 8-channel blocks (AVX2) the first
-# layers were level with the GEMM or faster (above), and take it.
+# copying and writing the planes costs as much. (64 lies between the 25 taps measured
+# slower and fastnet's second layer's 600 measured faster.) With 8-channel blocks (AVX2)
+# the first layers were level with the GEMM or faster (above), and take the blocked method.
 MIN_TAPS = 64 if WIDE else 1
 
 
@@ -110,6 +114,9 @@ def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
     """As conv_gemm.forward, for stride 1 (see applies)."""
     N, C, H, W = x.shape
     F = Wm.shape[0]
+    if not applies(F, OW, (1, 1)):     # (the kernel would read and write past its arrays)
+        raise ValueError(f"conv_blocked: {F} channels and {OW} columns are not whole blocks "
+                         f"of {BLOCK_F} and {BLOCK_P}")
     Wp = W + 2 * pw
     offsets = tap_offsets(C, kh, kw, (H + 2 * ph) * Wp, Wp, 1, 0)
     P = (OH // 2) * (OW // 2) if pool else OH * OW
