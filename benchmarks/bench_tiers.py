@@ -6,19 +6,14 @@ x (8, 16, 12, 12), W (32, 16, 3, 3), stride 1, no padding, float32: a small laye
 loop tier finishes in about a second. Wall time: the median of --repeats calls (the loop tier:
 at most 3), in one process, on all cores; CPU time: the process's, averaged over the timed calls. Shows how far each step down the
 tiers (tinycnn/kernels/loops.py -> reference.py -> fast/) moves the same computation.
-The fast tier runs inside runtime.one_thread_pool(), as a model's passes do: called bare,
-its Numba threads each call NumPy's BLAS, whose own threads then fight them for the cores
-(on a 2-core AMD EPYC, session 16: 8 ms per forward or backward call of this layer bare,
-0.07 and 0.11 ms inside the block).
 """
-import contextlib
 import time
 
 import numpy as np
 
 from common import machine, machine_line, matmul_peak_gflops, median_ms, repeats_from_args, table, write_json
 
-from tinycnn.runtime import keep_freed_memory, one_thread_pool
+from tinycnn.runtime import keep_freed_memory
 from tinycnn.kernels import fast, loops, reference
 
 
@@ -50,8 +45,7 @@ def main():
 
     rows, results = [], {}
     for impl in (loops, reference, fast):
-        with one_thread_pool() if impl is fast else contextlib.nullcontext():
-            rows.append(time_tier(impl, step, args, results))
+        rows.append(time_tier(impl, step, args, results))
     print(machine_line(matmul_peak_gflops()))
     print(table(rows, ("tier", "ms per forward+backward", "CPU ms (mean)", "loops' time / this")))
     write_json(args.json, {"machine": machine(), "ms": results})

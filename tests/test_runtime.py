@@ -1,7 +1,7 @@
 """tinycnn changes process-wide settings only where runtime.py says: importing it and
 training through the Python API leave glibc's malloc alone, keep_freed_memory() changes it
 (unless TINYCNN_KEEP_MEMORY=0), and BLAS thread counts change only inside one_thread_pool()
-while the fast kernels are selected."""
+while the fast kernels are selected, and while a fast kernel called on its own runs."""
 import gc
 import json
 import os
@@ -115,6 +115,29 @@ def test_blas_threads_change_only_inside_the_block_with_fast_kernels():
                 assert set(blas_threads()) == {2}        # reference kernels: BLAS keeps its threads
         finally:
             tinycnn.set_backend(previous)
+
+
+def test_a_fast_kernel_called_on_its_own_holds_blas_to_one_thread_while_it_runs(monkeypatch):
+    # Outside any block (a learner calling tinycnn.kernels.fast directly), each kernel holds
+    # every BLAS to one thread while its shares run, then gives the threads back; inside a
+    # model's block it changes nothing.
+    import numpy as np
+    import scipy.linalg.cython_blas  # noqa: F401
+    from tinycnn.kernels import fast
+    from tinycnn.kernels.fast import parallel
+    seen, real = [], parallel._run_shares
+    monkeypatch.setattr(parallel, "_run_shares", lambda *a: seen.append(set(blas_threads())) or real(*a))
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4, 32, 6, 6), dtype=np.float32), rng.standard_normal((8, 32, 3, 3), dtype=np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        fast.conv2d_forward(x, w, None, (1, 1), (0, 0))
+        assert seen and all(threads == {1} for threads in seen)
+        assert set(blas_threads()) == {2}                # given back
+        seen.clear()
+        with tinycnn.runtime.blas_held():
+            fast.conv2d_forward(x, w, None, (1, 1), (0, 0))
+            assert seen and all(threads == {1} for threads in seen)
+        assert set(blas_threads()) == {2}
 
 
 # At exit: an atexit hook registered before quick_exit() runs after its gc.freeze (atexit is

@@ -11,8 +11,9 @@ Numba threads), and runs every model forward and backward pass (and so training 
 prediction) inside `one_thread_pool()`. While the fast kernels are selected, that block
 holds every BLAS in the process to one thread: NumPy's, and SciPy's (the one behind
 Numba's np.dot, called from several Numba threads at once), leaving the cores to Numba's
-pool; on leaving it the previous thread counts come back. Outside it, and whenever the
-reference (NumPy) kernels are selected, no thread count is touched.
+pool; on leaving it the previous thread counts come back. A fast kernel called on its own,
+outside such a block, holds them the same way while it runs (`blas_held()`). Otherwise, and
+whenever the reference (NumPy) kernels are selected, no thread count is touched.
 
 Large arrays. glibc returns big freed blocks to the OS and maps fresh ones on the next
 allocation; touching a fresh page costs ~3 us on these virtual machines, so a training step
@@ -98,14 +99,37 @@ def one_thread_pool():
     if get_backend() != "numba":
         yield
         return
+    with blas_held():
+        yield
+
+
+_held = 0       # how many blas_held() blocks are open
+
+
+def blas_holding():
+    """Whether a blas_held() block is open (a model's pass, or a fast kernel's own call)."""
+    return _held > 0
+
+
+@contextlib.contextmanager
+def blas_held():
+    """Every BLAS held to one thread within the block, whichever kernels are selected: what
+    one_thread_pool() does for the fast kernels, and what a fast kernel called on its own
+    does for itself (kernels/fast/parallel.py: called bare, its Numba threads each called
+    NumPy's BLAS, whose own threads then fought them for the cores; a small convolution took
+    8 ms per call instead of 0.07-0.11 on a 2-core AMD EPYC). The previous thread counts
+    come back on exit."""
+    global _held
     libs = _numpy_blas()
     before = [lib.num_threads for lib in libs]
     for lib, n in zip(libs, before):
         if n != 1:
             lib.set_num_threads(1)
+    _held += 1
     try:
         yield
     finally:
+        _held -= 1
         for lib, n in zip(libs, before):
             if n != 1:
                 lib.set_num_threads(n)

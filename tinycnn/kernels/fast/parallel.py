@@ -31,6 +31,8 @@ from numba import _dispatcher, njit, prange, types
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.typing.typeof import typeof_impl
 
+from ... import runtime
+
 JIT = dict(cache=True, nogil=True)     # every kernel: compiled once per machine, runs without the GIL
 
 SLP_SHARES = set()     # shares compiled with LLVM's SLP vectoriser on (see slp_share)
@@ -115,15 +117,18 @@ def in_parallel(share, nchunks, *args):
     if _recordings and _this_thread.recording is not None:     # (a global test first: this is
         _this_thread.recording.append((share, _signature(args)))   # every kernel call's path)
         return
-    if _python_threads_wanted():
-        _on_python_threads(share, nchunks, args)
-        return
-    key = _key(share, args)
-    pointer = _pointers.get(key)
-    if pointer is None:
-        pointer = _pointers[key] = _SharePointer(share, _signature(args))
-        _catch_share_errors()
-    _run_shares(pointer, nchunks, args)
+    # Every BLAS held to one thread while the shares run (shares call NumPy's sgemm from
+    # each thread): a model's pass holds it already, a kernel called on its own here.
+    with contextlib.nullcontext() if runtime.blas_holding() else runtime.blas_held():
+        if _python_threads_wanted():
+            _on_python_threads(share, nchunks, args)
+            return
+        key = _key(share, args)
+        pointer = _pointers.get(key)
+        if pointer is None:
+            pointer = _pointers[key] = _SharePointer(share, _signature(args))
+            _catch_share_errors()
+        _run_shares(pointer, nchunks, args)
     if _share_errors:
         error = _share_errors.pop()
         _share_errors.clear()
