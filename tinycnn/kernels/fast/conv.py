@@ -2,8 +2,9 @@
 Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
 register-blocked direct method (conv_blocked.py: stride 1, output channels and columns in
-whole blocks of 8, or 16 channels with AVX-512) or im2col + GEMM (conv_gemm.py); backward, direct or GEMM. The forward
-and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway.
+whole blocks of 8, or 16 channels with AVX-512) or im2col + GEMM (conv_gemm.py); backward,
+direct or GEMM. The forward and the backward pass need not agree: the GEMM backward
+rebuilds its columns from x anyway.
 The ReLU, and a following 2x2 max pooling, are applied as each output plane is written
 (epilogue.py).
 All methods keep the same cache, so either pass may run by any of them."""
