@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from common import machine, machine_line, matmul_peak_gflops, table, write_json
+from common import machine, machine_line, table, write_json
 
 from tinycnn import run as main_job
 
@@ -111,7 +111,7 @@ def main():
           f"{seeds}; each run trained on 90% of the training set (10% held out for validation), "
           f"except best, which trains on all of it.\n"
           f"Train minutes are wall time of training on this machine:")
-    print(machine_line(matmul_peak_gflops()) + "\n")
+    print(machine_line() + "\n")
     print(table(rows, ["step", "adds", "test % (mean)", "spread (min-max)", "test % per seed",
                        "val % (mean)", "train min (mean)", "epochs"]))
     write_json(args.json, {"machine": machine(), "seeds": seeds, "rows": rows,

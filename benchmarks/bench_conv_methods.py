@@ -17,7 +17,7 @@ Each figure is the median of --repeats calls, all in one process, on all cores.
 """
 import numpy as np
 
-from common import machine, machine_line, matmul_peak_gflops, median_ms, repeats_from_args, table, write_json
+from common import machine, machine_line, median_ms, repeats_from_args, table, write_json
 
 from tinycnn.kernels import fast
 from tinycnn.runtime import keep_freed_memory, one_thread_pool
@@ -110,7 +110,7 @@ def main():
                               "fused": fused, "separate / fused": separate / fused})
     print(f"Milliseconds per call, float32, median of {repeats} (fast kernels; bwd = backward; "
           "ReLU built in)")
-    print(machine_line(matmul_peak_gflops()) + "\n")
+    print(machine_line() + "\n")
     print(table(methods, ["layer", "batch", "weights", "gemm fwd", "direct fwd", "blocked fwd", "gemm bwd no dx",
                           "direct bwd no dx", "gemm bwd", "direct bwd", "fast/ uses (fwd, bwd)"]))
     print("\nForward + backward of the pair, milliseconds (backward without dx for a first layer)\n")

@@ -12,7 +12,7 @@ import resource
 
 import numpy as np
 
-from common import machine, machine_line, matmul_peak_gflops, median_ms, repeats_from_args, table, write_json
+from common import machine, machine_line, median_ms, repeats_from_args, table, write_json
 
 from tinycnn.runtime import keep_freed_memory
 from tinycnn import models, optim
@@ -55,7 +55,7 @@ def main():
                      "step ms": step_ms, "norms us": norms_ms * 1e3, "share %": f"{100 * norms_ms / step_ms:.3f}",
                      "step CPU ms": step_cpu, "norms CPU us": norms_cpu * 1e3,
                      "CPU share %": f"{100 * norms_cpu / step_cpu:.3f}"})
-    print(machine_line(matmul_peak_gflops()))
+    print(machine_line())
     print(table(rows, list(rows[0])))
     write_json(args.json, {"machine": machine(), "rows": rows})
 

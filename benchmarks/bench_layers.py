@@ -8,8 +8,7 @@ allocator setting tinycnn's have (bench_train.py compares PyTorch's allocator se
 """
 import numpy as np
 
-from common import (machine, machine_line, matmul_peak_gflops, median_ms, repeats_from_args, table, torch_or_none,
-                    write_json)
+from common import machine, machine_line, median_ms, repeats_from_args, table, torch_or_none, write_json
 
 import tinycnn
 from tinycnn.layers import Conv2D, Dense, MaxPool2D
@@ -91,7 +90,7 @@ def main():
     print(f"Milliseconds per call, batch {BATCH}, float32, median of {repeats} "
           f"(numpy = tinycnn reference kernels, numba = tinycnn fast kernels, CL = channels_last"
           + ("" if torch else "; PyTorch not installed") + ")\n")
-    print(machine_line(matmul_peak_gflops()))
+    print(machine_line())
     print(table(rows, columns))
     write_json(args.json, {"machine": machine(), "batch": BATCH, "repeats": repeats, "rows": rows})
 

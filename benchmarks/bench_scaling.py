@@ -9,7 +9,7 @@ import argparse
 
 import numpy as np
 
-from common import images_per_second, machine, machine_line, matmul_peak_gflops, table, torch_or_none, write_json
+from common import images_per_second, machine, machine_line, table, torch_or_none, write_json
 
 import tinycnn
 from tinycnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
@@ -72,7 +72,7 @@ def main():
             rows.append(row)
     print("convnet training throughput by batch size and width (images/s, Adam, float32)\n")
     columns = ["width", "batch", "tinycnn img/s"] + (["torch img/s", "ratio"] if torch else [])
-    print(machine_line(matmul_peak_gflops()))
+    print(machine_line())
     print(table(rows, columns))
     write_json(args.json, {"machine": machine(), "rows": rows})
 

@@ -47,7 +47,7 @@ import numba
 import numpy as np
 
 from bench_train import JEMALLOC, TORCH_SETTINGS, check_allocator, mnist_batches, torch_model, worker_env
-from common import ROOT, machine, machine_line, matmul_peak_gflops, table, torch_or_none, write_json
+from common import ROOT, machine, machine_line, table, torch_or_none, write_json
 
 from tinycnn import datasets, models
 from tinycnn.augment import RandomAffine
@@ -245,7 +245,7 @@ def main():
     print(f"{args.arch}, batch {batch}, Adam lr {recipe['lr']:g} betas {recipe['betas']}, augmentation "
           f"{'off' if augment is None else 'on'}; medians of {args.steps} steps per thread count "
           f"(nT: n Numba threads, steps alternated; milliseconds; CPU = process CPU time, all threads)")
-    print(machine_line(matmul_peak_gflops()) + "\n")
+    print(machine_line() + "\n")
     print(table(rows, columns))
     torch_result = torch_table(args.arch, batch, args.steps, args.data_dir, args.torch) if args.torch else None
     write_json(args.json, {"machine": machine(), "arch": args.arch, "batch": batch, "steps": args.steps,

@@ -16,7 +16,6 @@ separate processes, the same comparison drowned in this shared machine's noise (
 which is why this script keeps both in one process.
 """
 import argparse
-import time
 
 import numpy as np
 

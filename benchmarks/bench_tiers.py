@@ -11,23 +11,10 @@ import time
 
 import numpy as np
 
-from common import machine, machine_line, matmul_peak_gflops, median_ms, repeats_from_args, table, write_json
+from common import machine, machine_line, median_ms, repeats_from_args, table, write_json
 
 from tinycnn.runtime import keep_freed_memory
 from tinycnn.kernels import fast, loops, reference
-
-
-def time_tier(impl, step, args, results):
-    """One row: the tier's median wall ms and mean CPU ms per forward + backward."""
-    repeats = min(args.repeats, 3) if impl is loops else args.repeats
-    for _ in range(1 if impl is loops else 3):              # warm up (fast: load / compile)
-        step(impl)
-    cpu = time.process_time()
-    ms = median_ms(lambda: step(impl), repeats, warmup=0)
-    cpu_ms = (time.process_time() - cpu) / repeats * 1e3
-    results[impl.__name__] = {"wall_ms": ms, "cpu_ms": cpu_ms}
-    return {"tier": impl.__name__, "ms per forward+backward": ms, "CPU ms (mean)": cpu_ms,
-            "loops' time / this": results["tinycnn.kernels.loops"]["wall_ms"] / ms}
 
 
 def main():
@@ -45,8 +32,16 @@ def main():
 
     rows, results = [], {}
     for impl in (loops, reference, fast):
-        rows.append(time_tier(impl, step, args, results))
-    print(machine_line(matmul_peak_gflops()))
+        repeats = min(args.repeats, 3) if impl is loops else args.repeats
+        for _ in range(1 if impl is loops else 3):              # warm up (fast: load / compile)
+            step(impl)
+        cpu = time.process_time()
+        ms = median_ms(lambda: step(impl), repeats, warmup=0)
+        cpu_ms = (time.process_time() - cpu) / repeats * 1e3
+        results[impl.__name__] = {"wall_ms": ms, "cpu_ms": cpu_ms}
+        rows.append({"tier": impl.__name__, "ms per forward+backward": ms, "CPU ms (mean)": cpu_ms,
+                     "loops' time / this": results["tinycnn.kernels.loops"]["wall_ms"] / ms})
+    print(machine_line())
     print(table(rows, ("tier", "ms per forward+backward", "CPU ms (mean)", "loops' time / this")))
     write_json(args.json, {"machine": machine(), "ms": results})
 

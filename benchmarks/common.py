@@ -117,12 +117,14 @@ def machine():
             "torch": torch.__version__ if torch else None}
 
 
-def machine_line(peak):
+def machine_line(peak=None):
     """One line for a benchmark's header: the CPU, its vector width, the kernel NumPy's
     OpenBLAS runs and the matmul peak, which together say what a figure was measured on.
     (Some machines here set OPENBLAS_CORETYPE, which holds OpenBLAS to an older kernel: on
-    an AVX-512 EPYC, Haswell's 256-bit one reaches about half the peak of SkylakeX's.)"""
+    an AVX-512 EPYC, Haswell's 256-bit one reaches about half the peak of SkylakeX's.)
+    `peak`: GFLOP/s a benchmark has measured already (else measured here)."""
     info = machine()
+    peak = matmul_peak_gflops() if peak is None else peak
     forced = f", forced by OPENBLAS_CORETYPE={info['openblas_coretype']}" if info["openblas_coretype"] else ""
     return (f"CPU: {info['cpu']} ({info['llvm_cpu']}, {info['simd']}), {info['cpus']} cores; NumPy's OpenBLAS "
             f"runs its {info['blas_kernel'] or 'unknown'} kernel{forced}; matmul peak (NumPy float32 1024^3, "
