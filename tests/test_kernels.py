@@ -63,9 +63,10 @@ def random_conv(case):
 # 8 channels x 8 columns, or 16 x 8 on a CPU with 512-bit vectors). use_method forces one
 # ("blocked": forward; the backward is GEMM's).
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
-# BLOCKED: stride 1; one or more blocks of channels and of columns.
+# BLOCKED: stride 1; one or more blocks of channels (BF + 8: a last block overlapping the one
+# before) and of columns.
 BF, BP = fast.conv_blocked.BLOCK_F, fast.conv_blocked.BLOCK_P
-BLOCKED = [(N, C, (BF, 2 * BF, 3 * BF)[i % 3], H, (BP, 2 * BP)[i // 3 % 2] + kw - 1 - 2 * pw, kh, kw, 1, 1, ph, pw)
+BLOCKED = [(N, C, (BF, BF + 8, 3 * BF)[i % 3], H, (BP, 2 * BP)[i // 3 % 2] + kw - 1 - 2 * pw, kh, kw, 1, 1, ph, pw)
            for i, (N, C, F, H, W, kh, kw, sh, sw, ph, pw) in enumerate(STRIDE_1[::2])]
 
 
@@ -79,7 +80,7 @@ def use_method(monkeypatch, method):
 
 def test_blocked_cases_take_the_blocked_method(monkeypatch):
     # (so that the tests below run it), in every combination of one and several blocks;
-    # a layer whose channels or columns are not whole blocks does not take it.
+    # a layer with fewer channels than a block, or columns not whole blocks, does not take it.
     calls, real = [], fast.conv_blocked.forward
     monkeypatch.setattr(fast.conv_blocked, "forward", lambda *args: calls.append(args) or real(*args))
     use_method(monkeypatch, "blocked")
@@ -90,12 +91,14 @@ def test_blocked_cases_take_the_blocked_method(monkeypatch):
         blocks.add((w.shape[0] > BF, y.shape[3] > BP))
     assert len(calls) == len(BLOCKED)
     assert blocks == {(False, False), (False, True), (True, False), (True, True)}
-    for F in (BF + 4, BF // 2):                          # not whole blocks (8 of 16, with AVX-512)
-        x, w, b, args, _ = random_conv(BLOCKED[0][:2] + (F,) + BLOCKED[0][3:])
+    N, C, F, H, W, kh, kw, sh, sw, ph, pw = BLOCKED[0]
+    for F, W in ((BF // 2, W), (BF, W + 1)):            # 8 channels; one column past whole blocks
+        x, w, b, args, _ = random_conv((N, C, F, H, W, kh, kw, sh, sw, ph, pw))
         fast.conv2d_forward(x, w, b, *args)
     assert len(calls) == len(BLOCKED)
-    with pytest.raises(ValueError, match=f"{BF // 2} channels and .* are not whole blocks of {BF}"):
-        real(x, np.ascontiguousarray(w.reshape(BF // 2, -1)), b, *w.shape[2:], 0, 0, 8, 8, False, False, False)
+    with pytest.raises(ValueError, match=f"{BF} channels and {BP + 1} columns are not a block of {BF} channels "
+                                         f"and whole blocks of {BP} columns"):
+        real(x, np.ascontiguousarray(w.reshape(BF, -1)), b, kh, kw, 0, 0, 4, BP + 1, False, False, False)
 
 
 @njit(cache=True)
@@ -103,27 +106,27 @@ def _one_block(block, xp, Wt, offsets, base, f0, out, o):
     block(xp, Wt, offsets, uintp(base), uintp(f0), out, uintp(o), np.float32(0))
 
 
-@pytest.mark.parametrize("block,lanes", [("_block_8x8", 8), ("_block_16x8", 16)])
-def test_both_register_blocks_sum_one_block_of_the_convolution(block, lanes):
-    # Each machine's kernel compiles one of the two blocks (16 channels with AVX-512, else
-    # 8); both run here, on every machine, on one block of a 3-channel 3x3 layer: channels
-    # f0..f0+lanes-1 at row 2, columns 1..8. They add the same products in the same order,
-    # so their common 8 channels agree bit for bit.
+@pytest.mark.parametrize("block,pixels", [("_block_16x4", 4), ("_block_16x8", 8)])
+def test_both_register_blocks_sum_one_block_of_the_convolution(block, pixels):
+    # Each machine's kernel compiles one of the two blocks (8 pixels with AVX-512, else 4);
+    # both run here, on every machine, on one block of a 3-channel 3x3 layer: channels
+    # 16..31 at row 2, columns 1..pixels. They add the same products in the same order, so
+    # their common 4 pixels agree bit for bit.
     rng = np.random.default_rng(5)
     C, H, W, k = 3, 7, 12, 3
     xp = rng.standard_normal(C * H * W).astype(np.float32)       # a flat (unpadded) image
-    Wt = rng.standard_normal((C * k * k, 32)).astype(np.float32)  # (taps, channels)
+    Wt = rng.standard_normal((C * k * k, 48)).astype(np.float32)  # (taps, channels)
     offsets = fast.conv_direct.tap_offsets(C, k, k, H * W, W, 1, 0)
     f0, oh, ow0 = 16, 2, 1
-    out = np.zeros((32, 64), np.float32)
+    out = np.zeros((48, 64), np.float32)
     _one_block(getattr(fast.conv_blocked, block), xp, Wt, offsets, oh * W + ow0, f0, out, 5)
-    windows = np.stack([xp[oh * W + ow0 + p + offsets] for p in range(8)])           # (8 pixels, taps)
-    expected = (windows.astype(np.float64) @ Wt[:, f0:f0 + lanes].astype(np.float64)).T  # (lanes, 8)
-    np.testing.assert_allclose(out[f0:f0 + lanes, 5:13], expected, rtol=1e-5, atol=1e-5)
-    assert not out[:f0].any() and not out[f0 + lanes:].any() and not out[:, :5].any() and not out[:, 13:].any()
+    windows = np.stack([xp[oh * W + ow0 + p + offsets] for p in range(pixels)])    # (pixels, taps)
+    expected = (windows.astype(np.float64) @ Wt[:, f0:f0 + 16].astype(np.float64)).T  # (16, pixels)
+    np.testing.assert_allclose(out[f0:f0 + 16, 5:5 + pixels], expected, rtol=1e-5, atol=1e-5)
+    assert not out[:f0].any() and not out[f0 + 16:].any() and not out[:, :5].any() and not out[:, 5 + pixels:].any()
     other = np.zeros_like(out)
-    _one_block(fast.conv_blocked._block_8x8, xp, Wt, offsets, oh * W + ow0, f0, other, 5)
-    np.testing.assert_array_equal(out[f0:f0 + 8], other[f0:f0 + 8])
+    _one_block(fast.conv_blocked._block_16x4, xp, Wt, offsets, oh * W + ow0, f0, other, 5)
+    np.testing.assert_array_equal(out[:, 5:9], other[:, 5:9])
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES] + [(c, "direct") for c in STRIDE_1]

@@ -7,9 +7,9 @@ One file per family, each explaining its own layout:
     conv.py          the convolution layers' kernels: picks a method per layer and pass
     conv_gemm.py     im2col + GEMM, block by block in cache-sized pieces (many channels)
     conv_direct.py   shifted multiply-adds over flattened padded planes (few channels)
-    conv_blocked.py  the forward pass with 8 (AVX-512: 16) channels x 8 pixels of output held
-                     in registers (stride-1 layers in whole blocks: fastnet's, bnnet's first;
-                     with AVX-512, fastnet's second)
+    conv_blocked.py  the forward pass with 16 channels x 4 (AVX-512: 8) pixels of output
+                     held in registers (stride-1 layers, 16 channels or more, columns in
+                     whole blocks: fastnet's, bnnet's first; with AVX-512, fastnet's second)
     conv_winograd.py Winograd F(2x2, 3x3): 3x3 layers with 2.25x fewer multiplications
                      (the maths and its NumPy twin: tinycnn/kernels/winograd.py)
     epilogue.py      bias, ReLU and 2x2 max pooling applied as an output plane is written,

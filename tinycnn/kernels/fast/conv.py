@@ -1,8 +1,8 @@
 """The convolution layers' fast kernels: each call picks the faster method for its shape:
 Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
-register-blocked direct method (conv_blocked.py: stride 1, output channels and columns in
-whole blocks of 8, or 16 channels with AVX-512) or im2col + GEMM (conv_gemm.py); backward,
+register-blocked direct method (conv_blocked.py: stride 1, at least 16 output channels,
+columns in whole blocks of 4, or 8 with AVX-512) or im2col + GEMM (conv_gemm.py); backward,
 direct or GEMM. The forward and the backward pass need not agree: the GEMM backward
 rebuilds its columns from x anyway.
 The ReLU, and a following 2x2 max pooling, are applied as each output plane is written

@@ -1,54 +1,61 @@
-"""The direct convolution with its accumulators in registers: 8 output channels x 8 output
+"""The direct convolution with its accumulators in registers: 16 output channels x 4 output
 pixels at a time (16 x 8 on a CPU with 512-bit vectors, below), forward only, for stride-1
-layers whose output channels and columns are whole blocks: fastnet's two layers and bnnet's
-first; with 512-bit vectors, fastnet's second only (its first has 24 channels, not whole
-blocks of 16; bnnet's first has 25 taps, below MIN_TAPS).
+layers with at least 16 output channels and output columns in whole blocks: fastnet's two
+layers and bnnet's first; with 512-bit vectors, fastnet's second only (the first layers have
+25 taps, below MIN_TAPS).
 
 conv_direct.py adds one tap at a time to a whole output plane in memory, and conv_gemm.py
 copies every input window out (im2col) for BLAS to multiply: both move memory for every
-multiply-add or two. Here a block of the output, 8 channels f0..f0+7 of 8 neighbouring
-pixels in one row (oh, ow0..ow0+7), stays in 64 scalar accumulators while the sum runs
+multiply-add or two. Here a block of the output, 16 channels f0..f0+15 of 4 neighbouring
+pixels in one row (oh, ow0..ow0+3), stays in 64 scalar accumulators while the sum runs
 over all taps (c, i, j):
 
-    a[k][p] += W[f0 + k, c, i, j] * xpad[c, oh + i, ow0 + j + p]        k, p = 0..7
+    a[p][k] += xpad[c, oh + i, ow0 + j + p] * W[f0 + k, c, i, j]        p = 0..3, k = 0..15
 
-Per tap that is 8 neighbouring input values and 8 weights (one contiguous run each: the
-padded image is one flat array, and the weights are laid out (taps, F), W's transpose)
-for 64 multiply-adds. LLVM's SLP vectoriser packs each channel's 8 accumulators into one
-8-lane register (float32 in a 256-bit register; float64, for the gradient checks, takes
-two) and each row of 8 multiply-adds into one fused multiply-add ('contract' allows the
-fusing) with its weight broadcast from memory: 8 accumulator registers, and per tap 1
-vector load and 8 FMAs. Indices are unsigned (uintp) so that Numba adds no negative-index
-handling, which would stop the loads being seen as one contiguous run. Numba leaves the
-SLP vectoriser off, so these shares are compiled with it on (parallel.slp_share); without
-it the same code ran at 8-9 GFLOP/s. Written as loops over k and p, the accumulators
-stayed in memory (7 GFLOP/s); with the input as 3-D planes and separate loops over c, i
-and j, 20% slower than one loop over the taps (the loops over i and j are too short). One
-trap: the accumulators start from a zero of x's dtype; `0 * a float32` is a float64 in
-Numba, and float64 sums were 2.5x slower.
+Per tap that is 16 weights (one contiguous run: the weights are laid out (taps, F), W's
+transpose) and 4 neighbouring input values (the padded image is one flat array) for 64
+multiply-adds. LLVM's SLP vectoriser packs each pixel's 16 accumulators into two 8-lane
+registers (float32 in 256-bit registers; float64, for the gradient checks, takes four) and
+each row of 16 multiply-adds into two fused multiply-adds ('contract' allows the fusing)
+with the input value broadcast: per tap, 2 vector loads of weights, 4 broadcasts and 8
+FMAs, in 8 accumulator registers + 2 + 4 = 14 of AVX2's 16 vector registers. Indices are
+unsigned (uintp) so that Numba adds no negative-index handling, which would stop the loads
+being seen as one contiguous run. Numba leaves the SLP vectoriser off, so these shares are
+compiled with it on (parallel.slp_share); without it the same code ran at 8-9 GFLOP/s.
+Written as loops over k and p, the accumulators stayed in memory (7 GFLOP/s); with the
+input as 3-D planes and separate loops over c, i and j, 20% slower than one loop over the
+taps (the loops over i and j are too short). One trap: the accumulators start from a zero
+of x's dtype; `0 * a float32` is a float64 in Numba, and float64 sums were 2.5x slower.
 
-Measured on fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 256, one
-thread, a 2-core AMD EPYC): 79 GFLOP/s, where NumPy's sgemm on 1024x1024 matrices reaches
-80-93 on the same core (benchmarks/bench_conv_methods.py compares the methods per layer).
+Why not 8 channels x 8 pixels, as many sums, which this kernel used until session 17: with
+one register per channel, a tap needs 8 accumulators, the input vector and 8 broadcast
+weights, 17 registers. LLVM's schedule for AMD's Zen 3 and Zen 4 loaded all 8 weights
+first and kept one accumulator in memory, whose store and reload then lay on the chain of
+additions. On fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 128, ReLU
+and pooling) on a 2-core AMD EPYC (Zen 4, AVX2; LLVM target znver4), one thread: 8 x 8
+blocks 35 GFLOP/s, 16 x 4 blocks 62, NumPy's sgemm on 1024x1024 matrices 84 on the same
+core; two threads: 4.69 against 2.29 ms, the GEMM method 3.68 ms. Compiled for other
+targets on the same machine (NUMBA_CPU_NAME, one thread): haswell 57 against 64 GFLOP/s,
+znver3 35 against 63, znver2 43 against 58. Session 13's AVX2 EPYC had run 8 x 8 blocks at
+79 GFLOP/s (its compiler target is not recorded).
 
-512-bit vectors (AVX-512; measured on the AMD EPYC "Zen 5" machines here). An 8-lane
-float32 register is half of one there, so the block above does half the multiply-adds per
-instruction the CPU could. With 512-bit vectors (WIDE) the block is 16 channels x 8 pixels,
-packed the other way round: each pixel's 16 channel sums are one register; per tap, one
-vector load brings the 16 weights Wt[tap, f0:f0 + 16] (contiguous: that is why Wt is W's
-transpose), each of the 8 input values is broadcast, and 8 fused multiply-adds do 128
-multiply-adds. (On an AVX2 CPU the same block would need 16 accumulator registers of its
-16, none left for the weights, so it keeps the 8 x 8 block.) Every sum adds the same
-products in the same order in both blocks, so they give the same bits. LLVM compiles a
-tap to one 512-bit load of the weights and 8 FMAs that each broadcast their input value
-from memory ({1to16}): nothing else in the loop. Measured on fastnet's second layer (as
-above, batch 128, ReLU and pooling, one thread) on a 2-core AMD EPYC "Zen 5" (family 26):
-150 GFLOP/s against the 8 x 8 block's 91, 1.65x, in one process (NumPy's sgemm: about 235
-GFLOP/s per core there with its AVX-512 kernel); the 16-channel share compiles in 3.2 s of
-CPU against 1.8. Each machine compiles one of the two blocks, so a layer whose channels
-are whole blocks of 8 but not of 16 takes the GEMM on a 512-bit CPU, not 8 x 8 blocks
-(on fastnet's second layer the GEMM ran about 7% slower than 8 x 8 blocks: 1.73 against
-1.61 ms); no model here has such a layer except fastnet's first, which the GEMM runs faster.
+A layer whose channels are not whole blocks of 16 (fastnet's first: 24) lets its last block
+start early and overlap the one before (channels 8..23 after 0..15): 1.33x the
+multiply-adds on that layer, whose 25 taps make it cheap, and no other kernel to compile.
+There it ran level with the GEMM (1.90 against 1.80 ms forward, batch 128, pooled, in one
+process, noisy); bnnet's first layer, 32 channels, 1.60 against 1.80.
+
+512-bit vectors (AVX-512; measured on the AMD EPYC "Zen 5" machines here). With 16 floats
+per register and 32 registers, the block is 16 channels x 8 pixels: each pixel's 16 channel
+sums are one register; per tap, one vector load brings the 16 weights Wt[tap, f0:f0 + 16],
+each of the 8 input values is broadcast, and 8 fused multiply-adds do 128 multiply-adds.
+Every sum adds the same products in the same order in both blocks, so they give the same
+bits. LLVM compiles a tap to one 512-bit load of the weights and 8 FMAs that each broadcast
+their input value from memory ({1to16}): nothing else in the loop. Measured on fastnet's
+second layer (as above, batch 128, one thread) on a 2-core AMD EPYC "Zen 5" (family 26):
+150 GFLOP/s against 91 for 8 x 8 blocks of 8-lane registers, 1.65x, in one process (NumPy's
+sgemm: about 235 GFLOP/s per core there with its AVX-512 kernel); the 16 x 8 share compiles
+in 3.2 s of CPU against 1.8. Each machine compiles one of the two blocks.
 
 Which layers (conv.forward_method). Measured in session 13 (README, "Performance") on a
 2-core AMD EPYC, two threads, against im2col + GEMM: fastnet's 24->32 5x5 forward 2.14
@@ -57,10 +64,11 @@ with GEMM (1.57-1.60 against 1.55-1.59 ms at batch 256), and taken all the same:
 nothing to compile, the second layer's kernel being the same; bnnet's 1->32, not pooled,
 2.40 against 2.70 ms. Whole models (benchmarks/bench_switch.py, on against off in one
 process): fastnet's training step 1.06-1.07x faster, its inference 1.16-1.22x; bnnet's
-0.99x and 1.03x (its first layer is a small part of its step).
-Layers whose channels or columns are not whole blocks stay on the GEMM. A last block
-overlapping the one before, as LeNet-5's 10-column second layer would need, computes up to
-1.6x the outputs: it would make LeNet-5's training step only 2% and its inference 6%
+0.99x and 1.03x (its first layer is a small part of its step). (Those were 8 x 8 blocks;
+session 17's 16 x 4 figures are in the README, "Performance".)
+Layers whose columns are not whole blocks stay on the GEMM. A last block of columns
+overlapping the one before, as LeNet-5's 10-column second layer would need (with 8-pixel
+blocks), computes up to 1.6x the outputs: it would make LeNet-5's training step only 2% and its inference 6%
 faster, while its first run would compile this kernel besides the GEMM one (LeNet-5's
 first training step on an empty cache went from 4.2-5.0 to 5.4-6.0 s). The bias, ReLU and
 pooling are applied to each finished plane (epilogue.py).
@@ -90,24 +98,25 @@ def wide_vectors():
 
 
 WIDE = wide_vectors()
-BLOCK_F = 16 if WIDE else 8     # output channels per block (one vector register's lanes)...
-BLOCK_P = 8                     # ...times 8 output pixels of one row
+BLOCK_F = 16                    # output channels per block (one 512-bit register, or two 256-bit)...
+BLOCK_P = 8 if WIDE else 4      # ...times 8 (AVX-512) or 4 (AVX2) output pixels of one row
 
 
 # Taps (C*kh*kw) a layer needs to take this method (conv.forward_method). With 512-bit
 # vectors a first layer, one input channel, ran faster on the GEMM, whose sgemm has an
 # AVX-512 kernel too: bnnet's 1->32 5x5 forward 0.44 ms against 0.64 blocked, fastnet's
-# 1->24 0.37 against 0.52-0.67 (8-channel blocks: 24 is not a whole block of 16), batch 128,
-# two threads, AMD EPYC "Zen 5" (session 16); with 25 taps a block's sums are short and
-# copying and writing the planes costs as much. (64 lies between the 25 taps measured
-# slower and fastnet's second layer's 600 measured faster.) With 8-channel blocks (AVX2)
-# the first layers were level with the GEMM or faster (above), and take the blocked method.
+# 1->24 0.37 against 0.52-0.67 (8 x 8 blocks), batch 128, two threads, AMD EPYC "Zen 5"
+# (session 16); with 25 taps a block's sums are short and copying and writing the planes
+# costs as much. (64 lies between the 25 taps measured slower and fastnet's second layer's
+# 600 measured faster.) With AVX2 the first layers were level with the GEMM or faster
+# (above), and take the blocked method.
 MIN_TAPS = 64 if WIDE else 1
 
 
 def applies(F, OW, stride):
-    """Whether a layer can take this method: stride 1, F and OW whole blocks."""
-    return tuple(stride) == (1, 1) and F % BLOCK_F == 0 and OW % BLOCK_P == 0 and min(F, OW) > 0
+    """Whether a layer can take this method: stride 1, at least one block of channels (the
+    last block may overlap the one before: _forward_share), OW whole blocks of pixels."""
+    return tuple(stride) == (1, 1) and F >= BLOCK_F and OW % BLOCK_P == 0 and OW > 0
 
 
 def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
@@ -115,8 +124,8 @@ def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
     N, C, H, W = x.shape
     F = Wm.shape[0]
     if not applies(F, OW, (1, 1)):     # (the kernel would read and write past its arrays)
-        raise ValueError(f"conv_blocked: {F} channels and {OW} columns are not whole blocks "
-                         f"of {BLOCK_F} and {BLOCK_P}")
+        raise ValueError(f"conv_blocked: {F} channels and {OW} columns are not a block of "
+                         f"{BLOCK_F} channels and whole blocks of {BLOCK_P} columns")
     Wp = W + 2 * pw
     offsets = tap_offsets(C, kh, kw, (H + 2 * ph) * Wp, Wp, 1, 0)
     P = (OH // 2) * (OW // 2) if pool else OH * OW
@@ -143,6 +152,10 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
     for n in range(n0, n1):
         pad_into(x, n, xp, ph, pw, Hp, Wp)
         for f0 in range(0, F, BLOCK_F):
+            # A last block that would run past F starts early instead, overlapping the one
+            # before (fastnet's 24 channels: 0..15, then 8..23): the shared channels are
+            # summed twice, the same products in the same order, so to the same bits.
+            f0 = min(f0, F - BLOCK_F)
             for oh in range(OH):
                 for ow0 in range(0, OW, BLOCK_P):
                     _block(xp, Wt, offsets, uintp(oh * Wp + ow0), uintp(f0), conv, uintp(oh * OW + ow0), z)
@@ -151,64 +164,63 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
 
 
 @njit(inline="always", **JIT)
-def _block_8x8(xp, Wt, offsets, base, f0, out, o, z):
+def _block_16x4(xp, Wt, offsets, base, f0, out, o, z):
     """out[f0 + k, o + p] = sum over taps of Wt[tap, f0 + k] * xp[base + offsets[tap] + p],
-    for k, p = 0..7: one block, in 64 accumulators (see the module's docstring)."""
-    a00, a01, a02, a03, a04, a05, a06, a07 = z, z, z, z, z, z, z, z
-    a10, a11, a12, a13, a14, a15, a16, a17 = z, z, z, z, z, z, z, z
-    a20, a21, a22, a23, a24, a25, a26, a27 = z, z, z, z, z, z, z, z
-    a30, a31, a32, a33, a34, a35, a36, a37 = z, z, z, z, z, z, z, z
-    a40, a41, a42, a43, a44, a45, a46, a47 = z, z, z, z, z, z, z, z
-    a50, a51, a52, a53, a54, a55, a56, a57 = z, z, z, z, z, z, z, z
-    a60, a61, a62, a63, a64, a65, a66, a67 = z, z, z, z, z, z, z, z
-    a70, a71, a72, a73, a74, a75, a76, a77 = z, z, z, z, z, z, z, z
+    for k = 0..15, p = 0..3: one block, in 64 accumulators (see the module's docstring).
+    Pixel p's 16 sums a{p}_0..a{p}_15 pack into two 8-lane registers; per tap, two vector
+    loads bring the 16 weights Wt[tap, f0:f0 + 16] and each input value xp[s + p] is
+    broadcast: 8 accumulator registers, 2 of weights, 4 of inputs, 14 of AVX2's 16."""
+    a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7 = z, z, z, z, z, z, z, z
+    a0_8, a0_9, a0_10, a0_11, a0_12, a0_13, a0_14, a0_15 = z, z, z, z, z, z, z, z
+    a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = z, z, z, z, z, z, z, z
+    a1_8, a1_9, a1_10, a1_11, a1_12, a1_13, a1_14, a1_15 = z, z, z, z, z, z, z, z
+    a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = z, z, z, z, z, z, z, z
+    a2_8, a2_9, a2_10, a2_11, a2_12, a2_13, a2_14, a2_15 = z, z, z, z, z, z, z, z
+    a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7 = z, z, z, z, z, z, z, z
+    a3_8, a3_9, a3_10, a3_11, a3_12, a3_13, a3_14, a3_15 = z, z, z, z, z, z, z, z
     for k in range(uintp(offsets.shape[0])):      # every tap (c, i, j)
         s = base + uintp(offsets[k])
-        x0, x1, x2, x3 = xp[s], xp[s + uintp(1)], xp[s + uintp(2)], xp[s + uintp(3)]
-        x4, x5, x6, x7 = xp[s + uintp(4)], xp[s + uintp(5)], xp[s + uintp(6)], xp[s + uintp(7)]
-        w = Wt[k, f0 + uintp(0)]
-        a00, a01, a02, a03, a04, a05, a06, a07 = (a00 + w * x0, a01 + w * x1, a02 + w * x2, a03 + w * x3,
-                                                  a04 + w * x4, a05 + w * x5, a06 + w * x6, a07 + w * x7)
-        w = Wt[k, f0 + uintp(1)]
-        a10, a11, a12, a13, a14, a15, a16, a17 = (a10 + w * x0, a11 + w * x1, a12 + w * x2, a13 + w * x3,
-                                                  a14 + w * x4, a15 + w * x5, a16 + w * x6, a17 + w * x7)
-        w = Wt[k, f0 + uintp(2)]
-        a20, a21, a22, a23, a24, a25, a26, a27 = (a20 + w * x0, a21 + w * x1, a22 + w * x2, a23 + w * x3,
-                                                  a24 + w * x4, a25 + w * x5, a26 + w * x6, a27 + w * x7)
-        w = Wt[k, f0 + uintp(3)]
-        a30, a31, a32, a33, a34, a35, a36, a37 = (a30 + w * x0, a31 + w * x1, a32 + w * x2, a33 + w * x3,
-                                                  a34 + w * x4, a35 + w * x5, a36 + w * x6, a37 + w * x7)
-        w = Wt[k, f0 + uintp(4)]
-        a40, a41, a42, a43, a44, a45, a46, a47 = (a40 + w * x0, a41 + w * x1, a42 + w * x2, a43 + w * x3,
-                                                  a44 + w * x4, a45 + w * x5, a46 + w * x6, a47 + w * x7)
-        w = Wt[k, f0 + uintp(5)]
-        a50, a51, a52, a53, a54, a55, a56, a57 = (a50 + w * x0, a51 + w * x1, a52 + w * x2, a53 + w * x3,
-                                                  a54 + w * x4, a55 + w * x5, a56 + w * x6, a57 + w * x7)
-        w = Wt[k, f0 + uintp(6)]
-        a60, a61, a62, a63, a64, a65, a66, a67 = (a60 + w * x0, a61 + w * x1, a62 + w * x2, a63 + w * x3,
-                                                  a64 + w * x4, a65 + w * x5, a66 + w * x6, a67 + w * x7)
-        w = Wt[k, f0 + uintp(7)]
-        a70, a71, a72, a73, a74, a75, a76, a77 = (a70 + w * x0, a71 + w * x1, a72 + w * x2, a73 + w * x3,
-                                                  a74 + w * x4, a75 + w * x5, a76 + w * x6, a77 + w * x7)
-    _store8(out, f0 + uintp(0), o, a00, a01, a02, a03, a04, a05, a06, a07)
-    _store8(out, f0 + uintp(1), o, a10, a11, a12, a13, a14, a15, a16, a17)
-    _store8(out, f0 + uintp(2), o, a20, a21, a22, a23, a24, a25, a26, a27)
-    _store8(out, f0 + uintp(3), o, a30, a31, a32, a33, a34, a35, a36, a37)
-    _store8(out, f0 + uintp(4), o, a40, a41, a42, a43, a44, a45, a46, a47)
-    _store8(out, f0 + uintp(5), o, a50, a51, a52, a53, a54, a55, a56, a57)
-    _store8(out, f0 + uintp(6), o, a60, a61, a62, a63, a64, a65, a66, a67)
-    _store8(out, f0 + uintp(7), o, a70, a71, a72, a73, a74, a75, a76, a77)
-
-
-@njit(inline="always", **JIT)
-def _store8(out, f, o, a0, a1, a2, a3, a4, a5, a6, a7):
-    out[f, o], out[f, o + uintp(1)], out[f, o + uintp(2)], out[f, o + uintp(3)] = a0, a1, a2, a3
-    out[f, o + uintp(4)], out[f, o + uintp(5)], out[f, o + uintp(6)], out[f, o + uintp(7)] = a4, a5, a6, a7
+        w0, w1, w2, w3 = Wt[k, f0 + uintp(0)], Wt[k, f0 + uintp(1)], Wt[k, f0 + uintp(2)], Wt[k, f0 + uintp(3)]
+        w4, w5, w6, w7 = Wt[k, f0 + uintp(4)], Wt[k, f0 + uintp(5)], Wt[k, f0 + uintp(6)], Wt[k, f0 + uintp(7)]
+        w8, w9, w10, w11 = Wt[k, f0 + uintp(8)], Wt[k, f0 + uintp(9)], Wt[k, f0 + uintp(10)], Wt[k, f0 + uintp(11)]
+        w12, w13, w14, w15 = Wt[k, f0 + uintp(12)], Wt[k, f0 + uintp(13)], Wt[k, f0 + uintp(14)], Wt[k, f0 + uintp(15)]
+        x = xp[s + uintp(0)]
+        (a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a0_8, a0_9, a0_10, a0_11, a0_12, a0_13, a0_14, a0_15) = (
+            a0_0 + w0 * x, a0_1 + w1 * x, a0_2 + w2 * x, a0_3 + w3 * x,
+            a0_4 + w4 * x, a0_5 + w5 * x, a0_6 + w6 * x, a0_7 + w7 * x,
+            a0_8 + w8 * x, a0_9 + w9 * x, a0_10 + w10 * x, a0_11 + w11 * x,
+            a0_12 + w12 * x, a0_13 + w13 * x, a0_14 + w14 * x, a0_15 + w15 * x)
+        x = xp[s + uintp(1)]
+        (a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a1_8, a1_9, a1_10, a1_11, a1_12, a1_13, a1_14, a1_15) = (
+            a1_0 + w0 * x, a1_1 + w1 * x, a1_2 + w2 * x, a1_3 + w3 * x,
+            a1_4 + w4 * x, a1_5 + w5 * x, a1_6 + w6 * x, a1_7 + w7 * x,
+            a1_8 + w8 * x, a1_9 + w9 * x, a1_10 + w10 * x, a1_11 + w11 * x,
+            a1_12 + w12 * x, a1_13 + w13 * x, a1_14 + w14 * x, a1_15 + w15 * x)
+        x = xp[s + uintp(2)]
+        (a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7, a2_8, a2_9, a2_10, a2_11, a2_12, a2_13, a2_14, a2_15) = (
+            a2_0 + w0 * x, a2_1 + w1 * x, a2_2 + w2 * x, a2_3 + w3 * x,
+            a2_4 + w4 * x, a2_5 + w5 * x, a2_6 + w6 * x, a2_7 + w7 * x,
+            a2_8 + w8 * x, a2_9 + w9 * x, a2_10 + w10 * x, a2_11 + w11 * x,
+            a2_12 + w12 * x, a2_13 + w13 * x, a2_14 + w14 * x, a2_15 + w15 * x)
+        x = xp[s + uintp(3)]
+        (a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7, a3_8, a3_9, a3_10, a3_11, a3_12, a3_13, a3_14, a3_15) = (
+            a3_0 + w0 * x, a3_1 + w1 * x, a3_2 + w2 * x, a3_3 + w3 * x,
+            a3_4 + w4 * x, a3_5 + w5 * x, a3_6 + w6 * x, a3_7 + w7 * x,
+            a3_8 + w8 * x, a3_9 + w9 * x, a3_10 + w10 * x, a3_11 + w11 * x,
+            a3_12 + w12 * x, a3_13 + w13 * x, a3_14 + w14 * x, a3_15 + w15 * x)
+    _store16(out, f0, o + uintp(0), a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7,
+             a0_8, a0_9, a0_10, a0_11, a0_12, a0_13, a0_14, a0_15)
+    _store16(out, f0, o + uintp(1), a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7,
+             a1_8, a1_9, a1_10, a1_11, a1_12, a1_13, a1_14, a1_15)
+    _store16(out, f0, o + uintp(2), a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7,
+             a2_8, a2_9, a2_10, a2_11, a2_12, a2_13, a2_14, a2_15)
+    _store16(out, f0, o + uintp(3), a3_0, a3_1, a3_2, a3_3, a3_4, a3_5, a3_6, a3_7,
+             a3_8, a3_9, a3_10, a3_11, a3_12, a3_13, a3_14, a3_15)
 
 
 @njit(inline="always", **JIT)
 def _block_16x8(xp, Wt, offsets, base, f0, out, o, z):
-    """As _block_8x8, for 16 channels k = 0..15 and 512-bit registers: pixel p's 16 sums
+    """As _block_16x4, for 8 pixels p = 0..7 and 512-bit registers: pixel p's 16 sums
     a{p}_0..a{p}_15 pack into one register, fed per tap by one vector load of the 16
     weights Wt[tap, f0:f0 + 16] and the input value xp[s + p] broadcast."""
     a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7 = z, z, z, z, z, z, z, z
@@ -308,4 +320,4 @@ def _store16(out, f0, o, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, 
     out[f0 + uintp(12), o], out[f0 + uintp(13), o], out[f0 + uintp(14), o], out[f0 + uintp(15), o] = a12, a13, a14, a15
 
 
-_block = _block_16x8 if WIDE else _block_8x8      # (only the one in use is compiled)
+_block = _block_16x8 if WIDE else _block_16x4      # (only the one in use is compiled)
