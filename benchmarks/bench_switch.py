@@ -4,8 +4,9 @@ the method on and off, alternated round by round in one process.
     python benchmarks/bench_switch.py [--switch blocked] [--arch fastnet bnnet] [--batch 256]
                                       [--rounds 10] [--quick] [--json out.json]
 
---switch names the method: `blocked` (fast/conv_blocked.py, TINYCNN_BLOCKED) or `winograd`
-(fast/conv_winograd.py, TINYCNN_WINOGRAD); the script flips that switch in
+--switch names the method: `blocked` (fast/conv_blocked.py, TINYCNN_BLOCKED), `winograd`
+(fast/conv_winograd.py, TINYCNN_WINOGRAD) or `blocked-first` (the blocked forward pass
+before Winograd's where its blocks fit, conv.BLOCKED_BEFORE_WINOGRAD); the script flips that switch in
 tinycnn/kernels/fast/conv.py between rounds. Each round times 12 Adam training steps (after
 3 warm-up steps, the median) and 5 predictions of 1,000 images (the median), first with the
 method on then off, or off then on in odd rounds; the table gives the medians over the
@@ -26,7 +27,9 @@ from tinycnn.kernels import fast
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.runtime import keep_freed_memory
 
-SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD"}     # name -> flag in fast/conv.py
+# name -> flag in fast/conv.py ("blocked-first": the blocked forward before Winograd's, on
+# the layers conv.BLOCKED_BEFORE_WINOGRAD describes)
+SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD", "blocked-first": "BLOCKED_BEFORE_WINOGRAD"}
 
 
 def compare(arch, switch, batch, rounds):

@@ -63,11 +63,11 @@ def random_conv(case):
 # 8 channels x 8 columns, or 16 x 8 on a CPU with 512-bit vectors). use_method forces one
 # ("blocked": forward; the backward is GEMM's).
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
-# BLOCKED: stride 1; one or more blocks of channels (BF + 8: a last block overlapping the one
-# before) and of columns.
+# BLOCKED: stride 1; one or more blocks of channels and of columns (BF + 8 channels and
+# 2.5 BP columns: a last block overlapping the one before).
 BF, BP = fast.conv_blocked.BLOCK_F, fast.conv_blocked.BLOCK_P
-BLOCKED = [(N, C, (BF, BF + 8, 3 * BF)[i % 3], H, (BP, 2 * BP)[i // 3 % 2] + kw - 1 - 2 * pw, kh, kw, 1, 1, ph, pw)
-           for i, (N, C, F, H, W, kh, kw, sh, sw, ph, pw) in enumerate(STRIDE_1[::2])]
+BLOCKED = [(N, C, (BF, BF + 8, 3 * BF)[i % 3], H, (BP, 2 * BP + BP // 2)[i // 3 % 2] + kw - 1 - 2 * pw, kh, kw,
+            1, 1, ph, pw) for i, (N, C, F, H, W, kh, kw, sh, sw, ph, pw) in enumerate(STRIDE_1[::2])]
 
 
 def use_method(monkeypatch, method):
@@ -79,8 +79,9 @@ def use_method(monkeypatch, method):
 
 
 def test_blocked_cases_take_the_blocked_method(monkeypatch):
-    # (so that the tests below run it), in every combination of one and several blocks;
-    # a layer with fewer channels than a block, or columns not whole blocks, does not take it.
+    # (so that the tests below run it), in every combination of one and several blocks; a
+    # layer with fewer channels or columns than a block, or whose blocks would compute more
+    # than 4/3 of its columns, does not take it.
     calls, real = [], fast.conv_blocked.forward
     monkeypatch.setattr(fast.conv_blocked, "forward", lambda *args: calls.append(args) or real(*args))
     use_method(monkeypatch, "blocked")
@@ -92,12 +93,14 @@ def test_blocked_cases_take_the_blocked_method(monkeypatch):
     assert len(calls) == len(BLOCKED)
     assert blocks == {(False, False), (False, True), (True, False), (True, True)}
     N, C, F, H, W, kh, kw, sh, sw, ph, pw = BLOCKED[0]
-    for F, W in ((BF // 2, W), (BF, W + 1)):            # 8 channels; one column past whole blocks
+    OW = BP + kw - 1 - 2 * pw
+    for F, W in ((BF // 2, OW), (BF, OW - 1), (BF, OW + 1)):   # 8 channels; BP - 1 columns; BP + 1
         x, w, b, args, _ = random_conv((N, C, F, H, W, kh, kw, sh, sw, ph, pw))
         fast.conv2d_forward(x, w, b, *args)
     assert len(calls) == len(BLOCKED)
-    with pytest.raises(ValueError, match=f"{BF} channels and {BP + 1} columns are not a block of {BF} channels "
-                                         f"and whole blocks of {BP} columns"):
+    assert fast.conv_blocked.applies(BF, 2 * BP + BP // 2, (1, 1)) and not fast.conv_blocked.applies(BF, BP + 1, (1, 1))
+    with pytest.raises(ValueError, match=f"{BF} channels and {BP + 1} columns do not fit blocks of {BF} channels "
+                                         f"and {BP} columns"):
         real(x, np.ascontiguousarray(w.reshape(BF, -1)), b, kh, kw, 0, 0, 4, BP + 1, False, False, False)
 
 

@@ -213,3 +213,49 @@ def test_the_fast_kernels_take_winograd_for_wide_3x3_layers_only(monkeypatch):
     monkeypatch.setattr(fast.conv, "WINOGRAD", False)
     fast.conv2d_forward(x, rng.standard_normal((4, C, 3, 3)).astype(np.float32), None, (1, 1), (1, 1))
     assert calls == [(4, C, 3, 3)]
+
+
+@pytest.mark.parametrize("blocked_first", [True, False])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_winograd_layer_in_whole_blocks_may_run_forward_blocked_and_backward_winograd(monkeypatch, blocked_first,
+                                                                                        pooled):
+    """conv.BLOCKED_BEFORE_WINOGRAD (on with AVX2): a Winograd layer whose output columns are
+    whole blocks of conv_blocked runs its forward pass there and its backward by Winograd,
+    from the blocked pass's cache; a layer whose last block would overlap stays Winograd's.
+    Either way the results equal the reference kernels'."""
+    monkeypatch.setattr(fast.conv, "BLOCKED_BEFORE_WINOGRAD", blocked_first)
+    calls = []
+    for module, name in ((fast.conv_blocked, "forward"), (conv_winograd, "conv2d_forward"),
+                         (conv_winograd, "conv2d_relu_maxpool2_forward"), (conv_winograd, "conv2d_backward"),
+                         (conv_winograd, "conv2d_relu_maxpool2_backward")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    rng = np.random.default_rng(4)
+    C, F, BP = fast.conv.WINOGRAD_MIN_C, fast.conv_blocked.BLOCK_F, fast.conv_blocked.BLOCK_P
+    for OW in (2 * BP, 2 * BP + 2):                     # whole blocks; a last block overlapping
+        calls.clear()
+        x = rng.standard_normal((3, C, 6, OW + 2)).astype(np.float32)
+        w = rng.standard_normal((F, C, 3, 3)).astype(np.float32) / 10
+        b = rng.standard_normal(F).astype(np.float32)
+        if pooled:
+            y, cache = fast.conv2d_relu_maxpool2_forward(x, w, b, (1, 1), (0, 0))
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            grads = fast.conv2d_relu_maxpool2_backward(dy, cache, x.shape, w, (1, 1), (0, 0))
+            y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (0, 0), relu=True)
+            pooled_ref, argmax = reference.maxpool2d_forward(y_ref, 2, 2, 2, 2)
+            np.testing.assert_allclose(y, pooled_ref, rtol=1e-4, atol=1e-4)
+            dconv = reference.maxpool2d_backward(dy, argmax, y_ref.shape, 2, 2, 2, 2)
+            grads_ref = reference.conv2d_backward(dconv, cache_ref, x.shape, w, (1, 1), (0, 0))
+        else:
+            y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            grads = fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (0, 0))
+            y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (0, 0))
+            np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+            grads_ref = reference.conv2d_backward(dy, cache_ref, x.shape, w, (1, 1), (0, 0))
+        for g, g_ref in zip(grads, grads_ref):
+            np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4 * np.abs(g_ref).max())
+        forward = "conv2d_relu_maxpool2_forward" if pooled else "conv2d_forward"
+        backward = "conv2d_relu_maxpool2_backward" if pooled else "conv2d_backward"
+        takes_blocked = blocked_first and OW == 2 * BP
+        assert calls == ["forward" if takes_blocked else forward, backward], (OW, calls)

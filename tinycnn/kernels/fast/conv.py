@@ -25,8 +25,29 @@ WINOGRAD = flag("TINYCNN_WINOGRAD")
 BLOCKED = flag("TINYCNN_BLOCKED")
 
 
+# With 256-bit vectors (AVX2), a Winograd layer whose output columns are whole blocks of the
+# register-blocked method runs its forward pass by that method, and its backward by
+# Winograd's (either pass may run by any method: they keep the same cache). bnnet's third
+# layer (64 -> 64 channels, 10x10 inputs, batch 128, two threads, session 17, AMD EPYC Zen 4):
+# forward 4.27 ms blocked against 6.22 by Winograd; backward 9.73 by Winograd against 10.46
+# by GEMM. Where the last block of columns would overlap the one before, the two forwards
+# were level (bnnet's second layer, 10 columns: 4.41 / 4.02 ms; the convnet's, 11: 5.14 /
+# 5.05), and Winograd keeps them. With 512-bit vectors Winograd keeps every layer it takes:
+# there bnnet's first layer is on the GEMM, so the blocked method would be one more kernel
+# for its first run to compile (its first training step: 7.3 against 4.7 s, session 16).
+BLOCKED_BEFORE_WINOGRAD = not conv_blocked.WIDE
+
+
 def uses_winograd(x_shape, W, stride):
+    """Whether a layer is Winograd's (its backward pass; its forward: winograd_forward)."""
     return WINOGRAD and winograd_applies(W.shape, stride) and x_shape[1] >= WINOGRAD_MIN_C
+
+
+def winograd_forward(x_shape, W, stride, padding):
+    if not uses_winograd(x_shape, W, stride):
+        return False
+    N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x_shape, W, stride, padding)
+    return not (BLOCKED and BLOCKED_BEFORE_WINOGRAD and conv_blocked.whole_blocks(F, OW))
 
 
 def _conv_shapes(x_shape, W, stride, padding):
@@ -69,8 +90,7 @@ def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
     Wm = np.ascontiguousarray(W.reshape(F, -1))
     dy = np.ascontiguousarray(dy).reshape(N, F, -1)
     y = y.reshape(N, F, -1) if y is not None else dy          # (read only with relu)
-    if argmax is None:
-        argmax = np.empty((0, 0, 0), dtype=np.int8)
+    argmax = np.empty((0, 0, 0), dtype=np.int8) if argmax is None else argmax.reshape(N, F, -1)
     if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.BACKWARD_MAX_WEIGHTS):
         dx, dW, db = conv_direct.backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool)
     else:
@@ -83,7 +103,7 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
     it) and, with relu, y. The ReLU is applied as the output is written and its derivative
     as dy is read: no separate passes over the activations, no mask array."""
     x = np.ascontiguousarray(x)
-    if uses_winograd(x.shape, W, stride):
+    if winograd_forward(x.shape, W, stride, padding):
         return conv_winograd.conv2d_forward(x, W, b, stride, padding, relu)
     y, _ = _forward(x, W, b, stride, padding, relu, False)
     y = y.reshape(x.shape[0], W.shape[0], *_conv_shapes(x.shape, W, stride, padding)[-2:])
@@ -104,12 +124,13 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
     GEMM result (or the direct method's accumulator, or Winograd's output tile) while it is
     still in cache."""
     x = np.ascontiguousarray(x)
-    if uses_winograd(x.shape, W, stride):
+    if winograd_forward(x.shape, W, stride, padding):
         return conv_winograd.conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax)
     pooled, argmax = _forward(x, W, b, stride, padding, True, True, need_argmax)
     _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)
     pooled = pooled.reshape(x.shape[0], F, OH // 2, OW // 2)
-    return pooled, ((x, pooled, argmax) if need_argmax else None)
+    # (the taps in pooled's shape, as Winograd's forward gives them: either backward can read them)
+    return pooled, ((x, pooled, argmax.reshape(pooled.shape)) if need_argmax else None)
 
 
 def conv2d_relu_maxpool2_backward(dpooled, cache, x_shape, W, stride, padding, need_dx=True):

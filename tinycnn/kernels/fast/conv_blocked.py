@@ -114,9 +114,20 @@ MIN_TAPS = 64 if WIDE else 1
 
 
 def applies(F, OW, stride):
-    """Whether a layer can take this method: stride 1, at least one block of channels (the
-    last block may overlap the one before: _forward_share), OW whole blocks of pixels."""
-    return tuple(stride) == (1, 1) and F >= BLOCK_F and OW % BLOCK_P == 0 and OW > 0
+    """Whether a layer can take this method: stride 1, at least one block of channels and
+    of columns, and at most a third more of either computed than the layer has (a last
+    block that would run past F or OW overlaps the one before: _forward_share)."""
+    return (tuple(stride) == (1, 1) and F >= BLOCK_F and OW >= BLOCK_P
+            and 3 * _blocks(F, BLOCK_F) * BLOCK_F <= 4 * F and 3 * _blocks(OW, BLOCK_P) * BLOCK_P <= 4 * OW)
+
+
+def _blocks(n, size):
+    return -(-n // size)
+
+
+def whole_blocks(F, OW):
+    """Whether F channels and OW columns are whole blocks, none overlapping."""
+    return F % BLOCK_F == 0 and OW % BLOCK_P == 0 and min(F, OW) > 0
 
 
 def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
@@ -124,8 +135,8 @@ def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
     N, C, H, W = x.shape
     F = Wm.shape[0]
     if not applies(F, OW, (1, 1)):     # (the kernel would read and write past its arrays)
-        raise ValueError(f"conv_blocked: {F} channels and {OW} columns are not a block of "
-                         f"{BLOCK_F} channels and whole blocks of {BLOCK_P} columns")
+        raise ValueError(f"conv_blocked: {F} channels and {OW} columns do not fit blocks of "
+                         f"{BLOCK_F} channels and {BLOCK_P} columns")
     Wp = W + 2 * pw
     offsets = tap_offsets(C, kh, kw, (H + 2 * ph) * Wp, Wp, 1, 0)
     P = (OH // 2) * (OW // 2) if pool else OH * OW
@@ -158,6 +169,7 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
             f0 = min(f0, F - BLOCK_F)
             for oh in range(OH):
                 for ow0 in range(0, OW, BLOCK_P):
+                    ow0 = min(ow0, OW - BLOCK_P)            # (the same for columns)
                     _block(xp, Wt, offsets, uintp(oh * Wp + ow0), uintp(f0), conv, uintp(oh * OW + ow0), z)
         for f in range(F):
             write_plane(conv[f], b[f], y, argmax, n, f, OH, OW, relu, pool, taps)
