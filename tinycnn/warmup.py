@@ -50,7 +50,7 @@ from .augment import RandomAffine
 from .backend import get_backend
 from .environment import flag
 from .fileutil import process_alive
-from .kernels.fast import conv_blocked, parallel
+from .kernels.fast import parallel
 
 # Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
 # of CPU there (lenet5 .. bnnet; 1 image 0.3-1.0 ms), against 8-15 s to compile the fast ones.
@@ -201,24 +201,25 @@ def _idle_cores(since, least=0.1):
 # compiled (and compiles whatever the plan missed).
 
 # CPU seconds each share took to compile here (`python benchmarks/bench_startup.py
-# --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s
-# (conv_blocked's 8-channel forward too, though it takes ~2.7 s; see below). A table of
-# December 1's timings (Winograd backward 3.5, blocked forward 2.7, GEMM backward 2.5,
-# Winograd forward 2.0) split worse: cold first steps with the forked second process, 3 runs
-# alternated, medians, this table against that one: convnet 4.97 / 5.28 s, bnnet 6.76 / 6.92,
-# LeNet-5 3.95 / 4.10.
+# --kernels`, November 30): estimates, for splitting the plan. Other shares count as 0.3 s.
+# A table of December 1's timings (Winograd backward 3.5, blocked forward 2.7, GEMM backward
+# 2.5, Winograd forward 2.0) split worse: cold first steps with the forked second process, 3
+# runs alternated, medians, this table against that one: convnet 4.97 / 5.28 s, bnnet 6.76 /
+# 6.92, LeNet-5 3.95 / 4.10.
 _COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_share": 2.4,
                     "conv_winograd._forward_share": 2.3, "conv_gemm._forward_share": 2.2,
                     "conv_direct._backward_share": 2.2, "conv_direct._forward_share": 1.7,
-                    "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7}
-# On a CPU with 512-bit vectors conv_blocked's share is its 16-channel block (3.2 s of CPU
-# on a 2-core AMD EPYC "Zen 5", where the table's other shares take about 0.7x the figures
-# above). Listed at 3.2, it split better there: cold first training steps, 3 runs
-# alternated, medians, against the default 0.3: fastnet 3.27 / 4.78 s, bnnet 5.45 / 5.91
-# (session 16). Listed at 4.8 (what 3.2 s there would be on this table's scale) it split a
-# little worse: fastnet 3.48 s, bnnet 5.69.
-if conv_blocked.WIDE:
-    _COMPILE_SECONDS["conv_blocked._forward_share"] = 3.2
+                    "pooling._maxpool_forward_share": 0.8, "batchnorm._backward_share": 0.7,
+                    "conv_blocked._forward_share": 3.2}
+# conv_blocked's share: 3.2 s of CPU for the 16 x 8 block on a 2-core AMD EPYC "Zen 5"
+# (AVX-512), where the table's other shares take about 0.7x the figures above; 3.1-3.3 s for
+# the 16 x 4 block on a 2-core AMD EPYC Zen 4 with AVX2, where they take 0.9-1.2x
+# (GEMM backward 2.8, Winograd backward 3.3, forward 2.2, direct forward 1.9; one process,
+# each share alone, session 17). Until session 16 it counted as 0.3 s. Listed at 3.2, the
+# plan split better on both: cold first training steps, 3 runs alternated, medians, 3.2
+# against 0.3: on the Zen 5 fastnet 3.27 / 4.78 s, bnnet 5.45 / 5.91 (session 16; listed at
+# 4.8, a little worse: 3.48 and 5.69); on the Zen 4 fastnet 3.78 / 4.03, LeNet-5 5.44 /
+# 5.96, bnnet 8.28 / 8.74 (session 17, in a slow spell of the machine).
 # The second process is a fork of this one on Linux; elsewhere (macOS's system libraries are
 # not safe to use in a forked child, Windows has no fork) a new interpreter, which starts
 # compiling about a second later (its start-up and imports: measured 0.9-1.0 s).
