@@ -7,8 +7,9 @@ direct, for stride 1; register-blocked direct, stride 1 and forward only) on the
 of the models here: forward (with its ReLU), backward without dx (a first layer) and with
 it. tinycnn/kernels/fast/conv.py picks direct when C*F*kh*kw (the weights) is at most
 conv_direct.FORWARD_MAX_WEIGHTS (forward) or BACKWARD_MAX_WEIGHTS (backward), else the
-blocked forward where it applies (16 output channels or more, columns in whole blocks of 4,
-or 8 with AVX-512, and enough taps: conv_blocked.MIN_TAPS), and
+blocked forward where it applies (16 output channels or more and a block of columns or
+more, 4, or 8 with AVX-512, at most 4/3 of either computed, and enough taps:
+conv_blocked.MIN_TAPS), and
 Winograd for 3x3 layers with many channels; these are the numbers those choices come from
 ("-": the method does not apply).
 Table 2: a ReLU convolution followed by 2x2 max pooling, forward+backward, run as the two

@@ -5,8 +5,9 @@ the method on and off, alternated round by round in one process.
                                       [--rounds 10] [--quick] [--json out.json]
 
 --switch names the method: `blocked` (fast/conv_blocked.py, TINYCNN_BLOCKED), `winograd`
-(fast/conv_winograd.py, TINYCNN_WINOGRAD) or `blocked-first` (the blocked forward pass
-before Winograd's where its blocks fit, conv.BLOCKED_BEFORE_WINOGRAD); the script flips that switch in
+(fast/conv_winograd.py, TINYCNN_WINOGRAD) or `blocked-first` (the blocked forward pass in
+place of Winograd's on Winograd layers whose channels and columns are whole blocks,
+conv.BLOCKED_BEFORE_WINOGRAD: bnnet's third; use --arch bnnet); the script flips that switch in
 tinycnn/kernels/fast/conv.py between rounds. Each round times 12 Adam training steps (after
 3 warm-up steps, the median) and 5 predictions of 1,000 images (the median), first with the
 method on then off, or off then on in odd rounds; the table gives the medians over the

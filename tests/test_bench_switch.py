@@ -27,3 +27,14 @@ def test_on_runs_the_method_off_does_not_and_the_switch_is_restored(monkeypatch)
     assert (True in gemm) == (fast.conv_blocked.MIN_TAPS > 25)
     assert row["train ms on"] > 0 and row["infer ms off"] > 0
     assert row["train speed-up"] == row["train ms off"] / row["train ms on"]
+
+
+def test_blocked_first_flips_its_flag_and_restores_it(monkeypatch):
+    seen = []
+    real = fast.conv.forward_uses_winograd
+    monkeypatch.setattr(fast.conv, "forward_uses_winograd",
+                        lambda *a: seen.append(fast.conv.BLOCKED_BEFORE_WINOGRAD) or real(*a))
+    before = fast.conv.BLOCKED_BEFORE_WINOGRAD
+    row = compare("bnnet", "blocked-first", 8, 1)
+    assert fast.conv.BLOCKED_BEFORE_WINOGRAD is before
+    assert set(seen) == {True, False} and row["train ms on"] > 0

@@ -36,7 +36,7 @@ def _one_step(model, x, labels):
 
 def _blocked_model():
     """The register-blocked forward convolution (fast/conv_blocked.py): 16 channels and 8
-    columns are whole blocks with 8 or 16 channels per block; the second layer's 144 taps
+    columns are whole blocks of 16 channels and 4 (AVX-512: 8) columns; the second layer's 144 taps
     take it with AVX-512 too (conv_blocked.MIN_TAPS), the first layer's 49 there do not."""
     layers = [Conv2D(1, 16, 7, activation="relu"), Conv2D(16, 16, 3, padding=1), MaxPool2D(2), ReLU(),
               Flatten(), Dense(16 * 4 * 4, 3)]                            # 14x14 -> 8x8 -> 8x8 -> 4x4
@@ -297,7 +297,7 @@ def test_the_blocked_kernel_is_vectorised_only_with_the_slp_vectoriser():
     # from the disk cache, whose code cannot be inspected), with and without the switch.
     import re
     from numba import njit as jit
-    F = conv_blocked.BLOCK_F                       # one block of channels (8, or 16 with AVX-512)
+    F = conv_blocked.BLOCK_F                       # one block of channels (16 on every CPU)
     x = np.zeros((1, 2, 10, 10), np.float32)
     Wt, offsets = np.zeros((18, F), np.float32), np.zeros(18, np.intp)
     args = (0, 1, x, Wt, offsets, np.zeros(F, np.float32), np.zeros((1, F, 64), np.float32),

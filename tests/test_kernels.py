@@ -1,5 +1,9 @@
 """The fast (Numba) kernels against the reference (NumPy) ones, and both against a direct,
 loop-by-loop convolution that shares no code with either."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba import njit, uintp
@@ -59,8 +63,9 @@ def random_conv(case):
 
 # The fast convolution has three methods: im2col + GEMM; a direct one for stride 1 and few
 # channels (tinycnn/kernels/fast/conv_direct.py); and, forward only, a register-blocked
-# direct one for stride 1 with output channels and columns in whole blocks (conv_blocked.py:
-# 8 channels x 8 columns, or 16 x 8 on a CPU with 512-bit vectors). use_method forces one
+# direct one for stride 1 with at least one block of channels and of columns, a last block
+# overlapping the one before (conv_blocked.py: 16 channels x 4 columns, or 16 x 8 on a CPU
+# with 512-bit vectors). use_method forces one
 # ("blocked": forward; the backward is GEMM's).
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
 # BLOCKED: stride 1; one or more blocks of channels and of columns (BF + 8 channels and
@@ -127,8 +132,9 @@ def test_both_register_blocks_sum_one_block_of_the_convolution(block, pixels):
     expected = (windows.astype(np.float64) @ Wt[:, f0:f0 + 16].astype(np.float64)).T  # (16, pixels)
     np.testing.assert_allclose(out[f0:f0 + 16, 5:5 + pixels], expected, rtol=1e-5, atol=1e-5)
     assert not out[:f0].any() and not out[f0 + 16:].any() and not out[:, :5].any() and not out[:, 5 + pixels:].any()
+    other_name = "_block_16x8" if block == "_block_16x4" else "_block_16x4"
     other = np.zeros_like(out)
-    _one_block(fast.conv_blocked._block_16x4, xp, Wt, offsets, oh * W + ow0, f0, other, 5)
+    _one_block(getattr(fast.conv_blocked, other_name), xp, Wt, offsets, oh * W + ow0, f0, other, 5)
     np.testing.assert_array_equal(out[:, 5:9], other[:, 5:9])
 
 
@@ -169,7 +175,7 @@ def test_conv_gemm_backward_with_fewer_taps_than_filters(case, monkeypatch):
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES[::5]]   # (20-80% of the outputs kept)
-                         + [(c, "blocked") for c in BLOCKED[::3]])
+                         + [(c, "blocked") for c in BLOCKED[::3] + BLOCKED[1::3]])  # (1::3: overlapping)
 def test_conv_with_built_in_relu_is_conv_then_relu(case, method, monkeypatch):
     # relu=True must be exactly max(conv, 0) forward, and backward the plain convolution's
     # gradients for dy masked where the output is zero - on both kernel sets.
@@ -398,3 +404,29 @@ def test_batchnorm_fast_equals_reference(shape, dtype):
         for g, w in zip(got, want):
             assert g.dtype == dtype
             np.testing.assert_allclose(g, w, **tol)
+
+
+def test_blocked_overlapping_blocks_stay_inside_their_arrays(tmp_path):
+    # A last block that would run past the channels or columns starts early instead
+    # (conv_blocked._forward_share). Without that, the kernel writes past its own buffer,
+    # which no value check sees; Numba's bounds checking does (IndexError). It needs its own
+    # compilation: the disk cache does not record the setting, hence an empty cache folder.
+    script = f"""
+import numpy as np
+from tinycnn.kernels import fast, reference
+BF, BP = fast.conv_blocked.BLOCK_F, fast.conv_blocked.BLOCK_P
+rng = np.random.default_rng(0)
+for F, OW in ((BF + 8, BP + BP // 2), (BF, 2 * BP + BP // 2), (BF + 8, BP)):
+    assert fast.conv_blocked.applies(F, OW, (1, 1)) and not fast.conv_blocked.whole_blocks(F, OW)
+    x = rng.standard_normal((2, 3, 5, OW + 2)).astype(np.float32)
+    w = rng.standard_normal((F, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    y, _ = fast.conv_blocked.forward(x, np.ascontiguousarray(w.reshape(F, -1)), b, 3, 3, 0, 0, 3, OW,
+                                     False, False, False)
+    y_ref, _ = reference.conv2d_forward(x, w, b, (1, 1), (0, 0))
+    np.testing.assert_allclose(y.reshape(y_ref.shape), y_ref, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -219,11 +219,14 @@ def test_the_fast_kernels_take_winograd_for_wide_3x3_layers_only(monkeypatch):
 @pytest.mark.parametrize("pooled", [False, True])
 def test_a_winograd_layer_in_whole_blocks_may_run_forward_blocked_and_backward_winograd(monkeypatch, blocked_first,
                                                                                         pooled):
-    """conv.BLOCKED_BEFORE_WINOGRAD (on with AVX2): a Winograd layer whose output columns are
-    whole blocks of conv_blocked runs its forward pass there and its backward by Winograd,
-    from the blocked pass's cache; a layer whose last block would overlap stays Winograd's.
-    Either way the results equal the reference kernels'."""
+    """conv.BLOCKED_BEFORE_WINOGRAD (on with AVX2): a Winograd layer whose output channels
+    and columns are whole blocks of conv_blocked runs its forward pass there and its backward
+    by Winograd, from the blocked pass's cache; a layer whose last block of columns or of
+    channels would overlap stays Winograd's. Either way the results equal the reference
+    kernels' (with the ReLU: Winograd's backward reads the blocked pass's output)."""
     monkeypatch.setattr(fast.conv, "BLOCKED_BEFORE_WINOGRAD", blocked_first)
+    monkeypatch.setattr(fast.conv, "BLOCKED", True)
+    monkeypatch.setattr(fast.conv, "WINOGRAD", True)
     calls = []
     for module, name in ((fast.conv_blocked, "forward"), (conv_winograd, "conv2d_forward"),
                          (conv_winograd, "conv2d_relu_maxpool2_forward"), (conv_winograd, "conv2d_backward"),
@@ -231,8 +234,9 @@ def test_a_winograd_layer_in_whole_blocks_may_run_forward_blocked_and_backward_w
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
     rng = np.random.default_rng(4)
-    C, F, BP = fast.conv.WINOGRAD_MIN_C, fast.conv_blocked.BLOCK_F, fast.conv_blocked.BLOCK_P
-    for OW in (2 * BP, 2 * BP + 2):                     # whole blocks; a last block overlapping
+    C, BF, BP = fast.conv.WINOGRAD_MIN_C, fast.conv_blocked.BLOCK_F, fast.conv_blocked.BLOCK_P
+    # whole blocks; a last block of columns overlapping; a last block of channels overlapping
+    for F, OW in ((BF, 2 * BP), (BF, 2 * BP + 2), (BF + 8, 2 * BP)):
         calls.clear()
         x = rng.standard_normal((3, C, 6, OW + 2)).astype(np.float32)
         w = rng.standard_normal((F, C, 3, 3)).astype(np.float32) / 10
@@ -247,15 +251,15 @@ def test_a_winograd_layer_in_whole_blocks_may_run_forward_blocked_and_backward_w
             dconv = reference.maxpool2d_backward(dy, argmax, y_ref.shape, 2, 2, 2, 2)
             grads_ref = reference.conv2d_backward(dconv, cache_ref, x.shape, w, (1, 1), (0, 0))
         else:
-            y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
+            y, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0), relu=True)
             dy = rng.standard_normal(y.shape).astype(np.float32)
             grads = fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (0, 0))
-            y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (0, 0))
+            y_ref, cache_ref = reference.conv2d_forward(x, w, b, (1, 1), (0, 0), relu=True)
             np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
             grads_ref = reference.conv2d_backward(dy, cache_ref, x.shape, w, (1, 1), (0, 0))
         for g, g_ref in zip(grads, grads_ref):
             np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4 * np.abs(g_ref).max())
         forward = "conv2d_relu_maxpool2_forward" if pooled else "conv2d_forward"
         backward = "conv2d_relu_maxpool2_backward" if pooled else "conv2d_backward"
-        takes_blocked = blocked_first and OW == 2 * BP
-        assert calls == ["forward" if takes_blocked else forward, backward], (OW, calls)
+        takes_blocked = blocked_first and (F, OW) == (BF, 2 * BP)
+        assert calls == ["forward" if takes_blocked else forward, backward], (F, OW, calls)

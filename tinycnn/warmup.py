@@ -215,9 +215,9 @@ _COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_s
 # (AVX-512), where the table's other shares take about 0.7x the figures above; 3.1-3.3 s for
 # the 16 x 4 block on a 2-core AMD EPYC Zen 4 with AVX2, where they take 0.9-1.2x
 # (GEMM backward 2.8, Winograd backward 3.3, forward 2.2, direct forward 1.9; one process,
-# each share alone, session 17). Until session 16 it counted as 0.3 s. Listed at 3.2, the
-# plan split better on both: cold first training steps, 3 runs alternated, medians, 3.2
-# against 0.3: on the Zen 5 fastnet 3.27 / 4.78 s, bnnet 5.45 / 5.91 (session 16; listed at
+# each share alone, session 17). It counted as 0.3 s on every CPU until session 16, and on
+# AVX2 CPUs until session 17. Listed at 3.2, the plan split better on both: cold first
+# training steps, 3 runs alternated, medians, 3.2 against 0.3: on the Zen 5 fastnet 3.27 / 4.78 s, bnnet 5.45 / 5.91 (session 16; listed at
 # 4.8, a little worse: 3.48 and 5.69); on the Zen 4 fastnet 3.78 / 4.03, LeNet-5 5.44 /
 # 5.96, bnnet 8.28 / 8.74 (session 17, in a slow spell of the machine).
 # The second process is a fork of this one on Linux; elsewhere (macOS's system libraries are

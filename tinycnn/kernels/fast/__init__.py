@@ -8,8 +8,10 @@ One file per family, each explaining its own layout:
     conv_gemm.py     im2col + GEMM, block by block in cache-sized pieces (many channels)
     conv_direct.py   shifted multiply-adds over flattened padded planes (few channels)
     conv_blocked.py  the forward pass with 16 channels x 4 (AVX-512: 8) pixels of output
-                     held in registers (stride-1 layers, 16 channels or more, columns in
-                     whole blocks: fastnet's, bnnet's first; with AVX-512, fastnet's second)
+                     held in registers (stride-1 layers with 16 channels or more; a last
+                     block may overlap the one before: fastnet's two, LeNet-5's second,
+                     bnnet's first, and on AVX2 bnnet's third forward; with AVX-512,
+                     fastnet's second)
     conv_winograd.py Winograd F(2x2, 3x3): 3x3 layers with 2.25x fewer multiplications
                      (the maths and its NumPy twin: tinycnn/kernels/winograd.py)
     epilogue.py      bias, ReLU and 2x2 max pooling applied as an output plane is written,

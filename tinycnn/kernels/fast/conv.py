@@ -1,9 +1,10 @@
 """The convolution layers' fast kernels: each call picks the faster method for its shape:
 Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_winograd.py),
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
-register-blocked direct method (conv_blocked.py: stride 1, at least 16 output channels,
-columns in whole blocks of 4, or 8 with AVX-512) or im2col + GEMM (conv_gemm.py); backward,
-direct or GEMM. The forward and the backward pass need not agree: the GEMM backward
+register-blocked direct method (conv_blocked.py: stride 1, at least one block of 16
+channels and of 4 columns, or 8 with AVX-512, at most 4/3 of either computed) or im2col +
+GEMM (conv_gemm.py); backward, direct or GEMM. (On AVX2, a Winograd layer whose channels and
+columns are whole blocks runs forward blocked: BLOCKED_BEFORE_WINOGRAD.) The forward and the backward pass need not agree: the GEMM backward
 rebuilds its columns from x anyway.
 The ReLU, and a following 2x2 max pooling, are applied as each output plane is written
 (epilogue.py).
@@ -25,8 +26,8 @@ WINOGRAD = flag("TINYCNN_WINOGRAD")
 BLOCKED = flag("TINYCNN_BLOCKED")
 
 
-# With 256-bit vectors (AVX2), a Winograd layer whose output columns are whole blocks of the
-# register-blocked method runs its forward pass by that method, and its backward by
+# With 256-bit vectors (AVX2), a Winograd layer whose output channels and columns are whole
+# blocks of the register-blocked method (none overlapping) runs its forward pass by that method, and its backward by
 # Winograd's (either pass may run by any method: they keep the same cache). bnnet's third
 # layer (64 -> 64 channels, 10x10 inputs, batch 128, two threads, session 17, AMD EPYC Zen 4):
 # forward 4.27 ms blocked against 6.22 by Winograd; backward 9.73 by Winograd against 10.46
@@ -39,15 +40,18 @@ BLOCKED_BEFORE_WINOGRAD = not conv_blocked.WIDE
 
 
 def uses_winograd(x_shape, W, stride):
-    """Whether a layer is Winograd's (its backward pass; its forward: winograd_forward)."""
+    """Whether a layer is Winograd's (its backward pass; its forward: forward_uses_winograd)."""
     return WINOGRAD and winograd_applies(W.shape, stride) and x_shape[1] >= WINOGRAD_MIN_C
 
 
-def winograd_forward(x_shape, W, stride, padding):
+def forward_uses_winograd(x_shape, W, stride, padding):
+    """Whether the forward pass runs by Winograd: a Winograd layer's does, unless on AVX2 its
+    channels and columns are whole blocks of the blocked method (BLOCKED_BEFORE_WINOGRAD)."""
     if not uses_winograd(x_shape, W, stride):
         return False
     N, C, F, kh, kw, sh, sw, ph, pw, OH, OW = _conv_shapes(x_shape, W, stride, padding)
-    return not (BLOCKED and BLOCKED_BEFORE_WINOGRAD and conv_blocked.whole_blocks(F, OW))
+    return not (BLOCKED_BEFORE_WINOGRAD and conv_blocked.whole_blocks(F, OW)
+                and forward_method(C, F, kh, kw, OW, stride) == "blocked")
 
 
 def _conv_shapes(x_shape, W, stride, padding):
@@ -103,7 +107,7 @@ def conv2d_forward(x, W, b, stride, padding, relu=False):
     it) and, with relu, y. The ReLU is applied as the output is written and its derivative
     as dy is read: no separate passes over the activations, no mask array."""
     x = np.ascontiguousarray(x)
-    if winograd_forward(x.shape, W, stride, padding):
+    if forward_uses_winograd(x.shape, W, stride, padding):
         return conv_winograd.conv2d_forward(x, W, b, stride, padding, relu)
     y, _ = _forward(x, W, b, stride, padding, relu, False)
     y = y.reshape(x.shape[0], W.shape[0], *_conv_shapes(x.shape, W, stride, padding)[-2:])
@@ -124,7 +128,7 @@ def conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax=True):
     GEMM result (or the direct method's accumulator, or Winograd's output tile) while it is
     still in cache."""
     x = np.ascontiguousarray(x)
-    if winograd_forward(x.shape, W, stride, padding):
+    if forward_uses_winograd(x.shape, W, stride, padding):
         return conv_winograd.conv2d_relu_maxpool2_forward(x, W, b, stride, padding, need_argmax)
     pooled, argmax = _forward(x, W, b, stride, padding, True, True, need_argmax)
     _, _, F, _, _, _, _, _, _, OH, OW = _conv_shapes(x.shape, W, stride, padding)

@@ -1,8 +1,10 @@
 """The direct convolution with its accumulators in registers: 16 output channels x 4 output
 pixels at a time (16 x 8 on a CPU with 512-bit vectors, below), forward only, for stride-1
-layers with at least 16 output channels and output columns in whole blocks: fastnet's two
-layers and bnnet's first; with 512-bit vectors, fastnet's second only (the first layers have
-25 taps, below MIN_TAPS).
+layers with at least one block of channels and of columns, computing at most 4/3 of either
+(a last block overlaps the one before, below): fastnet's two layers, LeNet-5's second and
+bnnet's first, and bnnet's third in place of Winograd's forward (conv.BLOCKED_BEFORE_WINOGRAD);
+with 512-bit vectors, fastnet's second only (the first layers have 25 taps, below MIN_TAPS;
+LeNet-5's 10 columns would take 1.6x in 8-pixel blocks).
 
 conv_direct.py adds one tap at a time to a whole output plane in memory, and conv_gemm.py
 copies every input window out (im2col) for BLAS to multiply: both move memory for every
@@ -27,10 +29,11 @@ input as 3-D planes and separate loops over c, i and j, 20% slower than one loop
 taps (the loops over i and j are too short). One trap: the accumulators start from a zero
 of x's dtype; `0 * a float32` is a float64 in Numba, and float64 sums were 2.5x slower.
 
-Why not 8 channels x 8 pixels, as many sums, which this kernel used until session 17: with
-one register per channel, a tap needs 8 accumulators, the input vector and 8 broadcast
-weights, 17 registers. LLVM's schedule for AMD's Zen 3 and Zen 4 loaded all 8 weights
-first and kept one accumulator in memory, whose store and reload then lay on the chain of
+Why not 8 channels x 8 pixels, as many sums, which this kernel used until session 17: it
+kept one register per channel (its 8 pixels' sums), fed per tap by the input vector and
+each channel's weight broadcast. LLVM's schedule for AMD's Zen 3 and Zen 4 loaded all 8
+broadcast weights before the multiply-adds, so a tap held 8 accumulators, the input vector
+and 8 weights: 17 registers, one more than AVX2 has. It kept one accumulator in memory, whose store and reload then lay on the chain of
 additions. On fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 128, ReLU
 and pooling) on a 2-core AMD EPYC (Zen 4, AVX2; LLVM target znver4), one thread: 8 x 8
 blocks 35 GFLOP/s, 16 x 4 blocks 62, NumPy's sgemm on 1024x1024 matrices 84 on the same
@@ -66,12 +69,13 @@ nothing to compile, the second layer's kernel being the same; bnnet's 1->32, not
 process): fastnet's training step 1.06-1.07x faster, its inference 1.16-1.22x; bnnet's
 0.99x and 1.03x (its first layer is a small part of its step). (Those were 8 x 8 blocks;
 session 17's 16 x 4 figures are in the README, "Performance".)
-Layers whose columns are not whole blocks stay on the GEMM. A last block of columns
-overlapping the one before, as LeNet-5's 10-column second layer would need (with 8-pixel
-blocks), computes up to 1.6x the outputs: it would make LeNet-5's training step only 2% and its inference 6%
-faster, while its first run would compile this kernel besides the GEMM one (LeNet-5's
-first training step on an empty cache went from 4.2-5.0 to 5.4-6.0 s). The bias, ReLU and
-pooling are applied to each finished plane (epilogue.py).
+Since session 17 a last block of columns may overlap the one before as well, when the
+blocks compute at most 4/3 of the columns (applies; with both overlapping, up to 16/9 of
+the sums): LeNet-5's 10 columns take 4-pixel blocks at 0, 4 and 6 (1.2x), and the method
+replaces the GEMM forward in LeNet-5's plan rather than adding a kernel to compile. With
+session 13's 8-pixel blocks that would have been 1.6x, worth 2% of LeNet-5's training step
+and 6% of its inference, and a kernel more to compile (first step 4.2-5.0 -> 5.4-6.0 s).
+The bias, ReLU and pooling are applied to each finished plane (epilogue.py).
 
 The weight gradient by the same blocking (8 taps x 8 channels in registers, summed over
 pixels straight from the padded input, no im2col) was built and dropped: 1.3x faster than
@@ -134,7 +138,9 @@ def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
     """As conv_gemm.forward, for stride 1 (see applies)."""
     N, C, H, W = x.shape
     F = Wm.shape[0]
-    if not applies(F, OW, (1, 1)):     # (the kernel would read and write past its arrays)
+    # (fewer than a block: the kernel would read and write past its arrays; more than 4/3
+    # computed: not worth it)
+    if not applies(F, OW, (1, 1)):
         raise ValueError(f"conv_blocked: {F} channels and {OW} columns do not fit blocks of "
                          f"{BLOCK_F} channels and {BLOCK_P} columns")
     Wp = W + 2 * pw
