@@ -217,9 +217,10 @@ _COMPILE_SECONDS = {"conv_winograd._backward_share": 2.9, "conv_gemm._backward_s
 # (GEMM backward 2.8, Winograd backward 3.3, forward 2.2, direct forward 1.9; one process,
 # each share alone, session 17). It counted as 0.3 s on every CPU until session 16, and on
 # AVX2 CPUs until session 17. Listed at 3.2, the plan split better on both: cold first
-# training steps, 3 runs alternated, medians, 3.2 against 0.3: on the Zen 5 fastnet 3.27 / 4.78 s, bnnet 5.45 / 5.91 (session 16; listed at
-# 4.8, a little worse: 3.48 and 5.69); on the Zen 4 fastnet 3.78 / 4.03, LeNet-5 5.44 /
-# 5.96, bnnet 8.28 / 8.74 (session 17, in a slow spell of the machine).
+# training steps, 3 runs alternated, medians, 3.2 against 0.3: on the Zen 5 fastnet 3.27 /
+# 4.78 s, bnnet 5.45 / 5.91 (session 16; listed at 4.8, a little worse: 3.48 and 5.69); on
+# the Zen 4 fastnet 3.78 / 4.03, LeNet-5 5.44 / 5.96, bnnet 8.28 / 8.74 (session 17, in a
+# slow spell of the machine).
 # The second process is a fork of this one on Linux; elsewhere (macOS's system libraries are
 # not safe to use in a forked child, Windows has no fork) a new interpreter, which starts
 # compiling about a second later (its start-up and imports: measured 0.9-1.0 s).

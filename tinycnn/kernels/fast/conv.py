@@ -3,9 +3,9 @@ Winograd F(2x2, 3x3) for 3x3, stride-1 layers with many input channels (conv_win
 else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
 register-blocked direct method (conv_blocked.py: stride 1, at least one block of 16
 channels and of 4 columns, or 8 with AVX-512, at most 4/3 of either computed) or im2col +
-GEMM (conv_gemm.py); backward, direct or GEMM. (On AVX2, a Winograd layer whose channels and
-columns are whole blocks runs forward blocked: BLOCKED_BEFORE_WINOGRAD.) The forward and the backward pass need not agree: the GEMM backward
-rebuilds its columns from x anyway.
+GEMM (conv_gemm.py); backward, direct or GEMM. (On AVX2, a Winograd layer whose channels
+and columns are whole blocks runs forward blocked: BLOCKED_BEFORE_WINOGRAD.) The forward
+and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway.
 The ReLU, and a following 2x2 max pooling, are applied as each output plane is written
 (epilogue.py).
 All methods keep the same cache, so either pass may run by any of them."""
@@ -27,8 +27,9 @@ BLOCKED = flag("TINYCNN_BLOCKED")
 
 
 # With 256-bit vectors (AVX2), a Winograd layer whose output channels and columns are whole
-# blocks of the register-blocked method (none overlapping) runs its forward pass by that method, and its backward by
-# Winograd's (either pass may run by any method: they keep the same cache). bnnet's third
+# blocks of the register-blocked method (none overlapping) runs its forward pass by that
+# method, and its backward by Winograd's (either pass may run by any method: they keep the
+# same cache). bnnet's third
 # layer (64 -> 64 channels, 10x10 inputs, batch 128, two threads, session 17, AMD EPYC Zen 4):
 # forward 4.27 ms blocked against 6.22 by Winograd; backward 9.73 by Winograd against 10.46
 # by GEMM. Where the last block of columns would overlap the one before, the two forwards

@@ -33,8 +33,8 @@ Why not 8 channels x 8 pixels, as many sums, which this kernel used until sessio
 kept one register per channel (its 8 pixels' sums), fed per tap by the input vector and
 each channel's weight broadcast. LLVM's schedule for AMD's Zen 3 and Zen 4 loaded all 8
 broadcast weights before the multiply-adds, so a tap held 8 accumulators, the input vector
-and 8 weights: 17 registers, one more than AVX2 has. It kept one accumulator in memory, whose store and reload then lay on the chain of
-additions. On fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 128, ReLU
+and 8 weights: 17 registers, one more than AVX2 has. It kept one accumulator in memory,
+whose store and reload then lay on the chain of additions. On fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 128, ReLU
 and pooling) on a 2-core AMD EPYC (Zen 4, AVX2; LLVM target znver4), one thread: 8 x 8
 blocks 35 GFLOP/s, 16 x 4 blocks 62, NumPy's sgemm on 1024x1024 matrices 84 on the same
 core; two threads: 4.69 against 2.29 ms, the GEMM method 3.68 ms. Compiled for other
@@ -121,12 +121,14 @@ def applies(F, OW, stride):
     """Whether a layer can take this method: stride 1, at least one block of channels and
     of columns, and at most a third more of either computed than the layer has (a last
     block that would run past F or OW overlaps the one before: _forward_share)."""
-    return (tuple(stride) == (1, 1) and F >= BLOCK_F and OW >= BLOCK_P
-            and 3 * _blocks(F, BLOCK_F) * BLOCK_F <= 4 * F and 3 * _blocks(OW, BLOCK_P) * BLOCK_P <= 4 * OW)
+    return tuple(stride) == (1, 1) and _fits(F, BLOCK_F) and _fits(OW, BLOCK_P)
 
 
-def _blocks(n, size):
-    return -(-n // size)
+def _fits(n, size):
+    """n channels (or columns) take blocks of `size`: at least one, and the blocks, the
+    last overlapping, compute at most 4/3 of n."""
+    blocks = -(-n // size)
+    return n >= size and 3 * blocks * size <= 4 * n
 
 
 def whole_blocks(F, OW):
