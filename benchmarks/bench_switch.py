@@ -1,5 +1,5 @@
 """What one fast-kernel method is worth to whole models: training steps and inference with
-the method on and off, alternated round by round in one process.
+the method on and off, alternated call by call in one process.
 
     python benchmarks/bench_switch.py [--switch blocked] [--arch fastnet bnnet] [--batch 256]
                                       [--rounds 10] [--quick] [--json out.json]
@@ -7,12 +7,17 @@ the method on and off, alternated round by round in one process.
 --switch names the method: `blocked` (fast/conv_blocked.py, TINYCNN_BLOCKED), `winograd`
 (fast/conv_winograd.py, TINYCNN_WINOGRAD) or `blocked-first` (the blocked forward pass in
 place of Winograd's on Winograd layers whose channels and columns are whole blocks,
-conv.BLOCKED_BEFORE_WINOGRAD: bnnet's third; use --arch bnnet); the script flips that switch in
-tinycnn/kernels/fast/conv.py between rounds. Each round times 12 Adam training steps (after
-3 warm-up steps, the median) and 5 predictions of 1,000 images (the median), first with the
-method on then off, or off then on in odd rounds; the table gives the medians over the
-rounds. Random images stand in for MNIST: the speed does not depend on the pixels. Run as
-separate processes, the same comparison drowned in this shared machine's noise (session
+conv.BLOCKED_BEFORE_WINOGRAD: bnnet's third; use --arch bnnet) or `blocked-dw` (the weight
+gradient by the blocked forward kernel, conv.BLOCKED_WEIGHT_GRADIENT: fastnet's and LeNet-5's
+second layers); the script flips that switch in
+tinycnn/kernels/fast/conv.py call by call. Each round times 12 Adam training steps and 5
+predictions of 1,000 images each way, alternating on and off (off first in odd rounds),
+after 3 warm-up steps and one prediction each way; the table gives the medians of the times
+and, as the speed-up, the median of each call's off/on ratio against its neighbour, with
+the ratios' quartiles. (Until session 18 each round timed 12 steps on, then 12 off: on a
+machine whose speed drifts, that read fastnet's blocked weight gradient 0.84x in one run and
+1.08x in the next; alternating call by call, 1.04x with quartiles 1.02-1.06.) Random
+images stand in for MNIST: the speed does not depend on the pixels. Run as separate processes, the same comparison drowned in this shared machine's noise (session
 13: `python -m tinycnn bench`, 6 rounds alternating TINYCNN_BLOCKED=0 and 1, read fastnet
 1.09x in one run and 0.92x in the next, with single processes from 7,654 to 9,596 images/s),
 which is why this script keeps both in one process.
@@ -29,8 +34,9 @@ from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.runtime import keep_freed_memory
 
 # name -> flag in fast/conv.py ("blocked-first": the blocked forward before Winograd's, on
-# the layers conv.BLOCKED_BEFORE_WINOGRAD describes)
-SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD", "blocked-first": "BLOCKED_BEFORE_WINOGRAD"}
+# the layers conv.BLOCKED_BEFORE_WINOGRAD describes; "blocked-dw": conv.BLOCKED_WEIGHT_GRADIENT)
+SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD", "blocked-first": "BLOCKED_BEFORE_WINOGRAD",
+            "blocked-dw": "BLOCKED_WEIGHT_GRADIENT"}
 
 
 def compare(arch, switch, batch, rounds):
@@ -50,21 +56,38 @@ def compare(arch, switch, batch, rounds):
         model.backward(loss.backward(), need_dx=False)
         optimizer.step()
 
-    times = {True: ([], []), False: ([], [])}
-    saved = getattr(fast.conv, SWITCHES[switch])
-    try:
-        for r in range(rounds):
-            for on in ((True, False) if r % 2 == 0 else (False, True)):
+    def paired(fn, repeats, on_first):
+        """fn timed `repeats` times with the switch on and as often off, the two alternating
+        call by call: {on: [ms]}."""
+        times = {True: [], False: []}
+        for i in range(repeats):
+            for on in ((True, False) if (i % 2 == 0) == on_first else (False, True)):
                 setattr(fast.conv, SWITCHES[switch], on)
-                times[on][0].append(median_ms(step, 12, warmup=3))
-                times[on][1].append(median_ms(lambda: model.predict_proba(images, batch_size=1000), 5, warmup=1))
+                times[on].append(median_ms(fn, 1, warmup=0))
+        return times
+
+    saved = getattr(fast.conv, SWITCHES[switch])
+    train, infer = {True: [], False: []}, {True: [], False: []}
+    try:
+        for on in (True, False):                  # warm-up: every kernel loaded, caches filled
+            setattr(fast.conv, SWITCHES[switch], on)
+            median_ms(step, 1, warmup=3)
+            median_ms(lambda: model.predict_proba(images, batch_size=1000), 1, warmup=1)
+        for r in range(rounds):
+            for times, part in ((train, paired(step, 12, r % 2 == 0)),
+                                (infer, paired(lambda: model.predict_proba(images, batch_size=1000), 5, r % 2 == 0))):
+                for on in (True, False):
+                    times[on].extend(part[on])
     finally:
         setattr(fast.conv, SWITCHES[switch], saved)
-    on_train, on_infer = (float(np.median(t)) for t in times[True])
-    off_train, off_infer = (float(np.median(t)) for t in times[False])
-    return {"model": arch, "batch": batch, "train ms on": on_train, "train ms off": off_train,
-            "train speed-up": off_train / on_train, "infer ms on": on_infer, "infer ms off": off_infer,
-            "infer speed-up": off_infer / on_infer}
+    row = {"model": arch, "batch": batch}
+    for name, times in (("train", train), ("infer", infer)):
+        on, off = np.array(times[True]), np.array(times[False])
+        ratios = off / on                          # each call against its neighbour
+        row.update({f"{name} ms on": float(np.median(on)), f"{name} ms off": float(np.median(off)),
+                    f"{name} speed-up": float(np.median(ratios)),
+                    f"{name} quartiles": f"{np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f}"})
+    return row
 
 
 def main():
@@ -82,10 +105,12 @@ def main():
     tinycnn.set_backend("numba")
     peak = matmul_peak_gflops()
     rows = [compare(arch, args.switch, args.batch, rounds) for arch in args.arch]
-    print(f"{args.switch} on against off, {rounds} rounds alternated in one process; milliseconds (medians)")
+    print(f"{args.switch} on against off in one process, {rounds} rounds of 12 training steps and 5 predictions "
+          f"of 1,000 images each way, alternating call by call; milliseconds (medians); speed-up: the median of "
+          f"each call's off/on ratio against its neighbour (and its quartiles)")
     print(machine_line(peak) + "\n")
-    print(table(rows, ["model", "batch", "train ms on", "train ms off", "train speed-up", "infer ms on",
-                       "infer ms off", "infer speed-up"]))
+    print(table(rows, ["model", "batch", "train ms on", "train ms off", "train speed-up", "train quartiles",
+                       "infer ms on", "infer ms off", "infer speed-up", "infer quartiles"]))
     write_json(args.json, {"machine": machine(), "switch": args.switch, "rounds": rounds, "matmul_gflops": peak,
                            "rows": rows})
 
