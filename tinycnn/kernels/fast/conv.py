@@ -44,9 +44,11 @@ BLOCKED_BEFORE_WINOGRAD = not conv_blocked.WIDE
 # With 256-bit vectors (AVX2), a layer whose forward pass is blocked takes its weight
 # gradient from the blocked forward share too, x and dy in each other's roles
 # (conv_blocked.weight_gradient; the GEMM backward then computes dx and db only): nothing
-# more to compile. Fastnet's second layer, batch 128, two threads, session 18, AMD EPYC Zen 4:
-# the weight gradient 2.3 ms against 3.6-4.4 by the GEMM. Not measured with 512-bit vectors
-# (no such machine in session 18), so off there.
+# more to compile. Session 18, AMD EPYC Zen 4, two threads, batch 128, 40 calls alternated in
+# one process: the weight gradient with the pooling's backward 3.05 ms against 3.99 by the
+# GEMM on fastnet's second layer, 1.32 against 1.78 on LeNet-5's; whole training steps
+# 1.02-1.05x (benchmarks/bench_switch.py --switch blocked-dw). Not measured with 512-bit
+# vectors (no such machine in session 18), so off there.
 BLOCKED_WEIGHT_GRADIENT = not conv_blocked.WIDE
 
 
