@@ -7,17 +7,17 @@ the method on and off, alternated call by call in one process.
 --switch names the method: `blocked` (fast/conv_blocked.py, TINYCNN_BLOCKED), `winograd`
 (fast/conv_winograd.py, TINYCNN_WINOGRAD) or `blocked-first` (the blocked forward pass in
 place of Winograd's on Winograd layers whose channels and columns are whole blocks,
-conv.BLOCKED_BEFORE_WINOGRAD: bnnet's third; use --arch bnnet) or `blocked-dw` (the weight
-gradient by the blocked forward kernel, conv.BLOCKED_WEIGHT_GRADIENT: fastnet's and LeNet-5's
-second layers); the script flips that switch in
+conv.BLOCKED_BEFORE_WINOGRAD: bnnet's third; use --arch bnnet); the script flips that switch in
 tinycnn/kernels/fast/conv.py call by call. Each round times 12 Adam training steps and 5
 predictions of 1,000 images each way, alternating on and off (off first in odd rounds),
 after 3 warm-up steps and one prediction each way; the table gives the medians of the times
 and, as the speed-up, the median of each call's off/on ratio against its neighbour, with
 the ratios' quartiles. (Until session 18 each round timed 12 steps on, then 12 off: on a
-machine whose speed drifts, that read fastnet's blocked weight gradient 0.84x in one run and
-1.08x in the next; alternating call by call, 1.04x with quartiles 1.02-1.06.) Random
-images stand in for MNIST: the speed does not depend on the pixels. Run as separate processes, the same comparison drowned in this shared machine's noise (session
+machine whose speed drifts, that read session 18's experimental weight gradient (README,
+Performance) 0.84x in one run and 1.08x in the next; alternating call by call, 1.04x with
+quartiles 1.02-1.06, and 0.99-1.00x for inference, which it did not touch.) Random
+images stand in for MNIST: the speed does not depend on the pixels. Run as separate
+processes, the same comparison drowned in this shared machine's noise (session
 13: `python -m tinycnn bench`, 6 rounds alternating TINYCNN_BLOCKED=0 and 1, read fastnet
 1.09x in one run and 0.92x in the next, with single processes from 7,654 to 9,596 images/s),
 which is why this script keeps both in one process.
@@ -34,9 +34,8 @@ from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.runtime import keep_freed_memory
 
 # name -> flag in fast/conv.py ("blocked-first": the blocked forward before Winograd's, on
-# the layers conv.BLOCKED_BEFORE_WINOGRAD describes; "blocked-dw": conv.BLOCKED_WEIGHT_GRADIENT)
-SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD", "blocked-first": "BLOCKED_BEFORE_WINOGRAD",
-            "blocked-dw": "BLOCKED_WEIGHT_GRADIENT"}
+# the layers conv.BLOCKED_BEFORE_WINOGRAD describes)
+SWITCHES = {"blocked": "BLOCKED", "winograd": "WINOGRAD", "blocked-first": "BLOCKED_BEFORE_WINOGRAD"}
 
 
 def compare(arch, switch, batch, rounds):

@@ -41,14 +41,3 @@ def test_blocked_first_flips_its_flag_and_restores_it(monkeypatch):
     assert fast.conv.BLOCKED_BEFORE_WINOGRAD is before
     assert set(seen) == {True, False} and row["train ms on"] > 0
 
-
-def test_blocked_dw_runs_the_blocked_weight_gradient_only_when_on(monkeypatch):
-    seen = []
-    real = fast.conv_blocked.weight_gradient
-    monkeypatch.setattr(fast.conv_blocked, "weight_gradient",
-                        lambda *a: seen.append(fast.conv.BLOCKED_WEIGHT_GRADIENT) or real(*a))
-    before = fast.conv.BLOCKED_WEIGHT_GRADIENT
-    row = compare("fastnet", "blocked-dw", 8, 1)
-    assert fast.conv.BLOCKED_WEIGHT_GRADIENT is before
-    # (fastnet's second layer, once per training step with the switch on: 4 to warm up, 12 timed)
-    assert seen == [True] * 16 and row["train ms off"] > 0

@@ -299,7 +299,7 @@ def test_the_blocked_kernel_is_vectorised_only_with_the_slp_vectoriser():
     from numba import njit as jit
     F = conv_blocked.BLOCK_F                       # one block of channels (16 on every CPU)
     x = np.zeros((1, 2, 10, 10), np.float32)
-    Wt, offsets = np.zeros((1, 18, F), np.float32), np.zeros(18, np.intp)     # (one set of weights)
+    Wt, offsets = np.zeros((18, F), np.float32), np.zeros(18, np.intp)
     args = (0, 1, x, Wt, offsets, np.zeros(F, np.float32), np.zeros((1, F, 64), np.float32),
             np.zeros((0, 0, 0), np.int8), 0, 0, 8, 8, False, False, False)
     # (with AVX-512, the 16-channel block's sums fill whole 512-bit registers: zmm)

@@ -66,8 +66,7 @@ def random_conv(case):
 # direct one for stride 1 with at least one block of channels and of columns, a last block
 # overlapping the one before (conv_blocked.py: 16 channels x 4 columns, or 16 x 8 on a CPU
 # with 512-bit vectors). use_method forces one
-# ("blocked": forward, and the weight gradient where its channels fit, by the same kernel
-# (conv_blocked.weight_gradient); dx is GEMM's).
+# ("blocked": forward; the backward is GEMM's).
 STRIDE_1 = [case[:7] + (1, 1) + case[9:] for case in CASES[::2]]
 # BLOCKED: stride 1; one or more blocks of channels and of columns (BF + 8 channels and
 # 2.5 BP columns: a last block overlapping the one before).
@@ -81,8 +80,7 @@ def use_method(monkeypatch, method):
     monkeypatch.setattr(fast.conv_direct, "FORWARD_MAX_WEIGHTS", limit)
     monkeypatch.setattr(fast.conv_direct, "BACKWARD_MAX_WEIGHTS", limit)
     monkeypatch.setattr(fast.conv, "BLOCKED", method == "blocked")
-    monkeypatch.setattr(fast.conv, "BLOCKED_WEIGHT_GRADIENT", method == "blocked")   # (whatever the CPU)
-    monkeypatch.setattr(fast.conv_blocked, "MIN_TAPS", 1)
+    monkeypatch.setattr(fast.conv_blocked, "MIN_TAPS", 1)         # (whatever the CPU)
 
 
 def test_blocked_cases_take_the_blocked_method(monkeypatch):
@@ -162,105 +160,6 @@ def test_conv_fast_equals_reference(case, method, monkeypatch):
     dx_none, dW_only, _ = fast.conv2d_backward(dy, cache_fast, x.shape, w, *args, need_dx=False)
     assert dx_none is None
     np.testing.assert_array_equal(dW_only, grads_fast[1])
-
-
-# The weight gradient by the blocked forward kernel, x and dy in each other's roles
-# (conv_blocked.weight_gradient): (N, C, F, H, W, kh, kw, ph, pw, pool). Batches that are
-# not whole runs of images (the last run filled with zero images), padding, channels in
-# groups whose columns overlap a block (6 channels of a 5-wide kernel: groups of 3, 15
-# columns), channels that overlap a block (24), and fastnet's and LeNet-5's second layers.
-BLOCKED_DW = [(3, 6, 16, 10, 10, 5, 5, 0, 0, True), (5, 8, 24, 9, 9, 3, 3, 1, 1, False),
-              (2, 4, BF, 7, 8, 3, 2, 1, 0, False), (67, 24, 32, 12, 12, 5, 5, 0, 0, True),
-              (40, 6, 16, 14, 14, 5, 5, 0, 0, True)]
-
-
-@pytest.mark.parametrize("case", BLOCKED_DW)
-def test_blocked_weight_gradient_equals_reference_and_gemm(case, monkeypatch):
-    N, C, F, H, W, kh, kw, ph, pw, pool = case
-    use_method(monkeypatch, "blocked")
-    calls, real = [], fast.conv_blocked.weight_gradient
-    monkeypatch.setattr(fast.conv_blocked, "weight_gradient", lambda *a: calls.append(a[2:5]) or real(*a))
-    x, w, b, args, rng = random_conv((N, C, F, H, W, kh, kw, 1, 1, ph, pw))
-    impl = {False: (fast.conv2d_forward, fast.conv2d_backward),
-            True: (fast.conv2d_relu_maxpool2_forward, fast.conv2d_relu_maxpool2_backward)}[pool]
-    y, cache = impl[0](x, w, b, *args)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    grads = impl[1](dy, cache, x.shape, w, *args)
-    Cg = fast.conv_blocked.weight_gradient_group(C, kw)
-    assert calls == [(C, Cg, fast.conv_blocked.weight_gradient_images(*y.shape[2:]) if not pool else
-                      fast.conv_blocked.weight_gradient_images(2 * y.shape[2], 2 * y.shape[3]))]
-    assert C % Cg == 0 and fast.conv_blocked.applies(BF, kw * Cg, (1, 1))
-    ref = reference.conv2d_relu_maxpool2_backward if pool else reference.conv2d_backward
-    ref_cache = (reference.conv2d_relu_maxpool2_forward if pool else reference.conv2d_forward)(x, w, b, *args)[1]
-    for name, g_ref, g in zip(("dx", "dW", "db"), ref(dy, ref_cache, x.shape, w, *args), grads):
-        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4, err_msg=name)
-    # against the GEMM's weight gradient: dx and db are the same code, so the same bits; dW
-    # adds the same products in another order (float32 rounding: within 1e-5 of its largest)
-    monkeypatch.setattr(fast.conv, "BLOCKED_WEIGHT_GRADIENT", False)
-    gemm = impl[1](dy, cache, x.shape, w, *args)
-    assert len(calls) == 1
-    np.testing.assert_array_equal(grads[0], gemm[0])
-    np.testing.assert_array_equal(grads[2], gemm[2])
-    np.testing.assert_allclose(grads[1], gemm[1], rtol=0, atol=1e-5 * np.abs(gemm[1]).max())
-
-
-def test_blocked_weight_gradient_layout_is_x_channels_last_and_dy_pixel_by_pixel():
-    # conv_gemm.backward_without_dW writes the two inputs of conv_blocked.weight_gradient as
-    # it reads each image: pure copies, checked here against NumPy's own transposes.
-    N, C, F, H, W, k, ph, pw, Cg, images = 5, 6, 4, 6, 7, 3, 1, 2, 3, 2
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    Wm = rng.standard_normal((F, C * k * k)).astype(np.float32)
-    OH, OW = H + 2 * ph - k + 1, W + 2 * pw - k + 1
-    dy = rng.standard_normal((N, F, OH * OW)).astype(np.float32)
-    dx, db, x_groups, dy_pixels = fast.conv_gemm.backward_without_dW(
-        x, dy, dy, np.empty((0, 0, 0), np.int8), Wm, k, k, 1, 1, ph, pw, OH, OW, True, False, False, Cg, images)
-    runs, G = 3, 2                                            # (5 images: the last run one short)
-    xpad = np.zeros((runs * images, C, H + 2 * ph, W + 2 * pw), np.float32)
-    xpad[:N, :, ph:ph + H, pw:pw + W] = x
-    expected = xpad.reshape(runs, images, G, Cg, H + 2 * ph, W + 2 * pw).transpose(0, 2, 1, 4, 5, 3)
-    np.testing.assert_array_equal(x_groups, expected.reshape(x_groups.shape))
-    np.testing.assert_array_equal(dy_pixels[:N], dy.transpose(0, 2, 1))
-    assert not dy_pixels[N:].any()
-    gemm_dx, _, gemm_db = fast.conv_gemm.backward(x, dy, dy, np.empty((0, 0, 0), np.int8), Wm, k, k, 1, 1, ph, pw,
-                                                  OH, OW, True, False, False)
-    np.testing.assert_array_equal(dx, gemm_dx)
-    np.testing.assert_array_equal(db, gemm_db)
-
-
-def test_blocked_weight_gradient_groups():
-    # Groups of Cg channels whose kw*Cg columns fit blocks of BP (at most 4/3 computed);
-    # none for one channel of a 5-wide kernel (5 columns in blocks of 4 or 8).
-    group = fast.conv_blocked.weight_gradient_group
-    assert group(1, 5) == 0 and group(1, 3) == 0
-    for C, kw in ((24, 5), (6, 5), (32, 3), (16, 5)):
-        Cg = group(C, kw)
-        assert Cg > 0 and C % Cg == 0 and fast.conv_blocked.applies(BF, kw * Cg, (1, 1)), (C, kw, Cg)
-    if BP == 4:                         # (AVX2: 4 channels' 20 columns, 3 channels' 15)
-        assert (group(24, 5), group(6, 5), group(32, 3)) == (4, 3, 4)
-
-
-@pytest.mark.parametrize("arch", ["fastnet", "lenet5"])
-def test_blocked_weight_gradient_adds_nothing_to_compile(arch, monkeypatch):
-    # It runs on the blocked forward pass's own kernel, and the GEMM backward's kernel takes
-    # the same argument types with it or without it: a first run's plan of kernels to
-    # compile (tinycnn/warmup.py) is the same either way.
-    import tinycnn
-    from tinycnn import warmup
-    model = tinycnn.models.ARCHITECTURES[arch](seed=0)
-    plans = {}
-    for on in (True, False):
-        monkeypatch.setattr(fast.conv, "BLOCKED_WEIGHT_GRADIENT", on)
-        plans[on] = warmup._plan(model, model.input_shape)
-    assert plans[True] == plans[False] and plans[True]
-    # (and the plan did cover it: on AVX2, where it is on, a training step runs it)
-    monkeypatch.setattr(fast.conv, "BLOCKED_WEIGHT_GRADIENT", not fast.conv_blocked.WIDE)
-    calls, real = [], fast.conv_blocked.weight_gradient
-    monkeypatch.setattr(fast.conv_blocked, "weight_gradient", lambda *a: calls.append(a[2]) or real(*a))
-    x = np.random.default_rng(0).random((2, *model.input_shape), dtype=np.float32)
-    model.forward(x, training=True)
-    model.backward(np.ones((2, 10), np.float32), need_dx=False)
-    assert len(calls) == (0 if fast.conv_blocked.WIDE else 1)
 
 
 # The GEMM backward sums dW^T when K = C*kh*kw >= F and dW otherwise (fast/conv_gemm.py);
@@ -526,18 +425,6 @@ for F, OW in ((BF + 8, BP + BP // 2), (BF, 2 * BP + BP // 2), (BF + 8, BP)):
                                      False, False, False)
     y_ref, _ = reference.conv2d_forward(x, w, b, (1, 1), (0, 0))
     np.testing.assert_allclose(y.reshape(y_ref.shape), y_ref, rtol=1e-4, atol=1e-4)
-# the weight gradient by the same kernel: 6 channels in groups of 3 (columns overlapping a
-# block), 24 filters (overlapping channels), padding, a batch one image short of whole runs
-fast.conv.BLOCKED_WEIGHT_GRADIENT = True
-x = rng.standard_normal((3, 6, 6, 7)).astype(np.float32)
-w = rng.standard_normal((BF + 8, 6, 5, 5)).astype(np.float32)
-b = rng.standard_normal(BF + 8).astype(np.float32)
-y, cache = fast.conv2d_forward(x, w, b, (1, 1), (2, 2))
-dy = rng.standard_normal(y.shape).astype(np.float32)
-_, dW, _ = fast.conv2d_backward(dy, cache, x.shape, w, (1, 1), (2, 2))
-_, dW_ref, _ = reference.conv2d_backward(dy, reference.conv2d_forward(x, w, b, (1, 1), (2, 2))[1], x.shape, w,
-                                         (1, 1), (2, 2))
-np.testing.assert_allclose(dW, dW_ref, rtol=1e-4, atol=1e-4)
 print("ok")
 """
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))

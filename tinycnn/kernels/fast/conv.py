@@ -4,9 +4,7 @@ else, forward, the direct method (conv_direct.py: stride 1, fewest weights), the
 register-blocked direct method (conv_blocked.py: stride 1, at least one block of 16
 channels and of 4 columns, or 8 with AVX-512, at most 4/3 of either computed) or im2col +
 GEMM (conv_gemm.py); backward, direct or GEMM. (On AVX2, a Winograd layer whose channels
-and columns are whole blocks runs forward blocked: BLOCKED_BEFORE_WINOGRAD; and a layer whose
-forward pass is blocked gets its weight gradient from the same kernel:
-BLOCKED_WEIGHT_GRADIENT.) The forward
+and columns are whole blocks runs forward blocked: BLOCKED_BEFORE_WINOGRAD.) The forward
 and the backward pass need not agree: the GEMM backward rebuilds its columns from x anyway.
 The ReLU, and a following 2x2 max pooling, are applied as each output plane is written
 (epilogue.py).
@@ -40,16 +38,6 @@ BLOCKED = flag("TINYCNN_BLOCKED")
 # there bnnet's first layer is on the GEMM, so the blocked method would be one more kernel
 # for its first run to compile (its first training step: 7.3 against 4.7 s, session 16).
 BLOCKED_BEFORE_WINOGRAD = not conv_blocked.WIDE
-
-# With 256-bit vectors (AVX2), a layer whose forward pass is blocked takes its weight
-# gradient from the blocked forward share too, x and dy in each other's roles
-# (conv_blocked.weight_gradient; the GEMM backward then computes dx and db only): nothing
-# more to compile. Session 18, AMD EPYC Zen 4, two threads, batch 128, 40 calls alternated in
-# one process: the weight gradient with the pooling's backward 3.05 ms against 3.99 by the
-# GEMM on fastnet's second layer, 1.32 against 1.78 on LeNet-5's; whole training steps
-# 1.02-1.05x (benchmarks/bench_switch.py --switch blocked-dw). Not measured with 512-bit
-# vectors (no such machine in session 18), so off there.
-BLOCKED_WEIGHT_GRADIENT = not conv_blocked.WIDE
 
 
 def uses_winograd(x_shape, W, stride):
@@ -85,14 +73,6 @@ def forward_method(C, F, kh, kw, OW, stride):
     return "gemm"
 
 
-def weight_gradient_blocked(C, F, kh, kw, OW, stride):
-    """Whether a layer's weight gradient runs on the blocked forward share: where its forward
-    pass does (so there is nothing more to compile) and its channels fit the share's blocks
-    of columns (conv_blocked.weight_gradient_group)."""
-    return (BLOCKED_WEIGHT_GRADIENT and forward_method(C, F, kh, kw, OW, stride) == "blocked"
-            and conv_blocked.weight_gradient_group(C, kw) > 0)
-
-
 def _forward(x, W, b, stride, padding, relu, pool, taps=False):
     """The convolution by the faster method for its shape: y (N, F, P) and, with pool and
     taps, each pooling window's tap of its maximum."""
@@ -118,11 +98,6 @@ def _backward(dy, x, y, argmax, W, stride, padding, need_dx, relu, pool):
     argmax = np.empty((0, 0, 0), dtype=np.int8) if argmax is None else argmax.reshape(N, F, -1)
     if conv_direct.use_direct(C, F, kh, kw, stride, conv_direct.BACKWARD_MAX_WEIGHTS):
         dx, dW, db = conv_direct.backward(x, dy, y, argmax, Wm, kh, kw, ph, pw, OH, OW, need_dx, relu, pool)
-    elif weight_gradient_blocked(C, F, kh, kw, OW, stride):
-        Cg, images = conv_blocked.weight_gradient_group(C, kw), conv_blocked.weight_gradient_images(OH, OW)
-        dx, db, x_groups, dy_pixels = conv_gemm.backward_without_dW(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw,
-                                                                    OH, OW, need_dx, relu, pool, Cg, images)
-        dW = conv_blocked.weight_gradient(x_groups, dy_pixels, C, Cg, images, kh, kw, OH, OW)
     else:
         dx, dW, db = conv_gemm.backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool)
     return (dx if need_dx else None), dW.reshape(W.shape), db

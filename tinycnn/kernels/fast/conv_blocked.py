@@ -83,6 +83,19 @@ GEMM on fastnet's second layer and 1.5x on LeNet-5's, whole steps 5-6% faster, b
 third kernel of this size to compile on a first run (3 s of CPU): fastnet's and LeNet-5's
 first training steps on an empty cache took 6.1-6.8 s instead of 3.8-4.3 (it is in the
 git history: the commit "Register-blocked direct convolution").
+Session 18 computed the weight gradient with this very share instead, nothing more to
+compile: dW[f, c, i, j] = sum over (n, oh, ow) of dy[n, f, oh, ow] * x[n, c, oh + i, ow + j]
+is the forward sum with the output pixels as taps, dy as the weights (taps, F) and the
+kernel's positions as the output; with x laid out channels last in groups of 4 channels,
+4 channels of one kernel position are 4 neighbours, as a block reads them (docs/10 works
+one block by hand). On fastnet's second layer it ran 1.29x as fast as the GEMM's weight
+gradient (LeNet-5's 1.31x), whole training steps 1.02-1.05x (batch 128 and 256, paired
+calls in one process). But the two layouts had to be written inside the GEMM backward's
+share, as it read each image (in NumPy the 6-D transpose took 0.6 ms and the gain was gone:
+0.98-1.00x), and that added 0.5-0.9 s of CPU to that share's compilation, which every
+built-in model pays on its first run (fastnet's first step, 4 cold runs alternated, 4.61 ->
+4.94 s median), the convnet and bnnet for nothing. It is in the git history (the commit
+"The weight gradient by the blocked forward kernel").
 """
 import numba
 import numpy as np
@@ -150,81 +163,18 @@ def forward(x, Wm, b, kh, kw, ph, pw, OH, OW, relu, pool, taps):
     P = (OH // 2) * (OW // 2) if pool else OH * OW
     y = np.empty((N, F, P), dtype=x.dtype)
     argmax = np.empty((N, F, P) if taps else (0, 0, 0), dtype=np.int8)
-    Wt = np.ascontiguousarray(Wm.T)[None]                       # one set of weights (1, taps, F)
-    in_parallel(_forward_share, threads_for(N), x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, relu, pool, taps)
+    in_parallel(_forward_share, threads_for(N), x, np.ascontiguousarray(Wm.T), offsets, b, y, argmax,
+                ph, pw, OH, OW, relu, pool, taps)
     return y, argmax
-
-
-# -- the weight gradient, by the same share ---------------------------------------------------
-#
-# For a stride-1 layer (x padded into xpad),
-#     dW[f, c, i, j] = sum over n, oh, ow of  dy[n, f, oh, ow] * xpad[n, c, oh + i, ow + j],
-# which is the forward sum again with the roles moved: the taps are the output pixels
-# (n, oh, ow), the "weights" are dy (taps, F), and the "output pixels" are the kernel's
-# positions. _forward_share sums blocks of 16 channels x 4 neighbouring "pixels" of one row,
-# reading the input at base + offset + p, p = 0..3. With the input laid out channels last,
-# (n, h, w, c), the neighbours of (i, j, c) in that flat order are (i, j, c + 1), ... and,
-# after the last channel, (i, j + 1, 0): so kernel row i is one row of kw*Cg "pixels"
-# (j, c), whole blocks of 4 when Cg is a multiple of 4. The channels are cut into groups of
-# Cg and the batch into runs of `images` images of about WEIGHT_GRADIENT_TAPS output pixels
-# (so that a run's dy and input stay in the core's cache); each (run, group) is one "image"
-# of the share, its weights the run's dy, and the runs' sums are added in order.
-# conv_gemm.backward_without_dW lays out both as it reads each image for dx. Nothing of its
-# own to compile: a layer whose forward pass is blocked has this share compiled already.
-#
-# Fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 128; session 18, 2-core
-# AMD EPYC Zen 4, AVX2, two threads, one process, minimum of 9 x 5 calls), the share alone:
-# 2.26 ms (139 GFLOP/s) with 4 channels and 16 images per run, 2.48 with 32 images, 3.12
-# with 128, or with 12 channels, 3.75 with 8 channels, 6.56 with all 24 (the 4 inputs a
-# block reads per tap then lie further apart, and each tap reads a new cache line). The
-# layout in NumPy (a 6-D transpose) took 0.55-0.8 ms more, which is why the GEMM backward
-# writes it.
-WEIGHT_GRADIENT_TAPS = 1024
-
-
-def weight_gradient_group(C, kw):
-    """Channels per group Cg for weight_gradient, or 0 where it does not apply: a divisor of
-    C whose kw*Cg "pixels" fit blocks of BLOCK_P (_fits); of those, the fewest computed twice
-    by an overlapping block, then the nearest BLOCK_P."""
-    fits = [Cg for Cg in range(1, C + 1) if C % Cg == 0 and _fits(kw * Cg, BLOCK_P)]
-    if not fits:
-        return 0
-    return min(fits, key=lambda Cg: (-(-kw * Cg // BLOCK_P) / (kw * Cg), abs(Cg - BLOCK_P)))
-
-
-def weight_gradient_images(OH, OW):
-    """Images per run in weight_gradient: about WEIGHT_GRADIENT_TAPS output pixels."""
-    return max(1, WEIGHT_GRADIENT_TAPS // (OH * OW))
-
-
-def weight_gradient(x_groups, dy_pixels, C, Cg, images, kh, kw, OH, OW):
-    """dW (F, C*kh*kw) of a stride-1 layer by _forward_share (see above), from the layer's
-    input and the gradient at its output as conv_gemm.backward_without_dW lays them out:
-    x_groups (runs*G, 1, images*Hp, Wp*Cg) and dy_pixels (runs*images, OH*OW, F)."""
-    F, G = dy_pixels.shape[2], C // Cg
-    runs = x_groups.shape[0] // G
-    Hp, Wp = x_groups.shape[2] // images, x_groups.shape[3] // Cg
-    offsets = Cg * tap_offsets(images, OH, OW, Hp * Wp, Wp, 1, 0)     # tap (n, oh, ow)
-    sums = np.empty((runs * G, F, kh * kw * Cg), dtype=dy_pixels.dtype)
-    in_parallel(_forward_share, threads_for(runs * G), x_groups, dy_pixels.reshape(runs, images * OH * OW, F),
-                offsets, np.zeros(F, dtype=dy_pixels.dtype), sums, np.empty((0, 0, 0), dtype=np.int8),
-                0, 0, kh, kw * Cg, False, False, False)
-    total = sums[:G].copy()                 # the runs' sums, added in order
-    for r in range(1, runs):
-        total += sums[r * G:(r + 1) * G]
-    # total[g, f, i, j, c] -> dW[f, g*Cg + c, i, j]
-    return total.reshape(G, F, kh, kw, Cg).transpose(1, 0, 4, 2, 3).reshape(F, C * kh * kw)
 
 
 @slp_share
 @njit(fastmath={"contract"}, **JIT)
 def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, relu, pool, taps):
-    """Share t of forward: its run of images, into y and argmax. Wt (sets, taps, F) holds
-    W's transpose (one set: the forward pass) or, for weight_gradient, one set per run of
-    images, which the images share in equal numbers: image n takes set n * sets // N.
-    offsets[k] is tap k's place in the flat padded image."""
+    """Share t of forward: its run of images, into y and argmax. Wt (taps, F) is W's
+    transpose; offsets[k] is tap k's place in the flat padded image."""
     N, C, H, W = x.shape
-    sets, F = Wt.shape[0], Wt.shape[2]
+    F = Wt.shape[1]
     Hp, Wp = H + 2 * ph, W + 2 * pw
     xp = np.zeros(C * Hp * Wp, dtype=x.dtype)                 # the padding stays zero
     conv = np.empty((F, OH * OW), dtype=x.dtype)              # one image's sums, no bias
@@ -233,7 +183,6 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
     n0, n1 = share_range(t, nchunks, N)
     for n in range(n0, n1):
         pad_into(x, n, xp, ph, pw, Hp, Wp)
-        Wn = Wt[n * sets // N]
         for f0 in range(0, F, BLOCK_F):
             # A last block that would run past F starts early instead, overlapping the one
             # before (fastnet's 24 channels: 0..15, then 8..23): the shared channels are
@@ -242,7 +191,7 @@ def _forward_share(t, nchunks, x, Wt, offsets, b, y, argmax, ph, pw, OH, OW, rel
             for oh in range(OH):
                 for ow0 in range(0, OW, BLOCK_P):
                     ow0 = min(ow0, OW - BLOCK_P)            # (the same for columns)
-                    _block(xp, Wn, offsets, uintp(oh * Wp + ow0), uintp(f0), conv, uintp(oh * OW + ow0), z)
+                    _block(xp, Wt, offsets, uintp(oh * Wp + ow0), uintp(f0), conv, uintp(oh * OW + ow0), z)
         for f in range(F):
             write_plane(conv[f], b[f], y, argmax, n, f, OH, OW, relu, pool, taps)
 

@@ -93,27 +93,6 @@ def _col2im_image(cols, col0, dx, n, kh, kw, sh, sw, ph, pw, OH, OW):
                         dst[uintp(ow * sw + j - pw)] += row[base + uintp(ow)]
 
 
-@njit(inline="always", **JIT)
-def _channels_last_into(x, n, x_groups, ph, pw):
-    """Image n of x (C, H, W), padded, into x_groups (runs*G, 1, images*Hp, Wp*Cg) channels
-    last: channel c = g*Cg + k, pixel (h, w) -> x_groups[r*G + g, 0, i*Hp + ph + h, (pw + w)*Cg + k]
-    for n = r*images + i (conv_blocked.weight_gradient's input; the padding is left as it is).
-    Flat indices: a view per row cost more than the copying."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Hp, Wrow = H + 2 * ph, x_groups.shape[3]
-    Cg = Wrow // (W + 2 * pw)
-    G, images = C // Cg, x_groups.shape[2] // Hp
-    r, i = n // images, n % images
-    flat = x_groups.reshape(-1)
-    for c in range(C):
-        g, k = c // Cg, c % Cg
-        plane = ((r * G + g) * x_groups.shape[2] + i * Hp + ph) * Wrow + pw * Cg + k
-        for h in range(H):
-            src, row = x[n, c, h], uintp(plane + h * Wrow)
-            for w in range(uintp(W)):
-                flat[row + w * uintp(Cg)] = src[w]
-
-
 @njit(**JIT)
 def _im2col_share(t, nchunks, x, cols, kh, kw, sh, sw, ph, pw, OH, OW):
     n0, n1 = share_range(t, nchunks, x.shape[0])
@@ -192,34 +171,8 @@ def _forward_share(t, nchunks, x, Wm, b, y, argmax, kh, kw, sh, sw, ph, pw, OH, 
 
 def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool):
     """dx (or an empty array), dW (F, K) and db (F,); dy (N, F, P) as forward returned y."""
-    return _backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool)
-
-
-def backward_without_dW(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool, Cg, images):
-    """As backward, but leaves the weight gradient to conv_blocked.weight_gradient, and lays
-    out its inputs as the blocks of images are read: returns dx (or an empty array), db
-    (F,), x_groups (runs*G, 1, images*Hp, Wp*Cg), x padded and channels last, one "image"
-    per run of `images` images and group of Cg channels, and dy_pixels (runs*images, OH*OW,
-    F), the gradient at the convolution's output pixel by pixel (after the pooling's and the
-    ReLU's backward); a last run short of images is filled with zeros."""
-    N, C, H, W = x.shape
-    F = Wm.shape[0]
-    runs, G = -(-N // images), C // Cg
-    whole = runs * images == N and ph == 0 and pw == 0       # no zeros to fill in
-    make = np.empty if whole else np.zeros
-    x_groups = make((runs * G, 1, images * (H + 2 * ph), (W + 2 * pw) * Cg), dtype=x.dtype)
-    dy_pixels = make((runs * images, OH * OW, F), dtype=x.dtype)
-    dx, _, db = _backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool,
-                          x_groups, dy_pixels)
-    return dx, db, x_groups, dy_pixels
-
-
-def _backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool, x_groups=None,
-              dy_pixels=None):
-    """backward, or with x_groups and dy_pixels given, backward_without_dW (dW None)."""
     N, C, H, W = x.shape
     F, K = Wm.shape
-    need_dW = x_groups is None
     group, nchunks = blocking(N, K * OH * OW * x.itemsize)
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)   # zeroed per image
     # The weight gradient's sums are kept as dW (F, K) or as its transpose (K, F), whichever
@@ -227,42 +180,32 @@ def _backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, rel
     # (one thread, GFLOP/s, dW against dW^T: fastnet's second conv, K=600, F=32: 60 / 92;
     # LeNet's, K=150, F=16: 41 / 74; convnet's first, K=9, F=32: 26 / 20).
     tall_dWT = K >= F
-    parts_shape = ((nchunks, K, F) if tall_dWT else (nchunks, F, K)) if need_dW else (nchunks, 0, 0)
-    dW_parts = np.zeros(parts_shape, dtype=x.dtype)
+    dW_parts = np.zeros((nchunks, K, F) if tall_dWT else (nchunks, F, K), dtype=x.dtype)
     db_parts = np.zeros((nchunks, F), dtype=np.float64)
-    if need_dW:
-        x_groups, dy_pixels = np.empty((0, 1, 0, 0), dtype=x.dtype), np.empty((0, 0, 0), dtype=x.dtype)
-    in_parallel(_backward_share, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, x_groups, dy_pixels,
-                kh, kw, sh, sw, ph, pw, OH, OW, group, need_dx, relu, pool, tall_dWT, gemm_for(x.dtype))
+    in_parallel(_backward_share, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw, sh, sw, ph, pw,
+                OH, OW, group, need_dx, relu, pool, tall_dWT, gemm_for(x.dtype))
     dW, db = add_thread_parts(dW_parts, db_parts)
-    if not need_dW:
-        return dx, None, db
     return dx, (np.ascontiguousarray(dW.T) if tall_dWT else dW), db
 
 
 @njit(**JIT)
-def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, x_groups, dy_pixels, kh, kw, sh,
-                    sw, ph, pw, OH, OW, group, need_dx, relu, pool, tall_dWT, gemm):
+def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw, sh, sw, ph, pw, OH, OW,
+                    group, need_dx, relu, pool, tall_dWT, gemm):
     """Share t of backward: its run of blocks; their dx, and their sums added into
-    dW_parts[t] ((K, F), dW transposed, with tall_dWT, else (F, K)) and db_parts[t] (F,).
-    With no dW_parts (shape (nchunks, 0, 0)), no weight gradient: each image is written
-    into x_groups and its gradient at the output into dy_pixels instead, as
-    backward_without_dW describes."""
+    dW_parts[t] ((K, F), dW transposed, with tall_dWT, else (F, K)) and db_parts[t] (F,)."""
     N = x.shape[0]
     F, K = Wm.shape
     P = OH * OW
     PH, PW = OH // 2, OW // 2
-    need_dW = dW_parts.shape[1] > 0
     dW, db = dW_parts[t], db_parts[t]
     blk0, blk1 = share_range(t, nchunks, (N + group - 1) // group)
     for blk in range(blk0, blk1):
         n0, n1 = blk * group, min(N, (blk + 1) * group)
-        cols = np.empty((K if need_dW else 0, (n1 - n0) * P), dtype=x.dtype)
+        cols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
         dy_blk = np.empty((F, (n1 - n0) * P), dtype=x.dtype)   # dy in the GEMM's layout
         for n in range(n0, n1):
             c0 = (n - n0) * P
-            if need_dW:
-                _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
+            _im2col_image(x, n, cols, c0, kh, kw, sh, sw, ph, pw, OH, OW)
             for f in range(F):
                 if pool:                            # dy is the pooled output's gradient
                     row = dy_blk[f, c0:c0 + P]
@@ -272,15 +215,9 @@ def _backward_share(t, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, x_
                     db[f] += vector_sum(row)
                 else:
                     db[f] += relu_grad_row(dy[n, f], y[n, f], dy_blk[f, c0:c0 + P], relu)
-            if not need_dW:
-                _channels_last_into(x, n, x_groups, ph, pw)
-                for f in range(F):                  # (N, P, F): the weights' layout there
-                    src = dy_blk[f, c0:c0 + P]
-                    for p in range(P):
-                        dy_pixels[n, p, f] = src[p]
-        if need_dW and tall_dWT:
+        if tall_dWT:
             matmul(gemm, cols, False, dy_blk, True, dW, 1.0)  # dW^T += cols dY^T
-        elif need_dW:
+        else:
             matmul(gemm, dy_blk, False, cols, True, dW, 1.0)  # dW += dY cols^T
         if need_dx:
             dcols = np.empty((K, (n1 - n0) * P), dtype=x.dtype)
