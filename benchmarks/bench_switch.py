@@ -8,14 +8,16 @@ the method on and off, alternated call by call in one process.
 (fast/conv_winograd.py, TINYCNN_WINOGRAD) or `blocked-first` (the blocked forward pass in
 place of Winograd's on Winograd layers whose channels and columns are whole blocks,
 conv.BLOCKED_BEFORE_WINOGRAD: bnnet's third; use --arch bnnet); the script flips that switch in
-tinycnn/kernels/fast/conv.py call by call. Each round times 12 Adam training steps and 5
-predictions of 1,000 images each way, alternating on and off (off first in odd rounds),
-after 3 warm-up steps and one prediction each way; the table gives the medians of the times
-and, as the speed-up, the median of each call's off/on ratio against its neighbour, with
-the ratios' quartiles. (Until session 18 each round timed 12 steps on, then 12 off: on a
-machine whose speed drifts, that read session 18's experimental weight gradient (README,
-Performance) 0.84x in one run and 1.08x in the next; alternating call by call, 1.04x with
-quartiles 1.02-1.06, and 0.99-1.00x for inference, which it did not touch.) Random
+tinycnn/kernels/fast/conv.py call by call. Before the first round, 4 training steps and 2
+predictions run each way. Each round then times 12 Adam training steps and 5 predictions of
+1,000 images in pairs of calls, one on and one off, the order flipping pair by pair (on, off;
+off, on; ...; the other way round in odd rounds), so that a steady drift of the machine's
+speed cancels. The table gives the medians of the times and, as the speed-up, the median of
+the pairs' off/on ratios, with their quartiles. (Until session 18 each round timed 12 steps
+on, then 12 off: on a machine whose speed drifts, that read session 18's experimental weight
+gradient (README, Performance) 0.84x in one run and 1.08x in the next; in pairs, 1.04x with
+quartiles 1.02-1.07 (fastnet, batch 128), and 0.99-1.00x for inference, which it did not
+touch.) Random
 images stand in for MNIST: the speed does not depend on the pixels. Run as separate
 processes, the same comparison drowned in this shared machine's noise (session
 13: `python -m tinycnn bench`, 6 rounds alternating TINYCNN_BLOCKED=0 and 1, read fastnet
@@ -55,15 +57,16 @@ def compare(arch, switch, batch, rounds):
         model.backward(loss.backward(), need_dx=False)
         optimizer.step()
 
-    def paired(fn, repeats, on_first):
-        """fn timed `repeats` times with the switch on and as often off, the two alternating
-        call by call: {on: [ms]}."""
-        times = {True: [], False: []}
-        for i in range(repeats):
+    def predict():
+        model.predict_proba(images, batch_size=1000)
+
+    def paired(fn, pairs, on_first, times):
+        """fn timed in `pairs` pairs of calls, one with the switch on and one off, the order
+        flipping pair by pair (on, off; off, on; ...; or from off, on): into times[on]."""
+        for i in range(pairs):
             for on in ((True, False) if (i % 2 == 0) == on_first else (False, True)):
                 setattr(fast.conv, SWITCHES[switch], on)
                 times[on].append(median_ms(fn, 1, warmup=0))
-        return times
 
     saved = getattr(fast.conv, SWITCHES[switch])
     train, infer = {True: [], False: []}, {True: [], False: []}
@@ -71,12 +74,10 @@ def compare(arch, switch, batch, rounds):
         for on in (True, False):                  # warm-up: every kernel loaded, caches filled
             setattr(fast.conv, SWITCHES[switch], on)
             median_ms(step, 1, warmup=3)
-            median_ms(lambda: model.predict_proba(images, batch_size=1000), 1, warmup=1)
+            median_ms(predict, 1, warmup=1)
         for r in range(rounds):
-            for times, part in ((train, paired(step, 12, r % 2 == 0)),
-                                (infer, paired(lambda: model.predict_proba(images, batch_size=1000), 5, r % 2 == 0))):
-                for on in (True, False):
-                    times[on].extend(part[on])
+            for fn, pairs, times in ((step, 12, train), (predict, 5, infer)):
+                paired(fn, pairs, r % 2 == 0, times)
     finally:
         setattr(fast.conv, SWITCHES[switch], saved)
     row = {"model": arch, "batch": batch}

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_switch  # noqa: E402
 from bench_switch import compare  # noqa: E402
 
 from tinycnn.kernels import fast  # noqa: E402
@@ -26,9 +27,6 @@ def test_on_runs_the_method_off_does_not_and_the_switch_is_restored(monkeypatch)
     assert gemm.count(False) == gemm.count(True) + len(blocked)
     assert (True in gemm) == (fast.conv_blocked.MIN_TAPS > 25)
     assert row["train ms on"] > 0 and row["infer ms off"] > 0
-    for part in ("train", "infer"):     # the median of the calls' ratios, inside their quartiles
-        low, high = map(float, row[f"{part} quartiles"].split("-"))
-        assert 0 < low <= round(row[f"{part} speed-up"], 3) <= high
 
 
 def test_blocked_first_flips_its_flag_and_restores_it(monkeypatch):
@@ -41,3 +39,30 @@ def test_blocked_first_flips_its_flag_and_restores_it(monkeypatch):
     assert fast.conv.BLOCKED_BEFORE_WINOGRAD is before
     assert set(seen) == {True, False} and row["train ms on"] > 0
 
+
+def _pairs(n, on_first):
+    return [on for i in range(n) for on in ((True, False) if (i % 2 == 0) == on_first else (False, True))]
+
+
+def test_calls_alternate_in_pairs_and_the_speed_up_is_the_median_of_paired_ratios(monkeypatch):
+    # A fake clock: off 1.25x as slow as on, and the machine 1% slower at every call. Calls
+    # in pairs whose order flips cancel the drift: the median off/on ratio is 1.25, its
+    # quartiles 1.25 / 1.01 and 1.25 * 1.01. (Timed as 12 on, then 12 off, it would not be.)
+    calls, clock = [], [0]
+
+    def fake_median_ms(fn, repeats, warmup=3):
+        calls.append((fast.conv.BLOCKED, repeats, warmup))
+        clock[0] += 1
+        return (1.0 if fast.conv.BLOCKED else 1.25) * 1.01 ** clock[0]
+
+    monkeypatch.setattr(bench_switch, "median_ms", fake_median_ms)
+    before = fast.conv.BLOCKED
+    row = compare("fastnet", "blocked", 8, 2)
+    assert fast.conv.BLOCKED is before
+    assert calls[:4] == [(True, 1, 3), (True, 1, 1), (False, 1, 3), (False, 1, 1)]   # warm-up, both ways
+    assert all(c[1:] == (1, 0) for c in calls[4:])                                    # then one call each
+    assert [c[0] for c in calls[4:]] == _pairs(12, True) + _pairs(5, True) + _pairs(12, False) + _pairs(5, False)
+    for part in ("train", "infer"):
+        assert abs(row[f"{part} speed-up"] - 1.25) < 1e-3          # off/on, not on/off
+        low, high = map(float, row[f"{part} quartiles"].split("-"))
+        assert abs(low - 1.25 / 1.01) < 1e-3 and abs(high - 1.25 * 1.01) < 1e-3

@@ -86,11 +86,11 @@ git history: the commit "Register-blocked direct convolution").
 Session 18 computed the weight gradient with this very share instead, nothing more to
 compile: dW[f, c, i, j] = sum over (n, oh, ow) of dy[n, f, oh, ow] * x[n, c, oh + i, ow + j]
 is the forward sum with the output pixels as taps, dy as the weights (taps, F) and the
-kernel's positions as the output; with x laid out channels last in groups of 4 channels,
-4 channels of one kernel position are 4 neighbours, as a block reads them (docs/10 works
-one block by hand). On fastnet's second layer it ran 1.29x as fast as the GEMM's weight
-gradient (LeNet-5's 1.31x), whole training steps 1.02-1.05x (batch 128 and 256, paired
-calls in one process). But the two layouts had to be written inside the GEMM backward's
+kernel's entries (c, i, j) as the output; with x laid out channels last in groups of 4
+channels, 4 channels of one kernel position are 4 neighbours, as a block reads them
+(docs/10 works one block by hand). On fastnet's second layer it ran 1.29x as fast as the
+GEMM's weight gradient, pooling backward included (the median of paired calls; LeNet-5's
+1.31x), whole training steps 1.02-1.05x (batch 128 and 256, paired calls in one process). But the two layouts had to be written inside the GEMM backward's
 share, as it read each image (in NumPy the 6-D transpose took 0.6 ms and the gain was gone:
 0.98-1.00x), and that added 0.5-0.9 s of CPU to that share's compilation, which every
 built-in model pays on its first run (fastnet's first step, 4 cold runs alternated, 4.61 ->
