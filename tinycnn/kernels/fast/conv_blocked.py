@@ -66,8 +66,8 @@ against 2.92 ms at batch 128 (bench_conv_methods.py); its 1->24 first layer, poo
 with GEMM (1.57-1.60 against 1.55-1.59 ms at batch 256), and taken all the same: it adds
 nothing to compile, the second layer's kernel being the same; bnnet's 1->32, not pooled,
 2.40 against 2.70 ms. Whole models (benchmarks/bench_switch.py, on against off in one
-process): fastnet's training step 1.06-1.07x faster, its inference 1.16-1.22x; bnnet's
-0.99x and 1.03x (its first layer is a small part of its step). (Those were 8 x 8 blocks;
+process, timed round by round before session 18's pairs of calls): fastnet's training step
+1.06-1.07x faster, its inference 1.16-1.22x; bnnet's 0.99x and 1.03x (its first layer is a small part of its step). (Those were 8 x 8 blocks;
 session 17's 16 x 4 figures are in the README, "Performance".)
 Since session 17 a last block of columns may overlap the one before as well, when the
 blocks compute at most 4/3 of the columns (applies; with both overlapping, up to 16/9 of
@@ -90,11 +90,12 @@ kernel's entries (c, i, j) as the output; with x laid out channels last in group
 channels, 4 channels of one kernel position are 4 neighbours, as a block reads them
 (docs/10 works one block by hand). On fastnet's second layer it ran 1.29x as fast as the
 GEMM's weight gradient, pooling backward included (the median of paired calls; LeNet-5's
-1.31x), whole training steps 1.02-1.05x (batch 128 and 256, paired calls in one process). But the two layouts had to be written inside the GEMM backward's
-share, as it read each image (in NumPy the 6-D transpose took 0.6 ms and the gain was gone:
-0.98-1.00x), and that added 0.5-0.9 s of CPU to that share's compilation, which every
-built-in model pays on its first run (fastnet's first step, 4 cold runs alternated, 4.61 ->
-4.94 s median), the convnet and bnnet for nothing. It is in the git history (the commit
+1.31x), whole training steps 1.02-1.05x (batch 128 and 256, paired calls in one
+process). But the two layouts had to be written inside the GEMM backward's share, as it
+read each image (in NumPy the 6-D transpose took 0.6 ms and the gain was gone: 0.98-1.00x),
+and that added 0.5-0.9 s of CPU to that share's compilation, which every built-in model
+pays on its first run (fastnet's first step, 4 cold runs alternated, 4.61 -> 4.94 s
+median), the convnet and bnnet for nothing. It is in the git history (the commit
 "The weight gradient by the blocked forward kernel").
 """
 import numba
