@@ -34,13 +34,13 @@ kept one register per channel (its 8 pixels' sums), fed per tap by the input vec
 each channel's weight broadcast. LLVM's schedule for AMD's Zen 3 and Zen 4 loaded all 8
 broadcast weights before the multiply-adds, so a tap held 8 accumulators, the input vector
 and 8 weights: 17 registers, one more than AVX2 has. It kept one accumulator in memory,
-whose store and reload then lay on the chain of additions. On fastnet's second layer (24 -> 32 channels, 5x5, 12x12 inputs, batch 128, ReLU
-and pooling) on a 2-core AMD EPYC (Zen 4, AVX2; LLVM target znver4), one thread: 8 x 8
-blocks 35 GFLOP/s, 16 x 4 blocks 62, NumPy's sgemm on 1024x1024 matrices 84 on the same
-core; two threads: 4.69 against 2.29 ms, the GEMM method 3.68 ms. Compiled for other
-targets on the same machine (NUMBA_CPU_NAME, one thread): haswell 57 against 64 GFLOP/s,
-znver3 35 against 63, znver2 43 against 58. Session 13's AVX2 EPYC had run 8 x 8 blocks at
-79 GFLOP/s (its compiler target is not recorded).
+whose store and reload then lay on the chain of additions. On fastnet's second layer (24 ->
+32 channels, 5x5, 12x12 inputs, batch 128, ReLU and pooling) on a 2-core AMD EPYC (Zen 4,
+AVX2; LLVM target znver4), one thread: 8 x 8 blocks 35 GFLOP/s, 16 x 4 blocks 62, NumPy's
+sgemm on 1024x1024 matrices 84 on the same core; two threads: 4.69 against 2.29 ms, the
+GEMM method 3.68 ms. Compiled for other targets on the same machine (NUMBA_CPU_NAME, one
+thread): haswell 57 against 64 GFLOP/s, znver3 35 against 63, znver2 43 against 58. Session
+13's AVX2 EPYC had run 8 x 8 blocks at 79 GFLOP/s (its compiler target is not recorded).
 
 A layer whose channels are not whole blocks of 16 (fastnet's first: 24) lets its last block
 start early and overlap the one before (channels 8..23 after 0..15): 1.33x the
@@ -67,8 +67,9 @@ with GEMM (1.57-1.60 against 1.55-1.59 ms at batch 256), and taken all the same:
 nothing to compile, the second layer's kernel being the same; bnnet's 1->32, not pooled,
 2.40 against 2.70 ms. Whole models (benchmarks/bench_switch.py, on against off in one
 process, timed round by round before session 18's pairs of calls): fastnet's training step
-1.06-1.07x faster, its inference 1.16-1.22x; bnnet's 0.99x and 1.03x (its first layer is a small part of its step). (Those were 8 x 8 blocks;
-session 17's 16 x 4 figures are in the README, "Performance".)
+1.06-1.07x faster, its inference 1.16-1.22x; bnnet's 0.99x and 1.03x (its first layer is a
+small part of its step). (Those were 8 x 8 blocks; session 17's 16 x 4 figures are in the
+README, "Performance".)
 Since session 17 a last block of columns may overlap the one before as well, when the
 blocks compute at most 4/3 of the columns (applies; with both overlapping, up to 16/9 of
 the sums): LeNet-5's 10 columns take 4-pixel blocks at 0, 4 and 6 (1.2x), and the method
@@ -354,4 +355,7 @@ def _store16(out, f0, o, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, 
     out[f0 + uintp(12), o], out[f0 + uintp(13), o], out[f0 + uintp(14), o], out[f0 + uintp(15), o] = a12, a13, a14, a15
 
 
-_block = _block_16x8 if WIDE else _block_16x4      # (only the one in use is compiled)
+# (Only the one in use is compiled. Two functions, not one written for both: they differ in
+# the register footprint of one machine each, and a shared helper on 16-tuples made LLVM
+# shuffle lanes in the loop and ran slower, session 17.)
+_block = _block_16x8 if WIDE else _block_16x4
