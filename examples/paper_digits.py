@@ -38,6 +38,7 @@ def run(model, args):
     output_folder(args.out, "--out")         # a file by that name: one line, before drawing
     if problem := files_in_the_way("--out", args.out, names, args.overwrite):
         raise CommandError(problem)
+    os.makedirs(args.out, exist_ok=True)
     paths, truth = [], {}
     for i, name in enumerate(names):
         digit = i % 10

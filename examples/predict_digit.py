@@ -20,6 +20,8 @@ def main():
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--show", metavar="DIR", nargs="?", const="predictions",
                         help="save a figure per image into DIR (default: predictions/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace figures of the same names already in DIR (without it, they are refused)")
     args = parser.parse_args()
     return reporting_user_errors("predict_digit.py", cmd_predict, args)   # one line, as tinycnn predict
 

@@ -475,7 +475,7 @@ def test_infinite_outputs_are_a_500_not_invalid_json(model):
     finally:
         tinycnn.set_backend(previous)
     assert status == 500 and answer == {"error": "the model's output is NaN or infinite for this image; "
-                                                 "its weights are broken"}
+                                                 "the model's weights are broken"}
 
 
 def test_port_in_use_is_one_line_error(tmp_path, model, capsys, monkeypatch):

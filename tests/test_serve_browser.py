@@ -100,6 +100,16 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
             wait_for(driver, "return window.tinycnn.errors > %d" % bad_photo["stats"]["errors"])
             wait_idle(driver)
             refused = panels(driver)
+            # White ink on a transparent sheet (a drawing app's dark mode): the pad lays it on
+            # black paper, as to_mnist does; on the white pad it vanished ("looks blank").
+            ink = 255 - np.asarray(sketch.render(sketch.digit_strokes(5, rng), np.random.default_rng(6)).convert("L"))
+            white_ink = np.dstack([np.full(ink.shape + (3,), 255, np.uint8), ink.astype(np.uint8)])
+            Image.fromarray(white_ink, "RGBA").save(tmp_path / "white-on-clear.png")
+            driver.find_element("id", "photo").send_keys(str(tmp_path / "white-on-clear.png"))
+            wait_for(driver, "return window.tinycnn.last && window.tinycnn.predictions > %d"
+                     % refused["stats"]["predictions"])
+            wait_idle(driver)
+            white_on_clear = panels(driver)
 
             # Undo removes the last stroke: a 4 drawn as two strokes becomes a 1-like stroke.
             driver.find_element("id", "clear").click()
@@ -122,6 +132,7 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     assert bad_photo["predicted"] == "5"            # (the pad still shows the 5 it answers for)
     assert "looks blank" in refused["status"] and refused["predicted"] is None and refused["timing"] == ""
     assert refused["input"] == [28, True] and max(refused["bars"]) == 0
+    assert white_on_clear["predicted"] == "5" and white_on_clear["status"] == ""
     assert before == "4" and after_undo["predicted"] != "4"
 
     # Every panel rendered: ten bars summing to ~100%, the 28x28 input, the saliency map, and

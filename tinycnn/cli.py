@@ -20,9 +20,12 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake is one line and exit status 2, no usage block (the
+    message made printable: it may quote a file name or a checkpoint's contents)."""
+
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see --help)\n")
 
 
 class CommandError(Exception):
@@ -36,19 +39,23 @@ def printable(text):
 
 
 def output_folder(path, option):
-    """Create `path` for figures now (before any slow work) and check that files can be
-    written there, or raise a CommandError."""
+    """Check now (before any slow work) that figures can be written into folder `path`, or
+    raise a CommandError. A folder that does not exist yet is not made here: its nearest
+    existing parent must take new entries, and the first figure written makes it (so a
+    command that fails before that leaves no empty folder behind)."""
     from .fileutil import check_writable
     if os.path.exists(path) and not os.path.isdir(path):
         raise CommandError(f"{option} {path}: exists and is not a folder")
+    parent = os.path.abspath(path)
+    while not os.path.isdir(parent):          # (the root always is one)
+        if os.path.lexists(parent):           # a file, or a dangling link, on the way
+            raise CommandError(f"{option} {path}: cannot create this folder ({parent} is not a folder)")
+        parent = os.path.dirname(parent)
     try:
-        os.makedirs(path, exist_ok=True)
+        check_writable(parent)
     except OSError as err:
-        raise CommandError(f"{option} {path}: cannot create this folder ({err.strerror or err})") from None
-    try:
-        check_writable(path)
-    except OSError as err:
-        raise CommandError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+        what = "cannot write there" if parent == os.path.abspath(path) else "cannot create this folder"
+        raise CommandError(f"{option} {path}: {what} ({err.strerror or err})") from None
 
 
 def _load(path):
@@ -132,6 +139,20 @@ def predict_images(model, paths, show_dir=None, report=None):
     return results, failures
 
 
+def _meant_model(arg):
+    """What to say when `arg`, no file, looks meant as a model name (a typo of a pretrained
+    one, or an architecture's), else None."""
+    import difflib
+    from . import zoo
+    from .models import ARCHITECTURES
+    if arg.lower() in ARCHITECTURES:
+        return (f"{arg} is an architecture, not a trained model: train one with tinycnn train --arch "
+                f"{arg.lower()}, or give a model.npz (pretrained: {', '.join(sorted(zoo.PRETRAINED))})")
+    if os.path.splitext(arg)[1] == "" and (close := difflib.get_close_matches(arg.lower(), zoo.PRETRAINED, 1, 0.6)):
+        return f"{arg}: no such file or pretrained model; did you mean {close[0]}?"
+    return None
+
+
 def split_model_and_images(model, images):
     """`predict [MODEL] IMAGE...`: the first argument is the model when it is a .npz path or a
     pretrained name ("mnist") with no file of that name; otherwise it is an image too and the
@@ -142,6 +163,8 @@ def split_model_and_images(model, images):
         return arg.lower().endswith(".npz") or (zoo.is_pretrained_name(arg) and not os.path.isdir(arg))
     if model is None and len(images) == 1 and is_model(images[0]):
         raise CommandError(f"{images[0]} is a model: give the images to read after it")
+    if model is not None and not is_model(model) and not os.path.exists(model) and (meant := _meant_model(model)):
+        raise CommandError(meant)       # a mistyped model name, else read as a missing image
     if not (model is None or is_model(model)):
         model, images = None, [model] + images
     if model is None and os.path.isfile(os.path.join(images[0], "model.npz")):
@@ -264,8 +287,9 @@ def cmd_evaluate(args):
 
 def cmd_download(args):
     from . import datasets
-    datasets.fetch(args.dataset, data_dir=args.data_dir, download=True, progress=None)
     where = args.data_dir or os.environ.get("TINYCNN_DATA_DIR") or datasets.cache_dir(args.dataset)
+    print(f"{args.dataset}: checking {where}, downloading what is missing", flush=True)   # (offline: ~10 s of retries)
+    datasets.fetch(args.dataset, data_dir=args.data_dir, download=True, progress=None)
     print(f"{args.dataset}: all files present and verified in {where}")
     return 0
 
@@ -304,15 +328,15 @@ def build_parser():
     from . import run
     from .datasets import DATASETS
     from .models import ARCHITECTURES
-    parser = _Parser(prog="tinycnn", description="tinycnn: a CNN library from scratch. "
+    parser = OneLineParser(prog="tinycnn", description="tinycnn: a CNN library from scratch. "
                      "Train, evaluate and use digit recognisers.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     # Kept so that train's own checks (run.check_args) say "tinycnn train: error: ...".
     parser.train_parser = run.add_train_arguments(sub.add_parser(
         "train", help="train, evaluate, save and draw (the main job)", description=run.build_parser().description))
     p = sub.add_parser("evaluate", help="report a saved model's accuracy on a test set")
-    p.add_argument("model", help="a model.npz saved by tinycnn")
+    p.add_argument("model", help="a model.npz saved by tinycnn, or mnist (the pretrained model)")
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS) + ["digits"],
                    help="test set to use (default: %(default)s)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files (gzipped or not); default: "
@@ -337,7 +361,7 @@ def build_parser():
                    help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="(default: %(default)s; 0 picks a free one)")
     p = sub.add_parser("summary", help="print a saved model's layers")
-    p.add_argument("model", help="a model.npz saved by tinycnn")
+    p.add_argument("model", help="a model.npz saved by tinycnn, or mnist (the pretrained model)")
     p = sub.add_parser("download", help="fetch and verify a dataset into the cache")
     p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
                    help="dataset to fetch (default: %(default)s)")

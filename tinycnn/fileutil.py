@@ -92,11 +92,12 @@ def clean_stale_temps(folder):
 
 
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, verify=None):
     """Yield a binary file object; on a clean exit it is renamed to `path` (os.replace is
     atomic on one filesystem), on any exception or Ctrl-C it is deleted and `path` is left
-    as it was. The new file's mode follows the umask. Stale temporary files of dead
-    processes in the same folder are removed first.
+    as it was. verify(temporary path), if given, reads the finished file back first and
+    raises to refuse it. The new file's mode follows the umask. Stale temporary files of
+    dead processes in the same folder are removed first.
 
         with atomic_write("model.npz") as f:
             np.savez(f, **arrays)
@@ -112,6 +113,8 @@ def atomic_write(path):
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, path)
     except OSError as err:               # (a full disk, `path` a folder, ...)
         raise _naming(err, path) from None

@@ -27,7 +27,15 @@ FORMAT_VERSION = 1
 
 
 def _json_array(obj):
-    return np.array(json.dumps(obj))
+    """obj as a JSON string in a 0-d array. NumPy numbers (a preprocessing mean computed with
+    NumPy) are written as the plain numbers they are."""
+    return np.array(json.dumps(obj, default=_plain_number))
+
+
+def _plain_number(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be saved (not a JSON value)")
 
 
 def _output_shape(model):
@@ -64,6 +72,21 @@ def _check_before_saving(model, path):
         raise ValueError(f"{os.fspath(path)}: not saved: {fault}")
 
 
+def _reads_back(path, checkpoint=False):
+    """atomic_write's verify for a model file: the finished temporary file goes through
+    every check load_model (or load_checkpoint) makes, before it replaces `path`. So a model
+    that could not be loaded again (NaN weights, a class name of 500 characters, a stride
+    of 2**64 set by hand) is refused with the reason, and a good file at `path` is kept."""
+    def verify(tmp):
+        try:
+            meta, weights, _ = _read_checked(tmp, with_training_state=checkpoint)
+            _build(tmp, meta, weights)
+        except ModelFormatError as err:
+            reason = str(err).removeprefix(f"{tmp}: ")
+            raise ValueError(f"{os.fspath(path)}: not saved: it would not load again: {reason}") from None
+    return verify
+
+
 def _model_arrays(model):
     arrays = {}
     for name, layer in zip(model.names, model.layers):
@@ -82,17 +105,19 @@ def _model_arrays(model):
     return arrays
 
 
-def atomic_savez(path, arrays):
-    """np.savez to a temporary file in the same folder, then rename over `path`."""
-    with atomic_write(path) as f:
+def atomic_savez(path, arrays, verify=None):
+    """np.savez to a temporary file in the same folder, then rename over `path` (after
+    verify(temporary path), if given, accepts it)."""
+    with atomic_write(path, verify) as f:
         np.savez(f, **arrays)
     return path
 
 
 def save_model(model, path):
-    """Save `model` to `path` (.npz); returns the path."""
+    """Save `model` to `path` (.npz); returns the path. Raises ValueError, leaving `path` as
+    it was, for a model load_model would refuse."""
     _check_before_saving(model, path)
-    return atomic_savez(path, _model_arrays(model))
+    return atomic_savez(path, _model_arrays(model), _reads_back(path))
 
 
 def _known(name):
@@ -138,6 +163,7 @@ def _read_checked(path, with_training_state=False):
         for name in list(expected) + names:
             array = modelcheck.read_array(path, zf, name, entries[name])
             modelcheck.check_finite(path, name, array)
+            modelcheck.check_variance(path, name, array)
             (weights if name in expected else extras)[name] = array
     return meta, weights, extras
 
@@ -195,7 +221,7 @@ def save_checkpoint(path, model, optimizer, train_state):
     for key, value in opt.pop("buffers").items():
         arrays[f"optim/{key}"] = value
     arrays["__train__"] = _json_array(dict(train_state, optimizer=opt))
-    return atomic_savez(path, arrays)
+    return atomic_savez(path, arrays, _reads_back(path, checkpoint=True))
 
 
 def load_checkpoint(path):

@@ -282,7 +282,7 @@ def _shapes(kind, config, where):
         c, f = _positive(config, "in_channels", where), _positive(config, "out_channels", where)
         try:
             kh, kw = pair(config.get("kernel_size"), "kernel_size")
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ModelFormatError(f"{where}: {err}") from None
         if kh < 1 or kw < 1:
             raise ModelFormatError(f"{where}: kernel_size must be >= 1, got {(kh, kw)}")
@@ -318,6 +318,10 @@ def check_weights(path, zf, entries, expected):
     total, dtypes = 0, set()
     for name, want in expected.items():
         shape, dtype, nbytes = array_header(path, zf, name, entries[name])
+        if shape == tuple(want) and dtype.newbyteorder("=") in WEIGHT_DTYPES and dtype not in WEIGHT_DTYPES:
+            raise ModelFormatError(f"{path}: {name} holds {dtype.newbyteorder('=')} in the other byte "
+                                   f"order ({dtype.str}); tinycnn reads the machine's own ({np.dtype(dtype.name).str}): "
+                                   "convert it with array.astype(array.dtype.newbyteorder('='))")
         if shape != tuple(want) or dtype not in WEIGHT_DTYPES:
             raise ModelFormatError(f"{path}: {name} has shape {shape} dtype {dtype}; the "
                                    f"architecture needs shape {tuple(want)} floats (float32 or float64)")
@@ -361,3 +365,11 @@ def check_finite(path, name, array):
     if bad:
         raise ModelFormatError(f"{path}: {name} holds {bad:,} NaN or infinite values (saved from "
                                "a run that diverged?); the model cannot give meaningful answers")
+
+
+def check_variance(path, name, array):
+    """A batch-norm layer's running variance: no negative values (1 / sqrt(var + eps) would be
+    NaN in every prediction). Other arrays pass."""
+    if name.endswith("/running_var") and (negative := np.count_nonzero(array < 0)):
+        raise ModelFormatError(f"{path}: {name} holds {negative:,} negative values; a variance "
+                               "cannot be negative")

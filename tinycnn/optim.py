@@ -89,8 +89,10 @@ class Optimizer:
         constructor checks them, the buffers' names, shapes and finiteness) before anything
         of this optimiser changes."""
         owner = type(self).__name__
-        if state.get("type") != owner:
-            raise ValueError(f"state is for {state.get('type')}, not {owner}")
+        kind = state.get("type")
+        if kind != owner:       # (a name as it is; anything else from the file as its repr)
+            shown = kind if isinstance(kind, str) and kind.isidentifier() else repr(kind)
+            raise ValueError(f"state is for {shown}, not {owner}")
         lr = check_hyper(owner, "lr", state.get("lr"), 0, low_open=True)
         steps = state.get("steps")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:

@@ -166,8 +166,10 @@ def plot_feature_maps(model, image, max_maps=16, path=None):
             ax.imshow(fmap[0, c], cmap="viridis")
             ax.axis("off")
             if c == 0:
-                ax.set_title(name, fontsize=8, loc="left")
-    fig.suptitle("Feature maps of one test image")
+                shown = "" if fmap.shape[1] <= max_maps else f" (first {max_maps} of {fmap.shape[1]} maps)"
+                ax.set_title(name + shown, fontsize=8, loc="left")
+    fig.suptitle("Feature maps of one test image (each map on its own colour scale: yellow is its "
+                 "largest value, dark blue its smallest)")
     return _save(fig, path)
 
 

@@ -100,9 +100,9 @@ def _shrink(image):
 def _stretch(a, what):
     """Scale values by their real range: (a - min) / (max - min). 16-bit scans often hold 10-
     to 14-bit data, and float images any range, so nominal ranges would misjudge them."""
-    a = _finite(np.asarray(a, dtype=np.float32), what)
+    a = _finite(np.asarray(a, dtype=np.float64), what)    # (max - min of float32s can overflow it)
     lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
 
 
 def _finite(a, what):
@@ -122,9 +122,13 @@ def _grayscale(image):
         image = _upright(_shrink(image), "to_mnist")        # no-ops after open_image
         if image.mode in WIDE_MODES:
             return _stretch(image, f"the {image.mode} image")
-        if not (image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)):
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255
-        image = np.asarray(image.convert("RGBA"))            # composited below, as an array's
+        try:
+            if not (image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)):
+                return np.asarray(image.convert("L"), dtype=np.float32) / 255
+            image = np.asarray(image.convert("RGBA"))        # composited below, as an array's
+        except ValueError:                                   # Pillow: "conversion from LAB to RGB not supported"
+            raise ValueError(f"to_mnist: colour mode {image.mode} is not supported; save the image as "
+                             "RGB or greyscale") from None
     a = np.asarray(image)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"to_mnist: expected an array of numbers, got dtype {a.dtype}")
@@ -198,13 +202,16 @@ def to_mnist(image):
     if np.median(border) > 0.5:                 # light paper, dark ink: make the ink bright
         g = 1 - g
     if g.max() - g.min() < 0.1:
-        raise ValueError("to_mnist: the image looks blank (no contrast between ink and background)")
+        raise ValueError("to_mnist: the image looks blank (its darkest and lightest parts differ by "
+                         f"{g.max() - g.min():.0%} of the full range, under 10%; if a faint digit is "
+                         "there, raise its contrast)")
     if _already_mnist(g):
         return g.astype(np.float32)
     t = otsu_threshold(g)
     ink = np.where(g > t, g, 0)                 # background noise below the threshold -> 0
     if (ink > 0).mean() < 1e-4 or (ink > 0).sum() < 4:
-        raise ValueError("to_mnist: the image looks blank (almost no ink found)")
+        raise ValueError(f"to_mnist: the image looks blank (ink on {(ink > 0).mean():.3%} of it, under "
+                         "0.01%; if the digit is small in a large picture, crop closer to it)")
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     ink = ink / ink.max()                       # strongest ink -> 1, as in MNIST

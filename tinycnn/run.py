@@ -19,6 +19,7 @@ import numpy as np
 
 from . import datasets, models, optim, runtime, schedules
 from .augment import RandomAffine
+from .cli import OneLineParser, printable
 from .fileutil import check_writable, describe_non_file
 from .io import load_model
 from .losses import SoftmaxCrossEntropy
@@ -62,11 +63,6 @@ SGD_LR = 0.05
 # A run whose test accuracy stays below CHANCE_FACTOR times chance (1 / classes: 15% for ten)
 # learned nothing: always answering MNIST's most common digit already scores 11.35%.
 CHANCE_FACTOR = 1.5
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):          # one line and exit status 2, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def add_train_arguments(parser):
@@ -122,7 +118,7 @@ def add_train_arguments(parser):
 
 
 def build_parser(prog=None):
-    parser = _Parser(prog=prog, description="Train a CNN on MNIST (or a relative), evaluate it on "
+    parser = OneLineParser(prog=prog, description="Train a CNN on MNIST (or a relative), evaluate it on "
                      "the test set, save model.npz, metrics.json, history.json and figures, "
                      "then reload the saved model and check it predicts the same.")
     return add_train_arguments(parser)
@@ -418,6 +414,7 @@ def run(args):
     pred = proba.argmax(axis=1)
     cm = metrics.confusion_matrix(y_test, pred, len(class_names))
     train_seconds = float(sum(history["seconds"]))
+    timed = len(history["seconds"])      # (fit checks a resumed history; None rather than a crash)
     result = {
         "dataset": dataset, "recipe": args.recipe, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
         "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "seed": args.seed,
@@ -425,8 +422,8 @@ def run(args):
         "test_accuracy": test_acc, "test_loss": test_loss,
         "learned_nothing": bool(test_acc < CHANCE_FACTOR / len(class_names)),
         "top3_accuracy": metrics.top_k_accuracy(y_test, proba, 3),
-        "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / len(history["seconds"]),
-        "images_per_second": len(x_tr) * len(history["seconds"]) / train_seconds,
+        "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / timed if timed else None,
+        "images_per_second": len(x_tr) * timed / train_seconds if train_seconds > 0 else None,
         "per_class": metrics.classification_report(y_test, pred, class_names, as_dict=True),
         "confusion_matrix": cm.tolist(),
         "misclassified": metrics.misclassified(y_test, proba)[:100],
@@ -463,8 +460,9 @@ def run(args):
     if not args.quiet:
         print(metrics.classification_report(y_test, pred, class_names))
     resumed = ", the epochs before --resume included" if args.resume else ""   # total: this process only
-    print(f"training: {train_seconds:.1f}s ({result['seconds_per_epoch']:.1f}s per epoch, "
-          f"{result['images_per_second']:,.0f} images/s{resumed}); total {result['total_seconds']:.1f}s")
+    speed = (f"{result['seconds_per_epoch']:.1f}s per epoch, {result['images_per_second']:,.0f} images/s"
+             if None not in (result["seconds_per_epoch"], result["images_per_second"]) else "no epoch timed")
+    print(f"training: {train_seconds:.1f}s ({speed}{resumed}); total {result['total_seconds']:.1f}s")
     print(f"reloaded {model_path}: test accuracy {(reloaded_proba.argmax(1) == y_test).mean():.4f}, "
           "predictions identical to the trained model")
     saved = [name for name in ("model.npz", "metrics.json", "history.json", "checkpoint.npz")
@@ -538,11 +536,13 @@ def main_with_args(args):
                 return 130
             if isinstance(err, (TrainingDiverged, datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
                                 datasets.IDXFormatError, datasets.DataDirError, ModelFormatError, ValueError)):
-                print(f"error: {err}", file=sys.stderr)         # (ValueError: --resume with the wrong file, say)
+                # (ValueError: --resume with the wrong file, say; printable: the message may
+                # quote the file, and a file must not drive the terminal or forge lines)
+                print(f"error: {printable(err)}", file=sys.stderr)
                 return 1
             if isinstance(err, OSError):                        # a full disk, say: one line, no traceback
                 where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
-                print(f"error: {where}", file=sys.stderr)
+                print(f"error: {printable(where)}", file=sys.stderr)
                 return 1
             raise
     if result["learned_nothing"]:

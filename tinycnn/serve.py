@@ -108,6 +108,7 @@ def _signed(a, percentile=100):
     """Signed values -> (base64 uint8 with 128 at zero, the scale that maps to 0 and 255).
     The scale is that percentile of |a|; values beyond it are clipped (gradients have a few
     outliers that would otherwise leave every other pixel near white)."""
+    a = np.asarray(a, np.float64)      # (|a| near float32's largest would overflow below)
     scale = float(np.percentile(np.abs(a), percentile)) or float(np.abs(a).max()) or 1.0
     return _b64_uint8(np.clip(np.rint(127.5 + 127.5 * a / scale), 0, 255)), scale
 
@@ -116,9 +117,13 @@ def prediction_json(model, seen):
     """look_inside(model, seen) as the JSON-able dict that /api/predict sends."""
     with np.errstate(over="ignore", invalid="ignore"):     # checked just below, said once
         r = look_inside(model, seen)
-    if not np.isfinite(r["proba"]).all():      # finite weights can still overflow
-        raise FloatingPointError("the model's output is NaN or infinite for this image; its weights "
-                                 "are broken")
+    # Finite weights can still overflow, in the output or only inside (the page draws it all)
+    for what, values in [("the model's output", r["proba"])] + [
+            (f"layer {layer['name']}'s feature maps", layer["maps"]) for layer in r["layers"]] + [
+            ("the saliency map", r["saliency"])]:
+        if not np.isfinite(values).all():
+            raise FloatingPointError(f"{what} is NaN or infinite for this image; the model's "
+                                     "weights are broken")
     names = [str(n) for n in (model.class_names or range(len(r["proba"])))]
     layers = []
     for layer in r["layers"]:

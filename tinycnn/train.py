@@ -8,6 +8,7 @@ One step: forward in training mode, the loss, backward (gradients land in each l
 so a fixed seed on the same machine gives the same loss curve and the same weights, and a
 run resumed from a checkpoint reaches exactly the weights of an uninterrupted one.
 """
+import itertools
 import math
 import numbers
 import os
@@ -139,6 +140,126 @@ def _shapes(model):
     return [(l.name, {k: v.shape for k, v in {**l.params, **l.state}.items()}) for l in model.layers]
 
 
+def _damaged(path, err):
+    return ValueError(f"fit: checkpoint {path}: its training state is incomplete or damaged "
+                      f"({type(err).__name__}: {err})")
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value):
+    """A file's value in a message: repr (escapes control characters), at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _numbers(field, values):
+    """A list of numbers at `field`, or a ValueError."""
+    if not isinstance(values, list):
+        raise ValueError(f"{field} must be a list, got {_shown(values)}")
+    if bad := [v for v in values if not _real(v)]:
+        raise ValueError(f"{field} must hold numbers, got {_shown(bad[0])}")
+    return values
+
+
+def _per_layer(field, table, layers):
+    """A dict keyed by exactly the model's layers with parameters, or a ValueError."""
+    if not isinstance(table, dict) or set(table) != layers:
+        raise ValueError(f"{field} must have one entry per layer with parameters "
+                         f"({', '.join(sorted(layers))}), got {_shown(table)}")
+    return table
+
+
+def _check_resumed(model, state, history, sums):
+    """The rest of a checkpoint's training state, every field fit() (and run.py) reads,
+    checked before anything is changed or trained: a damaged or hand-edited file is refused
+    now, naming the field, not by a crash after minutes of work (sums.seen 0 divides the
+    epoch's loss; a list where a dict goes fails at the first step; a string best_val_loss at
+    the first validation; a short history.seconds in run.py's summary). `history` and `sums`
+    are the file's over the defaults (a checkpoint from before the gradient norms were
+    recorded lacks them). Raises ValueError naming the field."""
+    for key in ("epoch", "step", "epochs", "steps_per_epoch", "best_epoch", "bad_epochs"):
+        if not _whole(state[key]):
+            raise ValueError(f"{key} must be a whole number, got {_shown(state[key])}")
+    epoch, step, epochs, steps_per_epoch = (state[k] for k in ("epoch", "step", "epochs", "steps_per_epoch"))
+    if epochs < 1 or steps_per_epoch < 1:
+        raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs}, {steps_per_epoch}")
+    # What the saver writes: (epoch + 1, 0) after each epoch, so (epochs, 0) at the end, and
+    # (epoch, step + 1) on Ctrl-C, so step == steps_per_epoch after an epoch's last step
+    # (its summary, from sums, is still to do).
+    if epoch == epochs and step:
+        raise ValueError(f"step must be 0 after the last epoch ({epochs}), got {step}")
+
+    # history: one entry per epoch done (validation: none when there is none)
+    for key in HISTORY_KEYS:
+        values = _numbers(f"history.{key}", history[key])
+        if len(values) != epoch and not (key in ("val_loss", "val_acc") and not values):
+            raise ValueError(f"history.{key} must have one entry per epoch done ({epoch}), got {len(values)}")
+    if history["epoch"] != list(range(1, epoch + 1)):     # (bounded: its length is epoch)
+        raise ValueError(f"history.epoch must count the epochs done (1 to {epoch}), got {_shown(history['epoch'])}")
+    if not all(math.isfinite(s) and s > 0 for s in history["seconds"]):    # run.py divides by them
+        raise ValueError(f"history.seconds must be > 0 and finite, got {_shown(history['seconds'])}")
+    layers = set(gradient_norms(model))
+    for name, values in _per_layer("history.grad_norm", history["grad_norm"], layers).items():
+        if len(_numbers(f"history.grad_norm.{name}", values)) > epoch:
+            raise ValueError(f"history.grad_norm.{name} has {len(values)} entries for {epoch} epochs done")
+    traced = history["grad_norm_steps"]
+    if not isinstance(traced, dict):
+        raise ValueError(f"history.grad_norm_steps must be an object, got {_shown(traced)}")
+    _per_layer("history.grad_norm_steps", {k: v for k, v in traced.items() if k != "epoch"}, layers)
+    lengths = {len(_numbers(f"history.grad_norm_steps.{k}", traced.get(k))) for k in ("epoch", *layers)}
+    if len(lengths) != 1:       # (plotted against each other)
+        raise ValueError(f"history.grad_norm_steps: its lists differ in length ({sorted(lengths)})")
+
+    # sums: the running totals of the epoch in progress
+    if not (_real(sums["loss"]) and math.isfinite(sums["loss"])):        # (a loss of one's own may be < 0)
+        raise ValueError(f"sums.loss must be a finite number, got {_shown(sums['loss'])}")
+    if not (_real(sums["seconds"]) and math.isfinite(sums["seconds"]) and sums["seconds"] >= 0):
+        raise ValueError(f"sums.seconds must be a finite number >= 0, got {_shown(sums['seconds'])}")
+    for key in ("correct", "seen", "steps"):
+        if not (_whole(sums[key]) and sums[key] >= 0):
+            raise ValueError(f"sums.{key} must be a whole number >= 0, got {_shown(sums[key])}")
+    # Mid-epoch (step > 0) the sums are divided by at the epoch's end: a real checkpoint has
+    # counted the steps it ran (an old one has no steps; its norms restart at the resume).
+    needed = ("seen", "seconds") + (("steps",) if "steps" in state["sums"] else ())
+    if step and (zero := [k for k in needed if not sums[k]]):
+        raise ValueError(f"sums.{zero[0]} is 0 at step {step}; a checkpoint saved after a step counts it")
+    if step and "steps" in state["sums"] and sums["steps"] > step:
+        raise ValueError(f"sums.steps must be at most step ({step}), got {sums['steps']}")
+    if sums["correct"] > sums["seen"]:
+        raise ValueError(f"sums.correct ({sums['correct']}) must be at most sums.seen ({sums['seen']})")
+    for name, total in _per_layer("sums.grad_norm", sums["grad_norm"], layers).items():
+        if not (_real(total) and math.isfinite(total) and total >= 0):
+            raise ValueError(f"sums.grad_norm.{name} must be a finite number >= 0, got {_shown(total)}")
+
+    # best: the lowest validation loss so far (inf before any) and its epoch (-1 before any)
+    if not (_real(state["best_val_loss"]) and not math.isnan(state["best_val_loss"])):
+        raise ValueError(f"best_val_loss must be a number, got {_shown(state['best_val_loss'])}")
+    if not -1 <= state["best_epoch"] <= epoch:
+        raise ValueError(f"best_epoch must be -1 to {epoch}, got {state['best_epoch']}")
+    if not 0 <= state["bad_epochs"] <= epoch:
+        raise ValueError(f"bad_epochs must be 0 to {epoch}, got {state['bad_epochs']}")
+
+
+def _free_path(stem, suffix):
+    """The first of stem+suffix, stem-2+suffix, ... that does not exist, created empty
+    (O_EXCL: a file or link that appears meanwhile is never taken over), so that a save
+    there replaces only this placeholder, never a file of the user's."""
+    for i in itertools.count(1):
+        path = f"{stem}{'' if i == 1 else f'-{i}'}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            return path
+        except FileExistsError:
+            continue
+
+
 def _check_data(x, y, what):
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
@@ -187,7 +308,9 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     augment:        callable (x_batch, rng) -> x_batch applied to each training batch
     early_stopping: stop when the validation loss has not improved for this many epochs
     keep_best:      at the end, restore the weights of the epoch with the lowest val loss
-    checkpoint:     path of a checkpoint written after every epoch (and on Ctrl-C)
+    checkpoint:     path of a checkpoint written after every epoch (and on Ctrl-C); without
+                    one, Ctrl-C saves to the first free name of interrupted-checkpoint.npz,
+                    interrupted-checkpoint-2.npz, ... (never over an existing file)
     resume:         path of a checkpoint to continue from (same model and optimiser types)
     progress:       show a progress bar (default: when stderr is a terminal)
     log:            where one line per epoch goes (None: silent)
@@ -225,16 +348,10 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                              f"({', '.join(l.name for l in saved.layers)}) from the model being "
                              f"trained ({', '.join(l.name for l in model.layers)}), or other sizes")
         try:
-            optimizer.load_state_dict(opt_state)
             # (a checkpoint written before the norms were recorded starts them from here)
             history = {**_norm_history(model), **state["history"]}
             sums = {**_epoch_sums(model), **state["sums"]}
             start_epoch, start_step = state["epoch"], state["step"]
-            shuffle_rng.bit_generator.state = state["epoch_rng"]
-            model.rng.bit_generator.state = state["model_rng"]
-            augment_rng.bit_generator.state = state["augment_rng"]
-            best.update(val_loss=state["best_val_loss"], epoch=state["best_epoch"],
-                        bad_epochs=state["bad_epochs"])
             made_with = state["epochs"], state["steps_per_epoch"]
             # (the epoch and step are checked against the run the checkpoint was made in: a
             # resume with other data or settings is told so below, not called damaged)
@@ -243,14 +360,27 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     and all(isinstance(v, int) for v in (start_epoch, start_step, *made_with))
                     and 0 <= start_epoch <= made_with[0] and 0 <= start_step <= made_with[1]):
                 raise TypeError("history, sums, epoch or step out of shape")
-        except (KeyError, TypeError, AttributeError, ValueError) as err:    # ValueError: an RNG state
-            raise ValueError(f"fit: checkpoint {resume}: its training state is incomplete or "
-                             f"damaged ({type(err).__name__}: {err})") from None
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise _damaged(resume, err) from None
         if made_with != (epochs, steps_per_epoch):
             raise ValueError(f"fit: checkpoint {resume} was made with {made_with[0]} "
                              f"epoch{'s' * (made_with[0] != 1)} of {made_with[1]} steps, this run has "
                              f"{epochs} of {steps_per_epoch}; resume with the same data, "
                              "epochs and batch size")
+        generators = {"epoch_rng": shuffle_rng, "model_rng": model.rng, "augment_rng": augment_rng}
+        try:
+            _check_resumed(model, state, history, sums)
+            for key, generator in generators.items():     # tried on a scratch generator first
+                type(generator.bit_generator)().state = state[key]
+            best_state = dict(val_loss=state["best_val_loss"], epoch=state["best_epoch"],
+                              bad_epochs=state["bad_epochs"])
+            optimizer.load_state_dict(opt_state)          # checks everything before it changes anything
+        except (KeyError, TypeError, AttributeError, ValueError) as err:    # ValueError: an RNG state
+            raise _damaged(resume, err) from None
+        # All checked: from here on nothing can fail half-way through the user's objects.
+        for key, generator in generators.items():
+            generator.bit_generator.state = state[key]
+        best.update(best_state)
         _restore(model, _snapshot(saved))
         log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")
 
@@ -311,8 +441,13 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                 if interrupt.raised:
                     if bar is not None:
                         bar.close()
-                    path = checkpoint or "interrupted-checkpoint.npz"
-                    save_checkpoint(path, model, optimizer, train_state(epoch, step + 1, epoch_rng))
+                    path = checkpoint or _free_path("interrupted-checkpoint", ".npz")
+                    try:
+                        save_checkpoint(path, model, optimizer, train_state(epoch, step + 1, epoch_rng))
+                    except BaseException:
+                        if not checkpoint:          # the empty placeholder _free_path made
+                            os.remove(path)
+                        raise
                     raise TrainingInterrupted(
                         f"interrupted at epoch {epoch + 1}, step {step + 1}; checkpoint saved to "
                         f"{path}. Resume with fit(..., resume={path!r}) on the same data, with the "
@@ -327,7 +462,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
             history["seconds"].append(seconds)
             history["images_per_second"].append(sums["seen"] / seconds)
             for name, total in sums["grad_norm"].items():
-                history["grad_norm"][name].append(total / sums["steps"])
+                if sums["steps"]:       # (0: resumed at an epoch's end from a checkpoint without norms)
+                    history["grad_norm"][name].append(total / sums["steps"])
             line = (f"epoch {epoch + 1}/{epochs}: loss {history['train_loss'][-1]:.4f} "
                     f"acc {history['train_acc'][-1]:.4f}")
             stop = False

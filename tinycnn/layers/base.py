@@ -1,9 +1,14 @@
 """What every layer shares: parameters, gradients, the forward cache and shape checks."""
 import numpy as np
 
+# Largest kernel size, stride or padding a layer accepts: the bound load_model already puts
+# on an input's sides. (A stride of 2**64 from a hand-edited file would otherwise load, then
+# fail inside the fast kernels with a message that names nothing.)
+MAX_SIZE = 2**24
+
 
 def pair(value, name):
-    """Accept an int or an (h, w) pair; return the pair, checked."""
+    """Accept an int or an (h, w) pair; return the pair, checked (each at most MAX_SIZE)."""
     if isinstance(value, (int, np.integer)):
         value = (int(value), int(value))
     try:
@@ -12,6 +17,8 @@ def pair(value, name):
             raise TypeError
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if max(abs(int(h)), abs(int(w))) > MAX_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_SIZE:,}, got {value!r}")
     return int(h), int(w)
 
 

@@ -12,19 +12,20 @@ const PEN_WIDTH = 22;           // pad pixels: a digit ~200 px tall -> strokes ~
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
-const state = {strokes: [], current: null, photo: null};
+const state = {strokes: [], current: null, photo: null, paper: "#fff"};
 window.tinycnn = {timings: [], serverSeconds: [], serverCpuSeconds: [], predictions: 0, last: null, errors: 0};
 
 // -- drawing --------------------------------------------------------------------------------
 function redraw() {
-  ctx.fillStyle = "#fff";
+  const paper = state.photo ? state.paper : "#fff";
+  ctx.fillStyle = paper;
   ctx.fillRect(0, 0, pad.width, pad.height);
   if (state.photo) {                       // fitted inside the pad, aspect ratio kept
     const p = state.photo, s = Math.min(pad.width / p.width, pad.height / p.height);
     const w = p.width * s, h = p.height * s;
     ctx.drawImage(p, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
   }
-  ctx.strokeStyle = "#000";
+  ctx.strokeStyle = paper === "#fff" ? "#000" : "#fff";      // the pen draws ink on that paper
   ctx.lineWidth = PEN_WIDTH;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
@@ -81,6 +82,25 @@ document.addEventListener("keydown", (e) => {
 });
 
 // -- photos ---------------------------------------------------------------------------------
+// A photo with transparent parts is laid on the paper tinycnn.preprocess.to_mnist would use
+// (_on_background): white, unless the sheet is mostly transparent and what is on it mostly
+// light (white ink on a transparent sheet, as a drawing app's dark mode exports it): then
+// black, or the white ink would vanish on the white pad.
+function paperFor(photo) {
+  const s = Math.min(1, 280 / Math.max(photo.width, photo.height));
+  const w = Math.max(1, Math.round(photo.width * s)), h = Math.max(1, Math.round(photo.height * s));
+  const c = new OffscreenCanvas(w, h).getContext("2d");
+  c.drawImage(photo, 0, 0, w, h);
+  const d = c.getImageData(0, 0, w, h).data;
+  let weight = 0, light = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const a = d[i + 3] / 255;
+    weight += a;
+    light += a * (0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2]) / 255;
+  }
+  return weight > 0 && weight < 0.5 * w * h && light / weight > 0.5 ? "#000" : "#fff";
+}
+
 async function usePhoto(file) {
   if (!file) return;
   try {
@@ -89,6 +109,7 @@ async function usePhoto(file) {
     showError(`${file.name}: not an image this browser can read`);
     return;
   }
+  state.paper = paperFor(state.photo);
   state.strokes = [];
   redraw();
   changed();
