@@ -174,6 +174,27 @@ def test_conv_gemm_backward_with_fewer_taps_than_filters(case, monkeypatch):
     test_conv_fast_equals_reference(case, "gemm", monkeypatch)
 
 
+@pytest.mark.parametrize("pool", [False, True])
+def test_conv_gemm_stride_one_shares_give_the_general_shares_bits(monkeypatch, pool):
+    """Stride 1 and no padding reach the GEMM shares as geometry None, which compiles them
+    with those four as constants (conv_gemm.strides_and_pads); spelled out as an array,
+    the same layer runs the general version. The same sums in the same order: equal bits."""
+    from tinycnn.kernels.fast import conv_gemm
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 10, 10)).astype(np.float32)
+    Wm = rng.standard_normal((4, 3 * 9)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    results = {}
+    for name, geometry in (("constants", None), ("general", np.array([1, 1, 0, 0], np.int64))):
+        monkeypatch.setattr(conv_gemm, "geometry_of", lambda *four, g=geometry: g)
+        y, taps = conv_gemm.forward(x, Wm, b, 3, 3, 1, 1, 0, 0, 8, 8, True, pool, pool)
+        dy = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+        results[name] = (y, taps) + conv_gemm.backward(x, dy, y, taps, Wm, 3, 3, 1, 1, 0, 0, 8, 8, True, True, pool)
+    for a, b_ in zip(results["constants"], results["general"]):
+        np.testing.assert_array_equal(a, b_)
+    assert np.abs(results["constants"][2]).max() > 0          # dx: something was computed
+
+
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES[::5]]   # (20-80% of the outputs kept)
                          + [(c, "blocked") for c in BLOCKED[::3] + BLOCKED[1::3]])  # (1::3: overlapping)
 def test_conv_with_built_in_relu_is_conv_then_relu(case, method, monkeypatch):
