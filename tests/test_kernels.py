@@ -175,24 +175,31 @@ def test_conv_gemm_backward_with_fewer_taps_than_filters(case, monkeypatch):
 
 
 @pytest.mark.parametrize("pool", [False, True])
-def test_conv_gemm_stride_one_shares_give_the_general_shares_bits(monkeypatch, pool):
-    """Stride 1 and no padding reach the GEMM shares as geometry None, which compiles them
-    with those four as constants (conv_gemm.strides_and_pads); spelled out as an array,
-    the same layer runs the general version. The same sums in the same order: equal bits."""
+@pytest.mark.parametrize("pad", [0, 1])
+def test_conv_gemm_stride_one_shares_give_the_general_shares_bits(monkeypatch, pool, pad):
+    """Stride-1 layers reach the GEMM shares as geometry None, which compiles them with
+    stride 1 and no padding as constants (conv_gemm.strides_and_pads), a padding being made
+    in a padded copy of x first (conv_gemm.padded_here). Spelled out as an array, the same
+    layer runs the general version, which pads as it copies. The same sums in the same
+    order: equal bits, dx included."""
     from tinycnn.kernels.fast import conv_gemm
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 3, 10, 10)).astype(np.float32)
     Wm = rng.standard_normal((4, 3 * 9)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
+    O = 10 + 2 * pad - 2
     results = {}
-    for name, geometry in (("constants", None), ("general", np.array([1, 1, 0, 0], np.int64))):
-        monkeypatch.setattr(conv_gemm, "geometry_of", lambda *four, g=geometry: g)
-        y, taps = conv_gemm.forward(x, Wm, b, 3, 3, 1, 1, 0, 0, 8, 8, True, pool, pool)
+    for name in ("constants", "general"):
+        if name == "general":
+            monkeypatch.setattr(conv_gemm, "padded_here", lambda x, sh, sw, ph, pw: (x, ph, pw))
+            monkeypatch.setattr(conv_gemm, "geometry_of", lambda *four: np.array(four, np.int64))
+        y, taps = conv_gemm.forward(x, Wm, b, 3, 3, 1, 1, pad, pad, O, O, True, pool, pool)
         dy = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
-        results[name] = (y, taps) + conv_gemm.backward(x, dy, y, taps, Wm, 3, 3, 1, 1, 0, 0, 8, 8, True, True, pool)
+        results[name] = (y, taps) + conv_gemm.backward(x, dy, y, taps, Wm, 3, 3, 1, 1, pad, pad, O, O, True,
+                                                       True, pool)
     for a, b_ in zip(results["constants"], results["general"]):
         np.testing.assert_array_equal(a, b_)
-    assert np.abs(results["constants"][2]).max() > 0          # dx: something was computed
+    assert results["constants"][2].shape == x.shape and np.abs(results["constants"][2]).max() > 0     # dx
 
 
 @pytest.mark.parametrize("case,method", [(c, "gemm") for c in CASES[::5]]   # (20-80% of the outputs kept)

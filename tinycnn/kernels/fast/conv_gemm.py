@@ -65,6 +65,17 @@ def geometry_of(sh, sw, ph, pw):
     return None if (sh, sw, ph, pw) == (1, 1, 0, 0) else np.array([sh, sw, ph, pw], dtype=np.int64)
 
 
+def padded_here(x, sh, sw, ph, pw):
+    """(x, ph, pw) for the shares: a stride-1 layer's padding is made here, in a padded copy
+    of x (LeNet-5's first layer: 0.5 MB at batch 128), so that it too runs the constant
+    version of the shares, and a model compiles one version of each (two had cost LeNet-5's
+    first training step 2-3 s more CPU on a new machine). The columns are the same, zeros
+    included, so the results are the same bits; backward crops dx (unpadded)."""
+    if (sh, sw) != (1, 1) or (ph, pw) == (0, 0):
+        return x, ph, pw
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), 0, 0
+
+
 @njit(inline="always", **JIT)
 def _valid_columns(j, sw, pw, OW, W):
     """The output columns ow for which input column ow*sw + j - pw lies inside [0, W)."""
@@ -170,6 +181,7 @@ def blocking(N, bytes_per_image):
 def forward(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, relu, pool, taps):
     """y (N, F, P) from x (N, C, H, W) C-contiguous and Wm (F, C*kh*kw); P = OH*OW, or the
     pooled plane with pool. With taps, also each pooling window's tap of its maximum (int8)."""
+    x, ph, pw = padded_here(x, sh, sw, ph, pw)
     N, F = x.shape[0], Wm.shape[0]
     P = (OH // 2) * (OW // 2) if pool else OH * OW
     y = np.empty((N, F, P), dtype=x.dtype)
@@ -206,9 +218,11 @@ def _forward_share(t, nchunks, x, Wm, b, y, argmax, kh, kw, geometry, OH, OW, gr
 def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu, pool):
     """dx (or an empty array), dW (F, K) and db (F,); dy (N, F, P) as forward returned y."""
     N, C, H, W = x.shape
+    (top, left), (x, ph, pw) = (ph, pw), padded_here(x, sh, sw, ph, pw)
+    top, left = top - ph, left - pw        # padding made here: cropped from dx at the end
     F, K = Wm.shape
     group, nchunks = blocking(N, K * OH * OW * x.itemsize)
-    dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype=x.dtype)   # zeroed per image
+    dx = np.empty(x.shape if need_dx else (0, C, H, W), dtype=x.dtype)        # zeroed per image
     # The weight gradient's sums are kept as dW (F, K) or as its transpose (K, F), whichever
     # is the taller matrix: BLAS runs these thin products faster with a tall result
     # (one thread, GFLOP/s, dW against dW^T: fastnet's second conv, K=600, F=32: 60 / 92;
@@ -219,6 +233,8 @@ def backward(x, dy, y, argmax, Wm, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, relu
     in_parallel(_backward_share, nchunks, x, dy, y, argmax, Wm, dx, dW_parts, db_parts, kh, kw,
                 geometry_of(sh, sw, ph, pw), OH, OW, group, need_dx, relu, pool, tall_dWT, gemm_for(x.dtype))
     dW, db = add_thread_parts(dW_parts, db_parts)
+    if need_dx and (top or left):
+        dx = np.ascontiguousarray(dx[:, :, top:top + H, left:left + W])
     return dx, (np.ascontiguousarray(dW.T) if tall_dWT else dW), db
 
 
