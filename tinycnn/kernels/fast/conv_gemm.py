@@ -41,14 +41,17 @@ def strides_and_pads(geometry):
     commonest case, stride 1 and no padding (every built-in model's GEMM layers). For jitted
     code only: with None the overload below returns constants, which LLVM folds into
     im2col's and col2im's index arithmetic, so their row copies compile to straight vector
-    moves; a layer with a stride or padding compiles its own version of a share, when first
-    used. The same sums in the same order: the same bits.
+    moves. A padded stride-1 layer is padded first (padded_here); a strided layer compiles
+    its own version of a share, when first used. The same sums in the same order: the same
+    bits.
     Measured in session 19 (AMD EPYC Zen 4, AVX2, two threads, batch 128, one process, the
     median of paired calls' ratios): the backward pass of fastnet's second layer 10.2 -> 9.0
     ms (1.11x), of LeNet-5's 4.1 -> 3.7 (1.10x); whole training steps (bench_switch.py,
     10 rounds) fastnet 1.06x, LeNet-5 1.04x, the convnet and bnnet 1.00x and 1.02x (their
     GEMM layers are small); compiling the two shares for fastnet's second layer took 6.1 s
-    of CPU against 7.4 (means of three cold processes)."""
+    of CPU against 7.4 (means of three cold processes), and LeNet-5's first training step on
+    a new machine 5.7 s against 7.6 (medians of three, alternated; its padded first layer
+    had run the general version)."""
     raise TypeError("strides_and_pads runs inside jitted kernels only")
 
 
