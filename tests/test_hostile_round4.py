@@ -2,7 +2,6 @@
 batch-norm and layer sizes that loaded and then gave constant or failing answers, a server
 500 with no reason, float images turned to NaN, and folders left behind by failed commands.
 Each is now refused in one line naming the field, before any damage."""
-import json
 import os
 import warnings
 
@@ -15,10 +14,10 @@ from tinycnn import ModelFormatError, load_model
 from tinycnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
 from tinycnn.preprocess import to_mnist
 
-from browser import running_server
 from test_cli_mistakes import one_error_line
 from test_hostile_round2 import run_example
-from test_serve import post, seven_png
+from test_io import rewrite
+from test_serve import post_seven_to, seven_png
 
 
 def bn_model():
@@ -27,20 +26,6 @@ def bn_model():
     model.preprocessing = {"scale": 1 / 255, "mean": 0.13, "std": 0.31}
     model.class_names = [str(i) for i in range(10)]
     return model
-
-
-def edited(path, out, meta=None, arrays=None):
-    """A copy of model file `path` at `out` with its __meta__ JSON or its arrays changed."""
-    with np.load(path, allow_pickle=False) as f:
-        entries = dict(f)
-    m = json.loads(str(entries["__meta__"]))
-    if meta:
-        meta(m)
-    entries["__meta__"] = np.array(json.dumps(m))
-    if arrays:
-        arrays(entries)
-    np.savez(out, **entries)
-    return out
 
 
 # -- a model that would not load again is not saved, and the file it would replace is kept ---
@@ -93,7 +78,7 @@ def test_numpy_numbers_in_preprocessing_are_saved_as_numbers(tmp_path):
 def test_batchnorm_settings_that_break_every_answer_are_refused(tmp_path, meta, message):
     """eps 1e300 is inf in float32: every prediction was the same 10% for each class."""
     good = bn_model().save(tmp_path / "m.npz")
-    bad = edited(good, tmp_path / "bad.npz", meta=lambda m: meta(m["architecture"][1]["config"]))
+    bad = rewrite(good, tmp_path / "bad.npz", meta_change=lambda m: meta(m["architecture"][1]["config"]))
     with pytest.raises(ModelFormatError, match=rf"^{bad}: layer 1 \(BatchNorm2D\) has bad arguments: {message}$"):
         load_model(bad)
 
@@ -101,7 +86,7 @@ def test_batchnorm_settings_that_break_every_answer_are_refused(tmp_path, meta, 
 def test_a_negative_running_variance_is_refused_on_load(tmp_path):
     """Was loaded; predict then printed NumPy warnings and a message naming no layer."""
     good = bn_model().save(tmp_path / "m.npz")
-    bad = edited(good, tmp_path / "bad.npz", arrays=lambda a: a["state/batchnorm2d_1/running_var"].__setitem__(
+    bad = rewrite(good, tmp_path / "bad.npz", arrays_change=lambda a: a["state/batchnorm2d_1/running_var"].__setitem__(
         slice(None), -0.5))
     with pytest.raises(ModelFormatError, match=r"state/batchnorm2d_1/running_var holds 2 negative values"):
         load_model(bad)
@@ -115,7 +100,7 @@ def test_sizes_beyond_any_image_are_refused_on_load(tmp_path, field, layer):
     """A stride of 2**64 + 1 loaded; the fast kernels then failed with "Int value is too large"."""
     model = tinycnn.Sequential([Conv2D(1, 2, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(2 * 13 * 13, 10)])
     path = model.save(tmp_path / "m.npz")        # no input shape: nothing else would catch it
-    bad = edited(path, tmp_path / "bad.npz", meta=lambda m: m["architecture"][layer]["config"].update(
+    bad = rewrite(path, tmp_path / "bad.npz", meta_change=lambda m: m["architecture"][layer]["config"].update(
         {field: [2**64 + 1, 1]}))
     kind = "Conv2D" if layer == 0 else "MaxPool2D"
     with pytest.raises(ModelFormatError, match=rf"^{bad}: layer {layer} \({kind}\)(: | has bad arguments: {kind} )"
@@ -128,7 +113,7 @@ def test_sizes_beyond_any_image_are_refused_on_load(tmp_path, field, layer):
 def test_big_endian_weights_are_named_as_such(tmp_path):
     """The message said the array had the right shape but the wrong dtype, '>f4' against floats."""
     good = bn_model().save(tmp_path / "m.npz")
-    bad = edited(good, tmp_path / "be.npz", arrays=lambda a: a.update(
+    bad = rewrite(good, tmp_path / "be.npz", arrays_change=lambda a: a.update(
         {"param/conv2d_0/W": a["param/conv2d_0/W"].astype(">f4")}))
     with pytest.raises(ModelFormatError) as err:
         load_model(bad)
@@ -147,14 +132,7 @@ def test_feature_maps_that_overflow_are_a_500_naming_the_layer():
     model.layers[0].params["W"][0] = 3e38
     model.layers[0].params["W"][1] = -3e38
     model.preprocessing = {"mean": 0.1, "std": 0.3}
-    previous = tinycnn.get_backend()
-    tinycnn.set_backend("numpy")
-    try:
-        with running_server(model, "inner") as url, warnings.catch_warnings():
-            warnings.simplefilter("error")                 # and no RuntimeWarning on stderr
-            status, answer = post(url, seven_png()[0])
-    finally:
-        tinycnn.set_backend(previous)
+    status, answer = post_seven_to(model)
     assert status == 500 and answer == {"error": "layer conv2d_0's feature maps is NaN or infinite for this "
                                                  "image; the model's weights are broken"}
 

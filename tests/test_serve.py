@@ -461,19 +461,25 @@ def test_one_image_decoded_at_a_time(url, monkeypatch):
     assert most[0] == 1
 
 
+def post_seven_to(broken):
+    """(status, answer) of a 7 posted to a server running `broken` on the NumPy kernels, as
+    `tinycnn serve` does; a RuntimeWarning (on the server's stderr) fails the test."""
+    previous = tinycnn.get_backend()
+    tinycnn.set_backend("numpy")
+    try:
+        with running_server(broken, "broken") as url, warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return post(url, seven_png()[0])
+    finally:
+        tinycnn.set_backend(previous)
+
+
 def test_infinite_outputs_are_a_500_not_invalid_json(model):
     """Finite weights can still overflow to an infinite logit. The answer was a 200 naming a
     digit, with NaN in its JSON (which no browser's JSON.parse accepts)."""
     broken = models.fastnet(seed=0)
     broken.layers[-1].params["W"][:] = 3e38
-    previous = tinycnn.get_backend()
-    tinycnn.set_backend("numpy")
-    try:
-        with running_server(broken, "broken") as url, warnings.catch_warnings():
-            warnings.simplefilter("error")                          # and no RuntimeWarning on stderr
-            status, answer = post(url, seven_png()[0])
-    finally:
-        tinycnn.set_backend(previous)
+    status, answer = post_seven_to(broken)
     assert status == 500 and answer == {"error": "the model's output is NaN or infinite for this image; "
                                                  "the model's weights are broken"}
 
