@@ -329,7 +329,7 @@ def build_parser():
     from .datasets import DATASETS
     from .models import ARCHITECTURES
     parser = OneLineParser(prog="tinycnn", description="tinycnn: a CNN library from scratch. "
-                     "Train, evaluate and use digit recognisers.")
+                           "Train, evaluate and use digit recognisers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     # Kept so that train's own checks (run.check_args) say "tinycnn train: error: ...".
