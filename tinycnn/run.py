@@ -119,8 +119,8 @@ def add_train_arguments(parser):
 
 def build_parser(prog=None):
     parser = OneLineParser(prog=prog, description="Train a CNN on MNIST (or a relative), evaluate it on "
-                     "the test set, save model.npz, metrics.json, history.json and figures, "
-                     "then reload the saved model and check it predicts the same.")
+                           "the test set, save model.npz, metrics.json, history.json and figures, "
+                           "then reload the saved model and check it predicts the same.")
     return add_train_arguments(parser)
 
 
