@@ -257,7 +257,9 @@ def test_cli_resume_from_a_damaged_history_is_one_line_before_training(numpy_bac
     assert code == 1 and "Traceback" not in err
     assert err.splitlines() == [f"error: fit: checkpoint {path}: its training state is incomplete or damaged "
                                 "(ValueError: history.seconds must have one entry per epoch done (1), got 0)"]
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()           # the folder the run made is not left behind
+    (tmp_path / "mine").mkdir()                       # one that was there before is kept
+    assert train_resume(path, tmp_path / "mine", capsys)[0] == 1 and (tmp_path / "mine").is_dir()
 
 
 def test_cli_prints_text_from_a_checkpoint_escaped(numpy_backend, run_checkpoint, tmp_path, capsys):

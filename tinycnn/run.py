@@ -5,6 +5,7 @@ function below, in the order they run:
     load_data -> build_model -> train -> evaluate -> save -> check_reload -> draw
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -154,6 +155,7 @@ def check_args(args, parser):
         _check_resume(args, parser)
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: exists and is not a folder")
+    args.made_out = args.out is None or not os.path.isdir(args.out)     # (a failed run removes it, if empty)
     try:
         if args.out is None:        # runs/<date-time>, made here: a run started the same second gets -2
             stamp = args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -462,7 +464,8 @@ def run(args):
     resumed = ", the epochs before --resume included" if args.resume else ""   # total: this process only
     speed = (f"{result['seconds_per_epoch']:.1f}s per epoch, {result['images_per_second']:,.0f} images/s"
              if None not in (result["seconds_per_epoch"], result["images_per_second"]) else "no epoch timed")
-    print(f"training: {train_seconds:.1f}s ({speed}{resumed}); total {result['total_seconds']:.1f}s")
+    total = "this command" if args.resume else "total"        # (a resumed run's training began earlier)
+    print(f"training: {train_seconds:.1f}s ({speed}{resumed}); {total} {result['total_seconds']:.1f}s")
     print(f"reloaded {model_path}: test accuracy {(reloaded_proba.argmax(1) == y_test).mean():.4f}, "
           "predictions identical to the trained model")
     saved = [name for name in ("model.npz", "metrics.json", "history.json", "checkpoint.npz")
@@ -509,6 +512,15 @@ def _written_since(folder, name, since):
         return False
 
 
+def _remove_if_empty(args):
+    """A failed run's --out folder, when this run made it and nothing was written there (a
+    damaged --resume checkpoint, say): removed, so the failure leaves nothing behind. A
+    folder that holds anything, or that was there before, is left alone (rmdir)."""
+    if getattr(args, "made_out", False):
+        with contextlib.suppress(OSError):
+            os.rmdir(args.out)
+
+
 def main_with_args(args):
     """Run the job for checked arguments; the exit status (errors printed as one line).
 
@@ -539,10 +551,12 @@ def main_with_args(args):
                 # (ValueError: --resume with the wrong file, say; printable: the message may
                 # quote the file, and a file must not drive the terminal or forge lines)
                 print(f"error: {printable(err)}", file=sys.stderr)
+                _remove_if_empty(args)
                 return 1
             if isinstance(err, OSError):                        # a full disk, say: one line, no traceback
                 where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
                 print(f"error: {printable(where)}", file=sys.stderr)
+                _remove_if_empty(args)
                 return 1
             raise
     if result["learned_nothing"]:
