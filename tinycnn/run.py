@@ -155,7 +155,7 @@ def check_args(args, parser):
         _check_resume(args, parser)
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: exists and is not a folder")
-    args.made_out = args.out is None or not os.path.isdir(args.out)     # (a failed run removes it, if empty)
+    made = args.out is None or not os.path.isdir(args.out)        # (a failed run removes it, if empty)
     try:
         if args.out is None:        # runs/<date-time>, made here: a run started the same second gets -2
             stamp = args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -167,6 +167,8 @@ def check_args(args, parser):
                 except FileExistsError:
                     args.out = f"{stamp}-{i}"
         os.makedirs(args.out, exist_ok=True)
+        if made:
+            _MADE_OUT.add(os.path.abspath(args.out))
         check_writable(args.out)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
@@ -512,11 +514,15 @@ def _written_since(folder, name, since):
         return False
 
 
+_MADE_OUT = set()       # --out folders check_args made (absolute paths); not kept in args, whose
+                        # every field is a setting (benchmarks/ablation.py compares them)
+
+
 def _remove_if_empty(args):
-    """A failed run's --out folder, when this run made it and nothing was written there (a
+    """A failed run's --out folder, when check_args made it and nothing was written there (a
     damaged --resume checkpoint, say): removed, so the failure leaves nothing behind. A
     folder that holds anything, or that was there before, is left alone (rmdir)."""
-    if getattr(args, "made_out", False):
+    if os.path.abspath(args.out) in _MADE_OUT:
         with contextlib.suppress(OSError):
             os.rmdir(args.out)
 
