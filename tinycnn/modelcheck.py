@@ -15,14 +15,13 @@ unread. Nothing is ever unpickled.
 import io
 import json
 import math
-import numbers
 import os
 import struct
 import zipfile
 
 import numpy as np
 
-from .layers.base import pair
+from .layers.base import is_real, is_whole, pair
 
 # Limits. tinycnn's largest bundled model (bnnet) holds 0.8 MB of weights; 64 MiB is 80 times
 # that, and bounds what any file can make a load allocate (raise it here for a bigger model).
@@ -204,12 +203,8 @@ def read_json(path, zf, entries, key, allow_nan=False):
     return value
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return is_real(value) and math.isfinite(value)
 
 
 def check_meta(path, meta, format_version, layer_types):
@@ -219,7 +214,7 @@ def check_meta(path, meta, format_version, layer_types):
         return ModelFormatError(f"{path}: __meta__ field {field} {why}")
 
     version = meta.get("format_version")
-    if not _is_int(version) or version < 1:
+    if not is_whole(version) or version < 1:
         raise bad("format_version", f"must be a positive integer, got {version!r}")
     if version > format_version:
         raise ModelFormatError(f"{path}: format version {version!r} is newer than this tinycnn "
@@ -239,7 +234,7 @@ def check_meta(path, meta, format_version, layer_types):
             raise bad(f"architecture[{i}].config", "must be an object")
     shape = meta.get("input_shape")
     if shape is not None and (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-                              or not all(_is_int(s) and 1 <= s <= 2**24 for s in shape)):
+                              or not all(is_whole(s) and 1 <= s <= 2**24 for s in shape)):
         raise bad("input_shape", f"must be a list of 1 to 3 integers in 1..{2**24}, got {shape!r}")
     prep = meta.get("preprocessing")
     if prep is not None:
@@ -267,7 +262,7 @@ def check_meta(path, meta, format_version, layer_types):
 
 def _positive(config, key, where):
     value = config.get(key)
-    if not _is_int(value) or value < 1:
+    if not is_whole(value) or value < 1:
         raise ModelFormatError(f"{where}: {key} must be a positive integer, got {value!r}")
     return value
 

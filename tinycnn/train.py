@@ -10,7 +10,6 @@ run resumed from a checkpoint reaches exactly the weights of an uninterrupted on
 """
 import itertools
 import math
-import numbers
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 
 from . import warmup
 from .io import load_checkpoint, save_checkpoint
+from .layers.base import is_real, is_whole
 from .runtime import one_thread_pool
 
 try:
@@ -145,14 +145,6 @@ def _damaged(path, err):
                       f"({type(err).__name__}: {err})")
 
 
-def _whole(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _shown(value):
     """A file's value in a message: repr (escapes control characters), at most 60 characters."""
     text = repr(value)
@@ -163,7 +155,7 @@ def _numbers(field, values):
     """A list of numbers at `field`, or a ValueError."""
     if not isinstance(values, list):
         raise ValueError(f"{field} must be a list, got {_shown(values)}")
-    if bad := [v for v in values if not _real(v)]:
+    if bad := [v for v in values if not is_real(v)]:
         raise ValueError(f"{field} must hold numbers, got {_shown(bad[0])}")
     return values
 
@@ -185,7 +177,7 @@ def _check_resumed(model, state, history, sums):
     are the file's over the defaults (a checkpoint from before the gradient norms were
     recorded lacks them). Raises ValueError naming the field."""
     for key in ("epoch", "step", "epochs", "steps_per_epoch", "best_epoch", "bad_epochs"):
-        if not _whole(state[key]):
+        if not is_whole(state[key]):
             raise ValueError(f"{key} must be a whole number, got {_shown(state[key])}")
     epoch, step, epochs, steps_per_epoch = (state[k] for k in ("epoch", "step", "epochs", "steps_per_epoch"))
     if epochs < 1 or steps_per_epoch < 1:
@@ -218,12 +210,12 @@ def _check_resumed(model, state, history, sums):
         raise ValueError(f"history.grad_norm_steps: its lists differ in length ({sorted(lengths)})")
 
     # sums: the running totals of the epoch in progress
-    if not (_real(sums["loss"]) and math.isfinite(sums["loss"])):        # (a loss of one's own may be < 0)
+    if not (is_real(sums["loss"]) and math.isfinite(sums["loss"])):        # (a loss of one's own may be < 0)
         raise ValueError(f"sums.loss must be a finite number, got {_shown(sums['loss'])}")
-    if not (_real(sums["seconds"]) and math.isfinite(sums["seconds"]) and sums["seconds"] >= 0):
+    if not (is_real(sums["seconds"]) and math.isfinite(sums["seconds"]) and sums["seconds"] >= 0):
         raise ValueError(f"sums.seconds must be a finite number >= 0, got {_shown(sums['seconds'])}")
     for key in ("correct", "seen", "steps"):
-        if not (_whole(sums[key]) and sums[key] >= 0):
+        if not (is_whole(sums[key]) and sums[key] >= 0):
             raise ValueError(f"sums.{key} must be a whole number >= 0, got {_shown(sums[key])}")
     # Mid-epoch (step > 0) the sums are divided by at the epoch's end: a real checkpoint has
     # counted the steps it ran (an old one has no steps; its norms restart at the resume).
@@ -235,11 +227,11 @@ def _check_resumed(model, state, history, sums):
     if sums["correct"] > sums["seen"]:
         raise ValueError(f"sums.correct ({sums['correct']}) must be at most sums.seen ({sums['seen']})")
     for name, total in _per_layer("sums.grad_norm", sums["grad_norm"], layers).items():
-        if not (_real(total) and math.isfinite(total) and total >= 0):
+        if not (is_real(total) and math.isfinite(total) and total >= 0):
             raise ValueError(f"sums.grad_norm.{name} must be a finite number >= 0, got {_shown(total)}")
 
     # best: the lowest validation loss so far (inf before any) and its epoch (-1 before any)
-    if not (_real(state["best_val_loss"]) and not math.isnan(state["best_val_loss"])):
+    if not (is_real(state["best_val_loss"]) and not math.isnan(state["best_val_loss"])):
         raise ValueError(f"best_val_loss must be a number, got {_shown(state['best_val_loss'])}")
     if not -1 <= state["best_epoch"] <= epoch:
         raise ValueError(f"best_epoch must be -1 to {epoch}, got {state['best_epoch']}")
@@ -318,7 +310,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     x, y = _check_data(x, y, "training data")
     if validation is not None:
         validation = _check_data(*validation, "validation data")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (epochs, batch_size)):
+    if not all(is_whole(v) for v in (epochs, batch_size)):
         raise ValueError(f"fit: epochs and batch_size must be whole numbers, got {epochs!r}, {batch_size!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")

@@ -1,10 +1,23 @@
 """What every layer shares: parameters, gradients, the forward cache and shape checks."""
+import numbers
+
 import numpy as np
 
 # Largest kernel size, stride or padding a layer accepts: the bound load_model already puts
 # on an input's sides. (A stride of 2**64 from a hand-edited file would otherwise load, then
 # fail inside the fast kernels with a message that names nothing.)
 MAX_SIZE = 2**24
+
+
+def is_whole(value):
+    """An integer, not a bool (JSON's `true` is no count, Python's True == 1 all the same)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value):
+    """A real number (NaN and infinity included), not a bool: a hand-edited file's `true` is
+    not a momentum of 1."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def pair(value, name):

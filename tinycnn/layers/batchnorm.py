@@ -2,14 +2,9 @@
 import numpy as np
 
 from .. import kernels
-from .base import Layer
+from .base import Layer, is_real
 
 EPS_RANGE = (float(np.finfo(np.float32).smallest_normal), 1.0)
-
-
-def _is_real(value):
-    """A real number, not a bool (a hand-edited file's `true` is not a momentum of 1)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 class _BatchNorm(Layer):
@@ -36,11 +31,11 @@ class _BatchNorm(Layer):
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
         self.num_features = int(num_features)
-        if not _is_real(momentum) or not 0 <= momentum <= 1:
+        if not is_real(momentum) or not 0 <= momentum <= 1:
             raise ValueError(f"{self.name}: momentum must be a number in [0, 1], got {momentum!r}")
         # eps is added to a float32 variance: below float32's smallest normal number it is
         # lost (1 / sqrt(0 + eps) overflows), above 1 it swamps the variance it guards.
-        if not _is_real(eps) or not EPS_RANGE[0] <= eps <= EPS_RANGE[1]:
+        if not is_real(eps) or not EPS_RANGE[0] <= eps <= EPS_RANGE[1]:
             raise ValueError(f"{self.name}: eps must be a number in [{EPS_RANGE[0]:.2g}, "
                              f"{EPS_RANGE[1]:g}], got {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
