@@ -2,6 +2,7 @@
 wrong, and a non-zero exit status, never a traceback. (More cases, with hostile files, are in
 test_hostile_files.py and test_hostile_data.py.)"""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -291,15 +292,28 @@ def test_the_total_time_counts_the_figures(numpy_backend, tmp_path, monkeypatch,
     assert printed.endswith(f"total {total:.1f}s")
 
 
-def test_a_picture_smaller_than_a_digits_box_is_read_with_a_note(model_file, tmp_path):
-    """A 5x5 picture was enlarged and read as '7 (95.4%)' with nothing said."""
-    from PIL import Image
+def test_a_digit_smaller_than_a_digits_box_or_a_dot_is_read_with_a_note(model_file, tmp_path):
+    """A 5x5 picture was enlarged and read as '7 (95.4%)' with nothing said; a 12-pixel digit
+    in a 200x200 picture, and a dot, were read without a word (the note looked at the
+    picture's size, not the digit's)."""
+    from PIL import Image, ImageDraw
     Image.fromarray(np.eye(5, dtype=np.uint8) * 255).save(tmp_path / "tiny.png")
+    corner = Image.new("L", (200, 200), 255)
+    corner.paste(Image.fromarray(255 - np.eye(12, dtype=np.uint8) * 255), (20, 30))
+    corner.save(tmp_path / "corner.png")
+    dot = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(dot).ellipse([120, 120, 150, 150], fill=0)
+    dot.save(tmp_path / "dot.png")
     digit_png(tmp_path / "full.png")
-    proc = tinycnn_cli("predict", model_file, "tiny.png", "full.png", cwd=tmp_path)
+    proc = tinycnn_cli("predict", model_file, "tiny.png", "corner.png", "dot.png", "full.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    tiny, full = proc.stdout.splitlines()
-    assert tiny.endswith("   (note: a 5x5 picture, enlarged to the 20x20 a digit fills: too small to read reliably)")
+    tiny, corner, dot, full = proc.stdout.splitlines()
+    assert tiny.endswith("   (note: the digit is 5x5 pixels, enlarged to the 20x20 box MNIST's digits fill: "
+                         "too small to read reliably)")
+    assert corner.endswith("   (note: the digit is 12x12 pixels, enlarged to the 20x20 box MNIST's digits fill: "
+                           "too small to read reliably)")
+    assert re.search(r"   \(note: its ink is one solid blob \(\d\d% of its 3\dx3\d box\), more a dot than "
+                     r"a digit's strokes\)$", dot), dot
     assert "note" not in full
 
 

@@ -9,6 +9,7 @@ Convention for every docs/*.md file (new chapters are picked up automatically):
 Run one chapter and see what each block prints:  python tests/test_docs.py docs/05-conv2d.md
 """
 import contextlib
+import os
 import io
 import re
 import subprocess
@@ -171,8 +172,8 @@ def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong
     status, out = check(wrong_version(tmp_path, name, old, new))
     assert status == 1
     assert re.search(rf"^\s*FAIL {wrong_array}\b", out, re.M), out
-    assert re.search(rf"^\s*worst at {wrong_array}\[[0-9, ]+\]: yours \S+, tinycnn's \S+$",
-                     out, re.M), out
+    assert re.search(rf"^\s*[1-9][0-9]* of [1-9][0-9]* elements differ; worst at {wrong_array}\[[0-9, ]+\]: "
+                     r"yours \S+, tinycnn's \S+$", out, re.M), out
     assert "Traceback" not in out
 
 
@@ -182,6 +183,8 @@ def test_a_wrong_solution_fails_naming_the_array(tmp_path, name, old, new, wrong
     ("conv2d_backward", "dW[f] +=", "dW[f] -=", "yours is -1 x tinycnn's everywhere: right but for the sign"),
     ("batchnorm_backward", "dxc += dvar * 2 * xc / N", "pass", None),
     ("sigmoid_backward", "return dy * s * (1 - s)", "return dy * s", None),
+    ("avgpool2d_backward", "/ kernel**2", "/ kernel", "yours is 2 x tinycnn's everywhere: right but for a constant "
+     "factor (a window's mean divides by its area, kernel * kernel: a /kernel, or no division?)"),
 ])
 def test_a_wrong_scale_is_named_as_one(tmp_path, name, old, new, says):
     """A constant factor (case 1 has N = 2) is named; other mistakes get no such line."""
@@ -191,6 +194,40 @@ def test_a_wrong_scale_is_named_as_one(tmp_path, name, old, new, says):
         assert "everywhere" not in out, out
     else:
         assert says in out, out
+
+
+def test_an_assignment_where_overlaps_add_up_is_pointed_at(tmp_path):
+    """`=` for `+=` passes the cases without overlaps: the failing cases say they overlap, and
+    how many elements are wrong (a few, not all)."""
+    for name, old, new in [("maxpool2d_backward", "dx[n, c, i0 + i, j0 + j] += ", "dx[n, c, i0 + i, j0 + j] = "),
+                           ("winograd_conv2d_backward", "dx[n, :, rows, cols] +=", "dx[n, :, rows, cols] =")]:
+        status, out = check(wrong_version(tmp_path, name, old, new))
+        cases = re.split(r"^case \d+: ", out, flags=re.M)[1:]
+        assert status == 1 and len(cases) == 3, out
+        for case in cases:
+            overlapping = "overlap" in case.splitlines()[0]
+            assert ("FAIL" in case) == overlapping, (name, case)
+            if overlapping:
+                wrong, total = map(int, re.search(r"(\d+) of (\d+) elements differ", case).groups())
+                assert 0 < wrong < total, case
+
+
+def test_the_copy_command_copies_the_stubs_once_and_keeps_answers(tmp_path):
+    """The command every exercise gives, run twice as a learner would (once per chapter):
+    the stubs land flat in the folder, without the solutions, and a filled-in one is kept
+    (`cp -r` had copied the solutions, then nested a second copy inside the first)."""
+    command = "mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/"
+    for where in [ROOT / "README.md", ROOT / "docs" / "README.md", ROOT / "docs" / "02-dense.md",
+                  *sorted(EXERCISES.glob("*.py"))]:
+        assert command in where.read_text(), where
+    env = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, check=True)
+    mine = tmp_path / "tinycnn-exercises" / "dense_backward.py"
+    mine.write_text("# my answer\n")
+    subprocess.run(["bash", "-c", command], cwd=ROOT, env=env)      # (-n: status differs by coreutils)
+    assert sorted(p.name for p in (tmp_path / "tinycnn-exercises").iterdir()) == \
+        sorted(p.name for p in EXERCISES.glob("*.py")) == sorted(f"{name}.py" for name in exercises.EXERCISES)
+    assert mine.read_text() == "# my answer\n"
 
 
 def test_wrong_shape_and_exceptions_are_one_line_each(tmp_path):
@@ -224,7 +261,7 @@ def test_checker_says_which_file_it_cannot_use(tmp_path, capsys):
     assert "dense_backward.py: no such file (the stub to copy and fill in is docs/exercises/dense_backward.py)" \
         in capsys.readouterr().err
     assert exercises.main(["dense_backward"]) == 2                     # the name alone
-    assert capsys.readouterr().err == ("error: dense_backward: no such file (the stub to copy and fill in is "
+    assert capsys.readouterr().err == ("python -m tinycnn.exercises: error: dense_backward: no such file (the stub to copy and fill in is "
                                        "docs/exercises/dense_backward.py)\n")
     (tmp_path / "sigmoid_backward.py").write_text("def sigmoid_backward(x, dy):\n    return (\n")
     assert exercises.main([str(tmp_path / "sigmoid_backward.py")]) == 1

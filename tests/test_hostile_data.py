@@ -345,7 +345,7 @@ def test_train_does_not_fall_back_on_a_corrupt_user_file(tmp_path, mnist_dir):
     status, line = cli_one_line(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"],
                                 env={"TINYCNN_DATA_DIR": str(folder)}, case="train, corrupt user file")
     assert status == 1
-    assert line.startswith(f"error: {folder / TRAIN_IMAGES}: checksum mismatch: expected .gz SHA-256 ")
+    assert line.startswith(f"tinycnn train: error: {folder / TRAIN_IMAGES}: checksum mismatch: expected .gz SHA-256 ")
     assert snapshot(folder) == before
     assert not (tmp_path / "run" / "model.npz").exists()
 

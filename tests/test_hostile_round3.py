@@ -68,7 +68,7 @@ def test_a_fifo_given_to_resume_or_to_the_exercise_checker_is_named(tmp_path, ca
     fifo = tmp_path / "dense_backward.py"
     os.mkfifo(fifo)
     assert exercises.main([str(fifo)]) == 2
-    assert capsys.readouterr().err == (f"error: {fifo}: is a FIFO (named pipe), not a Python file (the stub to copy "
+    assert capsys.readouterr().err == (f"python -m tinycnn.exercises: error: {fifo}: is a FIFO (named pipe), not a Python file (the stub to copy "
                                        "and fill in is docs/exercises/dense_backward.py)\n")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinycnn
-from tinycnn import optim, train
+from tinycnn import optim, run, train
 from tinycnn.io import load_checkpoint
 from tinycnn.layers import Dense, Flatten
 from tinycnn.losses import SoftmaxCrossEntropy
@@ -255,7 +255,7 @@ def test_cli_resume_from_a_damaged_history_is_one_line_before_training(numpy_bac
     path = edited(run_checkpoint, tmp_path / "ck_D.npz", "history.seconds", [])
     code, err = train_resume(path, tmp_path / "out", capsys)
     assert code == 1 and "Traceback" not in err
-    assert err.splitlines() == [f"error: fit: checkpoint {path}: its training state is incomplete or damaged "
+    assert err.splitlines() == [f"{run.build_parser().prog}: error: fit: checkpoint {path}: its training state is incomplete or damaged "
                                 "(ValueError: history.seconds must have one entry per epoch done (1), got 0)"]
     assert not (tmp_path / "out").exists()           # the folder the run made is not left behind
     (tmp_path / "mine").mkdir()                       # one that was there before is kept

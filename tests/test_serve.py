@@ -158,7 +158,21 @@ def test_predict_answers_what_the_model_computes(url, model):
         assert (np.abs(expected) > m["scale"]).mean() <= 0.011
     no_ink = seen.ravel() == 0                                       # no ink, no push
     assert np.all(unpack(answer["ink_times_gradient"]["data"])[no_ink] == 128)
-    assert 0 < answer["seconds"] < 30
+    assert 0 < answer["seconds"] < 30 and answer["note"] is None
+
+
+def test_predict_notes_a_dot_and_a_tiny_digit(url):
+    """The page read a dot as '0, 100% sure' with nothing said: the JSON carries
+    preprocess.read_digit's note, and the page shows it."""
+    from PIL import Image, ImageDraw
+    dot = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(dot).ellipse([120, 120, 142, 142], fill=0)
+    tiny = Image.fromarray(255 - np.eye(9, dtype=np.uint8) * 255)
+    for picture, expected in ((dot, "its ink is one solid blob ("), (tiny, "the digit is 9x9 pixels, enlarged")):
+        png = io.BytesIO()
+        picture.save(png, format="PNG")
+        status, answer = post(url, png.getvalue())
+        assert status == 200 and answer["note"].startswith(expected), answer.get("note")
 
 
 def test_data_urls_raw_and_in_json_give_the_same_answer(url):

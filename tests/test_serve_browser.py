@@ -119,6 +119,13 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
             driver.find_element("id", "undo").click()
             wait_idle(driver)
             after_undo = panels(driver)
+            # A dot (one click): the model still answers, and the page says what it read.
+            driver.find_element("id", "clear").click()
+            wait_idle(driver)
+            draw(driver, [np.array([[0.5, 0.5]])])
+            wait_for(driver, "return window.tinycnn.last && window.tinycnn.last.note !== null")
+            wait_idle(driver)
+            dot = panels(driver)
             logs = driver.get_log("browser")
     finally:
         tinycnn.set_backend(previous)
@@ -133,7 +140,8 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     assert "looks blank" in refused["status"] and refused["predicted"] is None and refused["timing"] == ""
     assert refused["input"] == [28, True] and max(refused["bars"]) == 0
     assert white_on_clear["predicted"] == "5" and white_on_clear["status"] == ""
-    assert before == "4" and after_undo["predicted"] != "4"
+    assert before == "4" and after_undo["predicted"] != "4" and after_undo["status"] == ""
+    assert dot["predicted"] is not None and dot["status"].startswith("Note: its ink is one solid blob ("), dot
 
     # Every panel rendered: ten bars summing to ~100%, the 28x28 input, the saliency map, and
     # every convolution's maps (fastnet: 24 of 24x24, 32 of 8x8), each with its explanation.

@@ -81,6 +81,28 @@ def test_mnist_form_passes_unchanged(mnist_dir):
         np.testing.assert_array_equal(to_mnist(a), a.astype(np.float32) / 255)
 
 
+def test_read_digit_notes_dots_and_tiny_digits_but_not_digits(mnist_dir):
+    """read_digit's note: none for pen-drawn digits or for MNIST digits enlarged 4x on a
+    larger sheet; one for a dot, and for a digit under 20 px."""
+    from tinycnn.preprocess import read_digit
+    rng = np.random.default_rng(3)
+    for digit in range(10):
+        for _ in range(3):
+            picture = sketch.render(sketch.digit_strokes(digit, rng), rng)
+            frame, note = read_digit(picture)
+            assert note is None, (digit, note)
+            np.testing.assert_array_equal(frame, to_mnist(picture))
+    _, (xt, _) = datasets.load_mnist(data_dir=mnist_dir, download=False)
+    notes = [read_digit(np.pad(np.kron(a, np.ones((4, 4), np.uint8)), 20))[1] for a in xt[:200]]
+    assert notes.count(None) == 200, [n for n in notes if n]
+    dot = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(dot).ellipse([100, 100, 122, 122], fill=0)
+    assert read_digit(dot)[1].startswith("its ink is one solid blob (")
+    half = Image.fromarray(np.asarray(paper_digit("L"))[::25, ::25])      # the "1", 17 px tall
+    assert read_digit(half)[1].startswith("the digit is ")
+    assert "x17 pixels, enlarged to the 20x20 box" in read_digit(half)[1]
+
+
 def test_noise_is_ignored():
     rng = np.random.default_rng(0)
     rgb = np.asarray(paper_digit("L")).astype(np.float32)

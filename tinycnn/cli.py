@@ -108,13 +108,13 @@ def predict_images(model, paths, show_dir=None, report=None):
     path, digit, probability, top3; failures: list of (path, reason). report(result, failure),
     when given, is called as each file is done (one of the two is None): a long run shows
     its progress (with --show, a figure takes ~0.2 s)."""
-    from .preprocess import open_image, to_mnist
+    from .preprocess import open_image, read_digit
     results, failures = [], []
     report = report or (lambda result, failure: None)
     for path, figure in zip(paths, figure_names(paths)):
         try:
             picture = open_image(path)          # bounded memory; refuses pipes and huge files
-            small = to_mnist(picture)
+            small, note = read_digit(picture)
         except (ValueError, OSError) as err:
             failures.append((path, str(err).split(": ", 1)[-1] if str(path) in str(err) else str(err)))
             report(None, failures[-1])
@@ -124,9 +124,8 @@ def predict_images(model, paths, show_dir=None, report=None):
         top = np.argsort(-proba)[:3]
         result = {"path": path, "digit": names[top[0]], "probability": float(proba[top[0]]),
                   "top3": [(names[k], float(proba[k])) for k in top], "input": small, "proba": proba}
-        if max(picture.size) < 20:          # MNIST's digits fill a 20x20 box: this one was enlarged
-            result["note"] = (f"a {picture.size[0]}x{picture.size[1]} picture, enlarged to the 20x20 "
-                              "a digit fills: too small to read reliably")
+        if note:
+            result["note"] = note
         results.append(result)
         if show_dir is not None:
             from .plotting import plot_prediction
@@ -385,7 +384,7 @@ def main(argv=None):
     try:
         if args.command == "train":
             run.check_args(args, parser.train_parser)
-            status = run.main_with_args(args)
+            status = run.main_with_args(args, parser.train_parser.prog)
         else:
             status = _command(args)
         sys.stdout.flush()         # (inside the try: a closed pipe shows here, not at exit)

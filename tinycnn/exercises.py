@@ -1,4 +1,5 @@
-"""Check an exercise from docs/exercises, on your copy of it (`cp -r docs/exercises ~/tinycnn-exercises`):
+"""Check an exercise from docs/exercises, on your copy of it
+(`mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/`):
 
     python -m tinycnn.exercises ~/tinycnn-exercises/<name>.py
 
@@ -47,6 +48,8 @@ class Exercise:
     outputs: tuple     # names of the returned arrays, in order; the first is the input's
     cases: object      # rng -> [(layer or loss, x, labels or None)]
     call: object       # (fn, layer, x, dy or labels) -> what fn returns
+    # what a gradient right but for a constant factor usually means here
+    scale_hint: str = "a sum where a mean belongs, or a missing or extra /N?"
 
 
 def _well_separated(rng, shape):
@@ -131,7 +134,8 @@ EXERCISES = {
     "avgpool2d_backward": Exercise(
         "06-pooling.md", "avgpool2d_backward(x, dy, kernel, stride) -> dx", ("dx",),
         _pool_cases(AvgPool2D),
-        lambda fn, layer, x, dy: fn(x, dy, layer.kernel_size[0], layer.stride[0])),
+        lambda fn, layer, x, dy: fn(x, dy, layer.kernel_size[0], layer.stride[0]),
+        "a window's mean divides by its area, kernel * kernel: a /kernel, or no division?"),
     "batchnorm_backward": Exercise(
         "07-batchnorm.md", "batchnorm_backward(x, gamma, dy, eps) -> (dx, dgamma, dbeta)",
         ("dx", "dgamma", "dbeta"), _batchnorm_cases,
@@ -147,10 +151,17 @@ class ExerciseError(Exception):
         self.array = array
 
 
-def _describe(obj, x):
+def _describe(obj, x, winograd=False):
+    """The case line. It says when pooling windows or Winograd's input tiles overlap: where
+    an `=` in place of `+=` first goes wrong."""
     if isinstance(obj, SoftmaxCrossEntropy):
         return f"SoftmaxCrossEntropy() on logits of shape {x.shape}"
-    return f"{obj!r} on x of shape {x.shape}"
+    overlap = ""
+    if isinstance(obj, (MaxPool2D, AvgPool2D)) and obj.stride[0] < obj.kernel_size[0]:
+        overlap = " (its windows overlap: an input can get gradient from several)"
+    elif winograd and x.shape[-1] > 4:
+        overlap = " (several 2x2 output tiles, whose 4x4 input tiles overlap)"
+    return f"{obj!r} on x of shape {x.shape}{overlap}"
 
 
 def _learner_error(err, path):
@@ -233,10 +244,15 @@ def _relative_error(a, b):
 
 
 def _worst_element(name, mine, theirs):
-    """Where mine is furthest from tinycnn's array, and both values there: a place to look."""
-    index = np.unravel_index(np.argmax(_relative_errors(mine, theirs)), mine.shape)
+    """How many elements are wrong, and where mine is furthest from tinycnn's array with both
+    values there: a place to look (a few wrong elements where windows overlap suggest an
+    `=` where `+=` belongs)."""
+    errors = _relative_errors(mine, theirs)
+    index = np.unravel_index(np.argmax(errors), mine.shape)
     where = ", ".join(str(int(i)) for i in index)
-    return f"worst at {name}[{where}]: yours {mine[index]:.4g}, tinycnn's {theirs[index]:.4g}"
+    wrong = int((errors >= TINYCNN_TOL).sum())
+    return (f"{wrong} of {errors.size} elements differ; worst at {name}[{where}]: yours {mine[index]:.4g}, "
+            f"tinycnn's {theirs[index]:.4g}")
 
 
 def _constant_ratio(mine, theirs):
@@ -269,7 +285,7 @@ def check(exercise, fn, path, seed=0):
     failed = []
     rng = np.random.default_rng(seed)
     for number, (obj, x, labels) in enumerate(exercise.cases(rng), 1):
-        print(f"case {number}: {_describe(obj, x)}")
+        print(f"case {number}: {_describe(obj, x, exercise is EXERCISES['winograd_conv2d_backward'])}")
         dy_or_labels, reference = _tinycnn_gradients(obj, x, labels, rng)
         try:
             mine = _run(exercise, fn, path, obj, x, dy_or_labels)
@@ -295,7 +311,7 @@ def check(exercise, fn, path, seed=0):
                     print("       yours is -1 x tinycnn's everywhere: right but for the sign")
                 elif scale is not None:
                     print(f"       yours is {scale:.4g} x tinycnn's everywhere: right but for a constant factor "
-                          f"(a sum where a mean belongs, or a missing or extra /N?)")
+                          f"({exercise.scale_hint})")
     return failed
 
 
@@ -324,13 +340,13 @@ def main(argv=None):
     path = Path(args.path)
     name = path.stem
     if name not in EXERCISES:
-        print(f"error: {path.name}: not an exercise name; the exercises are "
+        print(f"{parser.prog}: error: {path.name}: not an exercise name; the exercises are "
               f"{', '.join(sorted(EXERCISES))} (the file name says which one)", file=sys.stderr)
         return 2
     if not path.is_file():
         kind = describe_non_file(path)
         what = f"is {kind}, not a Python file" if kind else "no such file"
-        print(f"error: {path}: {what} (the stub to copy and fill in is docs/exercises/{name}.py)",
+        print(f"{parser.prog}: error: {path}: {what} (the stub to copy and fill in is docs/exercises/{name}.py)",
               file=sys.stderr)
         return 2
     exercise = EXERCISES[name]

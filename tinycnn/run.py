@@ -480,7 +480,7 @@ def main(argv=None, prog=None):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     check_args(args, parser)
-    return main_with_args(args)
+    return main_with_args(args, parser.prog)
 
 
 class _CtrlC:
@@ -527,8 +527,9 @@ def _remove_if_empty(args):
             os.rmdir(args.out)
 
 
-def main_with_args(args):
-    """Run the job for checked arguments; the exit status (errors printed as one line).
+def main_with_args(args, prog="tinycnn train"):
+    """Run the job for checked arguments; the exit status (errors printed as one line,
+    "PROG: error: ...", as argparse prints the arguments' errors).
 
     A run that ends at chance level exits with status 1 after saving everything: a script
     that chains `tinycnn train && ...` must not go on with a model that guesses, and the
@@ -556,12 +557,12 @@ def main_with_args(args):
                                 datasets.IDXFormatError, datasets.DataDirError, ModelFormatError, ValueError)):
                 # (ValueError: --resume with the wrong file, say; printable: the message may
                 # quote the file, and a file must not drive the terminal or forge lines)
-                print(f"error: {printable(err)}", file=sys.stderr)
+                print(f"{prog}: error: {printable(err)}", file=sys.stderr)
                 _remove_if_empty(args)
                 return 1
             if isinstance(err, OSError):                        # a full disk, say: one line, no traceback
                 where = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
-                print(f"error: {printable(where)}", file=sys.stderr)
+                print(f"{prog}: error: {printable(where)}", file=sys.stderr)
                 _remove_if_empty(args)
                 return 1
             raise

@@ -15,6 +15,8 @@ It answers
      "layers":   [{"name", "kernel_size", "count", "width", "height", "scale", "data": b64}],
      "saliency": {"width": 28, "height": 28, "scale", "data": b64},   d score / d pixel
      "ink_times_gradient": {... the same},                            pixel * saliency
+     "note":     null, or why the reading deserves less trust (preprocess.read_digit: a
+                 digit enlarged from under 20 px, or a dot rather than strokes),
      "seconds", "cpu_seconds": wall-clock and CPU time spent on this request in the server}
 where each "data" is base64 of uint8 values, row-major (maps one after another). "input" is
 0 (black) to 255 (ink). Feature maps and saliency are signed: 128 is zero and 0 / 255 are
@@ -367,16 +369,17 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(500, "internal error (see the server's output)")
 
     def _predict(self):
-        from .preprocess import to_mnist
+        from .preprocess import read_digit
         started, cpu = time.perf_counter(), time.thread_time()
         body = self._read_body()
         with self.server.lock:            # also the decoding: one image's pixels in memory at a time
             image = decode_image(body, self.headers.get("Content-Type", ""))
             try:
-                seen = to_mnist(image)
+                seen, note = read_digit(image)
             except ValueError as err:
                 raise BadRequest(str(err).removeprefix("to_mnist: ")) from None
             out = prediction_json(self.server.model, seen)
+        out["note"] = note
         out["seconds"] = round(time.perf_counter() - started, 4)
         out["cpu_seconds"] = round(time.thread_time() - cpu, 4)      # this thread's CPU time
         return out

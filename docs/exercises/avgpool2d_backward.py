@@ -2,7 +2,7 @@
 
 y[n, c, a, b] = mean of x[n, c, a*s : a*s + k, b*s : b*s + k]
 Work on a copy, keeping the name (the checker knows the exercise by it):
-    cp -r docs/exercises ~/tinycnn-exercises
+    mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/
 Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/avgpool2d_backward.py
 """
 import numpy as np

@@ -3,7 +3,7 @@
 mu = mean(x, axis 0); xc = x - mu; var = mean(xc^2, axis 0); inv_std = 1 / sqrt(var + eps)
 xhat = xc * inv_std; y = gamma * xhat + beta     (x: (N, D); beta does not affect dx)
 Work on a copy, keeping the name (the checker knows the exercise by it):
-    cp -r docs/exercises ~/tinycnn-exercises
+    mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/
 Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/batchnorm_backward.py
 """
 import numpy as np

@@ -3,7 +3,7 @@
 y[n, f, a, b] = bias[f] + sum_{c,i,j} W[f, c, i, j] * xpad[n, c, a*s + i, b*s + j]
 (xpad: x with `padding` zeros on every side; s: the stride).
 Work on a copy, keeping the name (the checker knows the exercise by it):
-    cp -r docs/exercises ~/tinycnn-exercises
+    mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/
 Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/conv2d_backward.py
 """
 import numpy as np

@@ -1,7 +1,7 @@
 """Exercise (docs/03-activations.md): write the backward pass of Sigmoid, s = 1 / (1 + exp(-x)).
 
 Work on a copy, keeping the name (the checker knows the exercise by it):
-    cp -r docs/exercises ~/tinycnn-exercises
+    mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/
 Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/sigmoid_backward.py
 """
 import numpy as np

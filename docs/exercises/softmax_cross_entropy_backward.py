@@ -2,7 +2,7 @@
 
 L = -(1/N) sum_n log p[n, labels[n]],  p[n] = softmax(logits[n]).
 Work on a copy, keeping the name (the checker knows the exercise by it):
-    cp -r docs/exercises ~/tinycnn-exercises
+    mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/
 Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/softmax_cross_entropy_backward.py
 """
 import numpy as np

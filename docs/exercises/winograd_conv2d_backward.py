@@ -2,7 +2,7 @@
 padding) computed by Winograd F(2x2, 3x3): every step of the forward pass, transposed.
 
 Work on a copy, keeping the name (the checker knows the exercise by it):
-    cp -r docs/exercises ~/tinycnn-exercises
+    mkdir -p ~/tinycnn-exercises && cp -n docs/exercises/*.py ~/tinycnn-exercises/
 Check it:  python -m tinycnn.exercises ~/tinycnn-exercises/winograd_conv2d_backward.py
 
 The forward pass, for output tile (ta, tb) of image n (a 2x2 block of y), reads the 4x4

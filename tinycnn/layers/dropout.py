@@ -11,7 +11,7 @@ class Dropout(Layer):
     forward:  training: y = x * mask, mask = (u >= p) / (1 - p), u ~ U[0, 1)
               eval:     y = x
     backward: dx = dy * mask (eval: dx = dy)
-    caches:   mask (None in eval)
+    caches:   (mask,), or (None,) in eval
     rng:      the model's generator (set by Sequential), so runs are reproducible.
     """
 

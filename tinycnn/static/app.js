@@ -271,8 +271,8 @@ function show(answer) {
   }
   showLayers(answer.layers);
   const status = document.getElementById("status");
-  status.className = "explain";
-  status.textContent = "";
+  status.className = answer.note ? "explain note" : "explain";
+  status.textContent = answer.note ? `Note: ${answer.note}.` : "";
 }
 
 function blankPanels() {
