@@ -115,7 +115,7 @@ def test_a_cold_fit_trains_on_python_threads_until_the_background_compile_is_don
         tinycnn.fit(model, SoftmaxCrossEntropy(), tinycnn.optim.SGD(model, 0.01), x, labels, epochs=1, batch_size=8,
                     progress=False, log=lines.append)
         assert started == [model] and modes and set(modes) == {"python"}
-        assert lines[0] == "compiling fast kernels (first run only) ..."
+        assert lines[0] == "compiling the fast kernels this model uses (once: Numba caches them) ..."
         held[0] = False
         parallel._next_check = 0.0
         modes.clear()

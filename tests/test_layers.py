@@ -137,6 +137,30 @@ def test_gradcheck_leaves_the_layer_untouched():
     np.testing.assert_array_equal(layer.params["W"], before)
 
 
+def test_gradcheck_says_when_it_compiles(capsys):
+    """A first gradcheck on the fast kernels compiled for 20-40 s without a word: one line
+    on stderr says so, once, and a check that compiles nothing says nothing."""
+    from numba import njit
+
+    @njit
+    def double(a):                       # a kernel of its own: compiled at its first call
+        return a * 2
+
+    class Doubling(ReLU):
+        def forward(self, x, training=False):
+            return double(x)
+
+        def backward(self, dy):
+            return dy * 2
+
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    assert gradcheck(Doubling(), x).max_rel_error < TOL
+    err = capsys.readouterr().err
+    assert err.count("gradcheck: compiling float64 fast kernels (once: Numba caches them;") == 1, err
+    assert gradcheck(Doubling(), x).max_rel_error < TOL
+    assert capsys.readouterr().err == ""
+
+
 # -- behaviour beyond gradients ----------------------------------------------------------
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():

@@ -87,3 +87,34 @@ def test_a_failed_figure_write_leaves_the_previous_file_whole(tmp_path):
     assert child.stdout.split() == ["OSError", "27"], child.stderr            # EFBIG
     assert target.read_bytes() == b"the previous run's figure"
     assert os.listdir(tmp_path / "run") == ["confusion_matrix.png"]                  # no temporary file left
+
+
+def test_colour_images_are_drawn_in_colour_and_channels_last_is_refused(tmp_path):
+    """A 3-channel dataset was drawn as its first channel in grey (a blue square looked like
+    noise), and channels-last images as strips a pixel wide, without a word."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((6, 3, 16, 16), np.float32)
+    for i in range(6):
+        images[i, i % 3, 4:12, 4:12] = 1.0              # a red, green or blue square
+    images = (images - 0.2) / 0.4                       # standardised: negative values too
+    y = np.arange(6) % 3
+    proba = np.eye(3)[y]
+    fig = plotting.plot_predictions(images, y, proba, path=tmp_path / "rgb.png", what="training images")
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (16, 16, 3) and shown.min() == 0 and shown.max() == 1
+    first = np.asarray(shown)
+    assert fig._suptitle.get_text() == "Predictions on random training images: 6/6 right"
+    assert (first[8, 8] == 1).sum() == 1 and first[0, 0].tolist() == [0, 0, 0]    # one colour, on black
+    with pytest.raises(ValueError, match=r"got shape \(6, 16, 16, 3\) \(channels last\? np.moveaxis\(x, -1, 1\)"):
+        plotting.plot_predictions(np.moveaxis(images, 1, -1), y, proba)
+
+
+def test_feature_maps_of_uint8_pixels_go_through_preprocess():
+    """plot_feature_maps cast 0-255 pixels straight to float: maps of a 255x brighter input."""
+    model = convnet()
+    model.preprocessing = {"mean": 0.1307, "std": 0.3081}
+    image = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    from_uint8 = plotting.plot_feature_maps(model, image)
+    from_float = plotting.plot_feature_maps(model, model.preprocess(image[None])[0])
+    for a, b in zip(from_uint8.axes, from_float.axes):
+        np.testing.assert_array_equal(a.images[0].get_array(), b.images[0].get_array())

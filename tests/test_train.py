@@ -194,7 +194,8 @@ def test_resume_on_other_data_says_so_not_that_the_checkpoint_is_damaged(tmp_pat
         fit(again, SoftmaxCrossEntropy(), optim.Adam(again), x[:16], y[:16], epochs=1, batch_size=8,
             resume=path, log=None)
     assert str(err.value) == (f"fit: checkpoint {path} was made with 1 epoch of 5 steps, this run has 1 of 2; "
-                              "resume with the same data, epochs and batch size")
+                              "resume finishes an interrupted run, with the same data, epochs and batch size. "
+                              + tinycnn.train.TRAIN_FURTHER)
 
 
 def test_nan_inputs_and_labels_past_the_outputs_are_refused_before_training():

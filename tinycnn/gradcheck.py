@@ -11,6 +11,7 @@ the floor stops two gradients that are both zero (up to rounding) from dividing 
 noise.
 """
 import copy
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,7 +60,19 @@ def gradcheck(obj, x, labels=None, loss=None, training=True, h=1e-5, floor=1e-4,
     training: forwarded to the forward pass (batchnorm statistics, dropout)
     max_checks: check at most this many randomly chosen elements per array (None: all)
     Returns a GradcheckResult; obj itself is not modified (a float64 copy is checked).
+    It checks the current backend's kernels. On "numba", the first check of a layer compiles
+    float64 versions of its fast kernels (10-40 s once; a line on stderr says so), which
+    set_backend("numpy") skips.
     """
+    from .warmup import saying_when_compiling
+    with saying_when_compiling(lambda: print(
+            "gradcheck: compiling float64 fast kernels (once: Numba caches them; "
+            'tinycnn.set_backend("numpy") checks the reference kernels without compiling) ...',
+            file=sys.stderr, flush=True)):
+        return _gradcheck(obj, x, labels, loss, training, h, floor, seed, max_checks)
+
+
+def _gradcheck(obj, x, labels, loss, training, h, floor, seed, max_checks):
     rng = np.random.default_rng(seed)
     x = np.array(x, dtype=np.float64)
     is_loss = isinstance(obj, SoftmaxCrossEntropy)

@@ -26,6 +26,14 @@ class Sequential:
     run is reproducible. When None, layers keep their own initialisation.
     input_shape: per-example input shape, e.g. (1, 28, 28); when given, shapes are
     checked now (else at the first forward) and `summary()` can print output shapes.
+
+    Two attributes are saved with the model (save / load_model) for whoever uses it next:
+    preprocessing: {"mean": m, "std": s} on the 0-1 scale, or {}: what `preprocess` applies
+        after scaling uint8 images to [0, 1]. Set it when you standardise the training data
+        (m, s from datasets.standardize): a reloaded model then prepares new images the same
+        way. (The main job also records "scale": 1/255, the uint8 scaling, for reading.)
+    class_names: one name per output (e.g. ["0", ..., "9"]), shown by predictions and
+        plots, or None.
     """
 
     MAX_INFERENCE_SLICE = 256
@@ -37,13 +45,10 @@ class Sequential:
                 raise TypeError(f"Sequential: item {i} is {type(layer).__name__}, not a Layer")
         self.names = [f"{type(layer).__name__.lower()}_{i}" for i, layer in enumerate(self.layers)]
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.set_rng(np.random.default_rng(seed))
         if seed is not None:
             for layer in self.layers:
                 layer.reset_parameters(self.rng)
-        for layer in self.layers:
-            if hasattr(layer, "rng"):
-                layer.rng = self.rng          # dropout masks come from the model's generator
         self.training = False
         self._fused = {}
         self.input_shape = None
@@ -51,6 +56,13 @@ class Sequential:
         self.class_names = None
         if input_shape is not None:
             self.build(input_shape)
+
+    def set_rng(self, rng):
+        """Make `rng` the model's generator, from which dropout draws its masks."""
+        self.rng = rng
+        for layer in self.layers:
+            if hasattr(layer, "rng"):
+                layer.rng = rng
 
     # -- shapes ------------------------------------------------------------------------
     def output_shapes(self, input_shape):
@@ -78,6 +90,10 @@ class Sequential:
         training = self.training if training is None else training
         x = self._as_input(x)
         if self.input_shape != x.shape[1:]:
+            if self.input_shape is not None and x.shape in (self.input_shape, self.input_shape[1:]):
+                raise ValueError(f"the input has shape {x.shape}: one example of this model's input "
+                                 f"{self.input_shape}, not a batch of them; pass x[None] (one (H, W) image: "
+                                 "model.preprocess(image[None]) adds the channel axis too)")
             self.build(x.shape[1:])
         layers = self.layers
         self._fused = {}      # layers run as one step: last one's index -> (first's, state)

@@ -229,7 +229,10 @@ def check_meta(path, meta, format_version, layer_types):
         kind = spec.get("type") if isinstance(spec, dict) else None
         if not isinstance(kind, str) or kind not in layer_types:
             raise ModelFormatError(f"{path}: layer {i} has unknown type {kind!r}; known: "
-                                   + ", ".join(sorted(layer_types)))
+                                   + ", ".join(sorted(layer_types))
+                                   + (f" (a layer class of your own: register it first, "
+                                      f"tinycnn.layers.LAYER_TYPES[{kind!r}] = {kind})"
+                                      if isinstance(kind, str) and kind.isidentifier() else ""))
         if not isinstance(spec.get("config", {}), dict):
             raise bad(f"architecture[{i}].config", "must be an object")
     shape = meta.get("input_shape")

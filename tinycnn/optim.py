@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules.
+"""Optimisers (SGD, Adam, AdamW); the learning-rate schedules are in tinycnn.schedules.
 
 Every update is done in place on the parameter arrays, in their own dtype (float32), with
 scratch buffers allocated once: a step allocates nothing the size of a parameter. Adam's
@@ -18,6 +18,10 @@ def _collect(params):
         params = params.parameters()
     out = []
     for i, item in enumerate(params):
+        if not isinstance(item, (tuple, list)):
+            raise TypeError(f"optimiser params must be the model itself (e.g. Adam(model)), "
+                            f"model.parameters() or (layer, name, param, grad) tuples; item {i} is "
+                            f"a {type(item).__name__}")
         if len(item) == 4:
             key, param, grad = f"{item[0]}.{item[1]}", item[2], item[3]
         elif len(item) == 2:

@@ -19,8 +19,20 @@ def _save(fig, path):
 
 
 def _images(x):
-    """(N, 1, H, W) or (N, H, W) -> (N, H, W) for display."""
+    """(N, 1, H, W) or (N, H, W) -> (N, H, W) for display in grey; (N, 3, H, W) -> (N, H, W, 3)
+    in colour, each image stretched to [0, 1] (imshow's range for colour; standardised
+    inputs have negative values). Images with the channels last are refused: drawn as they
+    are, they would be strips a pixel wide."""
     x = np.asarray(x)
+    if x.ndim == 4 and x.shape[1] == 3:
+        rgb = np.moveaxis(x, 1, -1).astype(np.float64)
+        low = rgb.min(axis=(1, 2, 3), keepdims=True)
+        span = rgb.max(axis=(1, 2, 3), keepdims=True) - low
+        return (rgb - low) / np.where(span > 0, span, 1)
+    if x.ndim == 4 and x.shape[1] != 1:
+        raise ValueError(f"plotting: images must be (N, H, W), (N, 1, H, W) or (N, 3, H, W), got "
+                         f"shape {x.shape}" + (" (channels last? np.moveaxis(x, -1, 1) puts them first)"
+                                               if x.shape[-1] in (1, 3) else ""))
     return x[:, 0] if x.ndim == 4 else x
 
 
@@ -86,9 +98,11 @@ def _image_grid(images, titles, colours, path, cols, suptitle):
     return _save(fig, path)
 
 
-def plot_predictions(images, y_true, proba, class_names=None, n=25, cols=5, path=None, seed=0):
-    """A grid of test images titled "pred 7 / true 7" with the confidence; correct ones
-    framed green, wrong ones red. Shows `n` randomly chosen images."""
+def plot_predictions(images, y_true, proba, class_names=None, n=25, cols=5, path=None, seed=0,
+                     what="test images"):
+    """A grid of images titled "pred 7 / true 7" with the confidence; correct ones framed
+    green, wrong ones red. Shows `n` randomly chosen images; `what` they are goes in the
+    title ("Predictions on random test images: 24/25 right")."""
     images, proba, y_true = _images(images), np.asarray(proba), np.asarray(y_true)
     name = (lambda c: str(class_names[c])) if class_names is not None else str
     pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
@@ -97,7 +111,7 @@ def plot_predictions(images, y_true, proba, class_names=None, n=25, cols=5, path
     colours = ["green" if pred[i] == y_true[i] else "red" for i in pick]
     right = sum(c == "green" for c in colours)
     return _image_grid(images[pick], titles, colours, path, cols,
-                       f"Predictions on random test images: {right}/{len(pick)} right")
+                       f"Predictions on random {what}: {right}/{len(pick)} right")
 
 
 def plot_mistakes(images, y_true, proba, class_names=None, n=16, cols=8, path=None):
@@ -143,8 +157,13 @@ def plot_filters(model, path=None):
 
 def plot_feature_maps(model, image, max_maps=16, path=None):
     """One input and the (post-activation where there is one) feature maps it produces at
-    every convolution layer, up to `max_maps` channels each."""
-    x = np.asarray(image, dtype=model.dtype)
+    every convolution layer, up to `max_maps` channels each. image: one example as the
+    model takes it, (C, H, W) or (H, W); integer pixels (uint8) go through
+    model.preprocess first, as they would for a prediction."""
+    x = np.asarray(image)
+    if x.dtype.kind in "iub":
+        x = model.preprocess(x[None])
+    x = np.asarray(x, dtype=model.dtype)
     x = x.reshape((1,) * (4 - x.ndim) + x.shape)
     from .explain import conv_feature_maps
     maps = []
@@ -157,7 +176,7 @@ def plot_feature_maps(model, image, max_maps=16, path=None):
     cols = max_maps
     fig = Figure(figsize=(1.1 * cols, 1.3 * rows))
     ax = fig.add_subplot(rows, cols, 1)
-    ax.imshow(x[0, 0], cmap="gray")
+    ax.imshow(_images(x)[0], cmap="gray")
     ax.set_title("input", fontsize=8)
     ax.axis("off")
     for r, (name, fmap) in enumerate(maps, start=1):
@@ -168,7 +187,7 @@ def plot_feature_maps(model, image, max_maps=16, path=None):
             if c == 0:
                 shown = "" if fmap.shape[1] <= max_maps else f" (first {max_maps} of {fmap.shape[1]} maps)"
                 ax.set_title(name + shown, fontsize=8, loc="left")
-    fig.suptitle("Feature maps of one test image (each map on its own colour scale: yellow is its "
+    fig.suptitle("Feature maps of one image (each map on its own colour scale: yellow is its "
                  "largest value, dark blue its smallest)")
     return _save(fig, path)
 
@@ -249,8 +268,13 @@ def _draw_saliency(ax, s, image, signed=False):
     else:
         ax.imshow(np.abs(s), cmap="inferno", vmin=0, vmax=1)
     image = np.asarray(image, dtype=np.float64)
-    if image.max() > image.min():                              # the strokes' edge: half-way
-        ax.contour(image, levels=[(image.min() + image.max()) / 2], colors="black" if signed else "cyan",
+    if image.ndim == 3:                                        # colour: its brightness
+        image = image.mean(axis=-1)
+    middle = (image.min() + image.max()) / 2
+    # The strokes' edge, half-way, for ink on plain ground (a minority of the pixels bright
+    # or dark): on a photo or noise the contour would only clutter the map.
+    if image.max() > image.min() and min((image > middle).mean(), (image < middle).mean()) < 0.35:
+        ax.contour(image, levels=[middle], colors="black" if signed else "cyan",
                    linewidths=0.6, alpha=0.7)
 
 

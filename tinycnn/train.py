@@ -42,6 +42,8 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
 
+# One entry per epoch each; "lr" is the learning rate of the epoch's last step (a schedule
+# changes it every step), "seconds" and "images_per_second" count training only.
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                 "images_per_second")
 GRAD_NORM_TRACE_EVERY = 10     # history["grad_norm_steps"] keeps every 10th step's norms
@@ -252,6 +254,21 @@ def _free_path(stem, suffix):
             continue
 
 
+def _check_roles(model, loss, optimizer, validation):
+    """A string or a number where an object belongs (Keras habits: "adam", validation=0.1)
+    would fail deep inside the first step with an AttributeError."""
+    for what, obj, needs, example in [("loss", loss, ("forward", "backward"), "tinycnn.losses.SoftmaxCrossEntropy()"),
+                                      ("optimizer", optimizer, ("step",), "tinycnn.optim.Adam(model, lr=1e-3)")]:
+        if not all(callable(getattr(obj, name, None)) for name in needs):
+            raise TypeError(f"fit: {what} must be an object with {' and '.join(n + '()' for n in needs)} "
+                            f"method{'s' * (len(needs) > 1)}, "
+                            f"e.g. {example}; got {type(obj).__name__} {obj!r:.40}")
+    if validation is not None and not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+        raise TypeError(f"fit: validation must be a pair (x_val, y_val), got {type(validation).__name__} "
+                        f"{validation!r:.40}; to hold out part of the training data, split it first "
+                        "(tinycnn.datasets.train_val_split)")
+
+
 def _check_data(x, y, what):
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
@@ -284,6 +301,10 @@ def _check_labels(model, x, y, what):
                          f"{outputs[0]} outputs (classes 0..{outputs[0] - 1})")
 
 
+TRAIN_FURTHER = ("To train further, fit the model again as a new run: model = tinycnn.load_model(checkpoint), "
+                 "then fit(model, ...) with a new optimizer and schedule")
+
+
 def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None, schedule=None,
         seed=0, augment=None, early_stopping=None, keep_best=False, checkpoint=None, resume=None,
         progress=None, log=print):
@@ -294,6 +315,11 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                                                step: step / steps per epoch],
                                      layer: [||g|| at that step]}
 
+    x, y:           inputs (N, C, H, W) as the model takes them (float, after
+                    model.preprocess) and integer class labels (N,)
+    seed:           the order of examples, the augmentation and, for a model made without
+                    a seed (Sequential(layers), load_model), dropout's masks: the same call
+                    gives the same weights
     validation:     (x_val, y_val), evaluated after every epoch
     schedule:       callable (step, total_steps) -> lr (see tinycnn.schedules); None keeps
                     the optimiser's lr
@@ -303,10 +329,13 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     checkpoint:     path of a checkpoint written after every epoch (and on Ctrl-C); without
                     one, Ctrl-C saves to the first free name of interrupted-checkpoint.npz,
                     interrupted-checkpoint-2.npz, ... (never over an existing file)
-    resume:         path of a checkpoint to continue from (same model and optimiser types)
+    resume:         path of a checkpoint to continue from: it finishes an interrupted run
+                    (same model and optimiser types, data, epochs and batch size); to train
+                    a finished model further, fit tinycnn.load_model(path) as a new run
     progress:       show a progress bar (default: when stderr is a terminal)
     log:            where one line per epoch goes (None: silent)
     """
+    _check_roles(model, loss, optimizer, validation)
     x, y = _check_data(x, y, "training data")
     if validation is not None:
         validation = _check_data(*validation, "validation data")
@@ -327,6 +356,10 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     total_steps = epochs * steps_per_epoch
     shuffle_rng = np.random.default_rng(seed)
     augment_rng = np.random.default_rng([seed, 1])
+    if model.seed is None:
+        # Dropout draws its masks from the model's generator. A model made without a seed
+        # (Sequential(layers), load_model) had an unseeded one: the same fit gave other weights.
+        model.set_rng(np.random.default_rng([seed, 2]))
     history = {k: [] for k in HISTORY_KEYS}
     history.update(_norm_history(model))
     start_epoch, start_step = 0, 0
@@ -357,8 +390,8 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
         if made_with != (epochs, steps_per_epoch):
             raise ValueError(f"fit: checkpoint {resume} was made with {made_with[0]} "
                              f"epoch{'s' * (made_with[0] != 1)} of {made_with[1]} steps, this run has "
-                             f"{epochs} of {steps_per_epoch}; resume with the same data, "
-                             "epochs and batch size")
+                             f"{epochs} of {steps_per_epoch}; resume finishes an interrupted run, with "
+                             f"the same data, epochs and batch size. {TRAIN_FURTHER}")
         generators = {"epoch_rng": shuffle_rng, "model_rng": model.rng, "augment_rng": augment_rng}
         try:
             _check_resumed(model, state, history, sums)
@@ -374,7 +407,10 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
             generator.bit_generator.state = state[key]
         best.update(best_state)
         _restore(model, _snapshot(saved))
-        log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")
+        if start_epoch >= epochs:
+            log(f"{resume}: all {epochs} epochs of that run are done: nothing left to train. {TRAIN_FURTHER}")
+        else:
+            log(f"Resuming from {resume}: epoch {start_epoch + 1}, step {start_step + 1}")
 
     def train_state(epoch, step, epoch_rng):
         return {"epoch": epoch, "step": step, "epochs": epochs, "steps_per_epoch": steps_per_epoch,

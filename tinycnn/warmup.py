@@ -10,7 +10,8 @@ between two processes, defers part of it, and for small inference jobs avoids wa
 
 - `compile_for(model)` runs the model once on a two-image batch (training and eval passes,
   on a copy, so nothing in the model changes) and returns how long compiling took. `fit`
-  calls it before the first epoch and logs "compiling fast kernels (first run only): 5.4 s"
+  calls it before the first epoch and logs "compiling the fast kernels this model uses (once:
+  Numba caches them): 5.4 s"
   when it compiled anything, so an epoch's time and images/s count training only. On a cold
   cache it compiles only the kernels' shares, with a second process (on Linux, a fork of
   this one) taking part of them when a core is idle (_share_work); the parallel loop that
@@ -55,6 +56,9 @@ from .kernels.fast import parallel
 # Inference batches up to this size may run on the reference kernels: 64 images took 4-29 ms
 # of CPU there (lenet5 .. bnnet; 1 image 0.3-1.0 ms), against 8-15 s to compile the fast ones.
 SMALL_BATCH = 64
+# What fit says before and after compiling (a model of other layer shapes may need kernels
+# the first did not, and compiles those: "first run only" misled)
+COMPILING = "compiling the fast kernels this model uses (once: Numba caches them)"
 _PROBE_INTERVAL = 1.0     # seconds between two probes of a model found cold
 _LOCK_STALE = 900         # a lock file older than this (seconds) is from a compile that died
 
@@ -87,6 +91,14 @@ class _CompileListener(event.Listener):
             self.seconds += time.perf_counter() - self._t0
 
 
+@contextlib.contextmanager
+def saying_when_compiling(say):
+    """Calls say() once, when Numba starts compiling anything inside the `with` block: a
+    first call that compiles for many seconds is not silent."""
+    with event.install_listener("numba:compile", _CompileListener(on_first=say)):
+        yield
+
+
 def _run_once(model, training, input_shape=None):
     """One tiny forward (and, training, backward) pass on a copy of `model`."""
     probe = copy.deepcopy(model)
@@ -112,7 +124,7 @@ def compile_for(model, log=None, input_shape=None, augment=None):
     if get_backend() != "numba" or not input_shape:
         return 0.0
     t0 = time.perf_counter()
-    say_start = (lambda: log("compiling fast kernels (first run only) ...")) if log else (lambda: None)
+    say_start = ((lambda: log(f"{COMPILING} ...")) if log else (lambda: None))
     before = _cpu_sample()           # (the idle cores are measured across the probe)
     cold = _background_allowed() and not fast_kernels_ready(model, True, input_shape)
     if cold:
@@ -132,7 +144,7 @@ def compile_for(model, log=None, input_shape=None, augment=None):
         return 0.0
     seconds = time.perf_counter() - t0
     if log:
-        log(f"compiling fast kernels (first run only): {seconds:.1f} s")
+        log(f"{COMPILING}: {seconds:.1f} s")
     return seconds
 
 

@@ -13,7 +13,9 @@ def standardize(x, mean=None, std=None):
     """(x - mean) / std, with mean and std computed from x when not given.
 
     Returns (standardised x as float32, mean, std) so the same numbers can be applied to
-    the test set and saved with the model. MNIST's are 0.1307 and 0.3081 on the 0-1 scale.
+    the test set and saved with the model: model.preprocessing = {"mean": mean, "std": std}
+    (then model.preprocess(uint8_images) does the same to new images, after a reload too).
+    MNIST's are 0.1307 and 0.3081 on the 0-1 scale.
     """
     x = np.asarray(x, dtype=np.float32)
     mean = float(x.mean()) if mean is None else float(mean)

@@ -5,6 +5,21 @@ from .. import kernels
 from .base import Layer, pair
 
 
+def _padding_for(padding, kernel_size, stride):
+    """padding as given, or for "valid" 0 and for "same" (stride 1, odd kernels) (kh // 2,
+    kw // 2): the output then has the input's size, OH = H + 2 * (kh // 2) - kh + 1 = H."""
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        if stride != (1, 1) or not all(k % 2 for k in kernel_size):
+            raise ValueError(f"Conv2D: padding='same' needs stride 1 and odd kernel sizes, got "
+                             f"kernel_size {kernel_size}, stride {stride}; give the padding as numbers")
+        return kernel_size[0] // 2, kernel_size[1] // 2
+    raise ValueError(f"Conv2D: padding must be a number, a pair, 'same' or 'valid', got {padding!r}")
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every framework) over NCHW batches.
 
@@ -18,6 +33,9 @@ class Conv2D(Layer):
               im2col of x; the fast one keeps x and rebuilds columns block by block; the loop one
               keeps x), x's shape
     params:   W (F, C, kh, kw), He-initialised N(0, 2 / (C*kh*kw)); b (F,), zeros
+
+    padding: a number or a pair (ph, pw); "valid" is 0 and "same" (stride 1, odd kernels)
+    keeps the input's size, (kh // 2, kw // 2). The layer stores the numbers.
 
     activation="relu" returns max(y, 0), as Keras' Conv2D(activation="relu") does: the same
     function as Conv2D followed by ReLU, but the fast kernel applies the ReLU while writing y
@@ -34,13 +52,16 @@ class Conv2D(Layer):
                              f"out_channels={out_channels}")
         self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
         self.stride = pair(stride, "Conv2D stride")
-        self.padding = pair(padding, "Conv2D padding")
+        self.padding = pair(_padding_for(padding, self.kernel_size, self.stride), "Conv2D padding")
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError(f"Conv2D: kernel_size and stride must be >= 1 and padding >= 0, got "
                              f"{self.kernel_size}, {self.stride}, {self.padding}")
         self.bias = bool(bias)
         if activation not in (None, "relu"):
-            raise ValueError(f"Conv2D: activation must be None or 'relu', got {activation!r}")
+            raise ValueError(f"Conv2D: activation must be None or 'relu', got {activation!r}"
+                             + (" (for another activation, put its layer after the Conv2D: "
+                                "tinycnn.layers.Tanh(), Sigmoid() or LeakyReLU())"
+                                if isinstance(activation, str) else ""))
         self.activation = activation
         self.reset_parameters(np.random.default_rng())
 
