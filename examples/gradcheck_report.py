@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from tinycnn.backend import BACKENDS
+from tinycnn.cli import reporting_user_errors
 from tinycnn.gradcheck import gradcheck_report
 from tinycnn.run import seed_problem
 
@@ -30,6 +31,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if problem := seed_problem("--seed", args.seed):
         parser.error(problem)
+    return reporting_user_errors("gradcheck_report.py", check_all, args)
+
+
+def check_all(args):
     rows = gradcheck_report(args.backend, seed=args.seed)
     return 0 if all(row.passed for row in rows) else 1
 

@@ -15,6 +15,7 @@ import time
 START = time.perf_counter()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -62,8 +63,13 @@ def run(args):
         t0 = time.perf_counter()
         model = tinycnn.models.fastnet(batchnorm=args.batchnorm, seed=seed)
         opt = tinycnn.optim.Adam(model, lr=args.lr, betas=(0.7, 0.9))
-        tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), opt, x, y, epochs=args.epochs,
-                    batch_size=args.batch_size, schedule=tinycnn.schedules.OneCycle(args.lr), seed=seed, log=None)
+        try:
+            tinycnn.fit(model, tinycnn.losses.SoftmaxCrossEntropy(), opt, x, y, epochs=args.epochs,
+                        batch_size=args.batch_size, schedule=tinycnn.schedules.OneCycle(args.lr), seed=seed,
+                        log=None)
+        except tinycnn.TrainingInterrupted as err:   # Ctrl-C: fit saved a checkpoint this script
+            os.remove(err.checkpoint)                # cannot resume from; it made it, it removes it
+            raise KeyboardInterrupt from None
         acc = float((model.predict(xt) == yt).mean())
         train = time.perf_counter() - t0
         results.append((acc, train))

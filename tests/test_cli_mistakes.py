@@ -95,7 +95,7 @@ def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     status, line = one_error_line("predict", model_file, "notes.txt", cwd=tmp_path)
     assert status == 1
-    assert line == "notes.txt: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+    assert line == "notes.txt: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
 
 
 def test_bench_says_which_kernels_it_timed(tmp_path):
@@ -147,10 +147,17 @@ def test_files_already_in_an_output_folder_are_never_replaced_unasked(model_file
     (tmp_path / "pics").mkdir()
     digit_png(tmp_path / "pics" / "a.png")
     (tmp_path / "pics" / "a-prediction.png").write_bytes(b"mine")
-    status, line = one_error_line("predict", model_file, "pics", "--show", "pics", cwd=tmp_path)
+    status, line = one_error_line("predict", model_file, "pics/a.png", "--show", "pics", cwd=tmp_path)
     assert (status, line) == (1, "tinycnn predict: error: --show pics: already holds a-prediction.png, "
                                  "which this would replace; give a new folder, or add --overwrite")
     assert (tmp_path / "pics" / "a-prediction.png").read_bytes() == b"mine"
+    # ... and never, even with --overwrite, when that file is one of the inputs (the folder
+    # given as input holds it: it was replaced, then read back as a picture of a digit)
+    for extra in ([], ["--overwrite"]):
+        status, line = one_error_line("predict", model_file, "pics", "--show", "pics", *extra, cwd=tmp_path)
+        assert (status, line) == (1, "tinycnn predict: error: --show pics: a-prediction.png is also an input, "
+                                     "pics/a-prediction.png; this would write a figure over it: give another folder")
+        assert (tmp_path / "pics" / "a-prediction.png").read_bytes() == b"mine"
     proc = tinycnn_cli("predict", model_file, "pics/a.png", "--show", "pics", "--overwrite", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "pics" / "a-prediction.png").read_bytes()[:4] == b"\x89PNG"

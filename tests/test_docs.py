@@ -43,13 +43,17 @@ def normalise(text):
 
 @contextlib.contextmanager
 def global_state_restored():
-    """Chapters may switch the backend or numpy's print options; put both back."""
+    """Chapters may switch the backend or numpy's print options, or register a layer type
+    (docs/api.md); put them back."""
     backend, printoptions = tinycnn.get_backend(), np.get_printoptions()
+    layer_types = dict(tinycnn.layers.LAYER_TYPES)
     try:
         yield
     finally:
         tinycnn.set_backend(backend)
         np.set_printoptions(**printoptions)
+        tinycnn.layers.LAYER_TYPES.clear()
+        tinycnn.layers.LAYER_TYPES.update(layer_types)
 
 
 def run_chapter(path, on_block):

@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 from .kernels.fast.parallel import JIT, in_parallel, share_range, threads_for
+from .optim import check_hyper
 
 
 @njit(**JIT)
@@ -53,11 +54,22 @@ def affine_batch(x, mats, offsets):
 class RandomAffine:
     """Random rotation (degrees, uniform in +-max_rotation), isotropic scale (uniform in
     `scale`), shear (degrees) and shift (pixels, uniform in +-max_shift) per image, about
-    the image centre. Call as augment(x_batch, rng) -> augmented copy."""
+    the image centre. Call as augment(x_batch, rng) -> augmented copy.
+
+    The arguments are checked here, not at the first batch: max_shift, max_rotation >= 0;
+    scale a pair (low, high) with 0 < low <= high (a zoom of 0 has no inverse); max_shear
+    in [0, 90) degrees (tan(90) is infinite)."""
 
     def __init__(self, max_shift=2.0, max_rotation=10.0, scale=(0.9, 1.1), max_shear=0.0):
-        self.max_shift, self.max_rotation = float(max_shift), float(max_rotation)
-        self.scale, self.max_shear = (float(scale[0]), float(scale[1])), float(max_shear)
+        self.max_shift = check_hyper("RandomAffine", "max_shift", max_shift, 0)
+        self.max_rotation = check_hyper("RandomAffine", "max_rotation", max_rotation, 0)
+        self.max_shear = check_hyper("RandomAffine", "max_shear", max_shear, 0, 90)
+        if isinstance(scale, (str, bytes)) or not hasattr(scale, "__len__") or len(scale) != 2:
+            raise ValueError(f"RandomAffine: scale must be a pair (low, high) of zoom factors, e.g. "
+                             f"(0.9, 1.1); (1, 1) for no zoom; got {scale!r}")
+        low = check_hyper("RandomAffine", "scale[0]", scale[0], 0, low_open=True)
+        high = check_hyper("RandomAffine", "scale[1]", scale[1], low)
+        self.scale = (low, high)
 
     def __call__(self, x, rng):
         if x.ndim != 4:

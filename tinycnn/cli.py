@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -190,7 +190,7 @@ def cmd_predict(args):
         raise CommandError("no image files found in " + ", ".join(args.images))
     if args.show:
         from .run import files_in_the_way
-        if problem := files_in_the_way("--show", args.show, figure_names(paths), args.overwrite):
+        if problem := files_in_the_way("--show", args.show, figure_names(paths), args.overwrite, paths):
             raise CommandError(problem)
 
     def report(r, failure):            # each line as its file is done, not all at the end
@@ -405,12 +405,16 @@ def user_errors():
 
 def reporting_user_errors(prog, run, *args):
     """run(*args)'s exit status; a user error (user_errors()) is printed as one line,
-    "PROG: error: ...", and gives status 1. For the example scripts, as for the commands."""
+    "PROG: error: ...", and gives status 1; Ctrl-C is "interrupted" and status 130. For the
+    example scripts, as for the commands."""
     try:
         return run(*args)
     except user_errors() as err:
         print(f"{prog}: error: {printable(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def _command(args):

@@ -169,6 +169,9 @@ def _learner_error(err, path):
     frames = [f for f in traceback.extract_tb(err.__traceback__)
               if Path(f.filename).resolve() == path.resolve()]
     where = f" ({path.name}, line {frames[-1].lineno})" if frames else ""
+    if isinstance(err, SystemExit):      # a leftover from trying the file out: the check would stop
+        return (f"exit() or sys.exit(){where}: remove it (the checker calls your function itself; an "
+                "exit would end the check before it has checked anything)")
     return f"{type(err).__name__}: {err}{where}"
 
 
@@ -180,7 +183,7 @@ def _run(exercise, fn, path, obj, x, dy_or_labels):
         result = exercise.call(fn, copy.deepcopy(obj), x.copy(), dy_or_labels.copy())
     except NotImplementedError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ExerciseError(f"ERROR your function raised {_learner_error(err, path)}") from None
     if result is None:
         raise ExerciseError(f"FAIL {exercise.outputs[0]}: the function returned None "
@@ -195,13 +198,28 @@ def _run(exercise, fn, path, obj, x, dy_or_labels):
                             f"it returned {got}", exercise.outputs[0])
     arrays = {}
     for name, value in zip(exercise.outputs, result):
-        value = np.asarray(value, dtype=np.float64)
+        value = _real_array(name, value)
         if value.shape != expected[name]:
             raise ExerciseError(f"FAIL {name}: your array has shape {value.shape}, expected "
                                 f"{expected[name]} (a gradient has the shape of what it is "
                                 "the gradient of)", name)
         arrays[name] = value
     return arrays
+
+
+def _real_array(name, value):
+    """value as a float64 array, or a FAIL naming what it is instead (text, ragged lists,
+    complex numbers: float64 would keep only their real part, with a warning, and pass)."""
+    try:
+        kind = "U" if isinstance(value, str) else np.asarray(value).dtype.kind
+    except (ValueError, TypeError):          # NumPy refuses ragged lists outright
+        kind = "O"
+    if kind not in "biuf":
+        what = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "something that is not an "
+                "array of numbers (ragged lists, or objects)"}.get(kind, f"an array of dtype kind {kind!r}")
+        raise ExerciseError(f"FAIL {name}: your function returned {what} "
+                            f"({type(value).__name__}), not an array of real numbers", name)
+    return np.asarray(value, dtype=np.float64)
 
 
 def _with_learner_backward(obj, backward, exercise_input_name):
@@ -321,7 +339,7 @@ def _load(path, name):
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ExerciseError(f"could not load {path}: {_learner_error(err, path)}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
@@ -367,6 +385,12 @@ def main(argv=None):
     except ExerciseError as err:
         print(f"  {err}")
         return 1
+    except SystemExit as err:        # from the learner's function, called inside the gradient check
+        print(f"  ERROR your function raised {_learner_error(err, path)}")
+        return 1
+    except KeyboardInterrupt:        # the way out of a loop that does not end: one line, as tinycnn's
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     if failed:
         print(f"failed: {', '.join(dict.fromkeys(failed))} (see above)")
         return 1

@@ -116,6 +116,8 @@ def _gradcheck(obj, x, labels, loss, training, h, floor, seed, max_checks):
             numeric = _central_difference(forward, flat, i, h)
             a = analytic.reshape(-1)[i]
             err = abs(a - numeric) / max(abs(a) + abs(numeric), floor)
+            if not np.isfinite(err):      # a NaN or inf gradient: the worst error, not none (NaN > x is False)
+                err = np.inf
             index = f"[{', '.join(map(str, np.unravel_index(i, array.shape)))}]"
             if err > array_worst or i == idx[0]:
                 array_worst, array_where = err, index

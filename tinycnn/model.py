@@ -6,6 +6,7 @@ import numpy as np
 from . import warmup
 from .functional import softmax
 from .layers import Conv2D, Layer, fused
+from .layers.base import float_dtype, is_whole
 from .runtime import one_thread_pool
 
 
@@ -159,7 +160,11 @@ class Sequential:
         return np.dtype(np.float32)
 
     def to(self, dtype):
-        """Cast every parameter, gradient and state array to dtype (in place)."""
+        """Cast every parameter, gradient and state array to dtype, float32 or float64 (any
+        other is refused before a layer changes). Arrays already of that dtype stay the same
+        arrays; after a real change, make the optimiser afterwards (it updates the arrays it
+        was given)."""
+        dtype = float_dtype(dtype, "Sequential.to")
         for layer in self.layers:
             layer.to(dtype)
         return self
@@ -175,10 +180,27 @@ class Sequential:
     # -- inference ---------------------------------------------------------------------
     def preprocess(self, images):
         """Turn raw images into model input with the recipe stored in `preprocessing`:
-        uint8 -> [0, 1] float32, then (x - mean) / std, and a channel axis when the model
-        expects one. Floats are taken to be on the 0-1 scale already."""
+        pixels -> [0, 1] float32, then (x - mean) / std, and a channel axis when the model
+        expects one. The scale to [0, 1] depends on the dtype:
+            uint8, or any integers in 0..255   / 255 (8-bit pixels, as MNIST's)
+            bool (an ink mask)                 False -> 0.0, True -> 1.0
+            other integers (16-bit images)     refused: their scale is not known; divide
+                                               them yourself, e.g. images / 65535
+            floats                             taken to be on the 0-1 scale already (a
+                                               float image of 0-255 values must be divided
+                                               by 255 first)
+        """
         x = np.asarray(images)
-        x = x.astype(np.float32) / 255 if x.dtype.kind in "iub" else x.astype(np.float32)
+        if x.dtype.kind == "b":
+            x = x.astype(np.float32)
+        elif x.dtype.kind in "iu":
+            if x.dtype != np.uint8 and x.size and (x.min() < 0 or x.max() > 255):
+                raise ValueError(f"preprocess: {x.dtype} pixels from {x.min()} to {x.max()} are not "
+                                 "8-bit values (0..255); scale them to [0, 1] floats first, e.g. "
+                                 "images / 65535 for 16-bit images")
+            x = x.astype(np.float32) / 255
+        else:
+            x = x.astype(np.float32)
         if "mean" in self.preprocessing:
             std = self.preprocessing.get("std")
             if not (isinstance(std, numbers.Real) and 0 < std < np.inf):
@@ -196,8 +218,8 @@ class Sequential:
         every intermediate array stays small enough to be reused from the heap and cache.
         """
         x = self._as_input(x)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not (is_whole(batch_size) and batch_size >= 1):
+            raise ValueError(f"predict_proba: batch_size must be a whole number >= 1, got {batch_size!r}")
         if len(x) == 0:                   # no images: no rows, but the right number of columns
             shape = x.shape[1:] if x.ndim > 1 else self.input_shape
             if shape is None:

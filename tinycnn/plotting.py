@@ -228,12 +228,12 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     probability of every class. saliency: the gradient of the predicted class's logit
     w.r.t. the model's input ((C, H, W) or (H, W), tinycnn.saliency), drawn as |S| in one
     more panel: the pixels that move the prediction most."""
-    from PIL import Image
+    from .preprocess import open_image
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
     panels = 3 if saliency is None else 4
     fig = Figure(figsize=(10 if saliency is None else 13, 3.2))
     ax = fig.add_subplot(1, panels, 1)
-    shown = Image.open(original) if isinstance(original, (str, bytes)) or hasattr(original, "__fspath__") else original
+    shown = open_image(original) if isinstance(original, (str, bytes)) or hasattr(original, "__fspath__") else original
     ax.imshow(_drawable(shown), cmap="gray")
     ax.set_title("original")
     ax.axis("off")

@@ -26,6 +26,11 @@ MAX_PIXELS = 40_000_000
 WORK_SIDE = 2048
 WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")     # 16/32-bit integer and float
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)        # grey from RGB, as PIL's "L"
+# The formats Pillow may decode: raster images with decoders inside Pillow. Not EPS/PS, which
+# Pillow hands to Ghostscript, an outside program that runs the file (a server's client
+# could run code or loop forever), nor the rest of Pillow's long list.
+# (A phone's multi-picture JPEG, MPO, opens through the JPEG decoder.)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 
 
 def open_image(path):
@@ -56,7 +61,7 @@ def decode_image(f, name):
     try:
         with warnings.catch_warnings():      # the pixel limit below is the check
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(f)
+            image = Image.open(f, formats=IMAGE_FORMATS)
             w, h = image.size                # from the header: nothing decoded yet
             if w * h > MAX_PIXELS and image.format in ("JPEG", "MPO"):
                 scale = max(w, h) / WORK_SIDE
@@ -66,7 +71,7 @@ def decode_image(f, name):
                                  "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
             image.load()
     except Image.UnidentifiedImageError:     # its own message would show the file object's repr
-        raise ValueError(f"{name}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
+        raise ValueError(f"{name}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)") from None
     # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
     # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
     except Exception as err:      # noqa: BLE001
@@ -105,6 +110,16 @@ def _stretch(a, what):
     return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
 
 
+def _unit_scale(a, what):
+    """Pixel values to [0, 1] (before clipping): 0-255 for uint8, and for any values up to
+    255 above 1 (floats on the 0-255 scale); 0-1 floats as they are; values above 255
+    (16-bit scans, float images of any range) by their real range (_stretch)."""
+    top = float(a.max())
+    if top > 255 and (a.dtype.kind == "f" or a.dtype.itemsize > 1):
+        return _stretch(a, what)
+    return a.astype(np.float32) / np.float32(255.0 if a.dtype.kind in "uib" and a.dtype != bool or top > 1 else 1.0)
+
+
 def _finite(a, what):
     """`a`, refused if any value is NaN or infinite (it would pass for ink or for paper)."""
     if a.dtype.kind == "f" and not np.isfinite(a).all():
@@ -135,18 +150,17 @@ def _grayscale(image):
     if a.size == 0:
         raise ValueError(f"to_mnist: the image is empty (shape {a.shape})")
     a = _finite(a, "the array")
-    if a.ndim == 2 and a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.max() > 255:   # (a.size > 0: above)
-        return _stretch(a, "the array")             # 16-bit data: not on the 0-255 scale
     if a.ndim == 3 and a.shape[2] in (3, 4):
-        scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
-        a = a.astype(np.float32) / scale
-        rgb = a[..., :3]
-        if a.shape[2] == 4:
-            rgb = _on_background(rgb, a[..., 3:4])
+        rgb, alpha = a[..., :3], (a[..., 3:4] if a.shape[2] == 4 else None)
+        rgb = _unit_scale(rgb, "the array's colours")
+        if alpha is not None:      # opacity on its type's full scale; floats on 0-1, 0-255, or their own
+            top = float(alpha.max())
+            full = (np.iinfo(alpha.dtype).max if alpha.dtype.kind in "ui"
+                    else 1.0 if top <= 1 else 255.0 if top <= 255 else top)
+            rgb = _on_background(rgb, alpha.astype(np.float32) / np.float32(full))
         a = rgb @ LUMA
     elif a.ndim == 2:
-        scale = 255.0 if a.dtype.kind in "ui" or a.max() > 1 else 1.0
-        a = a.astype(np.float32) / scale
+        a = _unit_scale(a, "the array")
     else:
         raise ValueError(f"to_mnist: expected a (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     return np.clip(a, 0, 1)

@@ -185,10 +185,18 @@ FIGURES = ("curves.png", "confusion_matrix.png", "predictions.png", "mistakes.pn
            "feature_maps.png", "samples.png", "saliency.png", "gradient_norms.png")
 
 
-def files_in_the_way(option, folder, names, overwrite=False):
+def files_in_the_way(option, folder, names, overwrite=False, inputs=()):
     """A one-line refusal when files named `names` already exist in `folder` (writing there
-    would replace them; with overwrite, only when one is a folder), else None. Found before
-    any work, so nothing of the user's is lost and no run fails at its end."""
+    would replace them; with overwrite, only when one is a folder, or one of the files
+    `inputs` the command reads), else None. Found before any work, so nothing of the user's
+    is lost and no run fails at its end."""
+    for name in names:
+        target = os.path.join(folder, name)
+        for path in inputs:
+            if os.path.realpath(target) == os.path.realpath(path) or (
+                    os.path.exists(target) and os.path.exists(path) and os.path.samefile(target, path)):
+                return (f"{option} {folder}: {name} is also an input, {path}; this would write a "
+                        "figure over it: give another folder")
     found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
     if folders := [name for name in found if os.path.isdir(os.path.join(folder, name))]:
         return f"{option} {folder}: {folders[0]} is a folder, where this writes a file"

@@ -15,12 +15,15 @@ import signal
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 
 from . import warmup
+from .fileutil import check_writable, describe_non_file
 from .io import load_checkpoint, save_checkpoint
 from .layers.base import is_real, is_whole
+from .optim import Optimizer
 from .runtime import one_thread_pool
 
 try:
@@ -86,16 +89,30 @@ def _epoch_sums(model):
 
 def evaluate(model, loss, x, y, batch_size=256):
     """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
-    _check_finite(x, "evaluate: x")
+    x, y = _check_data(model, x, y, "x", caller="evaluate")
+    _check_labels(model, x, y, "y", caller="evaluate")
+    _check_batch_size(batch_size, "evaluate")
     return _evaluate(model, loss, x, y, batch_size)
 
 
+def _check_batch_size(batch_size, caller):
+    if not (is_whole(batch_size) and batch_size >= 1):
+        raise ValueError(f"{caller}: batch_size must be a whole number >= 1, got {batch_size!r}")
+
+
 def _evaluate(model, loss, x, y, batch_size=256):
-    """evaluate without the check: fit checked its validation data once, not every epoch."""
+    """evaluate without the checks: fit checked its validation data once, not every epoch."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         logits = model.forward(xb, training=False)      # forward holds the thread policy
+        # (argmax of a NaN row is 0: the accuracy would look like a real one)
+        if not np.isfinite(logits).all():
+            bad = ~np.isfinite(logits).all(axis=1)
+            raise FloatingPointError(
+                f"evaluate: the model's output is NaN or infinite for {int(bad.sum())} of the {len(xb)} "
+                f"inputs from index {start} (first: index {start + int(np.argmax(bad))}); its weights "
+                "are broken (NaN or infinite), or too large for the input")
         total_loss += loss.forward(logits, yb) * len(xb)
         correct += int((logits.argmax(axis=1) == yb).sum())
     return total_loss / len(x), correct / len(x)
@@ -254,9 +271,9 @@ def _free_path(stem, suffix):
             continue
 
 
-def _check_roles(model, loss, optimizer, validation):
-    """A string or a number where an object belongs (Keras habits: "adam", validation=0.1)
-    would fail deep inside the first step with an AttributeError."""
+def _check_roles(model, loss, optimizer, validation, schedule):
+    """A string or a number where an object belongs (Keras habits: "adam", validation=0.1,
+    schedule=1e-3) would fail deep inside the first step with an AttributeError."""
     for what, obj, needs, example in [("loss", loss, ("forward", "backward"), "tinycnn.losses.SoftmaxCrossEntropy()"),
                                       ("optimizer", optimizer, ("step",), "tinycnn.optim.Adam(model, lr=1e-3)")]:
         if not all(callable(getattr(obj, name, None)) for name in needs):
@@ -267,38 +284,133 @@ def _check_roles(model, loss, optimizer, validation):
         raise TypeError(f"fit: validation must be a pair (x_val, y_val), got {type(validation).__name__} "
                         f"{validation!r:.40}; to hold out part of the training data, split it first "
                         "(tinycnn.datasets.train_val_split)")
+    if schedule is not None and not callable(schedule):
+        raise TypeError(f"fit: schedule must be a callable (step, total_steps) -> lr, e.g. "
+                        f"tinycnn.schedules.OneCycle(3e-3), got {type(schedule).__name__} {schedule!r:.40}; "
+                        "for a fixed learning rate, give it to the optimiser and leave schedule=None")
 
 
-def _check_data(x, y, what):
+def _check_data(model, x, y, what, caller="fit"):
+    """x and y as arrays: as many labels as inputs, not empty, x floating point and finite in
+    the model's dtype."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
-        raise ValueError(f"fit: {what} has {len(x)} inputs but {len(y)} labels")
+        raise ValueError(f"{caller}: {what} has {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
-        raise ValueError(f"fit: {what} is empty")
-    _check_finite(x, f"fit: {what}")
+        raise ValueError(f"{caller}: {what} is empty")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{caller}: {what} must be floating point, got {x.dtype}; scale images first "
+                        "(model.preprocess(images) applies the model's own recipe)")
+    _check_finite(x, f"{caller}: {what}", model.dtype)
     return x, y
 
 
-def _check_finite(x, what):
-    """A NaN in the data would show up later as a NaN loss blamed on the learning rate."""
+def _check_finite(x, what, dtype=np.float32):
+    """A NaN in the data would show up later as a NaN loss blamed on the learning rate; so
+    would a float64 value past the largest float32 (3.4e38), which the model's float32
+    forward pass turns into infinity."""
     if np.asarray(x).dtype.kind in "fc":
-        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        flat = x.reshape(len(x), -1)
+        bad = ~np.isfinite(flat).all(axis=1)
         if bad.any():
             raise ValueError(f"{what} has NaN or infinite values ({int(bad.sum())} examples, the first "
                              f"at index {int(np.argmax(bad))})")
+        limit = np.finfo(dtype).max
+        if np.finfo(x.dtype).max > limit:      # (max and min: no temporary array the size of x)
+            bad = (flat.max(axis=1) > limit) | (flat.min(axis=1) < -limit)
+            if bad.any():
+                raise ValueError(f"{what} has values beyond {np.dtype(dtype).name}'s range (+-{limit:.3g}), "
+                                 f"the model's dtype, where they become infinite ({int(bad.sum())} examples, "
+                                 f"the first at index {int(np.argmax(bad))}); scale the data")
 
 
-def _check_labels(model, x, y, what):
-    """Labels past the model's outputs, found now rather than at the batch that holds one
-    (after the model has been updated in place) or after the first epoch (validation)."""
+def _check_labels(model, x, y, what, caller="fit"):
+    """Integer class labels (N,), each one of the model's outputs: a bad one found now rather
+    than at the batch that holds it (after the model has been updated in place) or after the
+    first epoch (validation)."""
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise ValueError(f"{caller}: {what} labels must be integers of shape ({len(y)},), one class "
+                         f"index per example, got {y.dtype} of shape {y.shape}")
     try:
         outputs = model.output_shapes(x.shape[1:])[-1]
     except (ValueError, TypeError, AttributeError, NotImplementedError):    # (its forward says why)
+        outputs = ()
+    classes = outputs[0] if len(outputs) == 1 else None
+    bad = (y < 0) | (y >= classes) if classes is not None else y < 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        allowed = (f"the model has {classes} outputs (classes 0..{classes - 1})" if classes is not None
+                   else "labels are class indices, 0 or more")
+        raise ValueError(f"{caller}: {what} has label {int(y[i])} at index {i}, but {allowed}")
+
+
+def _check_checkpoint(path):
+    """A checkpoint path that cannot be written, found now rather than when the first epoch
+    is saved (after minutes of training, as a bare IsADirectoryError)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"fit: checkpoint must be a file path, got {type(path).__name__} {path!r:.40}") from None
+    if kind := describe_non_file(path):
+        raise ValueError(f"fit: checkpoint {path!s} is {kind}, not a file; give the path of a file "
+                         "to write, e.g. checkpoint='run/checkpoint.npz'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"fit: checkpoint {path!s}: its folder {folder} does not exist; create it "
+                         "first (os.makedirs) or choose another path")
+    try:
+        check_writable(folder)
+    except OSError as err:
+        raise ValueError(f"fit: checkpoint {path!s}: cannot write in its folder {folder} "
+                         f"({err.strerror or err}); choose another path") from None
+
+
+def _check_optimizer(model, optimizer):
+    """An optimiser updates the arrays it was given when it was made. model.to(float64) (or
+    reset_parameters) gives the model new ones: an optimiser made before, or made for
+    another model, would update arrays the model no longer uses, and training would change
+    nothing, without an error. (It may hold a part of the model's arrays: the rest stay
+    frozen.) One identity test per array, once."""
+    if not isinstance(optimizer, Optimizer):        # (one of one's own: nothing to compare)
         return
-    if len(outputs) == 1 and y.dtype.kind in "iu" and len(y) and int(y.max()) >= outputs[0]:
-        i = int(np.argmax(y >= outputs[0]))
-        raise ValueError(f"fit: {what} has label {int(y[i])} at index {i}, but the model has "
-                         f"{outputs[0]} outputs (classes 0..{outputs[0] - 1})")
+    current = {(id(p), id(g)) for _, _, p, g in model.parameters()}
+    for key, p, g in optimizer.params:
+        if (id(p), id(g)) not in current:
+            raise ValueError(f"fit: the optimiser was made for other arrays: its {key} is not this model's "
+                             "(a model.to(...) that changes the dtype, or reset_parameters, gives the model new "
+                             f"arrays). Make it after model.to(...), or for this model: "
+                             f"{type(optimizer).__name__}(model, ...)")
+
+
+def _scheduled_lr(schedule, global_step, total_steps, epoch, step):
+    """The schedule's learning rate for this step, checked: a negative one trains uphill, a
+    NaN or infinite one wrecks the weights, all without an error of their own."""
+    lr = schedule(global_step, total_steps)
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        name = schedule.__name__ if isinstance(schedule, types.FunctionType) else _shown(schedule)
+        raise ValueError(f"fit: schedule {name} gave the learning rate {lr!r} for epoch {epoch + 1}, "
+                         f"step {step + 1} (called as schedule({global_step}, {total_steps})); a learning rate "
+                         "must be a finite number > 0: check the schedule's arguments")
+    return value
+
+
+def _last_good(checkpoint):
+    """The end of a TrainingDiverged message: where the last good weights are, if anywhere."""
+    return f" The last good checkpoint is {checkpoint}." if checkpoint and os.path.exists(checkpoint) else ""
+
+
+def _check_weights(model, epoch, lr, checkpoint):
+    """The loss is checked before each update, so the last update of a run is never checked
+    by it: NaN or infinite weights would be returned (and saved) as a success."""
+    for name, layer in zip(model.names, model.layers):
+        for key, array in {**layer.params, **layer.state}.items():
+            if not np.isfinite(array).all():
+                raise TrainingDiverged(f"the weights of {name} ({key}) became NaN or infinite in epoch "
+                                       f"{epoch + 1} (lr {lr:g}); try a lower learning rate.{_last_good(checkpoint)}")
 
 
 TRAIN_FURTHER = ("To train further, fit the model again as a new run: model = tinycnn.load_model(checkpoint), "
@@ -325,6 +437,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     the optimiser's lr
     augment:        callable (x_batch, rng) -> x_batch applied to each training batch
     early_stopping: stop when the validation loss has not improved for this many epochs
+                    (a whole number >= 1; None: never)
     keep_best:      at the end, restore the weights of the epoch with the lowest val loss
     checkpoint:     path of a checkpoint written after every epoch (and on Ctrl-C); without
                     one, Ctrl-C saves to the first free name of interrupted-checkpoint.npz,
@@ -335,19 +448,30 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     progress:       show a progress bar (default: when stderr is a terminal)
     log:            where one line per epoch goes (None: silent)
     """
-    _check_roles(model, loss, optimizer, validation)
-    x, y = _check_data(x, y, "training data")
+    # Every argument is checked here, before anything is compiled or trained: a mistake found
+    # after an epoch has changed the caller's model in place.
+    _check_roles(model, loss, optimizer, validation, schedule)
+    x, y = _check_data(model, x, y, "training data")
     if validation is not None:
-        validation = _check_data(*validation, "validation data")
+        validation = _check_data(model, *validation, "validation data")
+        if validation[0].shape[1:] != x.shape[1:]:
+            raise ValueError(f"fit: validation data has examples of shape {validation[0].shape[1:]}, the "
+                             f"training data {x.shape[1:]}; prepare both the same way")
     if not all(is_whole(v) for v in (epochs, batch_size)):
         raise ValueError(f"fit: epochs and batch_size must be whole numbers, got {epochs!r}, {batch_size!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if early_stopping is not None and not (is_whole(early_stopping) and early_stopping >= 1):
+        raise ValueError(f"fit: early_stopping must be a whole number of epochs >= 1 (None: no early "
+                         f"stopping), got {early_stopping!r}")
     if (early_stopping or keep_best) and validation is None:
         raise ValueError("fit: early_stopping and keep_best need validation data")
     _check_labels(model, x, y, "training data")
     if validation is not None:
         _check_labels(model, *validation, "validation data")
+    if checkpoint:
+        _check_checkpoint(checkpoint)
+    _check_optimizer(model, optimizer)
     if progress is None:
         progress = sys.stderr.isatty()
     log = log or (lambda *a, **k: None)
@@ -436,7 +560,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                 t0 = time.perf_counter()
                 global_step = epoch * steps_per_epoch + step
                 if schedule is not None:
-                    optimizer.lr = float(schedule(global_step, total_steps))
+                    optimizer.lr = _scheduled_lr(schedule, global_step, total_steps, epoch, step)
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 if augment is not None:
@@ -444,10 +568,9 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                 logits = model.forward(xb, training=True)
                 value = loss.forward(logits, yb)
                 if not math.isfinite(value):
-                    kept = f" The last good checkpoint is {checkpoint}." if checkpoint and os.path.exists(checkpoint) else ""
                     raise TrainingDiverged(
                         f"loss became {value} at epoch {epoch + 1}, step {step + 1} (lr "
-                        f"{optimizer.lr:g}); try a lower learning rate.{kept}")
+                        f"{optimizer.lr:g}); try a lower learning rate.{_last_good(checkpoint)}")
                 model.backward(loss.backward(), need_dx=False)
                 norms = gradient_norms(model)      # before step(): the gradient of this batch's loss
                 for name, norm in norms.items():
@@ -482,6 +605,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                         "same settings", path, epoch + 1, step + 1)
             if bar is not None:
                 bar.close()
+            _check_weights(model, epoch, optimizer.lr, checkpoint)    # before they are validated or saved
             seconds = sums["seconds"]
             history["epoch"].append(epoch + 1)
             history["train_loss"].append(sums["loss"] / sums["seen"])
@@ -506,7 +630,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                         best["weights"] = _snapshot(model)
                 else:
                     best["bad_epochs"] += 1
-                    stop = bool(early_stopping) and best["bad_epochs"] >= early_stopping
+                    stop = early_stopping is not None and best["bad_epochs"] >= early_stopping
             log(line + f" | {seconds:.1f}s, {sums['seen'] / seconds:,.0f} img/s")
             if checkpoint:
                 save_checkpoint(checkpoint, model, optimizer,

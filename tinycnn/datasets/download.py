@@ -30,6 +30,7 @@ import requests
 import urllib3
 
 from ..fileutil import clean_stale_temps, create_temp
+from ..layers.base import is_whole
 
 try:
     from tqdm.auto import tqdm
@@ -139,11 +140,12 @@ def _root_cause(err):
 
 def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=1.0,
                   progress=None, max_bytes=None, deadline=None):
-    """Download the first good copy among `urls` to `dest`; return dest.
+    """Download the first good copy among `urls` (a list of mirrors' URLs, or one URL) to
+    `dest`; return dest.
 
     verify(path) -> None or a string saying what is wrong with the downloaded file (e.g. a
     checksum mismatch); a complaint moves on to the next mirror.
-    timeout: (connect, read) seconds; retries: attempts per mirror; backoff: seconds
+    timeout: (connect, read) seconds; retries: attempts per mirror (>= 1); backoff: seconds
     before the first retry, doubling after each.
     max_bytes: the most the file can be (default: no limit); a larger Content-Length is
     refused unread, a longer body is cut off. Either moves on to the next mirror.
@@ -152,6 +154,11 @@ def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=
     progress: show a progress bar (default: when stderr is a terminal).
     Stale temporary files of killed downloads in dest's folder are removed first.
     """
+    if isinstance(urls, (str, bytes)):      # one URL, not a list of one-letter "mirrors"
+        urls = [urls]
+    if not (is_whole(retries) and retries >= 1):
+        raise ValueError(f"download_file: retries must be a whole number of attempts per mirror, >= 1, "
+                         f"got {retries!r}")
     if progress is None:
         progress = sys.stderr.isatty()
     max_bytes = UNLIMITED if max_bytes is None else max_bytes

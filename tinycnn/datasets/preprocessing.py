@@ -1,7 +1,11 @@
 """Small helpers that turn uint8 images into network input."""
+import math
+
 import numpy as np
 
-from ..functional import one_hot
+from .. import functional
+from ..layers.base import is_real, is_whole
+from ..optim import check_hyper
 
 
 def to_float(images):
@@ -18,11 +22,32 @@ def standardize(x, mean=None, std=None):
     MNIST's are 0.1307 and 0.3081 on the 0-1 scale.
     """
     x = np.asarray(x, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():               # (every value of the result would be NaN)
+        raise ValueError(f"standardize: x has {int(finite.size - finite.sum())} NaN or infinite values "
+                         f"(the first at index {tuple(map(int, np.unravel_index(np.argmin(finite), x.shape)))})")
+    if mean is not None and not (is_real(mean) and math.isfinite(mean)):
+        raise ValueError(f"standardize: mean must be a finite number, got {mean!r}")
     mean = float(x.mean()) if mean is None else float(mean)
-    std = float(x.std()) if std is None else float(std)
-    if std <= 0:
-        raise ValueError(f"standardize: std must be > 0, got {std}")
+    std = check_hyper("standardize", "std", float(x.std()) if std is None else std, 0, low_open=True)
     return (x - np.float32(mean)) / np.float32(std), mean, std
+
+
+def one_hot(labels, num_classes, dtype=np.float32):
+    """Integer labels (N,), each in [0, num_classes) -> (N, num_classes) with a single 1
+    per row. (A label of -1 would otherwise index the last class.)"""
+    labels = np.asarray(labels)
+    if not (is_whole(num_classes) and num_classes >= 1):
+        raise ValueError(f"one_hot: num_classes must be a whole number >= 1, got {num_classes!r}")
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"one_hot: labels must be integers of shape (N,), got {labels.dtype} of "
+                         f"shape {labels.shape}")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"one_hot: label {labels[i]} at index {i} is not one of the {num_classes} "
+                         f"classes (0..{num_classes - 1})")
+    return functional.one_hot(labels.astype(np.intp), num_classes, dtype)
 
 
 def add_channel_axis(x):

@@ -288,6 +288,8 @@ def _mirrors(dataset, mirrors):
     if mirrors is None:
         env = os.environ.get(dataset.env_mirrors, "")
         mirrors = env.replace(",", " ").split() or dataset.mirrors
+    elif isinstance(mirrors, str):       # one mirror, not one per letter
+        mirrors = [mirrors]
     return [m if m.endswith("/") else m + "/" for m in mirrors]
 
 

@@ -27,6 +27,7 @@ class ReLU(_Activation):
 
     def backward(self, dy):
         impl, mask = self._cached()
+        self._check_dy(dy, mask.shape)
         return impl.relu_backward(dy, mask)
 
 
@@ -47,7 +48,9 @@ class LeakyReLU(_Activation):
         return np.where(self.cache, x, x * x.dtype.type(self.alpha))
 
     def backward(self, dy):
-        return np.where(self._cached(), dy, dy * dy.dtype.type(self.alpha))
+        positive = self._cached()
+        self._check_dy(dy, positive.shape)
+        return np.where(positive, dy, dy * dy.dtype.type(self.alpha))
 
     def config(self):
         return dict(alpha=self.alpha)
@@ -68,6 +71,7 @@ class Sigmoid(_Activation):
 
     def backward(self, dy):
         y = self._cached()
+        self._check_dy(dy, y.shape)
         return dy * y * (1 - y)
 
 
@@ -81,4 +85,5 @@ class Tanh(_Activation):
 
     def backward(self, dy):
         y = self._cached()
+        self._check_dy(dy, y.shape)
         return dy * (1 - y * y)

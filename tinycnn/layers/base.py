@@ -8,6 +8,9 @@ import numpy as np
 # fail inside the fast kernels with a message that names nothing.)
 MAX_SIZE = 2**24
 
+# The dtypes the kernels compute in: float32 (the fast path) and float64 (gradient checks).
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def is_whole(value):
     """An integer, not a bool (JSON's `true` is no count, Python's True == 1 all the same)."""
@@ -18,6 +21,22 @@ def is_real(value):
     """A real number (NaN and infinity included), not a bool: a hand-edited file's `true` is
     not a momentum of 1."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def float_dtype(dtype, where):
+    """np.dtype(dtype) if it is float32 or float64, else a TypeError naming `where`. Casting
+    weights to an integer, bool or float16 type truncates them, and no cast back restores
+    them, so that is refused before anything is cast. (None too: np.dtype(None) is float64.)"""
+    try:
+        checked = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):
+        checked = None
+    if checked is None or checked not in FLOAT_DTYPES:     # (np.dtype('float64') == None)
+        shown = checked.name if checked is not None else repr(dtype)
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {shown} (a cast to an integer, "
+                        "bool or float16 type would truncate the weights for good); use np.float32 (the "
+                        "fast kernels) or np.float64")
+    return checked
 
 
 def pair(value, name):
@@ -79,10 +98,15 @@ class Layer:
         """Draw fresh initial parameters from `rng` (layers without parameters: no-op)."""
 
     def to(self, dtype):
-        """Cast parameters, gradients and state to `dtype` in place; returns self."""
+        """Cast parameters, gradients and state to `dtype` (float32 or float64); returns self.
+        Arrays already of that dtype are kept, not copied: an optimiser made earlier holds
+        them and goes on updating the model's own weights. (After a real change of dtype the
+        arrays are new ones: make the optimiser after model.to(...).)"""
+        dtype = float_dtype(dtype, f"{self.name}.to")
         for store in (self.params, self.grads, self.state):
-            for key in store:
-                store[key] = store[key].astype(dtype)
+            for key, value in store.items():
+                if value.dtype != dtype:
+                    store[key] = value.astype(dtype)
         return self
 
     def zero_grad(self):
@@ -105,6 +129,17 @@ class Layer:
                                 f"{key!r} dtype {p.dtype}; cast one to match (x.astype or "
                                 "model.to)")
         self.output_shape(x.shape[1:])   # raises a clear error on a shape mismatch
+
+    def _check_dy(self, dy, x_shape):
+        """backward's dy is the gradient of the output of the last forward pass (whose input
+        had x_shape), so it has that output's shape. Checked, because a wrong one is not
+        always an error further down: a batch of 1 broadcasts over the cached mask or input,
+        and the fast kernels read only the part of dy they expect."""
+        expected = (x_shape[0], *self.output_shape(x_shape[1:]))
+        if not isinstance(dy, np.ndarray) or dy.shape != expected:
+            got = f"shape {dy.shape}" if isinstance(dy, np.ndarray) else f"a {type(dy).__name__}"
+            raise ValueError(f"{self.name}.backward: dy must be the gradient of the last forward "
+                             f"pass's output, an array of shape {expected}, got {got}")
 
     def _cached(self):
         if self.cache is None:

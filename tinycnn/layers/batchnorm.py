@@ -22,7 +22,7 @@ class _BatchNorm(Layer):
         (the two mean terms are the paths through mu and var)
     backward (eval):    dx = dy * gamma / sqrt(running_var + eps)
     The arithmetic is in tinycnn.kernels (batchnorm_*), on the input viewed as (N, C, M).
-    caches:   (impl, xhat, 1/sqrt(var + eps), whether it ran in training mode)
+    caches:   (impl, xhat, 1/sqrt(var + eps), whether it ran in training mode, x's shape)
     params:   gamma (ones), beta (zeros);  state: running_mean (zeros), running_var (ones)
     """
 
@@ -68,7 +68,7 @@ class _BatchNorm(Layer):
             mu, var = self.state["running_mean"], self.state["running_var"]
         inv_std = self._inv_std(var, x.dtype)
         y, xhat = impl.batchnorm_forward(x3, self.params["gamma"], self.params["beta"], mu, inv_std)
-        self.cache = (impl, xhat, inv_std, training)
+        self.cache = (impl, xhat, inv_std, training, x.shape)
         return y.reshape(x.shape)
 
     def _inv_std(self, var, dtype):
@@ -84,7 +84,8 @@ class _BatchNorm(Layer):
         return scale, (self.params["beta"] - self.state["running_mean"] * scale).astype(dtype)
 
     def backward(self, dy):
-        impl, xhat, inv_std, training = self._cached()
+        impl, xhat, inv_std, training, x_shape = self._cached()
+        self._check_dy(dy, x_shape)
         dx, dgamma, dbeta = impl.batchnorm_backward(dy.reshape(xhat.shape), xhat, self.params["gamma"],
                                                     inv_std, training)
         self.grads["gamma"][...] = dgamma

@@ -98,6 +98,7 @@ class Conv2D(Layer):
     def backward(self, dy, need_dx=True):
         """need_dx=False skips the input gradient (the first layer of a model needs none)."""
         impl, cache, x_shape = self._cached()
+        self._check_dy(dy, x_shape)
         dx, dW, db = impl.conv2d_backward(dy, cache, x_shape, self.params["W"], self.stride,
                                           self.padding, need_dx)
         self.store_grads(dW, db)

@@ -49,6 +49,7 @@ class Dense(Layer):
 
     def backward(self, dy):
         x = self._cached()
+        self._check_dy(dy, x.shape)
         np.matmul(x.T, dy, out=self.grads["W"])
         if self.bias:
             dy.sum(axis=0, out=self.grads["b"])
@@ -74,4 +75,6 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
-        return dy.reshape(self._cached())
+        x_shape = self._cached()
+        self._check_dy(dy, x_shape)
+        return dy.reshape(x_shape)

@@ -33,7 +33,10 @@ class Dropout(Layer):
 
     def backward(self, dy):
         (mask,) = self._cached()
-        return dy if mask is None else dy * mask
+        if mask is None:          # (eval: dx = dy, whatever its shape; the layer before checks it)
+            return dy
+        self._check_dy(dy, mask.shape)
+        return dy * mask
 
     def config(self):
         return dict(p=self.p)

@@ -49,6 +49,7 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, dy):
         impl, argmax, x, x_shape = self._cached()
+        self._check_dy(dy, x_shape)
         if argmax is None:
             argmax = impl.maxpool2d_forward(x, *self.kernel_size, *self.stride)[1]
         return impl.maxpool2d_backward(dy, argmax, x_shape, *self.kernel_size, *self.stride)
@@ -71,4 +72,5 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, dy):
         impl, x_shape = self._cached()
+        self._check_dy(dy, x_shape)
         return impl.avgpool2d_backward(dy, x_shape, *self.kernel_size, *self.stride)
