@@ -37,11 +37,15 @@ def test_the_same_fit_of_a_loaded_model_gives_the_same_weights(numpy_backend, tm
         runs.append(weights(model))
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
-    # another seed gives other masks (so the masks do depend on fit's seed)
+    # the masks come from a generator fit made from its seed, shared by model and layer
     model = tinycnn.load_model(tmp_path / "m.npz")
-    tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model, 1e-2), x, y, epochs=2, batch_size=16,
+    unseeded = model.rng
+    tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model, 1e-2), x, y, epochs=1, batch_size=48,
                 seed=4, log=None)
-    assert not all(np.array_equal(a, b) for a, b in zip(runs[0], weights(model)))
+    fresh = np.random.default_rng([4, 2])
+    fresh.random((48, 16), dtype=np.float32)           # one training batch's mask (48 x 16 units)
+    assert model.rng is not unseeded and model.layers[3].rng is model.rng
+    assert model.rng.bit_generator.state == fresh.bit_generator.state
 
 
 def test_a_seeded_model_keeps_its_own_generator(numpy_backend):
@@ -78,12 +82,16 @@ def test_an_optimizer_given_the_layers_says_what_it_takes():
         Adam(model.layers)
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 8), (8, 8)])
-def test_one_example_instead_of_a_batch_is_named(numpy_backend, shape):
+@pytest.mark.parametrize("shape, fix", [((1, 8, 8), "x[None]"), ((8, 8), "x[None, None]")])
+def test_one_example_instead_of_a_batch_is_named(numpy_backend, shape, fix):
+    """The message gives the fix for the shape it got, and the fix works."""
     model = dropout_model(seed=0)
-    with pytest.raises(ValueError, match=rf"the input has shape \({shape[0]}, .*one example of this model's "
-                                         r"input \(1, 8, 8\), not a batch of them; pass x\[None\]"):
-        model.predict(np.zeros(shape, np.float32))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with pytest.raises(ValueError) as err:
+        model.predict(x)
+    assert str(err.value) == (f"the input has shape {shape}: one example of this model's input (1, 8, 8), "
+                              f"not a batch of them; pass {fix} (a batch of one)")
+    assert model.predict(eval(fix)).shape == (1,)
 
 
 def test_training_further_from_a_checkpoint(numpy_backend, tmp_path):
@@ -162,3 +170,82 @@ def test_conv2d_takes_same_and_valid_padding_and_names_other_activations():
     with pytest.raises(ValueError, match=r"got 'tanh' \(for another activation, put its layer after the "
                                          r"Conv2D: tinycnn.layers.Tanh\(\)"):
         L.Conv2D(1, 4, 3, activation="tanh")
+
+
+# -- a review's findings on the day's checks (session 20) ---------------------------------
+
+def test_a_schedule_may_reach_zero(numpy_backend):
+    """A rate of 0 was refused at every step: a linear decay to 0 died at the last step,
+    after the model had changed, and a warm-up from 0 at the first."""
+    x, y = small_data()
+    for schedule in (lambda s, total: 0.1 * (1 - (s + 1) / total), lambda s, total: 0.01 * s / total):
+        model = dropout_model(seed=0)
+        history = tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model), x, y, epochs=3, batch_size=16,
+                              schedule=schedule, log=None)
+        assert len(history["epoch"]) == 3
+    model = dropout_model(seed=0)
+    with pytest.raises(ValueError, match=r"gave the learning rate -0.1 for epoch 1, step 1 .*a learning rate "
+                                         r"must be a finite number >= 0"):
+        tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model), x, y, schedule=lambda s, t: -0.1, log=None)
+
+
+def test_validation_outputs_that_overflow_in_fit_are_divergence(numpy_backend, tmp_path):
+    """Finite but huge weights after the last step: the validation pass overflowed into an
+    evaluate FloatingPointError (and a traceback from tinycnn train)."""
+    x, y = small_data()
+    model = dropout_model(seed=0)
+    with np.errstate(over="ignore"), pytest.raises(
+            tinycnn.TrainingDiverged, match=r"^fit: validation: the model's output is NaN or infinite "
+                                            r".*in epoch 1 \(lr 1e\+25\): try a lower learning rate"):
+        tinycnn.fit(model, SoftmaxCrossEntropy(), tinycnn.optim.SGD(model, 0.1), x, y, epochs=1, batch_size=48,
+                    schedule=lambda s, t: 1e25, validation=(x, y), log=None)
+
+
+def test_float16_and_float64_data_are_cast_once_and_train(numpy_backend):
+    """float16 data passed the checks, then failed inside augmentation's kernels."""
+    x, y = small_data()
+    model = dropout_model(seed=0)
+    for data in (x.astype(np.float16), x.astype(np.float64)):
+        tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model), data, y, epochs=1, batch_size=16,
+                    augment=tinycnn.augment.RandomAffine(), log=None)
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (dict(seed=None), ValueError, "fit: seed must be a whole number >= 0, got None"),
+    (dict(seed=-1), ValueError, "fit: seed must be a whole number >= 0, got -1"),
+    (dict(augment="yes"), TypeError, "fit: augment must be a callable (x_batch, rng) -> x_batch"),
+])
+def test_seed_and_augment_are_checked_before_training(numpy_backend, args, error, message):
+    x, y = small_data()
+    model = dropout_model(seed=0)
+    before = weights(model)
+    with pytest.raises(error) as err:
+        tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model), x, y, log=None, **args)
+    assert str(err.value).startswith(message)
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights(model)))
+
+
+def test_early_stopping_zero_still_means_off(numpy_backend):
+    x, y = small_data()
+    model = dropout_model(seed=0)
+    history = tinycnn.fit(model, SoftmaxCrossEntropy(), Adam(model, 1e-1), x, y, epochs=4, batch_size=16,
+                          validation=(x[:8], y[:8]), early_stopping=0, log=None)
+    assert len(history["epoch"]) == 4
+
+
+def test_the_input_check_of_many_figures_is_not_quadratic(tmp_path):
+    """predict --show compared every figure with every input through realpath: 1,000 images
+    took 27 s before a single one was read."""
+    import time
+    from tinycnn.cli import figure_names
+    from tinycnn.run import files_in_the_way
+    paths = [str(tmp_path / f"{i}.png") for i in range(2000)]
+    for p in paths[:50]:
+        open(p, "wb").close()
+    started = time.process_time()
+    assert files_in_the_way("--show", str(tmp_path / "figs"), figure_names(paths), True, paths) is None
+    assert time.process_time() - started < 2.0                 # (0.1 s here; 106 s before)
+    name = figure_names(paths)[0]
+    assert files_in_the_way("--show", str(tmp_path), [name], True, paths + [str(tmp_path / name)]) == (
+        f"--show {tmp_path}: {name} is also an input, {tmp_path / name}; this would write a figure over it: "
+        "give another folder")

@@ -95,7 +95,7 @@ def test_predict_a_file_that_is_not_an_image(model_file, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     status, line = one_error_line("predict", model_file, "notes.txt", cwd=tmp_path)
     assert status == 1
-    assert line == "notes.txt: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+    assert line == "notes.txt: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)"
 
 
 def test_bench_says_which_kernels_it_timed(tmp_path):

@@ -661,7 +661,7 @@ def test_empty_and_unidentified_files_say_so(tmp_path):
         to_mnist(tmp_path / "empty.png")
     with bounded(), pytest.raises(ValueError) as err:
         to_mnist(tmp_path / "text.png")
-    assert str(err.value) == f"{tmp_path / 'text.png'}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+    assert str(err.value) == f"{tmp_path / 'text.png'}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)"
 
 
 @pytest.mark.parametrize("image, message", [
@@ -724,7 +724,7 @@ def test_predict_gives_every_good_image_a_result_and_each_bad_one_a_line(files, 
     err = child.err.splitlines()
     assert len(err) == 4, err
     assert err[0] == f"{folder / 'b.png'}: skipped: not a regular file (a folder, pipe or device)"
-    assert err[1] == f"{folder / 'c.png'}: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+    assert err[1] == f"{folder / 'c.png'}: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)"
     assert err[2] == f"{folder / 'd.png'}: skipped: not a regular file (a folder, pipe or device)"
     assert err[3].startswith(f"{tmp_path / 'huge.png'}: skipped: cannot read this image (Image size "
                              "(400000000 pixels) exceeds limit")

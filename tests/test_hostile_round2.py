@@ -341,7 +341,7 @@ def test_predict_prints_each_file_as_it_is_done(tmp_path, capsys, monkeypatch):
     assert status == 1
     assert [name for name, _, _ in seen] == ["a.png", "b.png", "c.png"]
     assert seen[1][1].endswith("a.png: 1 (100.0%)   top 3: 1 100.0%, 7 0.0%, 4 0.0%\n")
-    assert seen[2][2].endswith("b.png: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)\n")
+    assert seen[2][2].endswith("b.png: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)\n")
 
 
 @pytest.mark.parametrize("value, backend", [("", "numpy"), ("  ", "numpy"), ("loops", "loops")])

@@ -243,7 +243,7 @@ def train_resume(checkpoint, out, capsys):
     from tinycnn import run
     capsys.readouterr()
     try:
-        code = run.main([*TRAIN, "--resume", str(checkpoint), "--out", str(out)])
+        code = run.main([*TRAIN, "--resume", str(checkpoint), "--out", str(out)], prog="tinycnn train")
     except SystemExit as exit_:         # (argparse's errors: status 2)
         code = exit_.code
     return code, capsys.readouterr().err
@@ -255,7 +255,7 @@ def test_cli_resume_from_a_damaged_history_is_one_line_before_training(numpy_bac
     path = edited(run_checkpoint, tmp_path / "ck_D.npz", "history.seconds", [])
     code, err = train_resume(path, tmp_path / "out", capsys)
     assert code == 1 and "Traceback" not in err
-    assert err.splitlines() == [f"{run.build_parser().prog}: error: fit: checkpoint {path}: its training state is incomplete or damaged "
+    assert err.splitlines() == [f"tinycnn train: error: fit: checkpoint {path}: its training state is incomplete or damaged "
                                 "(ValueError: history.seconds must have one entry per epoch done (1), got 0)"]
     assert not (tmp_path / "out").exists()           # the folder the run made is not left behind
     (tmp_path / "mine").mkdir()                       # one that was there before is kept

@@ -36,9 +36,9 @@ def test_postscript_is_not_handed_to_ghostscript(tmp_path, monkeypatch):
     (tmp_path / "d.eps").write_bytes(EPS)
     with pytest.raises(ValueError) as err:
         open_image(tmp_path / "d.eps")
-    assert str(err.value) == f"{tmp_path / 'd.eps'}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+    assert str(err.value) == f"{tmp_path / 'd.eps'}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)"
     from tinycnn import serve
-    with pytest.raises(serve.BadRequest, match=r"not an image file \(PNG, JPEG, GIF, BMP, TIFF, WebP or PPM\)$"):
+    with pytest.raises(serve.BadRequest, match=r"not an image file \(PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM\)$"):
         serve.decode_image(EPS, "application/postscript")
     assert not marker.exists()
 
@@ -163,8 +163,9 @@ def test_images_on_the_usual_scales_read_as_before():
     g = np.zeros((40, 40), np.uint8)
     g[8:32, 18:23] = 255
     expected = to_mnist(g)
-    for a in (g.astype(np.float32) / 255, g.astype(np.float32), np.dstack([g] * 3),
-              np.dstack([g] * 3 + [np.full(g.shape, 255, np.uint8)]), np.dstack([g / 255.0] * 3)):
+    rgba = np.dstack([g] * 3 + [np.full(g.shape, 255, np.uint8)])
+    for a in (g.astype(np.float32) / 255, g.astype(np.float32), np.dstack([g] * 3), rgba,
+              np.dstack([g / 255.0] * 3), rgba.astype(np.int64), rgba.astype(np.int32), rgba.astype(np.uint16)):
         np.testing.assert_allclose(to_mnist(a), expected, atol=1e-6)
 
 
@@ -173,4 +174,4 @@ def test_the_cli_refuses_an_eps_file_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tinycnn", "predict", "mnist", str(tmp_path / "d.eps")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (
-        1, f"{tmp_path / 'd.eps'}: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)\n")
+        1, f"{tmp_path / 'd.eps'}: skipped: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)\n")

@@ -105,16 +105,16 @@ def bad_fit_arguments(tmp_path):
     y_neg[30] = -1
     return [
         ({"y": y_neg}, ValueError,
-         "fit: training data has label -1 at index 30, but the model has 3 outputs (classes 0..2)"),
+         "fit: training data labels: label -1 at index 30 is not one of the classes 0..2 (the model's 3 outputs)"),
         ({"validation": (xv, np.r_[yv[:4], -2, yv[5:]])}, ValueError,
-         "fit: validation data has label -2 at index 4, but the model has 3 outputs (classes 0..2)"),
+         "fit: validation data labels: label -2 at index 4 is not one of the classes 0..2 (the model's 3 outputs)"),
         ({"validation": (xv, yv.astype(float))}, ValueError,
-         "fit: validation data labels must be integers of shape (10,), one class index per example, "
+         "fit: validation data labels must be integer class labels of shape (N,), one per example, "
          "got float64 of shape (10,)"),
         ({"validation": (xv, yv > 0)}, ValueError,
-         "fit: validation data labels must be integers of shape (10,), one class index per example, "
+         "fit: validation data labels must be integer class labels of shape (N,), one per example, "
          "got bool of shape (10,)"),
-        ({"y": y.astype(np.float32)}, ValueError, "fit: training data labels must be integers"),
+        ({"y": y.astype(np.float32)}, ValueError, "fit: training data labels must be integer class labels of shape (N,)"),
         ({"validation": ((xv * 255).astype(np.uint8), yv)}, TypeError,
          "fit: validation data must be floating point, got uint8; scale images first "
          "(model.preprocess(images) applies the model's own recipe)"),
@@ -130,8 +130,8 @@ def bad_fit_arguments(tmp_path):
         ({"checkpoint": 3}, TypeError, "fit: checkpoint must be a file path, got int 3"),
     ] + [
         ({"validation": (xv, yv), "early_stopping": bad}, ValueError,
-         f"fit: early_stopping must be a whole number of epochs >= 1 (None: no early stopping), got {bad!r}")
-        for bad in ("2", -1, 0, 0.5, True)
+         f"fit: early_stopping must be a whole number of epochs >= 1 (None or 0: no early stopping), got {bad!r}")
+        for bad in ("2", -1, 0.5, True)          # (0, like None, turns it off: test_api_user)
     ] + [
         ({"schedule": 1e-3}, TypeError, "fit: schedule must be a callable (step, total_steps) -> lr"),
     ]
@@ -205,13 +205,13 @@ def test_schedules_still_give_their_rates():
     assert repr(schedules.OneCycle(3e-3)) == "OneCycle(0.003, pct_start=0.25, div=25, final_div=10000)"
 
 
-@pytest.mark.parametrize("bad", [-0.5, 0.0, float("nan"), float("inf"), None])
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), None])     # (0 is allowed: test_api_user)
 def test_fit_refuses_a_bad_learning_rate_from_a_schedule_naming_it_and_the_step(numpy_backend, bad):
     def schedule(step, total_steps):
         return 1e-2 if step < 3 else bad
     model = tiny_model()
     with pytest.raises(ValueError, match=re.escape(f"gave the learning rate {bad!r} for epoch 1, step 4 (called as "
-                                                   "schedule(3, 5)); a learning rate must be a finite number > 0")):
+                                                   "schedule(3, 5)); a learning rate must be a finite number >= 0")):
         tiny_fit(model, schedule=schedule)
     with pytest.raises(ValueError, match=r"^fit: schedule schedule gave the learning rate"):
         tiny_fit(model, schedule=schedule)
@@ -247,8 +247,8 @@ def test_evaluate_refuses_nan_outputs_bad_lengths_and_batch_sizes(numpy_backend)
     cases = [
         ((x[:5], y), {}, "evaluate: x has 5 inputs but 40 labels"),
         ((x[:0], y[:0]), {}, "evaluate: x is empty"),
-        ((x, np.r_[y[:-1], -1]), {}, "evaluate: y has label -1 at index 39, but the model has 3 outputs"),
-        ((x, y.astype(float)), {}, "evaluate: y labels must be integers of shape (40,)"),
+        ((x, np.r_[y[:-1], -1]), {}, "evaluate: y labels: label -1 at index 39 is not one of the classes 0..2 (the model's 3 outputs)"),
+        ((x, y.astype(float)), {}, "evaluate: y labels must be integer class labels of shape (N,), one per example"),
     ] + [((x, y), {"batch_size": bad}, f"evaluate: batch_size must be a whole number >= 1, got {bad!r}")
          for bad in (-1, 0, 2.5, float("nan"), "8")]
     for args, kwargs, message in cases:
@@ -288,26 +288,26 @@ def test_metrics_refuse_shapes_ks_and_labels_that_do_not_fit():
     y = rng.integers(0, 10, 5)
     cases = [
         (lambda: metrics.top_k_accuracy(y[:, None], p, 3),
-         "top_k_accuracy: y_true must be integer class labels of shape (N,), got int64 of shape (5, 1)"),
+         "top_k_accuracy: y_true must be integer class labels of shape (N,), one per example, got int64 of shape (5, 1)"),
         (lambda: metrics.top_k_accuracy(y[:1], p), "top_k_accuracy: 1 labels but 5 rows of probabilities"),
         (lambda: metrics.top_k_accuracy(y, p[0]), "top_k_accuracy: proba must be numbers of shape (N, K)"),
         (lambda: metrics.top_k_accuracy(np.r_[y[:4], 10], p),
-         "top_k_accuracy: y_true has label 10 at index 4; the classes are 0..9"),
+         "top_k_accuracy: y_true: label 10 at index 4 is not one of the classes 0..9"),
         (lambda: metrics.top_k_accuracy(y, np.where(np.eye(5, 10) > 0, np.nan, p)),
          "top_k_accuracy: proba has NaN or infinite values (the first in row 0)"),
         (lambda: metrics.top_k_accuracy(y[:0], p[:0]), "top_k_accuracy: y_true are empty"),
         (lambda: metrics.accuracy([], []), "accuracy: no labels: there is nothing to score"),
         (lambda: metrics.confusion_matrix(np.r_[y, 10], np.r_[y, 3], 10),
-         "confusion_matrix: y_true has label 10 at index 5; the classes are 0..9"),
+         "confusion_matrix: y_true: label 10 at index 5 is not one of the classes 0..9"),
         (lambda: metrics.confusion_matrix(np.r_[y, 3], np.r_[y, -1], 10),
-         "confusion_matrix: y_pred has label -1 at index 5; the classes are 0..9"),
+         "confusion_matrix: y_pred: label -1 at index 5 is not one of the classes 0..9"),
         (lambda: metrics.confusion_matrix(np.r_[y, -1], np.r_[y, 3]),
-         "confusion_matrix: y_true has label -1 at index 5; the classes are 0 or more"),
+         "confusion_matrix: y_true: label -1 at index 5 is not a class (0 or more)"),
         (lambda: metrics.confusion_matrix(y, y[:3], 10), "confusion_matrix: 5 labels but 3 predictions"),
         (lambda: metrics.misclassified(y[:1], p), "misclassified: 1 labels but 5 rows of probabilities"),
-        (lambda: datasets.one_hot([-1, 2], 3), "one_hot: label -1 at index 0 is not one of the 3 classes (0..2)"),
-        (lambda: datasets.one_hot([0, 3], 3), "one_hot: label 3 at index 1 is not one of the 3 classes (0..2)"),
-        (lambda: datasets.one_hot([0.5], 3), "one_hot: labels must be integers of shape (N,), got float64"),
+        (lambda: datasets.one_hot([-1, 2], 3), "one_hot: labels: label -1 at index 0 is not one of the classes 0..2"),
+        (lambda: datasets.one_hot([0, 3], 3), "one_hot: labels: label 3 at index 1 is not one of the classes 0..2"),
+        (lambda: datasets.one_hot([0.5], 3), "one_hot: labels must be integer class labels of shape (N,), one per example, got float64"),
         (lambda: datasets.standardize(p, 0, float("nan")), "standardize: std must be > 0 and finite, got nan"),
         (lambda: datasets.standardize(p, float("inf"), 1), "standardize: mean must be a finite number, got inf"),
         (lambda: datasets.standardize(np.where(np.eye(5, 10) > 0, np.nan, p)),

@@ -185,7 +185,7 @@ def test_data_urls_raw_and_in_json_give_the_same_answer(url):
 
 
 @pytest.mark.parametrize("body, kind, message", [
-    (b"not an image at all", "image/png", "not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"),
+    (b"not an image at all", "image/png", "not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)"),
     (seven_png()[0][:200], "image/png", "cannot read this image"),                  # truncated PNG
     (b"", "image/png", "empty request body"),
     (png_of(np.full((280, 280), 255, np.uint8)), "image/png", "looks blank"),       # nothing drawn

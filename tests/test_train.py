@@ -214,9 +214,9 @@ def test_nan_inputs_and_labels_past_the_outputs_are_refused_before_training():
     cases = [
         ((bad_x, y), {}, "fit: training data has NaN or infinite values (2 examples, the first at index 7)"),
         ((x, y), {"validation": (bad_x, y)}, "fit: validation data has NaN or infinite values (2 examples"),
-        ((x, np.r_[y[:-1], 5]), {}, "fit: training data has label 5 at index 39, but the model has 3 outputs "
-                                    "(classes 0..2)"),
-        ((x, y), {"validation": (x, np.r_[3, y[1:]])}, "fit: validation data has label 3 at index 0"),
+        ((x, np.r_[y[:-1], 5]), {}, "fit: training data labels: label 5 at index 39 is not one of the classes "
+                                    "0..2 (the model's 3 outputs)"),
+        ((x, y), {"validation": (x, np.r_[3, y[1:]])}, "fit: validation data labels: label 3 at index 0"),
     ]
     for (xs, ys), extra, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)):

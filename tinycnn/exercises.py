@@ -116,7 +116,8 @@ EXERCISES = {
         _dense_cases, lambda fn, layer, x, dy: fn(x, layer.params["W"], layer.params["b"], dy)),
     "sigmoid_backward": Exercise(
         "03-activations.md", "sigmoid_backward(x, dy) -> dx", ("dx",),
-        _sigmoid_cases, lambda fn, layer, x, dy: fn(x, dy)),
+        _sigmoid_cases, lambda fn, layer, x, dy: fn(x, dy),
+        "the derivative is s * (1 - s): a factor of 2, or a /N that does not belong here?"),
     "softmax_cross_entropy_backward": Exercise(
         "04-softmax-cross-entropy.md", "softmax_cross_entropy_backward(logits, labels) -> dlogits",
         ("dlogits",), _softmax_ce_cases, lambda fn, loss, logits, labels: fn(logits, labels)),

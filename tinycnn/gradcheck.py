@@ -66,7 +66,7 @@ def gradcheck(obj, x, labels=None, loss=None, training=True, h=1e-5, floor=1e-4,
     """
     from .warmup import saying_when_compiling
     with saying_when_compiling(lambda: print(
-            "gradcheck: compiling float64 fast kernels (once: Numba caches them; "
+            "gradcheck: Numba is compiling float64 kernels (once: it caches them; "
             'tinycnn.set_backend("numpy") checks the reference kernels without compiling) ...',
             file=sys.stderr, flush=True)):
         return _gradcheck(obj, x, labels, loss, training, h, floor, seed, max_checks)

@@ -8,23 +8,16 @@ mean of nothing is NaN.
 import numpy as np
 from sklearn import metrics as skm
 
+from .checks import class_labels
 from .layers.base import is_whole
 
 
 def _labels(who, y, name="labels", num_classes=None):
     """y as an array of integer class labels (N,), N > 0, each in [0, num_classes) (or >= 0
     when num_classes is None), or a ValueError naming `who` and what was wrong."""
-    y = np.asarray(y)
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise ValueError(f"{who}: {name} must be integer class labels of shape (N,), got {y.dtype} "
-                         f"of shape {y.shape}")
+    y = class_labels(y, num_classes, who, name)
     if not len(y):
         raise ValueError(f"{who}: {name} are empty: there is nothing to score")
-    bad = (y < 0) | (y >= num_classes) if num_classes is not None else y < 0
-    if bad.any():
-        i = int(np.argmax(bad))
-        allowed = f"0..{num_classes - 1}" if num_classes is not None else "0 or more"
-        raise ValueError(f"{who}: {name} has label {int(y[i])} at index {i}; the classes are {allowed}")
     return y
 
 

@@ -92,9 +92,9 @@ class Sequential:
         x = self._as_input(x)
         if self.input_shape != x.shape[1:]:
             if self.input_shape is not None and x.shape in (self.input_shape, self.input_shape[1:]):
+                fix = "x[None]" if x.shape == self.input_shape else "x[None, None]"
                 raise ValueError(f"the input has shape {x.shape}: one example of this model's input "
-                                 f"{self.input_shape}, not a batch of them; pass x[None] (one (H, W) image: "
-                                 "model.preprocess(image[None]) adds the channel axis too)")
+                                 f"{self.input_shape}, not a batch of them; pass {fix} (a batch of one)")
             self.build(x.shape[1:])
         layers = self.layers
         self._fused = {}      # layers run as one step: last one's index -> (first's, state)

@@ -30,7 +30,7 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)        # grey from RGB,
 # Pillow hands to Ghostscript, an outside program that runs the file (a server's client
 # could run code or loop forever), nor the rest of Pillow's long list.
 # (A phone's multi-picture JPEG, MPO, opens through the JPEG decoder.)
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM")
 
 
 def open_image(path):
@@ -71,7 +71,7 @@ def decode_image(f, name):
                                  "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
             image.load()
     except Image.UnidentifiedImageError:     # its own message would show the file object's repr
-        raise ValueError(f"{name}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)") from None
+        raise ValueError(f"{name}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)") from None
     # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
     # struct.error, DecompressionBombError...): each is this file's fault, not the caller's.
     except Exception as err:      # noqa: BLE001
@@ -117,7 +117,7 @@ def _unit_scale(a, what):
     top = float(a.max())
     if top > 255 and (a.dtype.kind == "f" or a.dtype.itemsize > 1):
         return _stretch(a, what)
-    return a.astype(np.float32) / np.float32(255.0 if a.dtype.kind in "uib" and a.dtype != bool or top > 1 else 1.0)
+    return a.astype(np.float32) / np.float32(255.0 if a.dtype.kind in "ui" or top > 1 else 1.0)
 
 
 def _finite(a, what):
@@ -153,10 +153,10 @@ def _grayscale(image):
     if a.ndim == 3 and a.shape[2] in (3, 4):
         rgb, alpha = a[..., :3], (a[..., 3:4] if a.shape[2] == 4 else None)
         rgb = _unit_scale(rgb, "the array's colours")
-        if alpha is not None:      # opacity on its type's full scale; floats on 0-1, 0-255, or their own
+        if alpha is not None:      # opacity: 0-1 floats, 8-bit or 16-bit values, else its own top
             top = float(alpha.max())
-            full = (np.iinfo(alpha.dtype).max if alpha.dtype.kind in "ui"
-                    else 1.0 if top <= 1 else 255.0 if top <= 255 else top)
+            integers = alpha.dtype.kind in "ui"
+            full = (255.0 if top <= 255 else 65535.0 if top <= 65535 else top) if integers or top > 1 else 1.0
             rgb = _on_background(rgb, alpha.astype(np.float32) / np.float32(full))
         a = rgb @ LUMA
     elif a.ndim == 2:

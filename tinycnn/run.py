@@ -190,13 +190,24 @@ def files_in_the_way(option, folder, names, overwrite=False, inputs=()):
     would replace them; with overwrite, only when one is a folder, or one of the files
     `inputs` the command reads), else None. Found before any work, so nothing of the user's
     is lost and no run fails at its end."""
+    # (sets of the inputs' real paths and file ids: one look-up per name, not one per pair)
+    by_path = {os.path.realpath(path): path for path in inputs}
+    by_id = {}
+    for path in inputs:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            by_id[(st.st_dev, st.st_ino)] = path
     for name in names:
         target = os.path.join(folder, name)
-        for path in inputs:
-            if os.path.realpath(target) == os.path.realpath(path) or (
-                    os.path.exists(target) and os.path.exists(path) and os.path.samefile(target, path)):
-                return (f"{option} {folder}: {name} is also an input, {path}; this would write a "
-                        "figure over it: give another folder")
+        try:
+            st = os.stat(target)
+            same = by_id.get((st.st_dev, st.st_ino))          # (a hard link too)
+        except OSError:
+            same = None
+        same = same or by_path.get(os.path.realpath(target))
+        if same is not None:
+            return (f"{option} {folder}: {name} is also an input, {same}; this would write a "
+                    "figure over it: give another folder")
     found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
     if folders := [name for name in found if os.path.isdir(os.path.join(folder, name))]:
         return f"{option} {folder}: {folders[0]} is a folder, where this writes a file"
@@ -562,7 +573,8 @@ def main_with_args(args, prog="tinycnn train"):
                       file=sys.stderr)
                 return 130
             if isinstance(err, (TrainingDiverged, datasets.DownloadError, FileNotFoundError, datasets.ChecksumError,
-                                datasets.IDXFormatError, datasets.DataDirError, ModelFormatError, ValueError)):
+                                datasets.IDXFormatError, datasets.DataDirError, ModelFormatError, ValueError,
+                                FloatingPointError)):
                 # (ValueError: --resume with the wrong file, say; printable: the message may
                 # quote the file, and a file must not drive the terminal or forge lines)
                 print(f"{prog}: error: {printable(err)}", file=sys.stderr)

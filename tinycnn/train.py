@@ -20,6 +20,7 @@ import types
 import numpy as np
 
 from . import warmup
+from .checks import class_labels
 from .fileutil import check_writable, describe_non_file
 from .io import load_checkpoint, save_checkpoint
 from .layers.base import is_real, is_whole
@@ -100,7 +101,7 @@ def _check_batch_size(batch_size, caller):
         raise ValueError(f"{caller}: batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
-def _evaluate(model, loss, x, y, batch_size=256):
+def _evaluate(model, loss, x, y, batch_size=256, caller="evaluate"):
     """evaluate without the checks: fit checked its validation data once, not every epoch."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
@@ -110,7 +111,7 @@ def _evaluate(model, loss, x, y, batch_size=256):
         if not np.isfinite(logits).all():
             bad = ~np.isfinite(logits).all(axis=1)
             raise FloatingPointError(
-                f"evaluate: the model's output is NaN or infinite for {int(bad.sum())} of the {len(xb)} "
+                f"{caller}: the model's output is NaN or infinite for {int(bad.sum())} of the {len(xb)} "
                 f"inputs from index {start} (first: index {start + int(np.argmax(bad))}); its weights "
                 "are broken (NaN or infinite), or too large for the input")
         total_loss += loss.forward(logits, yb) * len(xb)
@@ -302,7 +303,9 @@ def _check_data(model, x, y, what, caller="fit"):
         raise TypeError(f"{caller}: {what} must be floating point, got {x.dtype}; scale images first "
                         "(model.preprocess(images) applies the model's own recipe)")
     _check_finite(x, f"{caller}: {what}", model.dtype)
-    return x, y
+    # once here rather than batch by batch (float64 data from images / 255, float16 data,
+    # which augmentation's kernels do not take)
+    return x.astype(model.dtype, copy=False), y
 
 
 def _check_finite(x, what, dtype=np.float32):
@@ -328,20 +331,12 @@ def _check_labels(model, x, y, what, caller="fit"):
     """Integer class labels (N,), each one of the model's outputs: a bad one found now rather
     than at the batch that holds it (after the model has been updated in place) or after the
     first epoch (validation)."""
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise ValueError(f"{caller}: {what} labels must be integers of shape ({len(y)},), one class "
-                         f"index per example, got {y.dtype} of shape {y.shape}")
     try:
         outputs = model.output_shapes(x.shape[1:])[-1]
     except (ValueError, TypeError, AttributeError, NotImplementedError):    # (its forward says why)
         outputs = ()
     classes = outputs[0] if len(outputs) == 1 else None
-    bad = (y < 0) | (y >= classes) if classes is not None else y < 0
-    if bad.any():
-        i = int(np.argmax(bad))
-        allowed = (f"the model has {classes} outputs (classes 0..{classes - 1})" if classes is not None
-                   else "labels are class indices, 0 or more")
-        raise ValueError(f"{caller}: {what} has label {int(y[i])} at index {i}, but {allowed}")
+    class_labels(y, classes, caller, f"{what} labels", f" (the model's {classes} outputs)" if classes else "")
 
 
 def _check_checkpoint(path):
@@ -384,17 +379,18 @@ def _check_optimizer(model, optimizer):
 
 def _scheduled_lr(schedule, global_step, total_steps, epoch, step):
     """The schedule's learning rate for this step, checked: a negative one trains uphill, a
-    NaN or infinite one wrecks the weights, all without an error of their own."""
+    NaN or infinite one wrecks the weights, all without an error of their own. (0 is fine: a
+    step that does not move, as a schedule that decays to 0 ends.)"""
     lr = schedule(global_step, total_steps)
     try:
         value = float(lr)
     except (TypeError, ValueError):
         value = math.nan
-    if not 0 < value < math.inf:
+    if not 0 <= value < math.inf:
         name = schedule.__name__ if isinstance(schedule, types.FunctionType) else _shown(schedule)
         raise ValueError(f"fit: schedule {name} gave the learning rate {lr!r} for epoch {epoch + 1}, "
                          f"step {step + 1} (called as schedule({global_step}, {total_steps})); a learning rate "
-                         "must be a finite number > 0: check the schedule's arguments")
+                         "must be a finite number >= 0")
     return value
 
 
@@ -437,7 +433,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     the optimiser's lr
     augment:        callable (x_batch, rng) -> x_batch applied to each training batch
     early_stopping: stop when the validation loss has not improved for this many epochs
-                    (a whole number >= 1; None: never)
+                    (a whole number; None or 0: never)
     keep_best:      at the end, restore the weights of the epoch with the lowest val loss
     checkpoint:     path of a checkpoint written after every epoch (and on Ctrl-C); without
                     one, Ctrl-C saves to the first free name of interrupted-checkpoint.npz,
@@ -461,9 +457,14 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
         raise ValueError(f"fit: epochs and batch_size must be whole numbers, got {epochs!r}, {batch_size!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    if early_stopping is not None and not (is_whole(early_stopping) and early_stopping >= 1):
-        raise ValueError(f"fit: early_stopping must be a whole number of epochs >= 1 (None: no early "
-                         f"stopping), got {early_stopping!r}")
+    if early_stopping is not None and not (is_whole(early_stopping) and early_stopping >= 0):
+        raise ValueError(f"fit: early_stopping must be a whole number of epochs >= 1 (None or 0: no "
+                         f"early stopping), got {early_stopping!r}")
+    if not (is_whole(seed) and seed >= 0):
+        raise ValueError(f"fit: seed must be a whole number >= 0, got {seed!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"fit: augment must be a callable (x_batch, rng) -> x_batch, e.g. "
+                        f"tinycnn.augment.RandomAffine(), or None; got {type(augment).__name__} {augment!r:.40}")
     if (early_stopping or keep_best) and validation is None:
         raise ValueError("fit: early_stopping and keep_best need validation data")
     _check_labels(model, x, y, "training data")
@@ -620,7 +621,11 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                     f"acc {history['train_acc'][-1]:.4f}")
             stop = False
             if validation is not None:
-                val_loss, val_acc = _evaluate(model, loss, *validation)
+                try:
+                    val_loss, val_acc = _evaluate(model, loss, *validation, caller="fit: validation")
+                except FloatingPointError as err:    # finite weights, but too large: diverging
+                    raise TrainingDiverged(f"{err}; in epoch {epoch + 1} (lr {optimizer.lr:g}): try a lower "
+                                           f"learning rate.{_last_good(checkpoint)}") from None
                 history["val_loss"].append(val_loss)
                 history["val_acc"].append(val_acc)
                 line += f" | val loss {val_loss:.4f} acc {val_acc:.4f}"
@@ -630,7 +635,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
                         best["weights"] = _snapshot(model)
                 else:
                     best["bad_epochs"] += 1
-                    stop = early_stopping is not None and best["bad_epochs"] >= early_stopping
+                    stop = bool(early_stopping) and best["bad_epochs"] >= early_stopping
             log(line + f" | {seconds:.1f}s, {sums['seen'] / seconds:,.0f} img/s")
             if checkpoint:
                 save_checkpoint(checkpoint, model, optimizer,

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .. import functional
+from ..checks import class_labels
 from ..layers.base import is_real, is_whole
 from ..optim import check_hyper
 
@@ -36,17 +37,9 @@ def standardize(x, mean=None, std=None):
 def one_hot(labels, num_classes, dtype=np.float32):
     """Integer labels (N,), each in [0, num_classes) -> (N, num_classes) with a single 1
     per row. (A label of -1 would otherwise index the last class.)"""
-    labels = np.asarray(labels)
     if not (is_whole(num_classes) and num_classes >= 1):
         raise ValueError(f"one_hot: num_classes must be a whole number >= 1, got {num_classes!r}")
-    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-        raise ValueError(f"one_hot: labels must be integers of shape (N,), got {labels.dtype} of "
-                         f"shape {labels.shape}")
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"one_hot: label {labels[i]} at index {i} is not one of the {num_classes} "
-                         f"classes (0..{num_classes - 1})")
+    labels = class_labels(labels, num_classes, "one_hot")
     return functional.one_hot(labels.astype(np.intp), num_classes, dtype)
 
 
