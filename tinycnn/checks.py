@@ -1,6 +1,18 @@
 """Checks of arguments that several parts of tinycnn take: here once, so each rule reads the
-same everywhere (fit and evaluate, the metrics, one_hot)."""
+same everywhere (fit and evaluate, predict_proba, the schedules, the metrics, one_hot, the
+downloader)."""
 import numpy as np
+
+from .layers.base import is_whole
+
+
+def whole_number(value, low, who, name, unit=""):
+    """value as an int if it is a whole number >= low (not a bool, not 2.5), else a
+    ValueError naming `who` and `name`, e.g. "StepDecay: every must be a whole number of
+    steps >= 1, got 0" (unit=" of steps")."""
+    if not (is_whole(value) and value >= low):
+        raise ValueError(f"{who}: {name} must be a whole number{unit} >= {low}, got {value!r}")
+    return int(value)
 
 
 def class_labels(y, num_classes, who, name="labels", of=""):

@@ -8,7 +8,7 @@ mean of nothing is NaN.
 import numpy as np
 from sklearn import metrics as skm
 
-from .checks import class_labels
+from .checks import class_labels, whole_number
 from .layers.base import is_whole
 
 
@@ -60,8 +60,8 @@ def top_k_accuracy(y_true, proba, k=3):
 def confusion_matrix(y_true, y_pred, num_classes=None):
     """(K, K) counts: row = true class, column = predicted class. Every label and prediction
     must be one of the K classes (0..K-1; K defaults to the largest one + 1)."""
-    if num_classes is not None and not (is_whole(num_classes) and num_classes >= 1):
-        raise ValueError(f"confusion_matrix: num_classes must be a whole number >= 1, got {num_classes!r}")
+    if num_classes is not None:
+        whole_number(num_classes, 1, "confusion_matrix", "num_classes")
     y_true = _labels("confusion_matrix", y_true, "y_true", num_classes)
     y_pred = _labels("confusion_matrix", y_pred, "y_pred", num_classes)
     if len(y_true) != len(y_pred):

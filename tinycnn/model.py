@@ -6,7 +6,8 @@ import numpy as np
 from . import warmup
 from .functional import softmax
 from .layers import Conv2D, Layer, fused
-from .layers.base import float_dtype, is_whole
+from .checks import whole_number
+from .layers.base import float_dtype
 from .runtime import one_thread_pool
 
 
@@ -218,8 +219,7 @@ class Sequential:
         every intermediate array stays small enough to be reused from the heap and cache.
         """
         x = self._as_input(x)
-        if not (is_whole(batch_size) and batch_size >= 1):
-            raise ValueError(f"predict_proba: batch_size must be a whole number >= 1, got {batch_size!r}")
+        whole_number(batch_size, 1, "predict_proba", "batch_size")
         if len(x) == 0:                   # no images: no rows, but the right number of columns
             shape = x.shape[1:] if x.ndim > 1 else self.input_shape
             if shape is None:

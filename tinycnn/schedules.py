@@ -3,20 +3,13 @@
 Each schedule is called as schedule(step, total_steps) with step counted from 0, and
 returns the learning rate for that step. The trainer sets optimizer.lr from it before
 every step, so any callable with that signature works (fit checks that what it returns is
-a finite number > 0). The schedules here check their arguments when they are made, as the
+a finite number >= 0). The schedules here check their arguments when they are made, as the
 optimisers do: a negative or NaN rate would train uphill or wreck the weights, silently.
 """
 import math
 
-from .layers.base import is_whole
+from .checks import whole_number
 from .optim import check_hyper
-
-
-def _steps(owner, name, value, low):
-    """A whole number of steps >= low, or a ValueError naming it."""
-    if not (is_whole(value) and value >= low):
-        raise ValueError(f"{owner}: {name} must be a whole number of steps >= {low}, got {value!r}")
-    return int(value)
 
 
 class Constant:
@@ -37,7 +30,7 @@ class StepDecay:
 
     def __init__(self, lr, every, gamma=0.1):
         self.lr = check_hyper("StepDecay", "lr", lr, 0, low_open=True)
-        self.every = _steps("StepDecay", "every", every, 1)
+        self.every = whole_number(every, 1, "StepDecay", "every", " of steps")
         self.gamma = check_hyper("StepDecay", "gamma", gamma, 0, 1, low_open=True, high_open=False)
 
     def __call__(self, step, total_steps):
@@ -55,7 +48,7 @@ class Cosine:
         self.lr = check_hyper("Cosine", "lr", lr, 0, low_open=True)
         # min_lr 0 is fine: t stays below 1 within the run, so the last step's lr is above it
         self.min_lr = check_hyper("Cosine", "min_lr", min_lr, 0, self.lr, high_open=False)
-        self.warmup = _steps("Cosine", "warmup", warmup, 0)
+        self.warmup = whole_number(warmup, 0, "Cosine", "warmup", " of steps")
 
     def __call__(self, step, total_steps):
         if step < self.warmup:

@@ -20,7 +20,7 @@ import types
 import numpy as np
 
 from . import warmup
-from .checks import class_labels
+from .checks import class_labels, whole_number
 from .fileutil import check_writable, describe_non_file
 from .io import load_checkpoint, save_checkpoint
 from .layers.base import is_real, is_whole
@@ -92,13 +92,8 @@ def evaluate(model, loss, x, y, batch_size=256):
     """(mean loss, accuracy) of `model` on (x, y), in eval mode and in batches."""
     x, y = _check_data(model, x, y, "x", caller="evaluate")
     _check_labels(model, x, y, "y", caller="evaluate")
-    _check_batch_size(batch_size, "evaluate")
+    whole_number(batch_size, 1, "evaluate", "batch_size")
     return _evaluate(model, loss, x, y, batch_size)
-
-
-def _check_batch_size(batch_size, caller):
-    if not (is_whole(batch_size) and batch_size >= 1):
-        raise ValueError(f"{caller}: batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 def _evaluate(model, loss, x, y, batch_size=256, caller="evaluate"):
@@ -460,8 +455,7 @@ def fit(model, loss, optimizer, x, y, epochs=1, batch_size=128, validation=None,
     if early_stopping is not None and not (is_whole(early_stopping) and early_stopping >= 0):
         raise ValueError(f"fit: early_stopping must be a whole number of epochs >= 1 (None or 0: no "
                          f"early stopping), got {early_stopping!r}")
-    if not (is_whole(seed) and seed >= 0):
-        raise ValueError(f"fit: seed must be a whole number >= 0, got {seed!r}")
+    whole_number(seed, 0, "fit", "seed")
     if augment is not None and not callable(augment):
         raise TypeError(f"fit: augment must be a callable (x_batch, rng) -> x_batch, e.g. "
                         f"tinycnn.augment.RandomAffine(), or None; got {type(augment).__name__} {augment!r:.40}")

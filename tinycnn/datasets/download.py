@@ -30,7 +30,7 @@ import requests
 import urllib3
 
 from ..fileutil import clean_stale_temps, create_temp
-from ..layers.base import is_whole
+from ..checks import whole_number
 
 try:
     from tqdm.auto import tqdm
@@ -156,9 +156,7 @@ def download_file(urls, dest, verify=None, timeout=(10, 60), retries=3, backoff=
     """
     if isinstance(urls, (str, bytes)):      # one URL, not a list of one-letter "mirrors"
         urls = [urls]
-    if not (is_whole(retries) and retries >= 1):
-        raise ValueError(f"download_file: retries must be a whole number of attempts per mirror, >= 1, "
-                         f"got {retries!r}")
+    whole_number(retries, 1, "download_file", "retries", " of attempts per mirror,")
     if progress is None:
         progress = sys.stderr.isatty()
     max_bytes = UNLIMITED if max_bytes is None else max_bytes

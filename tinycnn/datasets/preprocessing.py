@@ -4,8 +4,8 @@ import math
 import numpy as np
 
 from .. import functional
-from ..checks import class_labels
-from ..layers.base import is_real, is_whole
+from ..checks import class_labels, whole_number
+from ..layers.base import is_real
 from ..optim import check_hyper
 
 
@@ -37,8 +37,7 @@ def standardize(x, mean=None, std=None):
 def one_hot(labels, num_classes, dtype=np.float32):
     """Integer labels (N,), each in [0, num_classes) -> (N, num_classes) with a single 1
     per row. (A label of -1 would otherwise index the last class.)"""
-    if not (is_whole(num_classes) and num_classes >= 1):
-        raise ValueError(f"one_hot: num_classes must be a whole number >= 1, got {num_classes!r}")
+    whole_number(num_classes, 1, "one_hot", "num_classes")
     labels = class_labels(labels, num_classes, "one_hot")
     return functional.one_hot(labels.astype(np.intp), num_classes, dtype)
 
