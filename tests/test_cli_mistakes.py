@@ -321,7 +321,8 @@ def test_a_digit_smaller_than_a_digits_box_or_a_dot_is_read_with_a_note(model_fi
                            "too small to read reliably)")
     assert re.search(r"   \(note: its ink is one solid blob \(\d\d% of its 3\dx3\d box\), more a dot than "
                      r"a digit's strokes\)$", dot), dot
-    assert "note" not in full
+    assert "too small" not in full and "blob" not in full       # (a sawtooth of grey, not a digit: its
+    #                                                             edges may be noted as left out)
 
 
 def test_ctrl_c_that_surfaces_as_another_error_is_still_one_line(numpy_backend, tmp_path, monkeypatch, capsys):

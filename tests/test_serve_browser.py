@@ -94,7 +94,7 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
             wait_for(driver, "return window.tinycnn.errors > 0")
             bad_photo = panels(driver)
             # A picture the server refuses (blank paper): the previous answer goes with it.
-            from PIL import Image
+            from PIL import Image, ImageDraw
             Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
             driver.find_element("id", "photo").send_keys(str(tmp_path / "blank.png"))
             wait_for(driver, "return window.tinycnn.errors > %d" % bad_photo["stats"]["errors"])
@@ -110,6 +110,18 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
                      % refused["stats"]["predictions"])
             wait_idle(driver)
             white_on_clear = panels(driver)
+            # A wide photo of light ink on dark: the page sends the file itself (it sent its
+            # pad, whose white margins around the photo made the whole photo read as ink).
+            wide = Image.new("L", (600, 300), 20)
+            pen = ImageDraw.Draw(wide)
+            for stroke in sketch.digit_strokes(7, np.random.default_rng(7)):
+                pen.line([(175 + 250 * x, 25 + 250 * y) for x, y in stroke], fill=235, width=18)
+            wide.save(tmp_path / "seven-wide.png")
+            driver.find_element("id", "photo").send_keys(str(tmp_path / "seven-wide.png"))
+            wait_for(driver, "return window.tinycnn.last && window.tinycnn.predictions > %d"
+                     % white_on_clear["stats"]["predictions"])
+            wait_idle(driver)
+            light_on_dark = panels(driver)
 
             # Undo removes the last stroke: a 4 drawn as two strokes becomes a 1-like stroke.
             driver.find_element("id", "clear").click()
@@ -140,6 +152,7 @@ def test_draw_digits_in_chromium(page_model, tmp_path):
     assert "looks blank" in refused["status"] and refused["predicted"] is None and refused["timing"] == ""
     assert refused["input"] == [28, True] and max(refused["bars"]) == 0
     assert white_on_clear["predicted"] == "5" and white_on_clear["status"] == ""
+    assert light_on_dark["predicted"] == "7", light_on_dark
     assert before == "4" and after_undo["predicted"] != "4" and after_undo["status"] == ""
     assert dot["predicted"] is not None and dot["status"].startswith("Note: its ink is one solid blob ("), dot
 

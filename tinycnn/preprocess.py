@@ -3,11 +3,14 @@
 MNIST digits are white ink on black, scaled so the digit fits a 20x20 box (aspect ratio
 kept), then placed in a 28x28 frame so that their centre of mass is at the frame's centre.
 A photo or a drawing is usually the opposite: dark ink on light paper, large, off-centre,
-with a border and noise. `to_mnist` undoes each difference, in this order:
+with a border and noise, and a phone photo adds a shadow, uneven light and the table around
+the sheet. `to_mnist` undoes each difference, in this order:
 
-    grayscale (alpha composited on white, or on black under light ink) -> invert if the background is light
+    grayscale (alpha composited on white, or on black under light ink) -> which side is paper
     -> (a 28x28 picture already in MNIST form is returned as it is)
-    -> remove background noise (Otsu threshold) -> crop to the ink
+    -> each pixel's darkness against the paper around it (shadows and light divide out)
+    -> ink = clearly darker (Otsu threshold); its pieces that are not the digit are left out
+       (the table at the edges, ruled lines, a grid, specks) -> crop to the ink
     -> resize the longer side to 20 px (antialiased) -> centre of mass to the centre
 """
 import os
@@ -69,7 +72,10 @@ def decode_image(f, name):
             if image.size[0] * image.size[1] > MAX_PIXELS:
                 raise ValueError(f"{w}x{h} pixels is above the limit of {MAX_PIXELS:,} "
                                  "(tinycnn.preprocess.MAX_PIXELS); make it smaller first")
+            _check_decoding_work(image, f)
             image.load()
+    except _TooMuchWork as err:
+        raise ValueError(f"{name}: {err}") from None
     except Image.UnidentifiedImageError:     # its own message would show the file object's repr
         raise ValueError(f"{name}: not an image file (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or PPM)") from None
     # A decoder fed a hostile file can raise almost anything (OSError, SyntaxError,
@@ -77,6 +83,64 @@ def decode_image(f, name):
     except Exception as err:      # noqa: BLE001
         raise ValueError(f"{name}: cannot read this image ({err})") from None
     return _upright(_shrink(image), name)
+
+
+# Work a decoder would do beyond what the pixel count says. A progressive JPEG decodes
+# in scans, each a pass over every block of the picture: libjpeg writes 6-10, and any number
+# may follow (a 200 KB file with 1,000 repeats of one scan over 36 megapixels took 33 s).
+# A TIFF's tiles are allocated whole, as declared: a 100x100 TIFF of 254 bytes declaring a
+# 46336x46336 tile made libtiff allocate 2.1 GB before it failed.
+MAX_JPEG_SCANS = 100
+MAX_TILE_PIXELS = 1 << 22        # 2048 x 2048 (TIFF writers use 16 x 16 to 1024 x 1024)
+
+
+class _TooMuchWork(ValueError):
+    """An image refused for the work its decoding would take (its message names the file)."""
+
+
+def _check_decoding_work(image, f):
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans and a TIFF whose tiles are larger
+    than the picture and than MAX_TILE_PIXELS. Reads the file's bytes, not its pixels."""
+    if image.format in ("JPEG", "MPO") and _jpeg_scans(f) > MAX_JPEG_SCANS:
+        raise _TooMuchWork(f"a JPEG of more than {MAX_JPEG_SCANS} scans, each a pass over the whole picture "
+                           "(cameras write 1-10): refused")
+    if image.format == "TIFF":
+        tile = image.tag_v2.get(322, 0) * image.tag_v2.get(323, 0)     # TileWidth x TileLength
+        if tile > max(image.size[0] * image.size[1], MAX_TILE_PIXELS):
+            raise _TooMuchWork(f"its TIFF tiles are {image.tag_v2[322]}x{image.tag_v2[323]} pixels, larger than "
+                               f"the {image.size[0]}x{image.size[1]} picture: refused")
+
+
+def _jpeg_scans(f):
+    """How many scans (SOS segments) the JPEG in f has before its end (EOI), counted up to
+    MAX_JPEG_SCANS + 1. Segments are skipped by their lengths (an EXIF thumbnail inside APP1
+    is not counted), a scan's entropy-coded data up to the next marker (its own 0xFF bytes
+    are followed by 0x00 or a restart number), and what follows EOI (a phone's motion
+    photo appends a video) is not read."""
+    import mmap
+    f.seek(0)
+    try:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError):       # (io.BytesIO: a request's body)
+        data = f.read()
+    i, scans, end = 2, 0, len(data)
+    while i + 4 <= end and scans <= MAX_JPEG_SCANS:
+        if data[i] != 0xFF or data[i + 1] == 0xFF:         # (fill bytes before a marker)
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xD9:                                 # EOI
+            break
+        if 0xD0 <= marker <= 0xD7 or marker in (0x00, 0x01):  # markers without a length
+            i += 2
+            continue
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+        if marker == 0xDA:                                 # SOS: its entropy-coded data follows
+            scans += 1
+            while (j := data.find(b"\xff", i)) >= 0 and j + 1 < end and (data[j + 1] == 0 or 0xD0 <= data[j + 1] <= 0xD7):
+                i = j + 2
+            i = j if j >= 0 else end
+    return scans
 
 
 def _upright(image, name):
@@ -97,9 +161,16 @@ def _shrink(image):
     if factor <= 1:
         return image
     if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):      # modes reduce() handles
-        image = image.convert("I" if image.mode in WIDE_MODES else
-                              "RGBA" if image.mode in ("P", "PA", "La", "RGBa") else "L")
+        try:
+            image = image.convert("I" if image.mode in WIDE_MODES else
+                                  "RGBA" if image.mode in ("P", "PA", "La", "RGBa") else "L")
+        except ValueError:                                           # as _grayscale says it
+            raise ValueError(_unsupported_mode(image.mode)) from None
     return image.reduce(factor)
+
+
+def _unsupported_mode(mode):
+    return f"to_mnist: colour mode {mode} is not supported; save the image as RGB or greyscale"
 
 
 def _stretch(a, what):
@@ -142,8 +213,7 @@ def _grayscale(image):
                 return np.asarray(image.convert("L"), dtype=np.float32) / 255
             image = np.asarray(image.convert("RGBA"))        # composited below, as an array's
         except ValueError:                                   # Pillow: "conversion from LAB to RGB not supported"
-            raise ValueError(f"to_mnist: colour mode {image.mode} is not supported; save the image as "
-                             "RGB or greyscale") from None
+            raise ValueError(_unsupported_mode(image.mode)) from None
     a = np.asarray(image)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"to_mnist: expected an array of numbers, got dtype {a.dtype}")
@@ -213,6 +283,16 @@ def _already_mnist(g):
 # (a dot: drawn discs of 10-80 px measured 75-81%). Of MNIST's 60,000 training digits, 8
 # count as blobs: 0s and 8s written so boldly that their holes almost close.
 BLOB_FILL, BLOB_ASPECT = 0.72, 1.3
+# Finding the digit in a photo (read_digit, _darkness, _the_digit): the paper's brightness is
+# estimated over windows of LIGHT_WINDOW of the longer side; ink is at least MIN_DARKNESS
+# darker than its paper; pieces with most of their pixels within EDGE_BAND of the picture's
+# edges are a table or a shadow; a piece with more than MAX_HOLES holes is a grid; one under
+# SPECK of the largest piece, away from it, is dirt.
+LIGHT_WINDOW, MIN_DARKNESS, EDGE_BAND, MAX_HOLES, SPECK = 0.4, 0.25, 0.1, 4, 0.05
+MAX_PIECES = 20_000           # separate marks a picture may have (a noisy photo: a few thousand)
+MAX_MESHES = 4                # pieces spanning the picture whose holes are counted (grid or not)
+FAINT = 0.1                   # when nothing is MIN_DARKNESS darker: faint ink, read with a note
+NEAR = 0.02                   # an edge piece this close (of the longer side) to the digit is part of it
 
 
 def to_mnist(image):
@@ -224,26 +304,24 @@ def to_mnist(image):
 
 def read_digit(image):
     """(to_mnist(image), note): note is None, or says why the reading deserves less trust:
-    the digit is smaller than the 20x20 box MNIST's digits fill (it was enlarged), or its
-    ink is a solid blob (a dot), not strokes. A model answers either way."""
+    the digit is smaller than the 20x20 box MNIST's digits fill (it was enlarged), its ink
+    is a solid blob (a dot), not strokes, it looks like several digits side by side, the
+    ink is faint, or dark parts at the picture's edges were left out. A model answers
+    either way."""
     g = _grayscale(image)
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    if np.median(border) > 0.5:                 # light paper, dark ink: make the ink bright
-        g = 1 - g
     if g.max() - g.min() < 0.1:
         raise ValueError("to_mnist: the image looks blank (its darkest and lightest parts differ by "
                          f"{g.max() - g.min():.0%} of the full range, under 10%; if a faint digit is "
                          "there, raise its contrast)")
-    if _already_mnist(g):
-        return g.astype(np.float32), None
-    t = otsu_threshold(g)
-    ink = np.where(g > t, g, 0)                 # background noise below the threshold -> 0
-    if (ink > 0).mean() < 1e-4 or (ink > 0).sum() < 4:
-        raise ValueError(f"to_mnist: the image looks blank (ink on {(ink > 0).mean():.3%} of it, under "
-                         "0.01%; if the digit is small in a large picture, crop closer to it)")
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    note = _reading_note(ink)
+    paper_is_light = _paper_is_light(g)
+    bright_ink = 1 - g if paper_is_light else g
+    if _already_mnist(bright_ink):
+        return bright_ink.astype(np.float32), None
+    darkness = _darkness(g if paper_is_light else 1 - g)
+    marks, notes = _the_digit(darkness)
+    rows, cols = np.flatnonzero(marks.any(axis=1)), np.flatnonzero(marks.any(axis=0))
+    ink = np.where(marks, darkness, 0)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    notes = _reading_notes(ink) + notes
     ink = ink / ink.max()                       # strongest ink -> 1, as in MNIST
     h, w = ink.shape
     scale = BOX / max(h, w)
@@ -264,11 +342,136 @@ def read_digit(image):
     dy, dx = (FRAME - 1) / 2 - (top + cy), (FRAME - 1) / 2 - (left + cx)
     frame = shift(frame, (dy, dx), order=1, mode="constant")
     frame = np.clip(frame, 0, None)
-    return (frame / frame.max()).astype(np.float32), note
+    return (frame / frame.max()).astype(np.float32), "; ".join(notes) or None
 
 
-def _reading_note(ink):
-    """read_digit's note for the ink cropped to its bounding box (zero where there is none)."""
+def _paper_is_light(g):
+    """Whether g (grey, 1 = white) is dark ink on light paper. The picture's border is
+    usually paper; but a photo's border may be half table, so when the border is mixed
+    (under 80% of it on one side of its own Otsu threshold) the whole picture's median
+    decides, paper being most of a picture."""
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    light = float((border > otsu_threshold(border)).mean()) if np.ptp(border) >= 0.1 else 1.0
+    if light >= 0.8 or light <= 0.2:
+        return bool(np.median(border) > 0.5)
+    return bool(np.median(g) > 0.5)
+
+
+def _darkness(p):
+    """How much darker each pixel of p (light paper, dark ink) is than the paper around it,
+    as a fraction, in [0, 1]: 1 - p / paper. The paper's brightness is p's morphological
+    closing over a window of LIGHT_WINDOW of the picture's longer side (the brightest
+    nearby, then the darkest of those): strokes narrower than the window disappear from it,
+    while a shadow, a gradient of light or a table at the edge, wider than the window,
+    stays in it, and so divides out."""
+    from scipy.ndimage import grey_closing
+    k = max(3, round(LIGHT_WINDOW * max(p.shape)))
+    paper = grey_closing(p, size=(k, k), mode="nearest")
+    return np.clip(1 - p / np.maximum(paper, 1 / 255), 0, 1).astype(np.float32)
+
+
+def _the_digit(darkness, t=None):
+    """(marks, notes): which pixels are the digit's ink, and notes on what was left out.
+    Ink is what is clearly darker than its paper (Otsu's threshold on the darkness, at least
+    MIN_DARKNESS); of its connected pieces, these are not the digit:
+      - a line across the whole picture (ruled paper) or a mesh (squared paper: a digit has
+        at most 2 holes); a digit written on them, darker than they are, joins them, so
+        their own pixels are thresholded again (Otsu among them) to find it;
+      - a piece that hugs the picture's edges (most of it within EDGE_BAND of them: a table
+        around the sheet, a dark corner), when a piece away from the edges remains;
+      - a speck: under SPECK of the largest piece, away from the digit.
+    Raises ValueError when nothing is left."""
+    from scipy import ndimage
+    top = float(darkness.max())
+    notes = []
+    if t is None:
+        floor = MIN_DARKNESS if top >= MIN_DARKNESS else FAINT
+        t = max(otsu_threshold(darkness / top) * top, floor) if top > 0 else 1.0
+        if floor == FAINT and top >= FAINT:
+            notes.append(f"the ink is faint (at most {top:.0%} darker than the paper around it)")
+    labels, n = ndimage.label(darkness > t, structure=np.ones((3, 3)))
+    blank = ("to_mnist: the image looks blank (no mark is {}; lines, shading and dark edges "
+             "of the picture are not read as a digit; if a faint digit is there, raise its contrast)")
+    if n == 0:
+        raise ValueError(blank.format(f"more than {FAINT:.0%} darker than the paper around it"))
+    if n > MAX_PIECES:            # (and each piece costs a step below: 10 s for a page of dots)
+        raise ValueError(f"to_mnist: the image looks like noise or a texture ({n:,} separate marks, "
+                         f"above {MAX_PIECES:,}), not a digit")
+    H, W = darkness.shape
+    index = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones_like(darkness), labels, index)
+    boxes = ndimage.find_objects(labels)
+    band = np.zeros((H, W), bool)
+    bh, bw = max(1, round(EDGE_BAND * H)), max(1, round(EDGE_BAND * W))
+    band[:bh], band[-bh:], band[:, :bw], band[:, -bw:] = True, True, True, True
+    in_band = ndimage.sum_labels(band, labels, index) / area
+    edge = np.zeros(n + 1, bool)
+    edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    edge = edge[1:]
+    keep = np.ones(n, bool)
+    spanning = []
+    for i, box in enumerate(boxes):
+        h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
+        keep[i] = not (edge[i] and w >= 0.9 * W and h <= 0.1 * H)      # a ruled line, edge to edge
+        if w >= 0.9 * W and h >= 0.9 * H:
+            spanning.append(i)
+    # A grid is one piece spanning the picture with many holes. Counting holes labels the
+    # piece's whole box, so only the largest few are looked at (136 diagonal lines across
+    # a 2048x2048 page took 12 s when each was).
+    for i in sorted(spanning, key=lambda i: -area[i])[:MAX_MESHES]:
+        keep[i] = _holes(labels[boxes[i]] == i + 1) <= MAX_HOLES
+    if not keep.any():
+        lines = darkness[labels > 0]
+        higher = otsu_threshold(lines / top) * top
+        if higher >= 1.2 * t and (lines > higher).sum() >= 16:       # darker ink on the lines
+            return _the_digit(darkness, higher)
+        raise ValueError(blank.format("there but lines across the picture or a grid"))
+    hugging = keep & edge & (in_band >= 0.6)
+    if hugging.any() and (away := keep & ~hugging).any():
+        # A piece away from the edges that is not a speck beside them (at least 2% of the
+        # largest hugging piece: a table is large, a digit's stroke or a dot on a sheet small)
+        # marks where the digit is; hugging pieces reaching within NEAR of its box are part of
+        # it (a 5's bar drawn along the top edge of the pad, its bowl a stroke of its own).
+        found = np.flatnonzero(away & (area >= max(16, 1e-4 * H * W, 0.02 * area[hugging].max())))
+        if len(found):
+            m = round(NEAR * max(H, W))
+            near = np.zeros((H, W), bool)
+            for rows, cols in (boxes[i] for i in found):
+                near[max(0, rows.start - m):rows.stop + m, max(0, cols.start - m):cols.stop + m] = True
+            far = hugging & (ndimage.sum_labels(near, labels, index) == 0)
+            if far.any():
+                keep &= ~far
+                notes.append("dark parts at the picture's edges were left out (a table, a shadow?); if "
+                             "the digit itself touches an edge, leave a margin around it")
+    biggest = int(np.argmax(np.where(keep, area, 0)))
+    b = boxes[biggest]
+    y0, y1, x0, x1 = b[0].start, b[0].stop, b[1].start, b[1].stop
+    my, mx = (y1 - y0) // 2, (x1 - x0) // 2
+    for i, box in enumerate(boxes):          # specks: small and away from the largest piece
+        if keep[i] and area[i] < SPECK * area[biggest]:
+            near = box[0].stop > y0 - my and box[0].start < y1 + my and box[1].stop > x0 - mx and box[1].start < x1 + mx
+            keep[i] = near
+    if (big := keep & (area >= 0.3 * area[biggest])).sum() >= 2 and _side_by_side([boxes[i] for i in np.flatnonzero(big)]):
+        notes.append(f"it looks like {int(big.sum())} marks side by side, not one digit: crop to one digit")
+    return np.isin(labels, np.flatnonzero(keep) + 1), notes
+
+
+def _holes(mask):
+    """How many holes (background regions it encloses, of 4 pixels or more) mask has."""
+    from scipy import ndimage
+    background, n = ndimage.label(~np.pad(mask, 1))
+    sizes = ndimage.sum_labels(np.ones_like(background), background, np.arange(1, n + 1))
+    return int((sizes[1:] >= 4).sum()) if n else 0          # (label 1: the outside, via the padding)
+
+
+def _side_by_side(boxes):
+    """Whether pieces' boxes (slices) stand in a row: no two share much of their columns."""
+    spans = sorted((b[1].start, b[1].stop) for b in boxes)
+    return all(min(a1, b1) - max(a0, b0) < 0.2 * min(a1 - a0, b1 - b0) for (a0, a1), (b0, b1) in zip(spans, spans[1:]))
+
+
+def _reading_notes(ink):
+    """read_digit's notes on the ink cropped to its bounding box (zero where there is none)."""
     h, w = ink.shape
     notes = []
     if max(h, w) < BOX:
@@ -277,4 +480,4 @@ def _reading_note(ink):
     if (ink > 0).mean() >= BLOB_FILL and max(h, w) <= BLOB_ASPECT * min(h, w):
         notes.append(f"its ink is one solid blob ({(ink > 0).mean():.0%} of its {w}x{h} box), more a "
                      "dot than a digit's strokes")
-    return "; ".join(notes) or None
+    return notes

@@ -12,7 +12,8 @@ const PEN_WIDTH = 22;           // pad pixels: a digit ~200 px tall -> strokes ~
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
-const state = {strokes: [], current: null, photo: null, paper: "#fff"};
+const MAX_UPLOAD_BYTES = 8 * 2 ** 20;   // the server's limit (serve.py MAX_BODY_BYTES)
+const state = {strokes: [], current: null, photo: null, file: null, paper: "#fff"};
 window.tinycnn = {timings: [], serverSeconds: [], serverCpuSeconds: [], predictions: 0, last: null, errors: 0};
 
 // -- drawing --------------------------------------------------------------------------------
@@ -25,7 +26,7 @@ function redraw() {
     const w = p.width * s, h = p.height * s;
     ctx.drawImage(p, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
   }
-  ctx.strokeStyle = paper === "#fff" ? "#000" : "#fff";      // the pen draws ink on that paper
+  ctx.strokeStyle = isLight(paper) ? "#000" : "#fff";        // the pen draws ink on that paper
   ctx.lineWidth = PEN_WIDTH;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
@@ -65,13 +66,13 @@ for (const type of ["pointerup", "pointercancel"]) {
 
 function undo() {
   if (state.strokes.length) state.strokes.pop();
-  else state.photo = null;
+  else state.photo = state.file = null;
   redraw();
   changed();
 }
 function clearAll() {
   state.strokes = [];
-  state.photo = null;
+  state.photo = state.file = null;
   redraw();
   changed();
 }
@@ -82,10 +83,21 @@ document.addEventListener("keydown", (e) => {
 });
 
 // -- photos ---------------------------------------------------------------------------------
+// A photo alone on the pad is sent as its own file (the server reads the same bytes
+// `tinycnn predict` would, at full resolution); once strokes are drawn over it, the pad is
+// sent. The pad fits the photo inside itself, and the margins left over take the colour of
+// the photo's own border, so they read as more of its paper: white margins around a
+// light-on-dark photo turned the whole photo into "ink" (0 of 6 such photos read right).
 // A photo with transparent parts is laid on the paper tinycnn.preprocess.to_mnist would use
 // (_on_background): white, unless the sheet is mostly transparent and what is on it mostly
 // light (white ink on a transparent sheet, as a drawing app's dark mode exports it): then
 // black, or the white ink would vanish on the white pad.
+function isLight(colour) {               // "#fff", "#000" or "rgb(r, g, b)", as paperFor gives
+  if (colour === "#fff" || colour === "#000") return colour === "#fff";
+  const [r, g, b] = colour.match(/\d+/g).map(Number);
+  return 0.299 * r + 0.587 * g + 0.114 * b > 127.5;
+}
+
 function paperFor(photo) {
   const s = Math.min(1, 280 / Math.max(photo.width, photo.height));
   const w = Math.max(1, Math.round(photo.width * s)), h = Math.max(1, Math.round(photo.height * s));
@@ -98,13 +110,19 @@ function paperFor(photo) {
     weight += a;
     light += a * (0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2]) / 255;
   }
-  return weight > 0 && weight < 0.5 * w * h && light / weight > 0.5 ? "#000" : "#fff";
+  if (weight < 0.99 * w * h) return weight > 0 && weight < 0.5 * w * h && light / weight > 0.5 ? "#000" : "#fff";
+  const border = [];                        // opaque: the median colour of its border pixels
+  for (let x = 0; x < w; x++) border.push(x * 4, ((h - 1) * w + x) * 4);
+  for (let y = 0; y < h; y++) border.push(y * w * 4, (y * w + w - 1) * 4);
+  const median = (k) => border.map((i) => d[i + k]).sort((a, b) => a - b)[border.length >> 1];
+  return `rgb(${median(0)}, ${median(1)}, ${median(2)})`;
 }
 
 async function usePhoto(file) {
   if (!file) return;
   try {
     state.photo = await createImageBitmap(file);
+    state.file = file;
   } catch (err) {
     showError(`${file.name}: not an image this browser can read`);
     return;
@@ -147,9 +165,19 @@ async function send() {
   inFlight = true;
   lastSent = performance.now();
   try {
-    const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
-    const response = await fetch("/api/predict", {method: "POST", headers: {"Content-Type": "image/png"}, body: png});
+    const file = state.photo && !state.strokes.length && state.file && state.file.size <= MAX_UPLOAD_BYTES
+      ? state.file : null;
+    const body = file || await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const type = file ? (file.type || "application/octet-stream") : "image/png";
+    const response = await fetch("/api/predict", {method: "POST", headers: {"Content-Type": type}, body});
     const answer = await response.json();
+    if (file && response.status === 400) {
+      // Refused as a file (a format only the browser reads, such as HEIC; over 40 megapixels):
+      // the pad, which shows it, is sent instead (unless another photo came meanwhile).
+      if (state.file === file) state.file = null;
+      if (changedAt === null) changedAt = since;
+      return;                               // (finally: schedule() sends it)
+    }
     if (state.strokes.length || state.photo) {   // (cleared meanwhile: the answer is stale)
       if (!response.ok) {                   // (the panels showed the previous drawing's answer)
         blankPanels();
