@@ -9,6 +9,8 @@
     stall    headers, then silence for `stall_seconds` (longer than the client's read timeout)
     slow     the file in small pieces with pauses (for concurrent downloads)
     trickle  the file one byte every `trickle_seconds` (never trips a read timeout)
+    headers  the status line, then a 100-byte header one byte every `trickle_seconds`, then
+             the file (a client whose deadline starts at the body waits for all of it)
     endless  no Content-Length, then zeros until the client hangs up (or 2 GiB)
     huge     Content-Length 10**12, then the file
     superscript  Content-Length "\u00b2" ("²": str.isdigit() says yes, int() refuses it), then the file
@@ -57,6 +59,8 @@ class FileServer:
                     return self.end_headers()
                 if mode == "inflate":
                     return self.inflate()
+                if mode == "headers":
+                    return self.trickle_headers(body)
                 if body is None or mode == "missing":
                     return self.send_error(404, "Not Found")
                 if mode == "down" or (mode == "flaky" and server.counts[self.path] <= server.flaky_failures):
@@ -92,6 +96,20 @@ class FileServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def trickle_headers(self, body):
+                header = b"X-Slow: " + b"." * 91 + b"\r\n"
+                try:
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                    for i in range(len(header)):
+                        self.wfile.write(header[i:i + 1])
+                        self.wfile.flush()
+                        if server.stop.wait(server.trickle_seconds):
+                            return
+                    self.wfile.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                except OSError:          # the client hung up: that is the point
+                    pass
+                self.close_connection = True
 
             def dribble(self, body, mode):
                 """trickle: one byte at a time; endless: 64 KiB of zeros at a time. Stops when

@@ -11,11 +11,15 @@
 Bad input gets a one-line error and a non-zero exit status, never a traceback.
 """
 import argparse
+import contextlib
+import hashlib
 import os
 import sys
 import time
 
 import numpy as np
+
+from .fileutil import check_writable, fit_name, name_max
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
@@ -43,7 +47,6 @@ def output_folder(path, option):
     raise a CommandError. A folder that does not exist yet is not made here: its nearest
     existing parent must take new entries, and the first figure written makes it (so a
     command that fails before that leaves no empty folder behind)."""
-    from .fileutil import check_writable
     if os.path.exists(path) and not os.path.isdir(path):
         raise CommandError(f"{option} {path}: exists and is not a folder")
     parent = os.path.abspath(path)
@@ -88,19 +91,45 @@ def expand_images(paths):
     return out
 
 
-def figure_names(paths):
+def figure_names(paths, folder="."):
     """The --show figure of each image: <stem>-prediction.png, and for a second image of
-    the same stem (a/1.png and b/1.png) <stem>-2-prediction.png, and so on."""
+    the same stem (a/1.png and b/1.png) <stem>-2-prediction.png, and so on. A name longer
+    than `folder`'s file system takes (255 bytes, usually; the image's own name may be 250)
+    keeps the stem's start and a hash of the whole stem: <start>~<8 hex>-prediction.png,
+    the same on every run and distinct for distinct stems."""
+    limit = name_max(folder)
+
+    def fitted(stem, suffix):
+        if len(os.fsencode(stem + suffix)) <= limit:
+            return stem + suffix
+        tag = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+        return fit_name(stem, limit - len(os.fsencode(tag + suffix))) + tag + suffix
+
     names, taken = [], set()
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
-        name, i = f"{stem}-prediction.png", 1
+        name, i = fitted(stem, "-prediction.png"), 1
         while name in taken:
             i += 1
-            name = f"{stem}-{i}-prediction.png"
+            name = fitted(stem, f"-{i}-prediction.png")
         taken.add(name)
         names.append(name)
     return names
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder):
+    """Run the block that writes figures into `folder`; when it fails, `folder` is removed
+    again if the block made it and it is still empty (rmdir: anything in it stays), so a
+    failed command leaves nothing behind."""
+    existed = os.path.lexists(folder)
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
 
 
 def predict_images(model, paths, show_dir=None, report=None):
@@ -111,7 +140,7 @@ def predict_images(model, paths, show_dir=None, report=None):
     from .preprocess import open_image, read_digit
     results, failures = [], []
     report = report or (lambda result, failure: None)
-    for path, figure in zip(paths, figure_names(paths)):
+    for path, figure in zip(paths, figure_names(paths, show_dir or ".")):
         try:
             picture = open_image(path)          # bounded memory; refuses pipes and huge files
             small, note = read_digit(picture)
@@ -190,7 +219,7 @@ def cmd_predict(args):
         raise CommandError("no image files found in " + ", ".join(args.images))
     if args.show:
         from .run import files_in_the_way
-        if problem := files_in_the_way("--show", args.show, figure_names(paths), args.overwrite, paths):
+        if problem := files_in_the_way("--show", args.show, figure_names(paths, args.show), args.overwrite, paths):
             raise CommandError(problem)
 
     def report(r, failure):            # each line as its file is done, not all at the end
@@ -201,7 +230,8 @@ def cmd_predict(args):
         note = f"   (note: {r['note']})" if "note" in r else ""
         print(f"{printable(r['path'])}: {printable(r['digit'])} ({r['probability']:.1%})   top 3: {others}{note}",
               flush=True)
-    results, failures = predict_images(model, paths, args.show, report)
+    with removed_if_left_empty(args.show) if args.show else contextlib.nullcontext():
+        results, failures = predict_images(model, paths, args.show, report)
     if args.show and results:
         print(f"figures written to {args.show}/")
     return 1 if failures else 0
@@ -230,7 +260,7 @@ def cmd_summary(args):
     model = _load(args.model)
     model.summary()
     if model.preprocessing:            # e.g. {"scale": 1/255, "mean": 0.1307, "std": 0.3081}
-        steps = ", ".join(f"{k} {printable(f'{v:.4g}' if isinstance(v, float) else str(v))}"
+        steps = ", ".join(printable(f"{k} {f'{v:.4g}' if isinstance(v, float) else v}")
                           for k, v in model.preprocessing.items())
         print(f"preprocessing: {steps}")
     if model.class_names:
@@ -277,9 +307,10 @@ def cmd_evaluate(args):
         from . import plotting
         cm = metrics.confusion_matrix(y, proba.argmax(1), len(names))
         confusion, predictions, mistakes = (os.path.join(args.out, name) for name in EVALUATE_FIGURES)
-        plotting.plot_confusion_matrix(cm, names, path=confusion)
-        plotting.plot_predictions(x_u8, y, proba, names, path=predictions)
-        plotting.plot_mistakes(x_u8, y, proba, names, path=mistakes)
+        with removed_if_left_empty(args.out):
+            plotting.plot_confusion_matrix(cm, names, path=confusion)
+            plotting.plot_predictions(x_u8, y, proba, names, path=predictions)
+            plotting.plot_mistakes(x_u8, y, proba, names, path=mistakes)
         print(f"figures written to {args.out}/")
     return 0
 

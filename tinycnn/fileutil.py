@@ -33,7 +33,9 @@ def create_temp(path, suffix):
     new file), so the renamed result has the permissions the user's umask asks for;
     tempfile.mkstemp would give 0600 whatever the umask."""
     folder = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}.tinycnn-{_HOST}-{os.getpid()}-"
+    # The name is cut to 128 bytes here, so that a final name near the file system's limit
+    # (255 bytes) does not make a temporary one beyond it (ours adds up to 64 bytes).
+    prefix = f".{fit_name(os.path.basename(path), 128)}.tinycnn-{_HOST}-{os.getpid()}-"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     while True:
         tmp = os.path.join(folder, prefix + secrets.token_hex(4) + suffix)
@@ -41,6 +43,26 @@ def create_temp(path, suffix):
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:          # 1 in 4 billion: draw another name
             continue
+
+
+def fit_name(name, limit):
+    """`name` cut to at most `limit` bytes in the file system's encoding (whole characters:
+    file names are limited in bytes, and one character may take four)."""
+    while name and len(os.fsencode(name)) > limit:
+        name = name[:-max(1, (len(os.fsencode(name)) - limit) // 4)]
+    return name
+
+
+def name_max(folder):
+    """The longest file name, in bytes, that `folder`'s file system takes (255, the common
+    limit, where it cannot tell). A folder not made yet: its nearest existing parent's."""
+    folder = os.path.abspath(folder)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):      # (no pathconf on Windows)
+        return 255
 
 
 def check_writable(folder):

@@ -8,6 +8,7 @@ from .functional import softmax
 from .layers import Conv2D, Layer, fused
 from .checks import whole_number
 from .layers.base import float_dtype
+from .modelcheck import examples_per_slice
 from .runtime import one_thread_pool
 
 
@@ -217,6 +218,9 @@ class Sequential:
         At most 256 images go through the network at once, whatever batch_size says:
         measured on convnet, slices of 256 ran 1.8x faster than slices of 1000, because
         every intermediate array stays small enough to be reused from the heap and cache.
+        Fewer for a model whose arrays are large per example: a slice's largest array holds
+        at most 2**26 values (256 MiB of float32; tinycnn.modelcheck.MAX_SLICE_VALUES).
+        The bundled models' slices stay 256 on 28x28 inputs.
         """
         x = self._as_input(x)
         whole_number(batch_size, 1, "predict_proba", "batch_size")
@@ -226,7 +230,7 @@ class Sequential:
                 raise ValueError(f"predict_proba: an empty input of shape {x.shape} and no "
                                  "input_shape: cannot tell the number of classes")
             return np.empty((0,) + self.output_shapes(shape)[-1], dtype=x.dtype)
-        step = min(batch_size, self.MAX_INFERENCE_SLICE)
+        step = self.inference_slice(min(batch_size, self.MAX_INFERENCE_SLICE), x.shape[1:])
         out = None
         # kernels_for_inference: on a cold start, small batches run on the reference kernels
         # (see warmup.py); errstate: NaN/inf outputs are checked below, as an error.
@@ -243,6 +247,15 @@ class Sequential:
                 f"{len(out)} inputs (first: index {int(np.argmax(bad))}); its weights or its "
                 "preprocessing (std 0?) are broken, or the input holds NaN")
         return out
+
+    def inference_slice(self, batch_size, example_shape):
+        """How many examples of shape `example_shape` to run at once for inference: batch_size,
+        or fewer when one of the slice's arrays would hold more than MAX_SLICE_VALUES values
+        (tinycnn.modelcheck: 2**26, 256 MiB of float32)."""
+        try:
+            return min(batch_size, examples_per_slice(self, example_shape))
+        except ValueError:        # the input does not fit: forward says how, on the first slice
+            return batch_size
 
     def predict(self, x, batch_size=256):
         """Predicted class indices (N,)."""

@@ -37,12 +37,34 @@ MAX_LAYERS = 1000                  # bnnet has 17
 WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Compression methods zipfile reads (np.savez stores, np.savez_compressed deflates).
 ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+PREPROCESSING_KEYS = ("mean", "std", "scale")     # what __meta__'s preprocessing may hold
 MAX_NPY_HEADER = 10_000            # bytes of an npy header (NumPy's own limit; a saved model's: 118)
 # Values one example may need in any layer's output, padded input or im2col matrix. Weights
 # are bounded by MAX_MODEL_BYTES, but a Conv2D's padding is not a weight: a 3 KB file with
 # padding 8000 asks 2 x 16026 x 16026 floats of one 28x28 picture (and ~8.6 GB for its
-# columns). The bundled models need at most 38,400 (fastnet); 2**24 is 437 times that.
+# columns). The bundled models need at most 38,400 (fastnet); 2**24 is 437 times that. A
+# pooling layer's windows count too: the NumPy kernels stack its kh*kw taps of every output
+# ((kh*kw, C, OH, OW) values; convnet's largest: 21,632), and the fast kernels visit as many.
 MAX_ACTIVATION = 2**24
+# Work one example may need in all of a model's convolutions (multiply-adds, F*C*kh*kw*OH*OW
+# each) and in all its pooling layers (window taps, kh*kw*C*OH*OW each), so that a small file
+# cannot make one picture cost minutes: a 4 KB model with Conv2D(padding=1000) and a
+# 1000x1000 stride-1 pooling asked 1.06e12 taps (19 min). Two bounds, as a tap costs 10-50
+# times a multiply-add (no BLAS; the NumPy kernels stack the taps). The bundled models need
+# at most 4,663,296 multiply-adds (bnnet; 2**30 is 230 times that) and 28,032 taps (convnet;
+# 2**26 is 2,394 times that). At the bounds one picture takes ~0.4 s for the multiply-adds
+# and ~0.4 s for the taps on the NumPy kernels (fast kernels: 0.06 s and 0.15 s; 2 cores).
+MAX_MULTIPLY_ADDS = 2**30
+MAX_WINDOW_TAPS = 2**26
+# Positions in one pooling window (kh*kw): the NumPy kernels make a view per position, in
+# Python (~2 us and ~200 bytes each: a 2048x2048 window took 9.5 s per call). 2**16, a 256x256
+# window, takes ~0.15 s; the bundled models' windows are 2x2.
+MAX_POOL_WINDOW = 2**16
+# Values one array of an inference slice may hold (model.predict_proba, train.evaluate): a
+# slice of n examples holds n times an example's largest array (MAX_ACTIVATION allows 2**24,
+# 16 GiB for 256 examples), so slices shrink until n * that fits 2**26 values (256 MiB in
+# float32). The bundled models' 38,400 fit 1,747 examples: their slices of 256 are unchanged.
+MAX_SLICE_VALUES = 2**26
 
 
 class ModelFormatError(ValueError):
@@ -243,8 +265,14 @@ def check_meta(path, meta, format_version, layer_types):
     if prep is not None:
         if not isinstance(prep, dict):
             raise bad("preprocessing", f"must be an object, got {prep!r}")
+        # Only the keys tinycnn writes (Sequential.preprocess reads mean and std; the main job
+        # records scale): any other would be printed by `tinycnn summary` and mean nothing.
+        # (repr escapes control characters: the key may be an escape sequence for the terminal)
+        if unknown := sorted(set(prep) - set(PREPROCESSING_KEYS)):
+            raise bad("preprocessing", f"has an unknown key {unknown[0][:60]!r}; known: "
+                      f"{', '.join(PREPROCESSING_KEYS)}")
         f32 = np.finfo(np.float32)           # model.preprocess computes in float32
-        for key in ("mean", "std", "scale"):
+        for key in PREPROCESSING_KEYS:
             if key in prep and not _is_number(prep[key]):
                 raise bad(f"preprocessing.{key}", f"must be a finite number, got {prep[key]!r}")
             if key in prep and abs(prep[key]) > float(f32.max):       # float32(1e300) is inf
@@ -334,28 +362,71 @@ def check_weights(path, zf, entries, expected):
     return total
 
 
-def check_activations(path, model, input_shape):
-    """Refuse a model that would need more than MAX_ACTIVATION values per example anywhere on
-    its way from `input_shape` (per example, e.g. (1, 28, 28)): in a layer's output, or in a
-    convolution's padded input or column matrix. Shapes only: nothing is allocated. Layers
-    must fit one another (model.output_shapes) before this is called."""
+def _layer_needs(model, input_shape):
+    """Yield (layer name, layer, {what: dims}, work, unit) for every layer on the way from
+    `input_shape`: the arrays it makes per example, in the order it makes them (a
+    convolution's padded input and columns, a pooling layer's stacked windows, its output),
+    and its work per example (a convolution's multiply-adds, a pooling layer's window taps;
+    0 for the others). Shapes only: nothing is allocated."""
     from .layers import Conv2D
+    from .layers.pooling import _Pool2D
     shape = tuple(input_shape)
-    for name, layer in zip(model.names, model.layers):
-        out = tuple(layer.output_shape(shape))
-        needs = {}                      # in the order the layer makes them
+    for name, layer, out in zip(model.names, model.layers, model.output_shapes(shape)):
+        arrays, work, unit = {}, 0, None
         if isinstance(layer, Conv2D):
             (ph, pw), (kh, kw) = layer.padding, layer.kernel_size
-            needs["padded input"] = (shape[0], shape[1] + 2 * ph, shape[2] + 2 * pw)
-            needs["columns"] = (shape[0] * kh * kw, out[1] * out[2])
-        needs["output"] = out
-        for what, dims in needs.items():
+            arrays["padded input"] = (shape[0], shape[1] + 2 * ph, shape[2] + 2 * pw)
+            arrays["columns"] = (shape[0] * kh * kw, out[1] * out[2])
+            work, unit = out[0] * math.prod(arrays["columns"]), "multiply-adds"   # C*kh*kw per output
+        elif isinstance(layer, _Pool2D):
+            arrays["pooling windows"] = (math.prod(layer.kernel_size), *out)
+            work, unit = math.prod(arrays["pooling windows"]), "window taps"
+        arrays["output"] = out
+        yield name, layer, arrays, work, unit
+        shape = out
+
+
+def check_activations(path, model, input_shape):
+    """Refuse a model that would need more than MAX_ACTIVATION values per example anywhere on
+    its way from `input_shape` (per example, e.g. (1, 28, 28)): in a layer's output, in a
+    convolution's padded input or column matrix, or in a pooling layer's windows; a pooling
+    window of more than MAX_POOL_WINDOW positions; or more than MAX_MULTIPLY_ADDS
+    multiply-adds (all the convolutions) or MAX_WINDOW_TAPS window taps (all the pooling
+    layers) per example. Shapes only: nothing is allocated. Layers must fit one another
+    (model.output_shapes) before this is called."""
+    given = f"for one input of shape {tuple(input_shape)}"
+    limits = {"multiply-adds": (MAX_MULTIPLY_ADDS, "MAX_MULTIPLY_ADDS"),
+              "window taps": (MAX_WINDOW_TAPS, "MAX_WINDOW_TAPS")}
+    totals = dict.fromkeys(limits, 0)
+    for name, layer, arrays, work, unit in _layer_needs(model, input_shape):
+        for what, dims in arrays.items():
             if math.prod(dims) > MAX_ACTIVATION:
                 raise ModelFormatError(
                     f"{path}: layer {name} would need {what} of shape {dims} "
-                    f"({math.prod(dims):,} values) for one input of shape {tuple(input_shape)}; "
+                    f"({math.prod(dims):,} values) {given}; "
                     f"at most {MAX_ACTIVATION:,} (tinycnn.modelcheck.MAX_ACTIVATION)")
-        shape = out
+        if unit == "window taps" and math.prod(layer.kernel_size) > MAX_POOL_WINDOW:
+            raise ModelFormatError(
+                f"{path}: layer {name} has a pooling window of {layer.kernel_size[0]}x"
+                f"{layer.kernel_size[1]} ({math.prod(layer.kernel_size):,} positions); at most "
+                f"{MAX_POOL_WINDOW:,} (tinycnn.modelcheck.MAX_POOL_WINDOW)")
+        if unit is None:
+            continue
+        totals[unit] += work
+        (limit, limit_name), total = limits[unit], totals[unit]
+        if total > limit:
+            before = f" ({total:,} with the layers before it)" if total > work else ""
+            raise ModelFormatError(
+                f"{path}: layer {name} would need {work:,} {unit}{before} {given}; at most "
+                f"{limit:,} in all (tinycnn.modelcheck.{limit_name}; raise it before loading a model you trust)")
+
+
+def examples_per_slice(model, input_shape):
+    """How many examples of per-example shape `input_shape` one inference pass may take so
+    that none of its arrays holds more than MAX_SLICE_VALUES values (at least 1)."""
+    largest = max(math.prod(dims) for _, _, arrays, _, _ in _layer_needs(model, input_shape)
+                  for dims in arrays.values())
+    return max(1, MAX_SLICE_VALUES // max(largest, 1))
 
 
 def check_finite(path, name, array):

@@ -14,8 +14,19 @@ def _save(fig, path):
     if path is not None:            # written aside, then renamed: a failure leaves no half a picture
         kind = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
         with atomic_write(path) as f:
-            fig.savefig(f, format=kind, dpi=110, bbox_inches="tight")
+            try:
+                fig.savefig(f, format=kind, dpi=110, bbox_inches="tight")
+            except RecursionError:  # (matplotlib's text parsers recurse; _literal keeps names out)
+                raise ValueError(f"{os.fspath(path)}: matplotlib could not draw this figure's "
+                                 "text (nested too deeply)") from None
     return fig
+
+
+def _literal(text):
+    """Text from a model or file (a class name) as matplotlib should draw it: literally. An
+    even number of "$" would make it mathtext, whose parser fails, or recurses for minutes,
+    on a crafted name ("$\\foo$", 45 nested "^{"); an escaped "\\$" is drawn as "$"."""
+    return str(text).replace("$", r"\$")
 
 
 def _images(x):
@@ -62,7 +73,7 @@ def plot_confusion_matrix(cm, class_names=None, path=None, title="Confusion matr
     """Heatmap of counts, true class down, predicted class across, with every count written."""
     cm = np.asarray(cm)
     k = len(cm)
-    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
+    names = [_literal(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
     fig = Figure(figsize=(1.0 + 0.6 * k, 0.6 + 0.6 * k))
     ax = fig.add_subplot()
     # log scale of colour so the few mistakes are visible next to the large diagonal
@@ -104,7 +115,7 @@ def plot_predictions(images, y_true, proba, class_names=None, n=25, cols=5, path
     green, wrong ones red. Shows `n` randomly chosen images; `what` they are goes in the
     title ("Predictions on random test images: 24/25 right")."""
     images, proba, y_true = _images(images), np.asarray(proba), np.asarray(y_true)
-    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    name = (lambda c: _literal(class_names[c])) if class_names is not None else str
     pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
     pred = proba.argmax(axis=1)
     titles = [f"pred {name(pred[i])} / true {name(y_true[i])}\n{proba[i, pred[i]]:.1%}" for i in pick]
@@ -119,7 +130,7 @@ def plot_mistakes(images, y_true, proba, class_names=None, n=16, cols=8, path=No
     the wrong answer."""
     from .metrics import misclassified
     images = _images(images)
-    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    name = (lambda c: _literal(class_names[c])) if class_names is not None else str
     worst = misclassified(y_true, proba)[:n]
     if not worst:
         fig = Figure(figsize=(4, 1))
@@ -206,7 +217,7 @@ def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(str(class_names[c]) if class_names is not None else str(c),
+                ax.set_ylabel(_literal(class_names[c]) if class_names is not None else str(c),
                               rotation=0, ha="right", va="center")
     fig.suptitle("Sample images per class")
     return _save(fig, path)
@@ -229,7 +240,7 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     w.r.t. the model's input ((C, H, W) or (H, W), tinycnn.saliency), drawn as |S| in one
     more panel: the pixels that move the prediction most."""
     from .preprocess import open_image
-    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
+    names = [_literal(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
     panels = 3 if saliency is None else 4
     fig = Figure(figsize=(10 if saliency is None else 13, 3.2))
     ax = fig.add_subplot(1, panels, 1)
@@ -287,7 +298,7 @@ def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=N
     the maps compare places within an image, not images. Titles give the predicted class
     and its probability, and the true class, in red, when the prediction is wrong."""
     images, proba = _images(images), np.asarray(proba)
-    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    name = (lambda c: _literal(class_names[c])) if class_names is not None else str
     pred = proba.argmax(axis=1)
     n = len(images)
     fig = Figure(figsize=(1.5 * n + 0.6, 5.4))

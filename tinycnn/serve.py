@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from . import preprocess
+from .cli import printable
 from .explain import look_inside
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -61,7 +62,7 @@ STATIC_FILES = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-MAX_BODY_BYTES = 8 * 2**20        # room for a photo; the page sends its 280x280 pad, a few KB of PNG
+MAX_BODY_BYTES = 8 * 2**20        # room for a photo (the page sends a photo's own file; a drawing, its pad's PNG)
 BODY_SECONDS = 60                 # for the whole body: a client trickling a byte at a time is cut off
 HEAD_SECONDS = 20                 # for the request line and headers, from when a thread takes the connection
 MAX_CONNECTIONS = 16              # request threads at once; a browser opens at most 6 per server
@@ -316,7 +317,8 @@ class Handler(BaseHTTPRequestHandler):
             # No path when the request line itself was refused (414, no HTTP version): the
             # AttributeError here used to lose the answer.
             what = f"{self.command} {self.path[:100]}" if hasattr(self, "path") else "request line"
-            print(f"tinycnn serve: {what} -> {code}", file=sys.stderr)
+            # (escaped: the method and path are the client's bytes, escape sequences and all)
+            print(f"tinycnn serve: {printable(what)} -> {code}", file=sys.stderr)
 
     def log_error(self, *args):
         pass                              # log_request reports the error's status line

@@ -97,10 +97,13 @@ def evaluate(model, loss, x, y, batch_size=256):
 
 
 def _evaluate(model, loss, x, y, batch_size=256, caller="evaluate"):
-    """evaluate without the checks: fit checked its validation data once, not every epoch."""
+    """evaluate without the checks: fit checked its validation data once, not every epoch.
+    Slices of batch_size, fewer for a model whose arrays are large per example (as in
+    predict_proba: at most modelcheck.MAX_SLICE_VALUES values in one array)."""
     total_loss, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+    step = model.inference_slice(batch_size, x.shape[1:])
+    for start in range(0, len(x), step):
+        xb, yb = x[start:start + step], y[start:start + step]
         logits = model.forward(xb, training=False)      # forward holds the thread policy
         # (argmax of a NaN row is 0: the accuracy would look like a real one)
         if not np.isfinite(logits).all():

@@ -9,7 +9,8 @@ renamed into place (os.replace is atomic on one filesystem). So:
 
 Every attempt is bounded: at most max_bytes are accepted (a larger Content-Length is refused
 before the body is read; a longer body is cut off) and it must end within a total deadline,
-so neither an endless body nor a server trickling a byte at a time can fill the disk or hang
+from the connection on (a watchdog shuts the socket when it passes), so neither an endless
+body nor a server trickling its headers or body a byte at a time can fill the disk or hang
 the caller. Temporary files left by a process killed with -9 are removed by the next
 download into the same folder (see tinycnn/fileutil.py).
 
@@ -23,7 +24,9 @@ a server that gzips it cannot make a small answer inflate on the way to disk.
 import hashlib
 import os
 import re
+import socket
 import sys
+import threading
 import time
 
 import requests
@@ -60,15 +63,115 @@ class _NextMirror(Exception):
     """A failure the same mirror will repeat: go to the next one."""
 
 
+class _Watchdog:
+    """Shuts every socket of one attempt when its deadline passes. A socket timeout bounds
+    one wait for data, not a whole answer: a server that sends its status line and then a
+    header byte every half second never trips it, and http.client takes 100 header lines
+    of 64 KiB. Shutting the socket ends the blocked read at once (as a closed connection)."""
+
+    def __init__(self, seconds):
+        self.fired = False
+        self._sockets, self._lock = [], threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire) if seconds < UNLIMITED else None
+
+    def watch(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:                # connected just as the deadline passed
+                _shut(sock)
+
+    def _fire(self):
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self):
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _shut(sock):
+    sock = getattr(sock, "socket", sock)      # (urllib3's SSLTransport, HTTPS through an HTTPS proxy, wraps one)
+    try:       # (socket.socket's own shutdown: on a TLS socket, the ssl layer's would write to it)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError):          # closed already; not a socket after all
+        pass
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with every connection it opens (to a mirror, a redirect's target or
+    a proxy) handed to `watchdog` once connected."""
+
+    def __init__(self, watchdog):
+        self._watchdog = watchdog
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self._watch(self.poolmanager)
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        return self._watch(super().proxy_manager_for(proxy, **kwargs))
+
+    def _watch(self, manager):
+        # urllib3's documented hooks: a pool manager makes its pools from pool_classes_by_scheme,
+        # a pool its connections from ConnectionCls.
+        watch = self._watchdog.watch
+
+        def watched(pool_cls):
+            class Connection(pool_cls.ConnectionCls):
+                def connect(self):
+                    super().connect()
+                    watch(self.sock)
+            return type(pool_cls.__name__, (pool_cls,), {"ConnectionCls": Connection})
+        if not getattr(manager, "_tinycnn_watched", False):
+            manager.pool_classes_by_scheme = {scheme: watched(cls) for scheme, cls
+                                              in manager.pool_classes_by_scheme.items()}
+            manager._tinycnn_watched = True
+        return manager
+
+
+def _too_slow(what, started, deadline):
+    return _NextMirror(f"too slow: {what} in {time.monotonic() - started:.1f} s, past the "
+                       f"{deadline:g} s deadline for one file (deadline=... or {DEADLINE_ENV} sets it)")
+
+
 def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_size=1 << 16):
     """Stream url into the open binary file `out`; return the number of bytes written.
 
     Bounded in size and time: a Content-Length above max_bytes is refused before the body
-    is read, a body that runs past max_bytes is cut there, and the whole transfer must end
-    within `deadline` seconds (a read timeout alone never fires on a server that trickles
-    one byte every half second)."""
-    expected, received = None, 0
+    is read, a body that runs past max_bytes is cut there, and the whole transfer, from the
+    connection on, must end within `deadline` seconds (a read timeout alone never fires on a
+    server that trickles one byte every half second, in the headers or in the body)."""
     started = time.monotonic()
+    with _Watchdog(deadline) as watchdog, requests.Session() as session:
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, _WatchedAdapter(watchdog))
+        try:
+            received = _transfer(session, url, out, name, timeout, progress, max_bytes, deadline,
+                                 started, chunk_size)
+        except _Retry:
+            if not watchdog.fired:
+                raise
+        else:
+            if not watchdog.fired:
+                return received
+    # The watchdog shut the socket: the answer seemed cut short (or, with no Content-Length,
+    # complete); it was too slow, and another attempt at this mirror would be too.
+    got = f"{out.tell():,} bytes" if out.tell() else "no complete answer"
+    raise _too_slow(got, started, deadline)
+
+
+def _transfer(session, url, out, name, timeout, progress, max_bytes, deadline, started, chunk_size):
+    """_fetch_once's request and body loop, in `session`."""
+    expected, received = None, 0
     # No socket wait may outlast the deadline either (a total silence ends at min(read, deadline)).
     finite = deadline if deadline < UNLIMITED else None
     cap = lambda t: finite if t is None else min(t, deadline)
@@ -76,8 +179,8 @@ def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_si
     try:
         # identity: the body is the file itself, so Content-Length is its size and no
         # Content-Encoding layer can inflate it on the way in.
-        with requests.get(url, stream=True, timeout=timeout,
-                          headers={"Accept-Encoding": "identity"}) as response:
+        with session.get(url, stream=True, timeout=timeout,
+                         headers={"Accept-Encoding": "identity"}) as response:
             if 400 <= response.status_code < 500:
                 raise _NextMirror(f"HTTP {response.status_code} {response.reason}")
             if response.status_code >= 500:
@@ -109,11 +212,8 @@ def _fetch_once(url, out, name, timeout, progress, max_bytes, deadline, chunk_si
                     out.write(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
-                    elapsed = time.monotonic() - started
-                    if elapsed > deadline:
-                        raise _NextMirror(f"too slow: {received:,} bytes in {elapsed:.1f} s, past "
-                                          f"the {deadline:g} s deadline for one file (deadline=..."
-                                          f" or {DEADLINE_ENV} sets it)")
+                    if time.monotonic() - started > deadline:
+                        raise _too_slow(f"{received:,} bytes", started, deadline)
             finally:
                 if bar is not None:
                     bar.close()
