@@ -121,6 +121,7 @@ def test_model_info(url, model):
     info = json.loads(body)
     assert status == 200 and info["name"] == "test-model" and info["parameters"] == model.num_parameters()
     assert info["layers"][0] == "conv2d_0 (Conv2D)" and info["provenance"] is None
+    assert info["max_body_bytes"] == serve.MAX_BODY_BYTES        # (the page sends photos up to it)
     line = serve.model_info(tinycnn.pretrained("mnist"), "mnist", pretrained="mnist")["provenance"]
     accuracy = tinycnn.zoo.provenance("mnist")["test_accuracy"]
     assert line == (f"pretrained fastnet, {accuracy:.2%} right on the 10,000 MNIST test images "

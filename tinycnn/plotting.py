@@ -29,6 +29,11 @@ def _literal(text):
     return str(text).replace("$", r"\$")
 
 
+def _namer(class_names):
+    """Class index -> the text drawn for it: its name (drawn literally), or the index."""
+    return (lambda c: _literal(class_names[c])) if class_names is not None else str
+
+
 def _images(x):
     """(N, 1, H, W) or (N, H, W) -> (N, H, W) for display in grey; (N, 3, H, W) -> (N, H, W, 3)
     in colour, each image stretched to [0, 1] (imshow's range for colour; standardised
@@ -73,7 +78,7 @@ def plot_confusion_matrix(cm, class_names=None, path=None, title="Confusion matr
     """Heatmap of counts, true class down, predicted class across, with every count written."""
     cm = np.asarray(cm)
     k = len(cm)
-    names = [_literal(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
+    names = [_namer(class_names)(i) for i in range(k)]
     fig = Figure(figsize=(1.0 + 0.6 * k, 0.6 + 0.6 * k))
     ax = fig.add_subplot()
     # log scale of colour so the few mistakes are visible next to the large diagonal
@@ -115,7 +120,7 @@ def plot_predictions(images, y_true, proba, class_names=None, n=25, cols=5, path
     green, wrong ones red. Shows `n` randomly chosen images; `what` they are goes in the
     title ("Predictions on random test images: 24/25 right")."""
     images, proba, y_true = _images(images), np.asarray(proba), np.asarray(y_true)
-    name = (lambda c: _literal(class_names[c])) if class_names is not None else str
+    name = _namer(class_names)
     pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
     pred = proba.argmax(axis=1)
     titles = [f"pred {name(pred[i])} / true {name(y_true[i])}\n{proba[i, pred[i]]:.1%}" for i in pick]
@@ -130,7 +135,7 @@ def plot_mistakes(images, y_true, proba, class_names=None, n=16, cols=8, path=No
     the wrong answer."""
     from .metrics import misclassified
     images = _images(images)
-    name = (lambda c: _literal(class_names[c])) if class_names is not None else str
+    name = _namer(class_names)
     worst = misclassified(y_true, proba)[:n]
     if not worst:
         fig = Figure(figsize=(4, 1))
@@ -217,7 +222,7 @@ def plot_samples(images, labels, class_names=None, per_class=8, path=None, seed=
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(_literal(class_names[c]) if class_names is not None else str(c),
+                ax.set_ylabel(_namer(class_names)(c),
                               rotation=0, ha="right", va="center")
     fig.suptitle("Sample images per class")
     return _save(fig, path)
@@ -240,7 +245,7 @@ def plot_prediction(original, seen, proba, class_names=None, path=None, saliency
     w.r.t. the model's input ((C, H, W) or (H, W), tinycnn.saliency), drawn as |S| in one
     more panel: the pixels that move the prediction most."""
     from .preprocess import open_image
-    names = [_literal(c) for c in class_names] if class_names is not None else [str(i) for i in range(len(proba))]
+    names = [_namer(class_names)(i) for i in range(len(proba))]
     panels = 3 if saliency is None else 4
     fig = Figure(figsize=(10 if saliency is None else 13, 3.2))
     ax = fig.add_subplot(1, panels, 1)
@@ -298,7 +303,7 @@ def plot_saliency(images, saliency, proba, class_names=None, y_true=None, path=N
     the maps compare places within an image, not images. Titles give the predicted class
     and its probability, and the true class, in red, when the prediction is wrong."""
     images, proba = _images(images), np.asarray(proba)
-    name = (lambda c: _literal(class_names[c])) if class_names is not None else str
+    name = _namer(class_names)
     pred = proba.argmax(axis=1)
     n = len(images)
     fig = Figure(figsize=(1.5 * n + 0.6, 5.4))

@@ -13,7 +13,9 @@ the sheet. `to_mnist` undoes each difference, in this order:
        (the table at the edges, ruled lines, a grid, specks) -> crop to the ink
     -> resize the longer side to 20 px (antialiased) -> centre of mass to the centre
 """
+import mmap
 import os
+import re
 import stat
 import warnings
 
@@ -91,6 +93,7 @@ def decode_image(f, name):
 # A TIFF's tiles are allocated whole, as declared: a 100x100 TIFF of 254 bytes declaring a
 # 46336x46336 tile made libtiff allocate 2.1 GB before it failed.
 MAX_JPEG_SCANS = 100
+MAX_JPEG_SEGMENTS = 10_000     # (each is a step of the scan count; a photo has a few dozen)
 MAX_TILE_PIXELS = 1 << 22        # 2048 x 2048 (TIFF writers use 16 x 16 to 1024 x 1024)
 
 
@@ -99,11 +102,17 @@ class _TooMuchWork(ValueError):
 
 
 def _check_decoding_work(image, f):
-    """Refuse a JPEG with more than MAX_JPEG_SCANS scans and a TIFF whose tiles are larger
-    than the picture and than MAX_TILE_PIXELS. Reads the file's bytes, not its pixels."""
-    if image.format in ("JPEG", "MPO") and _jpeg_scans(f) > MAX_JPEG_SCANS:
-        raise _TooMuchWork(f"a JPEG of more than {MAX_JPEG_SCANS} scans, each a pass over the whole picture "
-                           "(cameras write 1-10): refused")
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans (or MAX_JPEG_SEGMENTS segments) and a
+    TIFF whose tiles are larger than the picture and than MAX_TILE_PIXELS. Reads the file's
+    bytes, not its pixels."""
+    if image.format in ("JPEG", "MPO"):
+        scans, segments = _jpeg_work(f)
+        if scans > MAX_JPEG_SCANS:
+            raise _TooMuchWork(f"a JPEG of more than {MAX_JPEG_SCANS} scans, each a pass over the whole picture "
+                               "(cameras write 1-10): refused")
+        if segments > MAX_JPEG_SEGMENTS:
+            raise _TooMuchWork(f"a JPEG of more than {MAX_JPEG_SEGMENTS:,} segments (cameras write a few "
+                               "dozen): refused")
     if image.format == "TIFF":
         tile = image.tag_v2.get(322, 0) * image.tag_v2.get(323, 0)     # TileWidth x TileLength
         if tile > max(image.size[0] * image.size[1], MAX_TILE_PIXELS):
@@ -111,36 +120,38 @@ def _check_decoding_work(image, f):
                                f"the {image.size[0]}x{image.size[1]} picture: refused")
 
 
-def _jpeg_scans(f):
-    """How many scans (SOS segments) the JPEG in f has before its end (EOI), counted up to
-    MAX_JPEG_SCANS + 1. Segments are skipped by their lengths (an EXIF thumbnail inside APP1
-    is not counted), a scan's entropy-coded data up to the next marker (its own 0xFF bytes
-    are followed by 0x00 or a restart number), and what follows EOI (a phone's motion
-    photo appends a video) is not read."""
-    import mmap
+# A JPEG marker: 0xFF, then a byte that is not 0x00 (a stuffed 0xFF inside entropy-coded
+# data), a restart number (0xD0-0xD7, also inside it) or 0xFF (fill before a marker).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_work(f):
+    """(scans, segments): how many scans (SOS segments) and segments the JPEG in f has before
+    its end (EOI), each counted up to one past its limit (MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS).
+    The next marker is found by a regular expression (in C: 8 MB of stuffed bytes or of
+    garbage cost milliseconds, where a loop in Python took 1.5 s), and a segment is skipped
+    by its length, so an EXIF thumbnail inside APP1 is not counted, nor anything after EOI
+    (a phone's motion photo appends a video)."""
     f.seek(0)
     try:
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (AttributeError, OSError, ValueError):       # (io.BytesIO: a request's body)
         data = f.read()
-    i, scans, end = 2, 0, len(data)
-    while i + 4 <= end and scans <= MAX_JPEG_SCANS:
-        if data[i] != 0xFF or data[i + 1] == 0xFF:         # (fill bytes before a marker)
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker == 0xD9:                                 # EOI
-            break
-        if 0xD0 <= marker <= 0xD7 or marker in (0x00, 0x01):  # markers without a length
-            i += 2
-            continue
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
-        if marker == 0xDA:                                 # SOS: its entropy-coded data follows
-            scans += 1
-            while (j := data.find(b"\xff", i)) >= 0 and j + 1 < end and (data[j + 1] == 0 or 0xD0 <= data[j + 1] <= 0xD7):
-                i = j + 2
-            i = j if j >= 0 else end
-    return scans
+    try:
+        i, scans, segments = 2, 0, 0
+        while scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
+            found = _JPEG_MARKER.search(data, i)
+            if found is None or data[found.start() + 1] == 0xD9:     # the end, or EOI
+                break
+            i, marker = found.start() + 2, data[found.start() + 1]
+            segments += 1
+            if marker not in (0x01, 0xD8) and i + 2 <= len(data):    # (TEM and SOI have no length)
+                i += (data[i] << 8) | data[i + 1]
+            scans += marker == 0xDA               # (its entropy-coded data: skipped by the search)
+        return scans, segments
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
 
 
 def _upright(image, name):
@@ -283,16 +294,16 @@ def _already_mnist(g):
 # (a dot: drawn discs of 10-80 px measured 75-81%). Of MNIST's 60,000 training digits, 8
 # count as blobs: 0s and 8s written so boldly that their holes almost close.
 BLOB_FILL, BLOB_ASPECT = 0.72, 1.3
-# Finding the digit in a photo (read_digit, _darkness, _the_digit): the paper's brightness is
-# estimated over windows of LIGHT_WINDOW of the longer side; ink is at least MIN_DARKNESS
-# darker than its paper; pieces with most of their pixels within EDGE_BAND of the picture's
-# edges are a table or a shadow; a piece with more than MAX_HOLES holes is a grid; one under
-# SPECK of the largest piece, away from it, is dirt.
-LIGHT_WINDOW, MIN_DARKNESS, EDGE_BAND, MAX_HOLES, SPECK = 0.4, 0.25, 0.1, 4, 0.05
-MAX_PIECES = 20_000           # separate marks a picture may have (a noisy photo: a few thousand)
-MAX_MESHES = 4                # pieces spanning the picture whose holes are counted (grid or not)
-FAINT = 0.1                   # when nothing is MIN_DARKNESS darker: faint ink, read with a note
-NEAR = 0.02                   # an edge piece this close (of the longer side) to the digit is part of it
+# Finding the digit in a photo (read_digit, _darkness, _the_digit):
+LIGHT_WINDOW = 0.4     # the paper's brightness is estimated over windows of this much of the longer side
+MIN_DARKNESS = 0.25    # ink is at least this much darker than its paper...
+FAINT = 0.1            # ...or, when nothing is, at least this much (read with a note: faint ink)
+EDGE_BAND = 0.1        # a piece mostly within this much of the edges hugs them (a table, a shadow)
+NEAR = 0.02            # a hugging piece this close (of the longer side) to the digit is part of it
+MAX_HOLES = 4          # a piece spanning the picture with more holes is a grid (a digit has at most 2)
+MAX_MESHES = 4         # spanning pieces whose holes are counted (the largest; counting labels a whole box)
+SPECK = 0.05           # a piece under this much of the largest one, away from it, is dirt
+MAX_PIECES = 20_000    # separate marks a picture may have (a noisy photo: a few thousand)
 
 
 def to_mnist(image):
@@ -317,7 +328,7 @@ def read_digit(image):
     bright_ink = 1 - g if paper_is_light else g
     if _already_mnist(bright_ink):
         return bright_ink.astype(np.float32), None
-    darkness = _darkness(g if paper_is_light else 1 - g)
+    darkness = _darkness(g if paper_is_light else 1 - g)      # (paper light, ink dark)
     marks, notes = _the_digit(darkness)
     rows, cols = np.flatnonzero(marks.any(axis=1)), np.flatnonzero(marks.any(axis=0))
     ink = np.where(marks, darkness, 0)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]

@@ -4,7 +4,8 @@ Standard library only (http.server); the page is plain HTML, CSS and JavaScript 
 tinycnn/static/, with nothing fetched from elsewhere, so it works offline.
 
     GET  /  (and /app.js, /style.css)   the page: the files in tinycnn/static/, nothing else
-    GET  /api/model                     the model being served: name, layers, provenance
+    GET  /api/model                     the model being served: name, layers, provenance;
+                                        and max_body_bytes, the largest request taken
     POST /api/predict                   an image -> what the model makes of it (JSON, below)
 
 POST /api/predict takes the image as the raw request body (PNG, JPEG, ... any format Pillow
@@ -16,7 +17,7 @@ It answers
      "saliency": {"width": 28, "height": 28, "scale", "data": b64},   d score / d pixel
      "ink_times_gradient": {... the same},                            pixel * saliency
      "note":     null, or why the reading deserves less trust (preprocess.read_digit: a
-                 digit enlarged from under 20 px, or a dot rather than strokes),
+                 small digit, a dot, two digits, faint ink, dark edges left out),
      "seconds", "cpu_seconds": wall-clock and CPU time spent on this request in the server}
 where each "data" is base64 of uint8 values, row-major (maps one after another). "input" is
 0 (black) to 255 (ink). Feature maps and saliency are signed: 128 is zero and 0 / 255 are
@@ -151,7 +152,7 @@ def model_info(model, name, pretrained=None):
     from . import zoo
     info = {"name": name, "parameters": int(model.num_parameters()),
             "layers": [f"{n} ({layer.name})" for n, layer in zip(model.names, model.layers)],
-            "provenance": None}
+            "provenance": None, "max_body_bytes": MAX_BODY_BYTES}      # (the page sends photos up to it)
     if pretrained:
         p = zoo.provenance(pretrained)
         info["provenance"] = (f"pretrained {p['options']['arch']}, {p['test_accuracy']:.2%} right on the "

@@ -12,7 +12,6 @@ const PEN_WIDTH = 22;           // pad pixels: a digit ~200 px tall -> strokes ~
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
-const MAX_UPLOAD_BYTES = 8 * 2 ** 20;   // the server's limit (serve.py MAX_BODY_BYTES)
 const state = {strokes: [], current: null, photo: null, file: null, paper: "#fff"};
 window.tinycnn = {timings: [], serverSeconds: [], serverCpuSeconds: [], predictions: 0, last: null, errors: 0};
 
@@ -143,6 +142,7 @@ dropZone.addEventListener("drop", (e) => {
 });
 
 // -- asking the server, throttled -------------------------------------------------------------
+let maxBodyBytes = 0;       // the server's limit on a request (from /api/model; until then, the pad)
 let changedAt = null;       // performance.now() of the oldest change not sent yet
 let inFlight = false, lastSent = -Infinity, timer = null;
 
@@ -165,13 +165,13 @@ async function send() {
   inFlight = true;
   lastSent = performance.now();
   try {
-    const file = state.photo && !state.strokes.length && state.file && state.file.size <= MAX_UPLOAD_BYTES
+    const file = state.photo && !state.strokes.length && state.file && state.file.size <= maxBodyBytes
       ? state.file : null;
     const body = file || await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
     const type = file ? (file.type || "application/octet-stream") : "image/png";
     const response = await fetch("/api/predict", {method: "POST", headers: {"Content-Type": type}, body});
     const answer = await response.json();
-    if (file && response.status === 400) {
+    if (file && (response.status === 400 || response.status === 413)) {
       // Refused as a file (a format only the browser reads, such as HEIC; over 40 megapixels):
       // the pad, which shows it, is sent instead (unless another photo came meanwhile).
       if (state.file === file) state.file = null;
@@ -334,6 +334,7 @@ window.tinycnn.idle = () => !inFlight && changedAt === null && timer === null;
 redraw();
 showEmpty();
 fetch("/api/model").then((r) => r.json()).then((info) => {
+  maxBodyBytes = info.max_body_bytes;     // photos up to it are sent as their own files
   document.getElementById("model-info").textContent =
     `Model: ${info.name}, ${info.parameters.toLocaleString("en")} parameters` +
     (info.provenance ? `; ${info.provenance}` : "") + ".";
