@@ -54,6 +54,7 @@ class Sequential:
                 layer.reset_parameters(self.rng)
         self.training = False
         self._fused = {}
+        self._slice_sizes = {}        # example shape -> examples per inference slice (inference_slice)
         self.input_shape = None
         self.preprocessing = {}               # saved with the model; see `preprocess`
         self.class_names = None
@@ -252,10 +253,13 @@ class Sequential:
         """How many examples of shape `example_shape` to run at once for inference: batch_size,
         or fewer when one of the slice's arrays would hold more than MAX_SLICE_VALUES values
         (tinycnn.modelcheck: 2**26, 256 MiB of float32)."""
-        try:
-            return min(batch_size, examples_per_slice(self, example_shape))
-        except ValueError:        # the input does not fit: forward says how, on the first slice
-            return batch_size
+        key = tuple(example_shape)
+        if key not in self._slice_sizes:       # (walking the layers' shapes costs 30 us: once per shape)
+            try:
+                self._slice_sizes[key] = examples_per_slice(self, key)
+            except ValueError:    # the input does not fit: forward says how, on the first slice
+                return batch_size
+        return min(batch_size, self._slice_sizes[key])
 
     def predict(self, x, batch_size=256):
         """Predicted class indices (N,)."""
